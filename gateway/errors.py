@@ -1,0 +1,84 @@
+"""The one error hierarchy. Each front-end maps it to its own status codes in one place."""
+
+
+class GatewayError(Exception):
+    """Base of every error the core raises on purpose."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.__doc__ or type(self).__name__)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class InvalidInput(GatewayError):
+    """Invalid input data."""
+
+
+class MalformedPayload(InvalidInput):
+    """The payload is not valid JSON or breaks the telemetry/attribute grammar."""
+
+
+class PayloadTooLarge(InvalidInput):
+    """The payload is larger than the configured limit."""
+
+
+class Unauthorized(GatewayError):
+    """Unknown or invalid credentials."""
+
+
+class Forbidden(GatewayError):
+    """The caller may not do this."""
+
+
+class NotFound(GatewayError):
+    """The resource does not exist."""
+
+
+class Conflict(GatewayError):
+    """The resource conflicts with an existing one."""
+
+
+class NameTaken(Conflict):
+    """A device with this name already exists in the project."""
+
+
+class CredentialsTaken(Conflict):
+    """Specified credentials are already registered!"""
+
+
+class CredentialsInvalid(InvalidInput):
+    """The credentials are not valid."""
+
+
+class QuotaExceeded(GatewayError):
+    """A configured limit was reached."""
+
+
+class Overloaded(GatewayError):
+    """The ingest queue is full; retry later."""
+
+    def __init__(self, message: str = "", retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(GatewayError):
+    """A dependency (the database) is unavailable, or the gateway is shutting down."""
+
+
+class ProjectNameTaken(Conflict):
+    """A project with this name already exists."""
+
+
+class ProductNameTaken(Conflict):
+    """A product with this name already exists in the project."""
+
+
+class ProvisionKeyTaken(Conflict):
+    """Device profile with such provision device key already exists!"""
+
+
+class ProductInUse(Conflict):
+    """The product still has devices; delete them first."""

@@ -1,0 +1,192 @@
+"""The ingestion pipeline: a queue bounded in rows, one batcher, a few concurrent writers.
+
+A message's future completes once the transaction holding its rows has
+committed, which is what a stored acknowledgement waits for. When the queue is
+full, ``submit`` raises Overloaded (or ``wait_for_room`` blocks) rather than
+dropping anything; while the database is down, batches are retried with
+back-off and nothing is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from gateway import metrics
+from gateway.errors import Overloaded, Unavailable
+from gateway.model import AttributeMessage, TelemetryMessage
+from gateway.ports import IngestWriter
+
+log = logging.getLogger(__name__)
+
+Message = TelemetryMessage | AttributeMessage
+_UNEXPECTED_ERROR_TRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
+    capacity_rows: int = 200_000
+    batch_max_rows: int = 5_000
+    batch_max_age: float = 0.01
+    writers: int = 2
+    retry_max_delay: float = 5.0
+    retry_after: float = 1.0
+
+
+class IngestPipeline:
+    def __init__(self, writer: IngestWriter, settings: IngestSettings) -> None:
+        self._writer = writer
+        self._settings = settings
+        self._queue: deque[tuple[Message, asyncio.Future[None] | None]] = deque()
+        self._queued_rows = 0
+        self._inflight_rows = 0
+        self._nonempty = asyncio.Event()
+        self._full = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._slots = asyncio.Semaphore(settings.writers)
+        self._writes: set[asyncio.Task[None]] = set()
+        self._batcher: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def depth_rows(self) -> int:
+        return self._queued_rows + self._inflight_rows
+
+    @property
+    def saturated(self) -> bool:
+        return self.depth_rows >= self._settings.capacity_rows
+
+    def start(self) -> None:
+        self._batcher = asyncio.create_task(self._run(), name="ingest-batcher")
+
+    def submit(self, message: Message, *, wait_stored: bool) -> asyncio.Future[None] | None:
+        """Queue a message; with ``wait_stored`` return a future that completes on commit.
+
+        Raises Overloaded when the queue holds no room for it and Unavailable
+        once the pipeline is shutting down.
+        """
+        if self._closing:
+            raise Unavailable("The gateway is shutting down")
+        rows = message.rows
+        if rows and self.depth_rows + rows > self._settings.capacity_rows and self.depth_rows:
+            metrics.INGEST_REJECTED.inc()
+            raise Overloaded("The ingest queue is full", retry_after=self._settings.retry_after)
+        future = asyncio.get_running_loop().create_future() if wait_stored else None
+        if not rows:
+            if future is not None:
+                future.set_result(None)
+            return future
+        self._queue.append((message, future))
+        self._queued_rows += rows
+        self._nonempty.set()
+        if self._queued_rows >= self._settings.batch_max_rows:
+            self._full.set()
+        if self.saturated:
+            self._room.clear()
+        metrics.QUEUE_DEPTH.set(self.depth_rows)
+        return future
+
+    async def wait_for_room(self) -> None:
+        """Wait until the queue has room again: how a streaming front-end pushes back."""
+        await self._room.wait()
+
+    async def stop(self, timeout: float) -> None:
+        """Stop accepting, write what is queued within ``timeout``, then cancel the rest."""
+        self._closing = True
+        self._nonempty.set()
+        self._full.set()
+        try:
+            async with asyncio.timeout(timeout):
+                if self._batcher is not None:
+                    await asyncio.shield(self._batcher)
+        except TimeoutError:
+            log.error("ingest drain timed out with %d rows unwritten; they were not acknowledged", self.depth_rows)
+        finally:
+            tasks = [t for t in (self._batcher, *self._writes) if t is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for _, future in self._queue:
+                if future is not None and not future.done():
+                    future.set_exception(Unavailable("The gateway shut down before the message was stored"))
+            self._queue.clear()
+
+    async def _run(self) -> None:
+        while True:
+            await self._nonempty.wait()
+            if not self._queue:
+                if self._closing:
+                    break
+                self._nonempty.clear()
+                continue
+            await self._slots.acquire()
+            if not self._full.is_set() and self._settings.batch_max_age > 0:
+                try:
+                    async with asyncio.timeout(self._settings.batch_max_age):
+                        await self._full.wait()
+                except TimeoutError:
+                    pass
+            batch = self._take()
+            task = asyncio.create_task(self._write(batch), name="ingest-write")
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+        await asyncio.gather(*self._writes)
+
+    def _take(self) -> list[tuple[Message, asyncio.Future[None] | None]]:
+        batch = []
+        rows = 0
+        limit = self._settings.batch_max_rows
+        while self._queue and rows < limit:
+            item = self._queue.popleft()
+            batch.append(item)
+            rows += item[0].rows
+        self._queued_rows -= rows
+        self._inflight_rows += rows
+        if self._queued_rows < limit:
+            self._full.clear()
+        if not self._queue and not self._closing:
+            self._nonempty.clear()
+        return batch
+
+    async def _write(self, batch: list[tuple[Message, asyncio.Future[None] | None]]) -> None:
+        telemetry = [m for m, _ in batch if isinstance(m, TelemetryMessage)]
+        attributes = [m for m, _ in batch if isinstance(m, AttributeMessage)]
+        rows = sum(m.rows for m, _ in batch)
+        delay = 0.05
+        failures = 0
+        started = time.perf_counter()
+        try:
+            while True:
+                try:
+                    await self._writer.write(telemetry, attributes)
+                    break
+                except Unavailable as exc:
+                    metrics.DB_ERRORS.inc()
+                    log.warning("database unavailable, batch of %d rows retried in %.2fs: %s", rows, delay, exc)
+                except Exception as exc:
+                    metrics.DB_ERRORS.inc()
+                    failures += 1
+                    if failures >= _UNEXPECTED_ERROR_TRIES:
+                        log.exception("batch of %d rows failed %d times; not acknowledged", rows, failures)
+                        for _, future in batch:
+                            if future is not None and not future.done():
+                                future.set_exception(exc)
+                        return
+                    log.warning("batch of %d rows failed, retried in %.2fs: %r", rows, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.retry_max_delay)
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+            metrics.ROWS_STORED.inc(rows)
+            for _, future in batch:
+                if future is not None and not future.done():
+                    future.set_result(None)
+        finally:
+            self._inflight_rows -= rows
+            if not self.saturated:
+                self._room.set()
+            metrics.QUEUE_DEPTH.set(self.depth_rows)
+            self._slots.release()

@@ -1,0 +1,210 @@
+"""Frozen dataclasses passed between the layers."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ProvisionStrategy(enum.StrEnum):
+    ALLOW_CREATE_NEW_DEVICES = "ALLOW_CREATE_NEW_DEVICES"
+    CHECK_PRE_PROVISIONED_DEVICES = "CHECK_PRE_PROVISIONED_DEVICES"
+    DISABLED = "DISABLED"
+
+
+class CredentialsType(enum.StrEnum):
+    ACCESS_TOKEN = "ACCESS_TOKEN"
+    MQTT_BASIC = "MQTT_BASIC"
+    X509_CERTIFICATE = "X509_CERTIFICATE"
+    LWM2M_CREDENTIALS = "LWM2M_CREDENTIALS"
+
+
+class ProvisionStatus(enum.StrEnum):
+    SUCCESS = "SUCCESS"
+    NOT_FOUND = "NOT_FOUND"
+    FAILURE = "FAILURE"
+
+
+class AttributeScope(enum.StrEnum):
+    CLIENT = "CLIENT_SCOPE"
+    SHARED = "SHARED_SCOPE"
+    SERVER = "SERVER_SCOPE"
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    id: str
+    name: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    """A product (IoTDA) is a device profile (ThingsBoard): it owns the provisioning settings."""
+
+    id: str
+    project_id: str
+    name: str
+    description: str
+    provision_strategy: ProvisionStrategy
+    provision_key: str | None
+    provision_secret: str | None
+    send_ack_on_validation_error: bool
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class MqttBasic:
+    client_id: str | None
+    user_name: str | None
+    password: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Credentials as supplied by a device or an operator, in clear, before hashing.
+
+    ``value`` is the access token (ACCESS_TOKEN), an :class:`MqttBasic`
+    (MQTT_BASIC) or the trimmed Base64 certificate body (X509_CERTIFICATE).
+    """
+
+    type: CredentialsType
+    value: str | MqttBasic
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCredentials:
+    """What storage keeps: lookup key and hashes, never a clear secret except ``pending``.
+
+    ``pending`` is the clear value an operator set for a pre-provisioned device,
+    kept only until that device's first successful provisioning.
+    """
+
+    type: CredentialsType
+    lookup: str
+    password_hash: str | None = None
+    client_id: str | None = None
+    user_name: str | None = None
+    certificate: str | None = None
+    pending: Credentials | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    project_id: str
+    product_id: str
+    name: str
+    label: str | None = None
+    gateway: bool = False
+    created_at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIdentity:
+    """An authenticated device, as the front-ends carry it through a request or session."""
+
+    device_id: str
+    project_id: str
+    product_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionRequest:
+    provision_key: str
+    provision_secret: str
+    device_name: str | None = None
+    credentials_type: CredentialsType = CredentialsType.ACCESS_TOKEN
+    token: str | None = None
+    client_id: str | None = None
+    username: str | None = None
+    password: str | None = None
+    certificate: str | None = None
+    gateway: bool = False
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionResult:
+    status: ProvisionStatus
+    credentials: Credentials | None = None
+    device: Device | None = None
+    reason: str = ""
+
+
+class ValueType(enum.IntEnum):
+    BOOLEAN = 1
+    LONG = 2
+    DOUBLE = 3
+    STRING = 4
+    JSON = 5
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: str
+    type: ValueType
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One timestamped set of key-values: ThingsBoard's ``{"ts":…, "values":{…}}``."""
+
+    ts: int
+    values: tuple[KeyValue, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryMessage:
+    device_id: str
+    readings: tuple[Reading, ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(len(r.values) for r in self.readings)
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeMessage:
+    device_id: str
+    scope: AttributeScope
+    ts: int
+    values: tuple[KeyValue, ...]
+
+    @property
+    def rows(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeValue:
+    key: str
+    value: Any
+    last_update_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimeseriesPoint:
+    ts: int
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: tuple[Any, ...]
+    count: int
+    marker: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    project_id: str | None
+    action: str
+    outcome: str
+    reason: str = ""
+    device_id: str | None = None
+    source: str = ""
+    details: dict[str, Any] = field(default_factory=dict)

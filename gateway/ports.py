@@ -1,0 +1,86 @@
+"""What the core needs from storage, as structural types.
+
+The composition root hands implementations from ``storage`` to the core; tests
+may hand in-memory fakes. Methods raise only errors from :mod:`gateway.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from gateway.model import (
+    AttributeMessage,
+    AttributeScope,
+    AttributeValue,
+    AuditRecord,
+    Device,
+    DeviceIdentity,
+    Page,
+    Product,
+    Project,
+    StoredCredentials,
+    TelemetryMessage,
+)
+
+
+class ProvisioningStore(Protocol):
+    async def product_by_provision_key(self, key: str) -> Product | None: ...
+
+    async def create_device(self, device: Device, credentials: StoredCredentials) -> Device:
+        """Insert the device with its credentials; NameTaken or CredentialsTaken on a clash."""
+
+    async def device_by_name(self, project_id: str, name: str) -> Device | None: ...
+
+    async def credentials_of(self, device_id: str) -> StoredCredentials | None: ...
+
+    async def mark_provisioned(self, device_id: str, ts: int) -> bool:
+        """Atomically set the ``provisionState`` server attribute and forget the pending
+        clear credentials; False when the device was already provisioned."""
+
+
+class DeviceAuthStore(Protocol):
+    async def authenticate(self, lookup: str) -> tuple[DeviceIdentity, StoredCredentials] | None: ...
+
+
+class AttributeReader(Protocol):
+    async def read_attributes(
+        self, device_id: str, scope: AttributeScope, keys: Sequence[str] | None
+    ) -> list[AttributeValue]: ...
+
+
+class IngestWriter(Protocol):
+    async def write(
+        self, telemetry: Sequence[TelemetryMessage], attributes: Sequence[AttributeMessage]
+    ) -> None:
+        """Store one batch in one transaction, idempotently: writing the same batch twice
+        leaves the same rows. Raise Unavailable when the database cannot be reached."""
+
+
+class AuditLog(Protocol):
+    async def record(self, record: AuditRecord) -> None: ...
+
+
+class ProjectStore(Protocol):
+    async def create_project(self, project: Project) -> None:
+        """Conflict when the name is taken."""
+
+    async def project(self, project_id: str) -> Project | None: ...
+
+    async def add_token(self, project_id: str, token_hash: str, description: str, created_at: int) -> None: ...
+
+    async def project_of_token(self, token_hash: str) -> str | None: ...
+
+
+class ProductStore(Protocol):
+    async def create_product(self, product: Product) -> None:
+        """Conflict when the name is taken in the project or the provision key anywhere."""
+
+    async def product(self, project_id: str, product_id: str) -> Product | None: ...
+
+    async def list_products(self, project_id: str, limit: int, marker: str, offset: int) -> Page: ...
+
+    async def update_product(self, product: Product) -> None: ...
+
+    async def delete_product(self, project_id: str, product_id: str) -> bool:
+        """False when there is no such product; Conflict while it still has devices."""

@@ -1,0 +1,41 @@
+"""The core's errors as HTTP statuses: the one place this front-end maps them."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import errors
+
+_STATUS: list[tuple[type[errors.GatewayError], int]] = [
+    (errors.PayloadTooLarge, 413),
+    (errors.InvalidInput, 400),
+    (errors.Unauthorized, 401),
+    (errors.Forbidden, 403),
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),
+    (errors.QuotaExceeded, 403),
+    (errors.Overloaded, 503),
+    (errors.Unavailable, 503),
+]
+
+
+def status_of(exc: errors.GatewayError) -> int:
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def retry_headers(exc: errors.GatewayError) -> dict[str, str]:
+    if isinstance(exc, errors.Overloaded):
+        return {"Retry-After": str(max(1, round(exc.retry_after)))}
+    if isinstance(exc, errors.Unavailable):
+        return {"Retry-After": "1"}
+    return {}
+
+
+def device_error(exc: errors.GatewayError) -> web.Response:
+    """The device API answers errors with a status and a plain-text reason; 401 has no body."""
+    status = status_of(exc)
+    text = None if status == 401 else exc.message
+    return web.Response(status=status, text=text, headers=retry_headers(exc))

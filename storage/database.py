@@ -1,0 +1,33 @@
+"""The connection pool, opened once per process by the composition root."""
+
+from __future__ import annotations
+
+import asyncpg
+import orjson
+
+from storage.errors import translated
+from storage.migrate import migrate
+
+_STAGE_TABLE = """CREATE TEMP TABLE IF NOT EXISTS ts_kv_stage (
+    device_id text, key integer, ts bigint, bool_v boolean, long_v bigint,
+    dbl_v double precision, str_v text, json_v text) ON COMMIT DELETE ROWS"""
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=lambda v: v if isinstance(v, str) else orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+    )
+    # The COPY writer stages rows here; it lives as long as the connection.
+    await conn.execute(_STAGE_TABLE)
+
+
+async def open_pool(url: str, size: int, *, run_migrations: bool = True) -> asyncpg.Pool:
+    with translated():
+        if run_migrations:
+            conn = await asyncpg.connect(url)
+            try:
+                await migrate(conn)
+            finally:
+                await conn.close()
+        return await asyncpg.create_pool(url, min_size=min(2, size), max_size=size, init=_init_connection)

@@ -1,0 +1,32 @@
+"""asyncpg's exceptions, translated once into the core's error hierarchy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import asyncpg
+
+from gateway.errors import Conflict, Unavailable
+
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+)
+
+
+@contextmanager
+def translated(conflict: type[Conflict] = Conflict) -> Iterator[None]:
+    try:
+        yield
+    except asyncpg.UniqueViolationError as exc:
+        raise conflict(conflict.__doc__ or "") from exc
+    except _UNAVAILABLE as exc:
+        raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc

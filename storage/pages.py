@@ -1,0 +1,33 @@
+"""IoTDA's marker pagination: ids descending (newest first), a marker, an offset from it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from gateway.model import Page
+
+NO_MARKER = "ffffffffffffffffffffffff"
+
+
+async def fetch_page(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    table: str,
+    where: str,
+    args: Sequence[Any],
+    limit: int,
+    marker: str,
+    offset: int,
+    convert: Callable[[asyncpg.Record], Any],
+) -> Page:
+    """Rows of ``table`` matching ``where`` (which uses $1..$n for ``args``)."""
+    n = len(args)
+    records = await conn.fetch(
+        f"SELECT * FROM {table} WHERE {where} AND id < ${n + 1} ORDER BY id DESC LIMIT ${n + 2} OFFSET ${n + 3}",
+        *args, marker or NO_MARKER, limit, offset,
+    )
+    count = await conn.fetchval(f"SELECT count(*) FROM {table} WHERE {where}", *args)
+    items = tuple(convert(r) for r in records)
+    return Page(items, count, records[-1]["id"] if records else None)

@@ -1,0 +1,70 @@
+"""Products (device profiles)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from gateway.errors import Conflict, ProductInUse, ProductNameTaken, ProvisionKeyTaken
+from gateway.model import Page, Product
+from storage import rows
+from storage.errors import translated
+from storage.pages import fetch_page
+
+
+def _taken(exc: asyncpg.UniqueViolationError) -> Conflict:
+    return ProvisionKeyTaken() if "provision_key" in (exc.constraint_name or "") else ProductNameTaken()
+
+
+class ProductStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create_product(self, product: Product) -> None:
+        with translated():
+            try:
+                await self._pool.execute(
+                    """INSERT INTO products (id, project_id, name, description, provision_strategy, provision_key,
+                                             provision_secret, send_ack_on_validation_error, created_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+                    product.id, product.project_id, product.name, product.description,
+                    product.provision_strategy.value, product.provision_key, product.provision_secret,
+                    product.send_ack_on_validation_error, product.created_at,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise _taken(exc) from None
+
+    async def product(self, project_id: str, product_id: str) -> Product | None:
+        with translated():
+            r = await self._pool.fetchrow(
+                "SELECT * FROM products WHERE project_id = $1 AND id = $2", project_id, product_id
+            )
+        return rows.product(r) if r else None
+
+    async def list_products(self, project_id: str, limit: int, marker: str, offset: int) -> Page:
+        with translated():
+            return await fetch_page(self._pool, "products", "project_id = $1", [project_id], limit, marker, offset,
+                                    rows.product)
+
+    async def update_product(self, product: Product) -> None:
+        with translated():
+            try:
+                await self._pool.execute(
+                    """UPDATE products SET name = $3, description = $4, provision_strategy = $5, provision_key = $6,
+                                           provision_secret = $7, send_ack_on_validation_error = $8
+                       WHERE project_id = $1 AND id = $2""",
+                    product.project_id, product.id, product.name, product.description,
+                    product.provision_strategy.value, product.provision_key, product.provision_secret,
+                    product.send_ack_on_validation_error,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise _taken(exc) from None
+
+    async def delete_product(self, project_id: str, product_id: str) -> bool:
+        with translated():
+            try:
+                status = await self._pool.execute(
+                    "DELETE FROM products WHERE project_id = $1 AND id = $2", project_id, product_id
+                )
+            except asyncpg.ForeignKeyViolationError:
+                raise ProductInUse() from None
+        return status.endswith(" 1")

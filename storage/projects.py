@@ -1,0 +1,39 @@
+"""Projects and management tokens."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from gateway.errors import ProjectNameTaken
+from gateway.model import Project
+from storage.errors import translated
+
+
+class ProjectStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create_project(self, project: Project) -> None:
+        with translated(ProjectNameTaken):
+            await self._pool.execute(
+                "INSERT INTO projects (id, name, created_at) VALUES ($1, $2, $3)",
+                project.id, project.name, project.created_at,
+            )
+
+    async def project(self, project_id: str) -> Project | None:
+        with translated():
+            r = await self._pool.fetchrow("SELECT * FROM projects WHERE id = $1", project_id)
+        return Project(r["id"], r["name"], r["created_at"]) if r else None
+
+    async def add_token(self, project_id: str, token_hash: str, description: str, created_at: int) -> None:
+        with translated():
+            await self._pool.execute(
+                "INSERT INTO management_tokens (token_hash, project_id, description, created_at) VALUES ($1, $2, $3, $4)",
+                token_hash, project_id, description, created_at,
+            )
+
+    async def project_of_token(self, token_hash: str) -> str | None:
+        with translated():
+            return await self._pool.fetchval(
+                "SELECT project_id FROM management_tokens WHERE token_hash = $1", token_hash
+            )
