@@ -18,6 +18,7 @@ from gateway.provision_json import request_from_json, response_to_json
 from gateway.provisioning import ProvisioningService
 from gateway.uplink import Uplink, split_keys
 from protocols.http.errors import device_error
+from protocols.http.server import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger(__name__)
 PROTOCOL = "http"
@@ -82,7 +83,7 @@ async def _read(request: web.Request) -> bytes:
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"The body is larger than {request.app['max_payload_bytes']} bytes") from None
+        raise PayloadTooLarge(f"The body is larger than {request.app[MAX_PAYLOAD_BYTES]} bytes") from None
 
 
 def _refused(exc: GatewayError) -> web.Response:

@@ -17,9 +17,12 @@ async def _healthz(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+MAX_PAYLOAD_BYTES = web.AppKey("max_payload_bytes", int)
+
+
 def build_app(routes: Iterable[web.RouteDef], max_payload_bytes: int) -> web.Application:
     app = web.Application(client_max_size=max_payload_bytes)
-    app["max_payload_bytes"] = max_payload_bytes
+    app[MAX_PAYLOAD_BYTES] = max_payload_bytes
     app.add_routes([*routes, web.get("/metrics", _metrics), web.get("/healthz", _healthz)])
     return app
 

@@ -1,0 +1,46 @@
+"""Shared fixtures: one real PostgreSQL for the session and a gateway on free ports.
+
+The database is the embedded server (the product's own default) unless
+GATEWAY_TEST_DATABASE_URL names another; each test makes its own project, so
+tests share the database without seeing each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from gateway.app import Gateway
+from storage import embedded
+from tests.support import Tenant, new_tenant, running_gateway, test_settings
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return os.environ.get("GATEWAY_TEST_DATABASE_URL") or embedded.start(tmp_path_factory.mktemp("pg"))
+
+
+@pytest.fixture(scope="session")
+async def gateway(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
+    settings = test_settings(str(tmp_path_factory.mktemp("gateway")))
+    async with running_gateway(database_url, settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def base_url(gateway: Gateway) -> str:
+    return next(listener.url for listener in gateway.listeners if listener.name == "http")
+
+
+@pytest.fixture
+async def tenant(gateway: Gateway) -> Tenant:
+    return await new_tenant(gateway.services)
+
+
+@pytest.fixture
+async def http(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url) as session:
+        yield session

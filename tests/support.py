@@ -1,0 +1,70 @@
+"""Helpers shared by the tests: free ports, a gateway on them, a provisioned project."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from gateway import config
+from gateway.app import Gateway, Services
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_settings(tmp_dir: str, **overrides: Any) -> config.Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_dir,
+        "host": "127.0.0.1",
+        "http_port": free_port(),
+        "https_port": 0,
+        "mqtt_port": 0,
+        "mqtts_port": 0,
+        "coap_port": 0,
+        "batch_max_age_ms": 2,
+        "shutdown_timeout_seconds": 5.0,
+    }
+    values.update(overrides)
+    return config.build(values)
+
+
+@asynccontextmanager
+async def running_gateway(url: str, settings: config.Settings) -> AsyncIterator[Gateway]:
+    gateway = Gateway(settings, url)
+    try:
+        await gateway.start()
+        yield gateway
+    finally:
+        await gateway.stop()
+
+
+@dataclass(frozen=True)
+class Tenant:
+    project_id: str
+    token: str
+    product_id: str
+    provision_key: str
+    provision_secret: str
+
+
+async def new_tenant(services: Services, strategy: str = "ALLOW_CREATE_NEW_DEVICES", **product: Any) -> Tenant:
+    project = await services.projects.create_project("p-" + secrets.token_hex(6))
+    token = await services.projects.create_token(project.id)
+    key, secret = "key-" + secrets.token_hex(8), "secret-" + secrets.token_hex(8)
+    created = await services.products.create(
+        project.id, "product-" + secrets.token_hex(4), strategy=strategy, provision_key=key,
+        provision_secret=secret, **product,
+    )
+    return Tenant(project.id, token, created.id, key, secret)
+
+
+def with_settings(settings: config.Settings, **changes: Any) -> config.Settings:
+    return dataclasses.replace(settings, **changes)
