@@ -7,17 +7,22 @@ import ssl
 from dataclasses import dataclass
 
 import asyncpg
+from aiohttp import web
 
+from gateway.attributes import AttributeService
 from gateway.auth import DeviceAuthenticator
 from gateway.codec import PayloadLimits
 from gateway.config import Settings
+from gateway.devices import DeviceService
 from gateway.ingest import IngestPipeline, IngestSettings
 from gateway.products import ProductService
 from gateway.projects import ProjectService
 from gateway.provisioning import ProvisioningService
+from gateway.telemetry_queries import TelemetryQueryService
 from gateway.uplink import Uplink
 from protocols.http.device_api import DeviceApi
 from protocols.http.management import ManagementApi
+from protocols.http.openapi import openapi_route
 from protocols.http.server import HttpServer, build_app
 from storage import embedded
 from storage.attributes import AttributeStore
@@ -26,7 +31,9 @@ from storage.database import open_pool
 from storage.devices import DeviceStore
 from storage.products import ProductStore
 from storage.projects import ProjectStore
+from storage.registry import DeviceRegistryStore
 from storage.telemetry import KeyDictionary, TelemetryWriter
+from storage.telemetry_queries import TelemetryQueryStore
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,8 @@ class Services:
     attributes: AttributeStore
     audit: AuditStore
     keys: KeyDictionary
+    registry: DeviceRegistryStore
+    telemetry_queries: TelemetryQueryStore
 
 
 async def open_services(url: str, pool_size: int) -> Services:
@@ -65,6 +74,8 @@ async def open_services(url: str, pool_size: int) -> Services:
         attributes=AttributeStore(pool),
         audit=AuditStore(pool),
         keys=KeyDictionary(),
+        registry=DeviceRegistryStore(pool),
+        telemetry_queries=TelemetryQueryStore(pool),
     )
 
 
@@ -76,11 +87,18 @@ class Gateway:
         self._services: Services | None = None
         self._pipeline: IngestPipeline | None = None
         self._http: HttpServer | None = None
+        self._http_app: web.Application | None = None
 
     @property
     def services(self) -> Services:
         assert self._services is not None, "the gateway is not started"
         return self._services
+
+    @property
+    def http_app(self) -> web.Application:
+        """The HTTP application, for introspection (its router is what /openapi.json describes)."""
+        assert self._http_app is not None, "the gateway is not started"
+        return self._http_app
 
     async def start(self) -> None:
         s = self.settings
@@ -101,8 +119,14 @@ class Gateway:
         uplink = Uplink(self._pipeline, services.attributes, limits, ack_stored=s.ack == "stored")
         provisioning = ProvisioningService(services.devices, services.audit)
         device_api = DeviceApi(auth, uplink, provisioning)
-        management = ManagementApi(services, auth)
-        app = build_app([*device_api.routes(), *management.routes()], s.max_payload_bytes)
+        management = ManagementApi(
+            services,
+            devices=DeviceService(services.registry, services.products, auth),
+            attributes=AttributeService(services.registry, services.attributes, limits),
+            telemetry=TelemetryQueryService(services.registry, services.telemetry_queries),
+        )
+        app = build_app([*device_api.routes(), *management.routes(), openapi_route()], s.max_payload_bytes)
+        self._http_app = app
         self._http = HttpServer(app)
         if s.http_port:
             port = await self._http.start(s.host, s.http_port)

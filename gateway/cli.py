@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p)
     p.set_defaults(run=_admin(_create_product))
 
+    from simulator.cli import add_commands
+    add_commands(commands, _add_settings)
     return parser
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -18,6 +19,8 @@ from gateway.model import KeyValue, Reading, ValueType
 
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _NUMERIC = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)")
+# BigDecimal scale above which ThingsBoard keeps a decimal as a string.
+_MAX_DOUBLE_SCALE = 16
 # Unix milliseconds below this are before March 1973: the device sent seconds.
 _MIN_TS_MS = 100_000_000_000
 # Above this (year 5138) the device sent micro- or nanoseconds.
@@ -90,6 +93,8 @@ def key_values(obj: dict[str, Any], limits: PayloadLimits) -> tuple[KeyValue, ..
             continue
         if not key or len(key) > limits.max_key_length:
             raise MalformedPayload(f"Key length must be 1 to {limits.max_key_length} characters: {key[:64]!r}")
+        if "\x00" in key:
+            raise MalformedPayload(f"Key cannot contain U+0000: {key[:64]!r}")
         out.append(typed(key, value, limits))
     return tuple(out)
 
@@ -112,8 +117,11 @@ def typed(key: str, value: Any, limits: PayloadLimits) -> KeyValue:
             )
         if _NUMERIC.fullmatch(value):
             return _numeric_string(key, value)
-        return KeyValue(key, ValueType.STRING, value)
+        # ThingsBoard's sql.remove_null_chars: PostgreSQL text cannot hold U+0000.
+        return KeyValue(key, ValueType.STRING, value.replace("\x00", ""))
     raw = orjson.dumps(value).decode()
+    if "\\u0000" in raw:  # nor can jsonb
+        raw = orjson.dumps(_without_nul(value)).decode()
     if len(raw) > limits.max_string_length:
         raise MalformedPayload(
             f"JSON value length [{len(raw)}] for key [{key}] is greater than maximum allowed [{limits.max_string_length}]"
@@ -121,19 +129,37 @@ def typed(key: str, value: Any, limits: PayloadLimits) -> KeyValue:
     return KeyValue(key, ValueType.JSON, raw)
 
 
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {k.replace("\x00", ""): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
 def _numeric_string(key: str, value: str) -> KeyValue:
+    """ThingsBoard's cast of a numeric string through BigDecimal: a fraction longer than
+    16 digits, or an integer beyond the long range, stays a string (BigDecimal's plain
+    form) rather than losing precision."""
     if "." in value:
+        if len(value.partition(".")[2]) > _MAX_DOUBLE_SCALE:
+            return KeyValue(key, ValueType.STRING, format(Decimal(value), "f"))
         return KeyValue(key, ValueType.DOUBLE, float(value))
-    number = int(value)
-    if _LONG_MIN <= number <= _LONG_MAX:
+    sign, digits = ("-", value[1:]) if value.startswith("-") else ("", value)
+    digits = digits.lstrip("0") or "0"
+    # A long has at most 19 digits; int() of a longer string may also exceed
+    # Python's int_max_str_digits limit.
+    if len(digits) <= 19 and _LONG_MIN <= (number := int(sign + digits)) <= _LONG_MAX:
         return KeyValue(key, ValueType.LONG, number)
-    return KeyValue(key, ValueType.STRING, value)
+    return KeyValue(key, ValueType.STRING, sign + digits)
 
 
 def _timestamp(raw: Any) -> int:
     if isinstance(raw, bool):
         raise MalformedPayload(f"ts must be Unix milliseconds, not {raw!r}")
-    if isinstance(raw, str) and _NUMERIC.fullmatch(raw):
+    if isinstance(raw, str) and len(raw) <= 32 and _NUMERIC.fullmatch(raw):
         raw = float(raw) if "." in raw else int(raw)
     if isinstance(raw, float) and raw.is_integer():
         raw = int(raw)

@@ -100,6 +100,8 @@ def validate(credentials: Credentials) -> Credentials:
                 raise CredentialsInvalid("Both mqtt client id and user name are empty!")
             if basic.client_id and basic.password and not basic.user_name:
                 raise CredentialsInvalid("Password cannot be specified along with client id")
+            if "\x00" in (basic.client_id or "") + (basic.user_name or ""):
+                raise CredentialsInvalid("MQTT client id and user name cannot contain U+0000")
             return credentials
         case CredentialsType.X509_CERTIFICATE:
             assert isinstance(credentials.value, str)

@@ -82,3 +82,19 @@ class ProvisionKeyTaken(Conflict):
 
 class ProductInUse(Conflict):
     """The product still has devices; delete them first."""
+
+
+class LimitOutOfRange(InvalidInput):
+    """The limit parameter is out of range."""
+
+
+class OffsetOutOfRange(InvalidInput):
+    """The offset parameter is out of range."""
+
+
+class InvalidTime(InvalidInput):
+    """A time parameter is not Unix milliseconds."""
+
+
+class InvalidTimeRange(InvalidInput):
+    """The start time is after the end time."""

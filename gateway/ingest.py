@@ -185,6 +185,10 @@ class IngestPipeline:
                 if future is not None and not future.done():
                     future.set_result(None)
         finally:
+            # Cancelled at the shutdown deadline: these rows are not stored, say so.
+            for _, future in batch:
+                if future is not None and not future.done():
+                    future.set_exception(Unavailable("The gateway shut down before the message was stored"))
             self._inflight_rows -= rows
             if not self.saturated:
                 self._room.set()

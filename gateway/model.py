@@ -208,3 +208,61 @@ class AuditRecord:
     device_id: str | None = None
     source: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+
+
+class SortOrder(enum.StrEnum):
+    ASC = "ASC"
+    DESC = "DESC"
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialsInfo:
+    """What an operator may read back of a device's credentials: never a secret or a hash."""
+
+    type: CredentialsType
+    client_id: str | None = None
+    user_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceDetails:
+    """A device as the management API shows it.
+
+    ``provisioned`` is true once the device claimed its credentials through
+    provisioning (ThingsBoard's ``provisionState`` server attribute).
+    """
+
+    device: Device
+    credentials: CredentialsInfo | None
+    provisioned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceChange:
+    """A created or updated device, with the clear credentials this change set, if any.
+
+    The clear credentials are shown to the operator once, in the answer to the
+    change; storage keeps only hashes (and, for a device awaiting its first
+    provisioning, the pending value).
+    """
+
+    details: DeviceDetails
+    credentials: Credentials | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LatestTelemetry:
+    key: str
+    ts: int
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class TimeseriesQuery:
+    """A key's values with ``start_ts <= ts <= end_ts``, at most ``limit``, in ``order`` of ts."""
+
+    key: str
+    start_ts: int
+    end_ts: int
+    limit: int
+    order: SortOrder = SortOrder.DESC

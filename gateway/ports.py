@@ -15,12 +15,17 @@ from gateway.model import (
     AttributeValue,
     AuditRecord,
     Device,
+    DeviceDetails,
     DeviceIdentity,
+    KeyValue,
+    LatestTelemetry,
     Page,
     Product,
     Project,
     StoredCredentials,
     TelemetryMessage,
+    TimeseriesPoint,
+    TimeseriesQuery,
 )
 
 
@@ -84,3 +89,45 @@ class ProductStore(Protocol):
 
     async def delete_product(self, project_id: str, product_id: str) -> bool:
         """False when there is no such product; Conflict while it still has devices."""
+
+
+class DeviceLookup(Protocol):
+    async def device(self, project_id: str, device_id: str) -> DeviceDetails | None:
+        """The device when it exists in this project; None for another project's device."""
+
+
+class DeviceRegistry(DeviceLookup, Protocol):
+    async def add_device(self, device: Device, credentials: StoredCredentials) -> None:
+        """Insert the device with its credentials; NameTaken or CredentialsTaken on a clash."""
+
+    async def list_devices(
+        self, project_id: str, limit: int, marker: str, offset: int, *, product_id: str | None, name: str | None
+    ) -> Page: ...
+
+    async def update_device(self, device: Device, credentials: StoredCredentials | None) -> bool:
+        """Save name, label and gateway flag, and replace the credentials unless None, in one
+        transaction; False when the device does not exist. A device already provisioned never
+        keeps pending clear credentials."""
+
+    async def delete_device(self, project_id: str, device_id: str) -> bool:
+        """Delete the device with its credentials, attributes and telemetry; False when absent."""
+
+
+class CredentialsCache(Protocol):
+    def forget(self, device_id: str) -> None:
+        """Drop whatever is cached for the device, so changed credentials apply at once."""
+
+
+class AttributeStore(AttributeReader, Protocol):
+    async def write_attributes(
+        self, device_id: str, scope: AttributeScope, ts: int, values: Sequence[KeyValue]
+    ) -> None: ...
+
+    async def delete_attributes(self, device_id: str, scope: AttributeScope, keys: Sequence[str]) -> list[str]:
+        """The keys that existed and were deleted."""
+
+
+class TelemetryQueryStore(Protocol):
+    async def latest(self, device_id: str, keys: Sequence[str] | None) -> list[LatestTelemetry]: ...
+
+    async def history(self, device_id: str, query: TimeseriesQuery) -> list[TimeseriesPoint]: ...

@@ -39,8 +39,14 @@ class ProvisioningService:
 
     async def provision(self, request: ProvisionRequest) -> ProvisionResult:
         product = await self._matching_product(request)
-        if product is None:
+        if request.device_name and not _java_trim(request.device_name):
+            # ThingsBoard refuses a blank name before it even looks at the key and secret.
+            result = _failure("Provision request contains empty device name!")
+        elif product is None:
             result = ProvisionResult(ProvisionStatus.NOT_FOUND, reason="no product matches this key and secret")
+        elif "\x00" in _java_trim(request.device_name or ""):
+            # PostgreSQL text cannot hold NUL; ThingsBoard's validator refuses it too.
+            result = _failure("Device name should not contain 0x00 symbol")
         elif product.provision_strategy is ProvisionStrategy.ALLOW_CREATE_NEW_DEVICES:
             result = await self._create_new(product, request)
         else:
@@ -53,7 +59,11 @@ class ProvisioningService:
                 reason=result.reason,
                 device_id=result.device.id if result.device else None,
                 source=request.source,
-                details={"device_name": request.device_name or "", "credentials_type": request.credentials_type.value},
+                details={
+                    # jsonb cannot hold U+0000 either.
+                    "device_name": (request.device_name or "").replace("\x00", "\ufffd"),
+                    "credentials_type": request.credentials_type.value,
+                },
             )
         )
         return result
@@ -61,6 +71,8 @@ class ProvisioningService:
     async def _matching_product(self, request: ProvisionRequest) -> Product | None:
         if not request.provision_key.strip() or not request.provision_secret.strip():
             return None
+        if "\x00" in request.provision_key:
+            return None  # no stored key can hold it, and PostgreSQL refuses it as a parameter
         product = await self._store.product_by_provision_key(request.provision_key)
         if (
             product is None
@@ -72,10 +84,7 @@ class ProvisioningService:
         return product
 
     async def _create_new(self, product: Product, request: ProvisionRequest) -> ProvisionResult:
-        name = request.device_name
-        if name is not None and name.strip() == "" and name != "":
-            return _failure("device name is blank")
-        name = (name or "").strip() or random_alphanumeric(20)
+        name = _java_trim(request.device_name or "") or random_alphanumeric(20)
         try:
             credentials = creds.validate(_requested_credentials(request))
         except CredentialsInvalid as exc:
@@ -98,7 +107,7 @@ class ProvisioningService:
         return ProvisionResult(ProvisionStatus.SUCCESS, credentials, device)
 
     async def _claim_pre_provisioned(self, product: Product, request: ProvisionRequest) -> ProvisionResult:
-        name = (request.device_name or "").strip()
+        name = _java_trim(request.device_name or "")
         device = await self._store.device_by_name(product.project_id, name) if name else None
         if device is None or device.product_id != product.id:
             return _failure("Failed to find pre provisioned device!")
@@ -108,6 +117,15 @@ class ProvisioningService:
         if not await self._store.mark_provisioned(device.id, _now_ms()):
             return _failure("The device has already been provisioned!")
         return ProvisionResult(ProvisionStatus.SUCCESS, stored.pending, device)
+
+
+def _java_trim(name: str) -> str:
+    """Java's String.trim(), as ThingsBoard trims the device name: every character up to
+    U+0020 (control characters included), but not other Unicode spaces."""
+    return name.strip(_JAVA_TRIMMED)
+
+
+_JAVA_TRIMMED = "".join(map(chr, range(0x21)))
 
 
 def _failure(reason: str) -> ProvisionResult:

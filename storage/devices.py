@@ -89,3 +89,34 @@ class DeviceStore:
                 lookup,
             )
         return (rows.identity(record), rows.stored_credentials(record)) if record else None
+
+
+_UPSERT_CREDENTIALS = _INSERT_CREDENTIALS + """
+    ON CONFLICT (device_id) DO UPDATE SET type = EXCLUDED.type, lookup = EXCLUDED.lookup,
+        password_hash = EXCLUDED.password_hash, client_id = EXCLUDED.client_id, user_name = EXCLUDED.user_name,
+        certificate = EXCLUDED.certificate, pending = EXCLUDED.pending"""
+
+
+async def update_credentials(conn: asyncpg.Connection, device_id: str, credentials: StoredCredentials) -> None:
+    """Set a device's credentials in the caller's transaction, updating its row in place.
+
+    In place, unlike replace_credentials, because of a concurrent first provisioning:
+    if it commits after this row changed, its ``pending = NULL`` waits for this
+    transaction and then applies to the new row; if it committed before, the check
+    below sees it. Either way a provisioned device keeps no clear credentials.
+    """
+    try:
+        await conn.execute(
+            _UPSERT_CREDENTIALS, device_id, credentials.type.value, credentials.lookup, credentials.password_hash,
+            credentials.client_id, credentials.user_name, credentials.certificate,
+            rows.pending_to_json(credentials.pending),
+        )
+    except asyncpg.UniqueViolationError:
+        raise CredentialsTaken() from None
+    if credentials.pending is not None:
+        await conn.execute(
+            """UPDATE device_credentials SET pending = NULL
+               WHERE device_id = $1 AND EXISTS (SELECT 1 FROM attribute_kv WHERE device_id = $1
+                                                AND scope = 'SERVER_SCOPE' AND key = 'provisionState')""",
+            device_id,
+        )

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import asyncpg
 
-from gateway.errors import Conflict, Unavailable
+from gateway.errors import Conflict, InvalidInput, Unavailable
 
 _UNAVAILABLE = (
     OSError,
@@ -28,5 +28,8 @@ def translated(conflict: type[Conflict] = Conflict) -> Iterator[None]:
         yield
     except asyncpg.UniqueViolationError as exc:
         raise conflict(conflict.__doc__ or "") from exc
+    except asyncpg.CharacterNotInRepertoireError as exc:
+        # The one character a Python str can hold and PostgreSQL text cannot.
+        raise InvalidInput("Text cannot contain the character U+0000") from exc
     except _UNAVAILABLE as exc:
         raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc

@@ -65,6 +65,7 @@ class ProductStore:
                 status = await self._pool.execute(
                     "DELETE FROM products WHERE project_id = $1 AND id = $2", project_id, product_id
                 )
-            except asyncpg.ForeignKeyViolationError:
+            except (asyncpg.ForeignKeyViolationError, asyncpg.RestrictViolationError):
+                # devices.product_id is ON DELETE RESTRICT, which PostgreSQL reports as 23001, not 23503.
                 raise ProductInUse() from None
         return status.endswith(" 1")

@@ -1,0 +1,71 @@
+"""Attributes as operators see them: every scope readable, shared and server scopes writable.
+
+Client attributes belong to the device (it reports them), so operators only read them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from gateway import codec
+from gateway.codec import PayloadLimits
+from gateway.devices import require_device
+from gateway.errors import InvalidInput
+from gateway.model import AttributeScope, AttributeValue, KeyValue
+from gateway.ports import AttributeStore, DeviceLookup
+
+_SCOPES = tuple(s.value for s in AttributeScope)
+
+
+def scope_of(raw: str | None) -> AttributeScope:
+    if raw in _SCOPES:
+        return AttributeScope(raw)
+    raise InvalidInput(f"scope must be one of {', '.join(_SCOPES)}")
+
+
+class AttributeService:
+    def __init__(self, devices: DeviceLookup, store: AttributeStore, limits: PayloadLimits) -> None:
+        self._devices = devices
+        self._store = store
+        self._limits = limits
+
+    async def read(
+        self, project_id: str, device_id: str, scope: AttributeScope, keys: Sequence[str] | None
+    ) -> list[AttributeValue]:
+        """The scope's attributes, or only the named keys that exist."""
+        await require_device(self._devices, project_id, device_id)
+        return await self._store.read_attributes(device_id, scope, keys)
+
+    async def write(self, project_id: str, device_id: str, scope: AttributeScope, payload: Any) -> None:
+        """Set attributes from a flat JSON object, typed as devices' attributes are typed."""
+        _writable(scope)
+        values = codec.attributes_from_json(payload, self._limits)
+        await require_device(self._devices, project_id, device_id)
+        if values:
+            await self._store.write_attributes(device_id, scope, time.time_ns() // 1_000_000, values)
+            await self._changed(device_id, scope, values, ())
+
+    async def delete(self, project_id: str, device_id: str, scope: AttributeScope, keys: Sequence[str]) -> None:
+        _writable(scope)
+        if not keys:
+            raise InvalidInput("keys is required: the comma-separated attribute keys to delete")
+        await require_device(self._devices, project_id, device_id)
+        deleted = await self._store.delete_attributes(device_id, scope, keys)
+        if deleted:
+            await self._changed(device_id, scope, (), deleted)
+
+    async def _changed(
+        self, device_id: str, scope: AttributeScope, updated: Sequence[KeyValue], deleted: Sequence[str]
+    ) -> None:
+        """The one place an operator's attribute change leaves the core, after it is stored.
+
+        Devices subscribed to shared attributes are to be told from here (ThingsBoard's
+        attribute update push); until downlink exists they read them on request.
+        """
+
+
+def _writable(scope: AttributeScope) -> None:
+    if scope is AttributeScope.CLIENT:
+        raise InvalidInput("CLIENT_SCOPE attributes are reported by the device and are read-only here")

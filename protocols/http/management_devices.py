@@ -1,0 +1,135 @@
+"""Devices under /v5/iot/{project_id}/devices, in the shape of IoTDA's AddDevice and QueryDevice.
+
+A device's IoTDA ``description`` is its ThingsBoard ``label``.
+
+``auth_info`` carries ThingsBoard's credential kinds. A response shows the clear
+access token or password only to the request that set it; afterwards only the
+non-secret fields (type, client id, user name) are readable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.devices import DeviceService, generated_token
+from gateway.errors import InvalidInput
+from gateway.model import Credentials, CredentialsType, DeviceDetails, MqttBasic
+from protocols.http.iotda import ScopedRoute, body_field, iotda_time, json_body, json_response, page_json, page_params
+
+_SETTABLE_TYPES = (CredentialsType.ACCESS_TOKEN, CredentialsType.MQTT_BASIC, CredentialsType.X509_CERTIFICATE)
+_UPDATABLE = frozenset({"device_name", "description", "gateway", "auth_info"})
+
+
+class DeviceRoutes:
+    def __init__(self, devices: DeviceService) -> None:
+        self._devices = devices
+
+    def routes(self) -> list[ScopedRoute]:
+        return [
+            ("POST", "/devices", self.create_device),
+            ("GET", "/devices", self.list_devices),
+            ("GET", "/devices/{device_id}", self.show_device),
+            ("PUT", "/devices/{device_id}", self.update_device),
+            ("DELETE", "/devices/{device_id}", self.delete_device),
+        ]
+
+    async def create_device(self, request: web.Request, project_id: str) -> web.Response:
+        body = await json_body(request)
+        auth_info = body_field(body, "auth_info", dict)
+        change = await self._devices.create(
+            project_id,
+            body_field(body, "device_name", str, required=True),
+            body_field(body, "product_id", str, required=True),
+            description=body_field(body, "description", str) or "",
+            gateway=body_field(body, "gateway", bool) or False,
+            credentials=credentials_of(auth_info) if auth_info is not None else None,
+        )
+        return json_response(device_json(change.details, change.credentials), status=201)
+
+    async def list_devices(self, request: web.Request, project_id: str) -> web.Response:
+        limit, marker, offset = page_params(request)
+        query = request.query
+        page = await self._devices.list(
+            project_id, limit, marker, offset,
+            product_id=query.get("product_id") or None, name=query.get("device_name") or None,
+        )
+        return json_response(page_json("devices", page, device_json))
+
+    async def show_device(self, request: web.Request, project_id: str) -> web.Response:
+        return json_response(device_json(await self._devices.get(project_id, request.match_info["device_id"])))
+
+    async def update_device(self, request: web.Request, project_id: str) -> web.Response:
+        body = await json_body(request)
+        unknown = body.keys() - _UPDATABLE
+        if unknown:
+            raise InvalidInput(f"Unknown or read-only fields: {', '.join(sorted(unknown))}")
+        auth_info = body_field(body, "auth_info", dict)
+        change = await self._devices.update(
+            project_id,
+            request.match_info["device_id"],
+            name=body_field(body, "device_name", str),
+            description=body_field(body, "description", str),
+            gateway=body_field(body, "gateway", bool),
+            credentials=credentials_of(auth_info) if auth_info is not None else None,
+        )
+        return json_response(device_json(change.details, change.credentials))
+
+    async def delete_device(self, request: web.Request, project_id: str) -> web.Response:
+        await self._devices.delete(project_id, request.match_info["device_id"])
+        return web.Response(status=204)
+
+
+def credentials_of(auth_info: dict[str, Any]) -> Credentials:
+    """The credentials an ``auth_info`` object asks for; an access token when it names none."""
+    kind = _credentials_type(body_field(auth_info, "credentials_type", str))
+    match kind:
+        case CredentialsType.MQTT_BASIC:
+            # Empty strings count as absent, as in ThingsBoard's validator.
+            return Credentials(kind, MqttBasic(
+                body_field(auth_info, "client_id", str) or None,
+                body_field(auth_info, "user_name", str) or None,
+                body_field(auth_info, "password", str) or None,
+            ))
+        case CredentialsType.X509_CERTIFICATE:
+            return Credentials(kind, body_field(auth_info, "certificate", str, required=True))
+        case _:
+            token = body_field(auth_info, "access_token", str)
+            return generated_token() if token is None else Credentials(kind, token)
+
+
+def _credentials_type(raw: str | None) -> CredentialsType:
+    if raw is None:
+        return CredentialsType.ACCESS_TOKEN
+    if raw not in _SETTABLE_TYPES:
+        raise InvalidInput(f"credentials_type must be one of {', '.join(_SETTABLE_TYPES)}")
+    return CredentialsType(raw)
+
+
+def device_json(details: DeviceDetails, clear: Credentials | None = None) -> dict[str, Any]:
+    device = details.device
+    return {
+        "device_id": device.id,
+        "device_name": device.name,
+        "product_id": device.product_id,
+        "description": device.label or "",
+        "gateway": device.gateway,
+        "create_time": iotda_time(device.created_at),
+        "provisioned": details.provisioned,
+        "auth_info": _auth_info_json(details, clear),
+    }
+
+
+def _auth_info_json(details: DeviceDetails, clear: Credentials | None) -> dict[str, Any] | None:
+    info = details.credentials
+    if info is None:
+        return None
+    shown: dict[str, Any] = {"credentials_type": info.type.value, "client_id": info.client_id,
+                             "user_name": info.user_name}
+    if clear is not None:
+        if isinstance(clear.value, MqttBasic):
+            shown["password"] = clear.value.password
+        elif clear.type is CredentialsType.ACCESS_TOKEN:
+            shown["access_token"] = clear.value
+    return shown

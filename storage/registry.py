@@ -1,0 +1,86 @@
+"""The device registry behind the management API: devices with what an operator may see of them."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from gateway.errors import NameTaken
+from gateway.model import CredentialsInfo, CredentialsType, Device, DeviceDetails, Page, StoredCredentials
+from storage import rows
+from storage.devices import insert_device, update_credentials
+from storage.errors import translated
+from storage.pages import fetch_page
+
+# A device with its credentials' non-secret fields, and whether it has provisioned
+# (devices.mark_provisioned sets the provisionState server attribute).
+_DETAILS = """(SELECT d.*, c.type AS credentials_type, c.client_id, c.user_name,
+                      EXISTS (SELECT 1 FROM attribute_kv a WHERE a.device_id = d.id AND a.scope = 'SERVER_SCOPE'
+                              AND a.key = 'provisionState') AS provisioned
+               FROM devices d LEFT JOIN device_credentials c ON c.device_id = d.id) AS details"""
+
+# The data tables have no foreign keys (ingest must commit for a device deleted meanwhile).
+_DATA_TABLES = ("attribute_kv", "ts_kv", "ts_kv_latest")
+
+
+def _details(r: asyncpg.Record) -> DeviceDetails:
+    kind = r["credentials_type"]
+    info = CredentialsInfo(CredentialsType(kind), r["client_id"], r["user_name"]) if kind else None
+    return DeviceDetails(rows.device(r), info, r["provisioned"])
+
+
+class DeviceRegistryStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def add_device(self, device: Device, credentials: StoredCredentials) -> None:
+        with translated():
+            async with self._pool.acquire() as conn, conn.transaction():
+                await insert_device(conn, device, credentials)
+
+    async def device(self, project_id: str, device_id: str) -> DeviceDetails | None:
+        with translated():
+            record = await self._pool.fetchrow(
+                f"SELECT * FROM {_DETAILS} WHERE project_id = $1 AND id = $2", project_id, device_id
+            )
+        return _details(record) if record else None
+
+    async def list_devices(
+        self, project_id: str, limit: int, marker: str, offset: int, *, product_id: str | None, name: str | None
+    ) -> Page:
+        conditions, args = ["project_id = $1"], [project_id]
+        for column, value in (("product_id", product_id), ("name", name)):
+            if value is not None:
+                args.append(value)
+                conditions.append(f"{column} = ${len(args)}")
+        with translated():
+            return await fetch_page(
+                self._pool, _DETAILS, " AND ".join(conditions), args, limit, marker, offset, _details
+            )
+
+    async def update_device(self, device: Device, credentials: StoredCredentials | None) -> bool:
+        with translated():
+            async with self._pool.acquire() as conn, conn.transaction():
+                try:
+                    status = await conn.execute(
+                        "UPDATE devices SET name = $3, label = $4, gateway = $5 WHERE project_id = $1 AND id = $2",
+                        device.project_id, device.id, device.name, device.label, device.gateway,
+                    )
+                except asyncpg.UniqueViolationError:
+                    raise NameTaken() from None
+                if status != "UPDATE 1":
+                    return False
+                if credentials is not None:
+                    await update_credentials(conn, device.id, credentials)
+        return True
+
+    async def delete_device(self, project_id: str, device_id: str) -> bool:
+        with translated():
+            async with self._pool.acquire() as conn, conn.transaction():
+                # device_credentials goes with the device (ON DELETE CASCADE).
+                if await conn.fetchval(
+                    "DELETE FROM devices WHERE project_id = $1 AND id = $2 RETURNING id", project_id, device_id
+                ) is None:
+                    return False
+                for table in _DATA_TABLES:
+                    await conn.execute(f"DELETE FROM {table} WHERE device_id = $1", device_id)
+        return True

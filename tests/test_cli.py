@@ -1,0 +1,93 @@
+"""The CLI as a user runs it: `serve` on the embedded default, `admin` beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import aiohttp
+import orjson
+
+from tests.support import free_port
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return proc.returncode, out.decode(), err.decode()
+
+
+def cli_env(data_dir: str, http_port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(GATEWAY_DATA_DIR=data_dir, GATEWAY_HOST="127.0.0.1", GATEWAY_HTTP_PORT=str(http_port),
+               GATEWAY_HTTPS_PORT="0", GATEWAY_MQTT_PORT="0", GATEWAY_MQTTS_PORT="0", GATEWAY_COAP_PORT="0")
+    return env
+
+
+async def test_serve_on_embedded_database_with_admin_beside_it(tmp_path) -> None:
+    port = free_port()
+    env = cli_env(str(tmp_path / "data"), port)
+    serve = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "serve", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        lines = []
+        async with asyncio.timeout(60):
+            while not lines or not lines[-1].startswith("http:"):
+                line = (await serve.stdout.readline()).decode()
+                assert line, f"serve exited early: {lines}"
+                lines.append(line.strip())
+        assert lines[-1] == f"http: http://127.0.0.1:{port}"
+        assert any("embedded PostgreSQL" in line for line in lines)
+
+        code, project, _ = await run_cli("admin", "create-project", "cli-demo", env=env)
+        assert code == 0 and len(project.strip()) == 24
+        code, token, _ = await run_cli("admin", "create-token", "--project", project.strip(), env=env)
+        assert code == 0 and len(token.strip()) >= 32
+        code, product, _ = await run_cli(
+            "admin", "create-product", "--project", project.strip(), "--name", "thermostat",
+            "--provision-key", "cli-key", "--provision-secret", "cli-secret",
+            "--strategy", "ALLOW_CREATE_NEW_DEVICES", env=env,
+        )
+        assert code == 0 and len(product.strip()) == 24
+
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            request = {"deviceName": "cli-device", "provisionDeviceKey": "cli-key", "provisionDeviceSecret": "cli-secret"}
+            async with http.post("/api/v1/provision", json=request) as resp:
+                result = orjson.loads(await resp.read())
+            assert result["status"] == "SUCCESS"
+            async with http.get(f"/v5/iot/{project.strip()}/products/{product.strip()}",
+                                headers={"X-Auth-Token": token.strip()}) as resp:
+                assert resp.status == 200
+                assert orjson.loads(await resp.read())["name"] == "thermostat"
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await serve.wait() == 0
+
+
+async def test_configuration_error_names_the_key(tmp_path) -> None:
+    env = cli_env(str(tmp_path), 0)
+    code, _, err = await run_cli("serve", "--http-port", "eighty", env=env)
+    assert code == 2
+    assert "setting 'http_port'" in err
+
+
+async def test_migrate_is_idempotent(tmp_path) -> None:
+    env = cli_env(str(tmp_path / "data"), 0)
+    for _ in range(2):
+        code, out, _ = await run_cli("migrate", env=env)
+        assert (code, out.strip()) == (0, "migrations applied")
+
+
+async def test_admin_errors_are_reported(tmp_path) -> None:
+    env = cli_env(str(tmp_path / "data"), 0)
+    code, _, err = await run_cli("admin", "create-token", "--project", "000000000000000000000000", env=env)
+    assert code == 1
+    assert "does not exist" in err

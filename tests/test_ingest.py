@@ -1,0 +1,161 @@
+"""The ingest pipeline's own logic, against an in-memory writer (the storage port)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from gateway.errors import Overloaded, Unavailable
+from gateway.ingest import IngestPipeline, IngestSettings
+from gateway.model import AttributeMessage, KeyValue, Reading, TelemetryMessage, ValueType
+
+
+def message(device: str, rows: int = 1, ts: int = 1_700_000_000_000) -> TelemetryMessage:
+    values = tuple(KeyValue(f"k{i}", ValueType.LONG, i) for i in range(rows))
+    return TelemetryMessage(device, (Reading(ts, values),))
+
+
+class MemoryWriter:
+    """Stores batches; can be held closed, or made to fail a number of times."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[TelemetryMessage | AttributeMessage]] = []
+        self.open = asyncio.Event()
+        self.open.set()
+        self.failures: list[Exception] = []
+        self.calls = 0
+
+    async def write(self, telemetry: Sequence[TelemetryMessage], attributes: Sequence[AttributeMessage]) -> None:
+        self.calls += 1
+        await self.open.wait()
+        if self.failures:
+            raise self.failures.pop(0)
+        self.batches.append([*telemetry, *attributes])
+
+    @property
+    def rows(self) -> int:
+        return sum(m.rows for batch in self.batches for m in batch)
+
+
+@pytest.fixture
+async def writer():
+    return MemoryWriter()
+
+
+def pipeline_for(writer: MemoryWriter, **settings) -> IngestPipeline:
+    pipeline = IngestPipeline(writer, IngestSettings(**{"batch_max_age": 0.001, **settings}))
+    pipeline.start()
+    return pipeline
+
+
+async def test_acknowledged_only_after_the_write(writer) -> None:
+    writer.open.clear()
+    pipeline = pipeline_for(writer)
+    future = pipeline.submit(message("d1", 3), wait_stored=True)
+    await asyncio.sleep(0)  # let the batcher hand the batch to a writer
+    assert not future.done()
+    writer.open.set()
+    await future
+    assert writer.rows == 3
+    await pipeline.stop(1)
+
+
+async def test_batches_are_bounded_by_rows(writer) -> None:
+    writer.open.clear()
+    pipeline = pipeline_for(writer, batch_max_rows=10, writers=1)
+    futures = [pipeline.submit(message(f"d{i}", 3), wait_stored=True) for i in range(20)]
+    writer.open.set()
+    await asyncio.gather(*futures)
+    assert writer.rows == 60
+    # A batch closes once it reaches 10 rows: at most one 3-row message over.
+    assert all(sum(m.rows for m in batch) <= 12 for batch in writer.batches)
+    assert len(writer.batches) >= 5
+    await pipeline.stop(1)
+
+
+async def test_full_queue_pushes_back_and_frees_room_after_commit(writer) -> None:
+    writer.open.clear()
+    pipeline = pipeline_for(writer, capacity_rows=10, writers=1)
+    stored = [pipeline.submit(message(f"d{i}", 5), wait_stored=True) for i in range(2)]
+    with pytest.raises(Overloaded) as refused:
+        pipeline.submit(message("d9", 1), wait_stored=True)
+    assert refused.value.retry_after >= 1
+    room = asyncio.ensure_future(pipeline.wait_for_room())
+    await asyncio.sleep(0)
+    assert not room.done()
+    writer.open.set()
+    await asyncio.gather(*stored)
+    await room
+    await pipeline.submit(message("d9", 1), wait_stored=True)
+    assert writer.rows == 11
+    await pipeline.stop(1)
+
+
+async def test_a_message_larger_than_the_queue_still_passes_alone(writer) -> None:
+    pipeline = pipeline_for(writer, capacity_rows=4)
+    await pipeline.submit(message("big", 9), wait_stored=True)
+    assert writer.rows == 9
+    await pipeline.stop(1)
+
+
+async def test_empty_messages_are_acknowledged_at_once(writer) -> None:
+    pipeline = pipeline_for(writer)
+    future = pipeline.submit(TelemetryMessage("d", ()), wait_stored=True)
+    assert future.done()
+    assert writer.calls == 0
+    await pipeline.stop(1)
+
+
+async def test_database_outage_is_retried_and_nothing_acknowledged_meanwhile(writer) -> None:
+    writer.failures = [Unavailable("down"), Unavailable("still down")]
+    pipeline = pipeline_for(writer, retry_max_delay=0.05)
+    future = pipeline.submit(message("d1", 2), wait_stored=True)
+    await future
+    assert writer.calls == 3
+    assert writer.rows == 2
+    await pipeline.stop(1)
+
+
+async def test_a_batch_failing_for_another_reason_is_refused_not_lost_silently(writer) -> None:
+    writer.failures = [ValueError("bad row")] * 3
+    pipeline = pipeline_for(writer, retry_max_delay=0.01)
+    future = pipeline.submit(message("d1"), wait_stored=True)
+    with pytest.raises(ValueError):
+        await future
+    # The pipeline goes on with the next batches.
+    await pipeline.submit(message("d2"), wait_stored=True)
+    assert writer.rows == 1
+    await pipeline.stop(1)
+
+
+async def test_accepted_mode_returns_no_future_but_still_writes(writer) -> None:
+    pipeline = pipeline_for(writer)
+    assert pipeline.submit(message("d1", 2), wait_stored=False) is None
+    await pipeline.stop(1)
+    assert writer.rows == 2
+
+
+async def test_stop_drains_everything_queued(writer) -> None:
+    writer.open.clear()
+    pipeline = pipeline_for(writer, batch_max_rows=5, writers=2)
+    futures = [pipeline.submit(message(f"d{i}", 2), wait_stored=True) for i in range(50)]
+    stopping = asyncio.ensure_future(pipeline.stop(5))
+    await asyncio.sleep(0)
+    with pytest.raises(Unavailable):
+        pipeline.submit(message("late"), wait_stored=True)
+    writer.open.set()
+    await stopping
+    await asyncio.gather(*futures)
+    assert writer.rows == 100
+
+
+async def test_stop_deadline_refuses_what_could_not_be_written(writer) -> None:
+    writer.open.clear()
+    pipeline = pipeline_for(writer, writers=1, batch_max_rows=2)
+    futures = [pipeline.submit(message(f"d{i}", 2), wait_stored=True) for i in range(3)]
+    await pipeline.stop(0.05)
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert all(isinstance(r, (Unavailable, asyncio.CancelledError)) for r in results)
+    assert writer.rows == 0
