@@ -15,7 +15,7 @@ import pytest
 
 from gateway.app import Gateway
 from storage import embedded
-from tests.support import Tenant, new_tenant, running_gateway, test_settings
+from tests.support import Tenant, new_tenant, running_gateway, gateway_settings
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +25,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 async def gateway(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
-    settings = test_settings(str(tmp_path_factory.mktemp("gateway")))
+    settings = gateway_settings(str(tmp_path_factory.mktemp("gateway")))
     async with running_gateway(database_url, settings) as running:
         yield running
 

@@ -20,7 +20,7 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
-def test_settings(tmp_dir: str, **overrides: Any) -> config.Settings:
+def gateway_settings(tmp_dir: str, **overrides: Any) -> config.Settings:
     values: dict[str, Any] = {
         "data_dir": tmp_dir,
         "host": "127.0.0.1",
