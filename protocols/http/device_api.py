@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import orjson
+from multidict import MultiMapping
 from aiohttp import web
 
 from gateway import codec, metrics
@@ -71,12 +72,18 @@ class DeviceApi:
         try:
             device = await self._auth.by_token(request.match_info["token"])
             # The Python SDK's TBHTTPDevice spells them client_keys/shared_keys.
-            client = split_keys(query.get("clientKeys", query.get("client_keys")))
-            shared = split_keys(query.get("sharedKeys", query.get("shared_keys")))
+            client = split_keys(_joined(query, "clientKeys", "client_keys"))
+            shared = split_keys(_joined(query, "sharedKeys", "shared_keys"))
             result = await self._uplink.read_attributes(device, client, shared)
         except GatewayError as exc:
             return _refused(exc)
         return web.Response(body=orjson.dumps(result), content_type="application/json")
+
+
+def _joined(query: MultiMapping[str], *names: str) -> str | None:
+    """A repeated parameter joined by commas, as Spring binds it (requests sends lists that way)."""
+    values = [v for name in names for v in query.getall(name, [])]
+    return ",".join(values) if values else None
 
 
 async def _read(request: web.Request) -> bytes:

@@ -1,0 +1,63 @@
+"""The baseline: a bare aiohttp handler on the gateway's telemetry path.
+
+``python -m simulator.baseline --port N`` serves POST /api/v1/{token}/telemetry
+by reading the body and answering 200, with nothing else: one process, uvloop,
+no access log, the same listener options as the gateway. What the gateway adds
+on top (authentication, decoding, queueing, the database commit before the
+answer) is what a bench's ratio gateway/baseline prices. It prints
+``http: http://HOST:PORT`` once listening, as ``iot-gateway serve`` does, and
+stops on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from simulator import runtime
+
+
+async def _telemetry(request: web.Request) -> web.Response:
+    await request.read()
+    return web.Response()
+
+
+def build_app(max_payload_bytes: int = 65_536) -> web.Application:
+    app = web.Application(client_max_size=max_payload_bytes)
+    app.add_routes([web.post("/api/v1/{token}/telemetry", _telemetry)])
+    return app
+
+
+async def serve(host: str, port: int) -> None:
+    runner = web.AppRunner(build_app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, backlog=4096, reuse_port=True)
+        await site.start()
+        bound = runner.addresses[0][1] if runner.addresses else port
+        print(f"http: http://{host}:{bound}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulator.baseline", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port (the one printed)")
+    args = parser.parse_args(argv)
+    runtime.run(serve(args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""Latency and throughput accounting for the load generators.
+
+Latencies go into a log-linear histogram with HdrHistogram's layout: values
+below 256 microseconds are counted exactly, larger ones in 128 sub-buckets per
+power of two, so a reported percentile is at most 1/128 (0.8%) above the value
+recorded. Recording costs a few integer operations, memory is bounded for runs
+of any length, and histograms from several generator processes merge exactly.
+
+Results are frozen dataclasses with a JSON form; the worker processes send
+theirs to the bench in that form, histogram included.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+_EXACT = 256  # values below this are their own bucket
+_SUB_BITS = 7  # 128 sub-buckets per power of two above it
+_MAX_BUCKETS = 4096  # covers about 2**31 microseconds (35 minutes); larger values are clamped
+
+
+def bucket_index(value: int) -> int:
+    """The bucket of a non-negative integer value."""
+    if value < _EXACT:
+        return value if value > 0 else 0
+    shift = value.bit_length() - _SUB_BITS - 1  # value >> shift is in [128, 255]
+    return (shift << _SUB_BITS) + (value >> shift)
+
+
+def bucket_bounds(index: int) -> tuple[int, int]:
+    """The smallest and largest value counted in bucket ``index``."""
+    if index < _EXACT:
+        return index, index
+    shift = (index >> _SUB_BITS) - 1
+    mantissa = index - (shift << _SUB_BITS)
+    return mantissa << shift, ((mantissa + 1) << shift) - 1
+
+
+class LatencyRecorder:
+    """Mutable, for the hot path: record nanoseconds, freeze into a :class:`Histogram`."""
+
+    __slots__ = ("_counts", "count", "max_us", "min_us", "total_us")
+
+    def __init__(self) -> None:
+        self._counts = [0] * _MAX_BUCKETS
+        self.count = 0
+        self.total_us = 0
+        self.min_us = 0
+        self.max_us = 0
+
+    def record_ns(self, elapsed_ns: int) -> None:
+        us = elapsed_ns // 1000 if elapsed_ns > 0 else 0
+        if us < _EXACT:
+            index = us
+        else:
+            shift = us.bit_length() - _SUB_BITS - 1
+            index = (shift << _SUB_BITS) + (us >> shift)
+            if index >= _MAX_BUCKETS:
+                index = _MAX_BUCKETS - 1
+        self._counts[index] += 1
+        if self.count == 0 or us < self.min_us:
+            self.min_us = us
+        if us > self.max_us:
+            self.max_us = us
+        self.count += 1
+        self.total_us += us
+
+    def freeze(self) -> Histogram:
+        buckets = tuple((i, c) for i, c in enumerate(self._counts) if c)
+        return Histogram(buckets, self.count, self.total_us, self.min_us, self.max_us)
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySummary:
+    """Percentiles in milliseconds (nearest rank); all zero when nothing was recorded."""
+
+    count: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+
+    def to_json(self) -> dict[str, float | int]:
+        return {
+            "count": self.count, "mean": self.mean_ms, "p50": self.p50_ms, "p90": self.p90_ms,
+            "p95": self.p95_ms, "p99": self.p99_ms, "p99.9": self.p999_ms, "max": self.max_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """Frozen latency counts in microseconds: sparse (bucket, count) pairs in bucket order."""
+
+    buckets: tuple[tuple[int, int], ...] = ()
+    count: int = 0
+    total_us: int = 0
+    min_us: int = 0
+    max_us: int = 0
+
+    @classmethod
+    def of(cls, values_us: Iterable[int]) -> Histogram:
+        recorder = LatencyRecorder()
+        for value in values_us:
+            recorder.record_ns(value * 1000)
+        return recorder.freeze()
+
+    def merge(self, other: Histogram) -> Histogram:
+        if not other.count:
+            return self
+        if not self.count:
+            return other
+        counts: dict[int, int] = dict(self.buckets)
+        for index, n in other.buckets:
+            counts[index] = counts.get(index, 0) + n
+        return Histogram(
+            tuple(sorted(counts.items())),
+            self.count + other.count,
+            self.total_us + other.total_us,
+            min(self.min_us, other.min_us),
+            max(self.max_us, other.max_us),
+        )
+
+    def percentile(self, q: float) -> int:
+        """The nearest-rank ``q``-th percentile (0 < q <= 100) in microseconds, 0 when empty.
+
+        It is the largest value of the bucket holding that rank, never above the
+        largest value recorded.
+        """
+        if not 0 < q <= 100:
+            raise ValueError(f"percentile must be in (0, 100], not {q}")
+        if not self.count:
+            return 0
+        rank = max(1, math.ceil(q / 100 * self.count))
+        seen = 0
+        for index, n in self.buckets:
+            seen += n
+            if seen >= rank:
+                return max(min(bucket_bounds(index)[1], self.max_us), self.min_us)
+        return self.max_us
+
+    def summary(self) -> LatencySummary:
+        if not self.count:
+            return LatencySummary(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        ms = self._ms
+        return LatencySummary(
+            count=self.count,
+            mean_ms=round(self.total_us / self.count / 1000, 3),
+            p50_ms=ms(50), p90_ms=ms(90), p95_ms=ms(95), p99_ms=ms(99), p999_ms=ms(99.9),
+            max_ms=round(self.max_us / 1000, 3),
+        )
+
+    def _ms(self, q: float) -> float:
+        return round(self.percentile(q) / 1000, 3)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "buckets": [list(b) for b in self.buckets], "count": self.count, "total_us": self.total_us,
+            "min_us": self.min_us, "max_us": self.max_us,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Histogram:
+        return cls(
+            tuple((int(i), int(n)) for i, n in data["buckets"]), int(data["count"]), int(data["total_us"]),
+            int(data["min_us"]), int(data["max_us"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """What one load run measured, in one generator process or merged over several.
+
+    ``ok`` counts successful requests in the measurement window (for a closed
+    loop, those answered in it; for an open loop, those scheduled in it), and
+    the histogram holds their latencies. ``errors`` counts failures by kind over
+    the whole run (priming, warm-up and drain included); ``total_ok`` counts
+    successes over the whole run (what the database must hold afterwards).
+    """
+
+    kind: str
+    connections: int
+    window_s: float
+    ok: int
+    datapoints_per_request: int
+    histogram: Histogram
+    errors: Mapping[str, int] = field(default_factory=dict)
+    total_ok: int = 0
+    cpu_s: float = 0.0
+    processes: int = 1
+    target_rate: float | None = None
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.ok / self.window_s if self.window_s > 0 else 0.0
+
+    @property
+    def datapoints_per_s(self) -> float:
+        return self.requests_per_s * self.datapoints_per_request
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def generator_cpu_share(self) -> float:
+        """CPU time of the generator processes over the window, as a share of one core each."""
+        return self.cpu_s / (self.window_s * self.processes) if self.window_s > 0 else 0.0
+
+    @property
+    def latency(self) -> LatencySummary:
+        return self.histogram.summary()
+
+    def merge(self, other: LoadResult) -> LoadResult:
+        """Two generator processes that ran the same window side by side."""
+        errors = dict(self.errors)
+        for kind, n in other.errors.items():
+            errors[kind] = errors.get(kind, 0) + n
+        rates = [r for r in (self.target_rate, other.target_rate) if r is not None]
+        return LoadResult(
+            kind=self.kind,
+            connections=self.connections + other.connections,
+            window_s=max(self.window_s, other.window_s),
+            ok=self.ok + other.ok,
+            datapoints_per_request=self.datapoints_per_request,
+            histogram=self.histogram.merge(other.histogram),
+            errors=errors,
+            total_ok=self.total_ok + other.total_ok,
+            cpu_s=self.cpu_s + other.cpu_s,
+            processes=self.processes + other.processes,
+            target_rate=sum(rates) if rates else None,
+        )
+
+    def with_priming(self, primed: LoadResult) -> LoadResult:
+        """Count the requests that opened the connections (not measured) in the run's totals."""
+        errors = dict(self.errors)
+        for kind, n in primed.errors.items():
+            errors[kind] = errors.get(kind, 0) + n
+        return replace(self, errors=errors, total_ok=self.total_ok + primed.total_ok)
+
+    def to_json(self, *, histogram: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "kind": self.kind,
+            "connections": self.connections,
+            "window_s": round(self.window_s, 6),
+            "requests": self.ok,
+            "requests_per_s": round(self.requests_per_s, 1),
+            "datapoints_per_request": self.datapoints_per_request,
+            "datapoints_per_s": round(self.datapoints_per_s, 1),
+            "target_rate": self.target_rate,
+            "latency_ms": self.latency.to_json(),
+            "errors": dict(self.errors),
+            "error_count": self.error_count,
+            "total_ok": self.total_ok,
+            "generator_processes": self.processes,
+            "generator_cpu_s": round(self.cpu_s, 6),
+            "generator_cpu_share": round(self.generator_cpu_share, 3),
+        }
+        if histogram:
+            data["histogram"] = self.histogram.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LoadResult:
+        return cls(
+            kind=data["kind"],
+            connections=int(data["connections"]),
+            window_s=float(data["window_s"]),
+            ok=int(data["requests"]),
+            datapoints_per_request=int(data["datapoints_per_request"]),
+            histogram=Histogram.from_json(data["histogram"]),
+            errors={str(k): int(v) for k, v in data["errors"].items()},
+            total_ok=int(data["total_ok"]),
+            cpu_s=float(data["generator_cpu_s"]),
+            processes=int(data["generator_processes"]),
+            target_rate=data.get("target_rate"),
+        )
+
+
+def merge_all(results: Iterable[LoadResult]) -> LoadResult:
+    merged: LoadResult | None = None
+    for result in results:
+        merged = result if merged is None else merged.merge(result)
+    if merged is None:
+        raise ValueError("no results to merge")
+    return merged

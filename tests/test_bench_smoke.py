@@ -1,0 +1,80 @@
+"""``iot-gateway bench`` end to end, tiny: the figures' shape and no failed request.
+
+No timing is asserted: the figures depend on the machine. Each run starts its
+own embedded PostgreSQL, gateway and baseline, as a user's would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import orjson
+
+_DEADLINE = 180.0
+_LOAD = ["--duration", "1", "--warmup", "0.2", "--json"]
+
+
+async def bench(*args: str) -> tuple[int, dict[str, Any], str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "bench", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(_DEADLINE):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert out, err.decode(errors="replace")
+    return process.returncode or 0, orjson.loads(out), err.decode(errors="replace")
+
+
+def assert_run_shape(run: dict[str, Any]) -> None:
+    for key in ("requests", "requests_per_s", "datapoints_per_s", "latency_ms", "errors", "generator_cpu_share"):
+        assert key in run
+    assert set(run["latency_ms"]) >= {"p50", "p95", "p99", "max"}
+    assert run["requests"] > 0
+    assert run["error_count"] == 0, run["errors"]
+
+
+async def test_bench_http() -> None:
+    status, report, log = await bench("http", "--devices", "20", *_LOAD)
+    assert status == 0, log
+    assert report["scenario"] == "http"
+    assert set(report["runs"]) == {"gateway_max", "gateway_rate", "baseline_max", "baseline_rate"}
+    for run in report["runs"].values():
+        assert_run_shape(run)
+        assert run["connections"] == 20
+        assert run["datapoints_per_request"] == 3
+    rate = report["runs"]["gateway_rate"]["target_rate"]
+    assert rate == report["runs"]["baseline_rate"]["target_rate"] > 0
+    assert "gateway / bare aiohttp, max throughput" in report["ratios"]
+    assert {t["name"] for t in report["targets"]} == {"throughput", "against the baseline", "latency"}
+    # Every acknowledged data point is in the database (one device's requests never share a millisecond here).
+    assert report["checks"]["rows in ts_kv"] == report["checks"]["data points acknowledged"]
+    assert report["error_count"] == 0
+
+
+async def test_bench_provision() -> None:
+    status, report, log = await bench("provision", "--connections", "5", *_LOAD)
+    assert status == 0, log
+    run = report["runs"]["provision"]
+    assert_run_shape(run)
+    assert run["connections"] == 5
+    assert report["checks"]["count verified"] is True
+    assert report["checks"]["devices in the database"] == run["total_ok"] > 0
+    assert report["error_count"] == 0
+
+
+async def test_unknown_scenario_is_a_usage_error() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "bench", "carrier-pigeon",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        _, err = await process.communicate()
+    assert process.returncode == 2
+    assert b"invalid choice" in err
