@@ -20,7 +20,9 @@ from gateway.projects import ProjectService
 from gateway.provisioning import ProvisioningService
 from gateway.telemetry_queries import TelemetryQueryService
 from gateway.uplink import Uplink
+from protocols.http.connection import HttpLimits
 from protocols.http.device_api import DeviceApi
+from protocols.http.device_server import DeviceHttpServer
 from protocols.http.management import ManagementApi
 from protocols.http.openapi import openapi_route
 from protocols.http.server import HttpServer, build_app
@@ -62,20 +64,25 @@ class Services:
     keys: KeyDictionary
     registry: DeviceRegistryStore
     telemetry_queries: TelemetryQueryStore
+    provisioning: ProvisioningService
 
 
 async def open_services(url: str, pool_size: int) -> Services:
     pool = await open_pool(url, pool_size)
+    devices, audit = DeviceStore(pool), AuditStore(pool)
+    provisioning = ProvisioningService(devices, audit)
     return Services(
         pool=pool,
         projects=ProjectService(ProjectStore(pool)),
-        products=ProductService(ProductStore(pool)),
-        devices=DeviceStore(pool),
+        # Provisioning caches products by key: product changes evict them.
+        products=ProductService(ProductStore(pool), on_change=provisioning.forget_products),
+        devices=devices,
         attributes=AttributeStore(pool),
-        audit=AuditStore(pool),
+        audit=audit,
         keys=KeyDictionary(),
         registry=DeviceRegistryStore(pool),
         telemetry_queries=TelemetryQueryStore(pool),
+        provisioning=provisioning,
     )
 
 
@@ -87,6 +94,7 @@ class Gateway:
         self._services: Services | None = None
         self._pipeline: IngestPipeline | None = None
         self._http: HttpServer | None = None
+        self._device_http: DeviceHttpServer | None = None
         self._http_app: web.Application | None = None
 
     @property
@@ -96,7 +104,7 @@ class Gateway:
 
     @property
     def http_app(self) -> web.Application:
-        """The HTTP application, for introspection (its router is what /openapi.json describes)."""
+        """The management application, for introspection (its router is part of what /openapi.json describes)."""
         assert self._http_app is not None, "the gateway is not started"
         return self._http_app
 
@@ -117,30 +125,37 @@ class Gateway:
         auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds)
         limits = PayloadLimits(s.max_key_length, s.max_string_length, s.max_datapoints_per_message)
         uplink = Uplink(self._pipeline, services.attributes, limits, ack_stored=s.ack == "stored")
-        provisioning = ProvisioningService(services.devices, services.audit)
-        device_api = DeviceApi(auth, uplink, provisioning)
+        device_api = DeviceApi(auth, uplink, services.provisioning)
+        self._device_http = DeviceHttpServer(device_api, HttpLimits(s.max_payload_bytes, s.http_idle_seconds))
+        if s.http_port:
+            port = await self._device_http.start(s.host, s.http_port)
+            self.listeners.append(Listener("http", f"http://{_display(s.host)}:{port}"))
+        if s.https_port and s.tls_cert_file and s.tls_key_file:
+            port = await self._device_http.start(s.host, s.https_port, _server_tls(s))
+            self.listeners.append(Listener("https", f"https://{_display(s.host)}:{port}"))
+
         management = ManagementApi(
             services,
             devices=DeviceService(services.registry, services.products, auth),
             attributes=AttributeService(services.registry, services.attributes, limits),
             telemetry=TelemetryQueryService(services.registry, services.telemetry_queries),
         )
-        app = build_app([*device_api.routes(), *management.routes(), openapi_route()], s.max_payload_bytes)
+        app = build_app([*management.routes(), openapi_route()], s.max_payload_bytes)
         self._http_app = app
         self._http = HttpServer(app)
-        if s.http_port:
-            port = await self._http.start(s.host, s.http_port)
-            self.listeners.append(Listener("http", f"http://{_display(s.host)}:{port}"))
-        if s.https_port and s.tls_cert_file and s.tls_key_file:
-            port = await self._http.start(s.host, s.https_port, _server_tls(s))
-            self.listeners.append(Listener("https", f"https://{_display(s.host)}:{port}"))
+        if s.management_port:
+            port = await self._http.start(s.host, s.management_port)
+            self.listeners.append(Listener("management", f"http://{_display(s.host)}:{port}"))
 
     async def stop(self) -> None:
-        """Stop accepting, drain the ingest queue, then close the pool."""
-        if self._http is not None:
-            await self._http.stop_accepting()
+        """Stop accepting, drain the ingest queue (answering what it held), then close the pool."""
+        for server in (self._device_http, self._http):
+            if server is not None:
+                await server.stop_accepting()
         if self._pipeline is not None:
             await self._pipeline.stop(self.settings.shutdown_timeout_seconds)
+        if self._device_http is not None:
+            await self._device_http.close()
         if self._http is not None:
             await self._http.close()
         if self._services is not None:

@@ -23,6 +23,13 @@ class DeviceAuthenticator:
         self._ttl = cache_seconds
         self._cache: dict[str, tuple[float, DeviceIdentity, StoredCredentials]] = {}
 
+    def cached_token(self, token: str) -> DeviceIdentity | None:
+        """The device for a token seen recently, without a lookup; None means "ask by_token"."""
+        hit = self._cache.get(creds.token_lookup(token)) if token else None
+        if hit is None or hit[0] <= time.monotonic() or hit[2].type is not CredentialsType.ACCESS_TOKEN:
+            return None
+        return hit[1]
+
     async def by_token(self, token: str) -> DeviceIdentity:
         """An ACCESS_TOKEN device, as HTTP and CoAP authenticate it; Unauthorized otherwise."""
         if not token:

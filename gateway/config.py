@@ -40,9 +40,13 @@ class Settings:
         None, "PostgreSQL URL (postgresql://user:pass@host/db). Unset: an embedded server in data_dir."
     )
     host: str = _setting("0.0.0.0", "Address the listeners bind to.")
-    http_port: int = _setting(8080, "HTTP device and management API port; 0 disables it.", min=0, max=65535)
+    http_port: int = _setting(8080, "HTTP device API port; 0 disables it.", min=0, max=65535)
     https_port: int = _setting(
-        8443, "HTTPS port; 0 disables it. Starts only when tls_cert_file and tls_key_file are set.", min=0, max=65535
+        8443, "HTTPS device API port; 0 disables it. Starts only when tls_cert_file and tls_key_file are set.",
+        min=0, max=65535,
+    )
+    management_port: int = _setting(
+        8081, "Management API, /metrics, /healthz and /openapi.json port; 0 disables it.", min=0, max=65535
     )
     mqtt_port: int = _setting(1883, "MQTT port; 0 disables it.", min=0, max=65535)
     mqtts_port: int = _setting(8883, "MQTT over TLS port; 0 disables it.", min=0, max=65535)
@@ -52,6 +56,7 @@ class Settings:
     ack: Literal["stored", "accepted"] = _setting(
         "stored", "When a message is acknowledged: 'stored' after its commit, 'accepted' once queued."
     )
+    http_idle_seconds: float = _setting(75.0, "An idle device HTTP connection is closed after this long.", min=0)
     max_payload_bytes: int = _setting(65_536, "Largest accepted message body, in bytes.", min=2, max=52_428_800)
     max_key_length: int = _setting(255, "Longest telemetry or attribute key.", min=1, max=255)
     max_string_length: int = _setting(65_536, "Longest string or JSON value.", min=1)

@@ -23,7 +23,10 @@ from gateway.ports import IngestWriter
 log = logging.getLogger(__name__)
 
 Message = TelemetryMessage | AttributeMessage
+_Entry = tuple[Message, int, "asyncio.Future[None] | None"]
 _UNEXPECTED_ERROR_TRIES = 3
+# Below this many rows a batch is not split further to feed another idle writer.
+_MIN_SHARE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +43,8 @@ class IngestPipeline:
     def __init__(self, writer: IngestWriter, settings: IngestSettings) -> None:
         self._writer = writer
         self._settings = settings
-        self._queue: deque[tuple[Message, asyncio.Future[None] | None]] = deque()
+        # (message, its row count, the future its acknowledgement waits on)
+        self._queue: deque[_Entry] = deque()
         self._queued_rows = 0
         self._inflight_rows = 0
         self._nonempty = asyncio.Event()
@@ -48,6 +52,8 @@ class IngestPipeline:
         self._room = asyncio.Event()
         self._room.set()
         self._slots = asyncio.Semaphore(settings.writers)
+        self._busy_writers = 0
+        self._oldest_at = 0.0  # loop time the oldest queued message arrived
         self._writes: set[asyncio.Task[None]] = set()
         self._batcher: asyncio.Task[None] | None = None
         self._closing = False
@@ -61,6 +67,8 @@ class IngestPipeline:
         return self.depth_rows >= self._settings.capacity_rows
 
     def start(self) -> None:
+        # Read at scrape time: setting a gauge takes a lock, and submit is the hot path.
+        metrics.QUEUE_DEPTH.set_function(lambda: self.depth_rows)
         self._batcher = asyncio.create_task(self._run(), name="ingest-batcher")
 
     def submit(self, message: Message, *, wait_stored: bool) -> asyncio.Future[None] | None:
@@ -80,14 +88,15 @@ class IngestPipeline:
             if future is not None:
                 future.set_result(None)
             return future
-        self._queue.append((message, future))
+        if not self._queue:
+            self._oldest_at = asyncio.get_running_loop().time()
+        self._queue.append((message, rows, future))
         self._queued_rows += rows
         self._nonempty.set()
         if self._queued_rows >= self._settings.batch_max_rows:
             self._full.set()
         if self.saturated:
             self._room.clear()
-        metrics.QUEUE_DEPTH.set(self.depth_rows)
         return future
 
     async def wait_for_room(self) -> None:
@@ -110,7 +119,7 @@ class IngestPipeline:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for _, future in self._queue:
+            for _, _, future in self._queue:
                 if future is not None and not future.done():
                     future.set_exception(Unavailable("The gateway shut down before the message was stored"))
             self._queue.clear()
@@ -124,38 +133,45 @@ class IngestPipeline:
                 self._nonempty.clear()
                 continue
             await self._slots.acquire()
-            if not self._full.is_set() and self._settings.batch_max_age > 0:
+            self._busy_writers += 1
+            if not self._full.is_set() and not self._closing:
                 try:
-                    async with asyncio.timeout(self._settings.batch_max_age):
+                    async with asyncio.timeout_at(self._oldest_at + self._settings.batch_max_age):
                         await self._full.wait()
                 except TimeoutError:
                     pass
-            batch = self._take()
+            batch = self._take(self._share())
             task = asyncio.create_task(self._write(batch), name="ingest-write")
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
         await asyncio.gather(*self._writes)
 
-    def _take(self) -> list[tuple[Message, asyncio.Future[None] | None]]:
+    def _share(self) -> int:
+        """Rows for this batch: the queue split across the idle writers, so that a burst
+        is written by all of them at once rather than by one while the others wait."""
+        idle = self._settings.writers - self._busy_writers + 1
+        share = max(-(-self._queued_rows // idle), _MIN_SHARE)
+        return min(share, self._settings.batch_max_rows)
+
+    def _take(self, limit: int) -> list[_Entry]:
         batch = []
         rows = 0
-        limit = self._settings.batch_max_rows
         while self._queue and rows < limit:
             item = self._queue.popleft()
             batch.append(item)
-            rows += item[0].rows
+            rows += item[1]
         self._queued_rows -= rows
         self._inflight_rows += rows
-        if self._queued_rows < limit:
+        if self._queued_rows < self._settings.batch_max_rows:
             self._full.clear()
         if not self._queue and not self._closing:
             self._nonempty.clear()
         return batch
 
-    async def _write(self, batch: list[tuple[Message, asyncio.Future[None] | None]]) -> None:
-        telemetry = [m for m, _ in batch if isinstance(m, TelemetryMessage)]
-        attributes = [m for m, _ in batch if isinstance(m, AttributeMessage)]
-        rows = sum(m.rows for m, _ in batch)
+    async def _write(self, batch: list[_Entry]) -> None:
+        telemetry = [m for m, _, _ in batch if isinstance(m, TelemetryMessage)]
+        attributes = [m for m, _, _ in batch if isinstance(m, AttributeMessage)]
+        rows = sum(n for _, n, _ in batch)
         delay = 0.05
         failures = 0
         started = time.perf_counter()
@@ -172,7 +188,7 @@ class IngestPipeline:
                     failures += 1
                     if failures >= _UNEXPECTED_ERROR_TRIES:
                         log.exception("batch of %d rows failed %d times; not acknowledged", rows, failures)
-                        for _, future in batch:
+                        for _, _, future in batch:
                             if future is not None and not future.done():
                                 future.set_exception(exc)
                         return
@@ -181,16 +197,16 @@ class IngestPipeline:
                 delay = min(delay * 2, self._settings.retry_max_delay)
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             metrics.ROWS_STORED.inc(rows)
-            for _, future in batch:
+            for _, _, future in batch:
                 if future is not None and not future.done():
                     future.set_result(None)
         finally:
             # Cancelled at the shutdown deadline: these rows are not stored, say so.
-            for _, future in batch:
+            for _, _, future in batch:
                 if future is not None and not future.done():
                     future.set_exception(Unavailable("The gateway shut down before the message was stored"))
             self._inflight_rows -= rows
             if not self.saturated:
                 self._room.set()
-            metrics.QUEUE_DEPTH.set(self.depth_rows)
+            self._busy_writers -= 1
             self._slots.release()

@@ -30,18 +30,26 @@ from gateway.model import (
 
 
 class ProvisioningStore(Protocol):
+    """A successful provisioning is one call and one transaction, its audit record
+    included: when a fleet provisions at once, this is the hot path."""
+
     async def product_by_provision_key(self, key: str) -> Product | None: ...
 
-    async def create_device(self, device: Device, credentials: StoredCredentials) -> Device:
-        """Insert the device with its credentials; NameTaken or CredentialsTaken on a clash."""
+    async def create_provisioned_device(
+        self, device: Device, credentials: StoredCredentials, ts: int, record: AuditRecord
+    ) -> None:
+        """In one transaction: insert the device with its credentials (never pending: the
+        device is provisioned), set its ``provisionState`` server attribute at ``ts`` and
+        append the audit record. NameTaken or CredentialsTaken on a clash, storing nothing."""
 
-    async def device_by_name(self, project_id: str, name: str) -> Device | None: ...
+    async def device_with_credentials(
+        self, project_id: str, name: str
+    ) -> tuple[Device, StoredCredentials | None] | None: ...
 
-    async def credentials_of(self, device_id: str) -> StoredCredentials | None: ...
-
-    async def mark_provisioned(self, device_id: str, ts: int) -> bool:
-        """Atomically set the ``provisionState`` server attribute and forget the pending
-        clear credentials; False when the device was already provisioned."""
+    async def mark_provisioned(self, device_id: str, ts: int, record: AuditRecord) -> bool:
+        """Atomically set the ``provisionState`` server attribute, forget the pending clear
+        credentials and append the audit record; False, storing nothing, when the device
+        was already provisioned."""
 
 
 class DeviceAuthStore(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import InvalidInput, NotFound
@@ -16,8 +17,11 @@ _NAME = re.compile(r"[^\x00-\x1f]{1,128}")
 
 
 class ProductService:
-    def __init__(self, store: ProductStore) -> None:
+    def __init__(self, store: ProductStore, *, on_change: Callable[[], None] | None = None) -> None:
+        """``on_change`` runs after a product is created, changed or deleted: whoever caches
+        products (provisioning does, by key) drops them there."""
         self._store = store
+        self._on_change = on_change or (lambda: None)
 
     async def create(
         self,
@@ -44,6 +48,7 @@ class ProductService:
             )
         )
         await self._store.create_product(product)
+        self._on_change()
         return product
 
     async def get(self, project_id: str, product_id: str) -> Product:
@@ -66,11 +71,13 @@ class ProductService:
             changes = {**changes, "provision_strategy": _strategy(changes["provision_strategy"])}
         updated = _validated(dataclasses.replace(current, **changes))
         await self._store.update_product(updated)
+        self._on_change()
         return updated
 
     async def delete(self, project_id: str, product_id: str) -> None:
         if not await self._store.delete_product(project_id, product_id):
             raise NotFound(f"Product {product_id} does not exist")
+        self._on_change()
 
 
 def _strategy(value: ProvisionStrategy | str) -> ProvisionStrategy:

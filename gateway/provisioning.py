@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 NOT_FOUND_MSG = "Provision data was not found!"
 FAILURE_MSG = "Failed to provision device!"
+# How long a product found by its provision key is reused. Changes made in this
+# process apply at once (forget_products); those of other workers within this time.
+PRODUCT_CACHE_SECONDS = 5.0
 
 
 def _now_ms() -> int:
@@ -33,47 +36,39 @@ def _now_ms() -> int:
 
 
 class ProvisioningService:
-    def __init__(self, store: ProvisioningStore, audit: AuditLog) -> None:
+    def __init__(
+        self, store: ProvisioningStore, audit: AuditLog, *, product_cache_seconds: float = PRODUCT_CACHE_SECONDS
+    ) -> None:
         self._store = store
         self._audit = audit
+        self._products = _ProductsByKey(store, product_cache_seconds)
+
+    def forget_products(self) -> None:
+        """Drop every cached product: call it when a product is created, changed or deleted."""
+        self._products.clear()
 
     async def provision(self, request: ProvisionRequest) -> ProvisionResult:
+        """Every outcome leaves one audit record; a success writes it with the device."""
         product = await self._matching_product(request)
         if request.device_name and not _java_trim(request.device_name):
             # ThingsBoard refuses a blank name before it even looks at the key and secret.
-            result = _failure("Provision request contains empty device name!")
-        elif product is None:
-            result = ProvisionResult(ProvisionStatus.NOT_FOUND, reason="no product matches this key and secret")
-        elif "\x00" in _java_trim(request.device_name or ""):
+            return await self._recorded(product, request, _failure("Provision request contains empty device name!"))
+        if product is None:
+            not_found = ProvisionResult(ProvisionStatus.NOT_FOUND, reason="no product matches this key and secret")
+            return await self._recorded(None, request, not_found)
+        if "\x00" in _java_trim(request.device_name or ""):
             # PostgreSQL text cannot hold NUL; ThingsBoard's validator refuses it too.
-            result = _failure("Device name should not contain 0x00 symbol")
-        elif product.provision_strategy is ProvisionStrategy.ALLOW_CREATE_NEW_DEVICES:
-            result = await self._create_new(product, request)
-        else:
-            result = await self._claim_pre_provisioned(product, request)
-        await self._audit.record(
-            AuditRecord(
-                project_id=product.project_id if product else None,
-                action="PROVISION",
-                outcome=result.status.value,
-                reason=result.reason,
-                device_id=result.device.id if result.device else None,
-                source=request.source,
-                details={
-                    # jsonb cannot hold U+0000 either.
-                    "device_name": (request.device_name or "").replace("\x00", "\ufffd"),
-                    "credentials_type": request.credentials_type.value,
-                },
-            )
-        )
-        return result
+            return await self._recorded(product, request, _failure("Device name should not contain 0x00 symbol"))
+        if product.provision_strategy is ProvisionStrategy.ALLOW_CREATE_NEW_DEVICES:
+            return await self._create_new(product, request)
+        return await self._claim_pre_provisioned(product, request)
 
     async def _matching_product(self, request: ProvisionRequest) -> Product | None:
         if not request.provision_key.strip() or not request.provision_secret.strip():
             return None
         if "\x00" in request.provision_key:
             return None  # no stored key can hold it, and PostgreSQL refuses it as a parameter
-        product = await self._store.product_by_provision_key(request.provision_key)
+        product = await self._products.get(request.provision_key)
         if (
             product is None
             or product.provision_strategy is ProvisionStrategy.DISABLED
@@ -84,39 +79,96 @@ class ProvisioningService:
         return product
 
     async def _create_new(self, product: Product, request: ProvisionRequest) -> ProvisionResult:
-        name = _java_trim(request.device_name or "") or random_alphanumeric(20)
         try:
             credentials = creds.validate(_requested_credentials(request))
         except CredentialsInvalid as exc:
-            return _failure(exc.message)
+            return await self._recorded(product, request, _failure(exc.message))
+        now = _now_ms()
         device = Device(
             id=new_id(),
             project_id=product.project_id,
             product_id=product.id,
-            name=name,
+            name=_java_trim(request.device_name or "") or random_alphanumeric(20),
             gateway=request.gateway,
-            created_at=_now_ms(),
+            created_at=now,
         )
+        success = ProvisionResult(ProvisionStatus.SUCCESS, credentials, device)
         try:
-            device = await self._store.create_device(device, creds.to_stored(credentials))
+            await self._store.create_provisioned_device(
+                device, creds.to_stored(credentials), now, _audit_record(product, request, success)
+            )
         except NameTaken:
-            return _failure("The device is present and could not be provisioned once more!")
+            failure = _failure("The device is present and could not be provisioned once more!")
+            return await self._recorded(product, request, failure)
         except CredentialsTaken as exc:
-            return _failure(exc.message)
-        await self._store.mark_provisioned(device.id, _now_ms())
-        return ProvisionResult(ProvisionStatus.SUCCESS, credentials, device)
+            return await self._recorded(product, request, _failure(exc.message))
+        return success
 
     async def _claim_pre_provisioned(self, product: Product, request: ProvisionRequest) -> ProvisionResult:
         name = _java_trim(request.device_name or "")
-        device = await self._store.device_by_name(product.project_id, name) if name else None
-        if device is None or device.product_id != product.id:
-            return _failure("Failed to find pre provisioned device!")
-        stored = await self._store.credentials_of(device.id)
+        found = await self._store.device_with_credentials(product.project_id, name) if name else None
+        if found is None or found[0].product_id != product.id:
+            return await self._recorded(product, request, _failure("Failed to find pre provisioned device!"))
+        device, stored = found
         if stored is None or stored.pending is None:
-            return _failure("The device has already been provisioned!")
-        if not await self._store.mark_provisioned(device.id, _now_ms()):
-            return _failure("The device has already been provisioned!")
-        return ProvisionResult(ProvisionStatus.SUCCESS, stored.pending, device)
+            return await self._recorded(product, request, _failure("The device has already been provisioned!"))
+        success = ProvisionResult(ProvisionStatus.SUCCESS, stored.pending, device)
+        if not await self._store.mark_provisioned(device.id, _now_ms(), _audit_record(product, request, success)):
+            # Another request claimed it since the lookup.
+            return await self._recorded(product, request, _failure("The device has already been provisioned!"))
+        return success
+
+    async def _recorded(
+        self, product: Product | None, request: ProvisionRequest, result: ProvisionResult
+    ) -> ProvisionResult:
+        await self._audit.record(_audit_record(product, request, result))
+        return result
+
+
+class _ProductsByKey:
+    """Products by provision key, kept for a few seconds: a fleet provisions under one key.
+
+    Misses are not kept, so a product provisions as soon as it is created, and entries
+    exist only for keys that products hold, which bounds the dict.
+    """
+
+    def __init__(self, store: ProvisioningStore, ttl: float) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._entries: dict[str, tuple[float, Product]] = {}
+        self._generation = 0
+
+    async def get(self, key: str) -> Product | None:
+        now = time.monotonic()
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        generation = self._generation
+        product = await self._store.product_by_provision_key(key)
+        # A lookup that overlapped clear() may have read the product as it was before the change.
+        if product is not None and self._ttl > 0 and generation == self._generation:
+            self._entries[key] = (now + self._ttl, product)
+        return product
+
+    def clear(self) -> None:
+        self._generation += 1
+        self._entries.clear()
+
+
+def _audit_record(product: Product | None, request: ProvisionRequest, result: ProvisionResult) -> AuditRecord:
+    return AuditRecord(
+        project_id=product.project_id if product else None,
+        action="PROVISION",
+        outcome=result.status.value,
+        reason=result.reason,
+        device_id=result.device.id if result.device else None,
+        source=request.source,
+        details={
+            # jsonb cannot hold U+0000 either.
+            "device_name": (request.device_name or "").replace("\x00", "\ufffd"),
+            "credentials_type": request.credentials_type.value,
+        },
+    )
 
 
 def _java_trim(name: str) -> str:

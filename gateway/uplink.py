@@ -1,10 +1,17 @@
-"""What devices send, the same for every protocol: telemetry, client attributes, attribute requests."""
+"""What devices send, the same for every protocol: telemetry, client attributes, attribute requests.
+
+Submitting is synchronous: it returns the future the stored acknowledgement
+waits on (or None with ``ack = "accepted"``), so a front-end can answer from a
+callback without a task per message.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from typing import Any
+
+from prometheus_client import Counter
 
 from gateway import codec, metrics
 from gateway.codec import PayloadLimits
@@ -25,24 +32,31 @@ class Uplink:
         self._attributes = attributes
         self.limits = limits
         self._ack_stored = ack_stored
+        # Labelled metric children, bound once: labels() is a locked dict lookup.
+        self._counters: dict[tuple[str, str], tuple[Counter, Counter]] = {}
 
-    async def telemetry(self, device: DeviceIdentity, payload: Any, protocol: str) -> None:
-        """Store a decoded telemetry payload; returns when it is acknowledgeable."""
+    def submit_telemetry(self, device: DeviceIdentity, payload: Any, protocol: str) -> asyncio.Future[None] | None:
+        """Queue a decoded telemetry payload; raises the codec's and the queue's errors."""
         readings = codec.telemetry_from_json(payload, now_ms(), self.limits)
-        message = TelemetryMessage(device.device_id, readings)
-        await self._submit(message, protocol, "telemetry")
+        return self._submit(TelemetryMessage(device.device_id, readings), protocol, "telemetry")
 
-    async def attributes(self, device: DeviceIdentity, payload: Any, protocol: str) -> None:
+    def submit_attributes(self, device: DeviceIdentity, payload: Any, protocol: str) -> asyncio.Future[None] | None:
         values = codec.attributes_from_json(payload, self.limits)
         message = AttributeMessage(device.device_id, AttributeScope.CLIENT, now_ms(), values)
-        await self._submit(message, protocol, "attributes")
+        return self._submit(message, protocol, "attributes")
 
-    async def _submit(self, message: TelemetryMessage | AttributeMessage, protocol: str, kind: str) -> None:
+    def _submit(
+        self, message: TelemetryMessage | AttributeMessage, protocol: str, kind: str
+    ) -> asyncio.Future[None] | None:
         future = self._pipeline.submit(message, wait_stored=self._ack_stored)
-        metrics.MESSAGES.labels(protocol, kind).inc()
-        metrics.DATAPOINTS.labels(protocol).inc(message.rows)
-        if future is not None:
-            await future
+        counters = self._counters.get((protocol, kind))
+        if counters is None:
+            counters = self._counters[(protocol, kind)] = (
+                metrics.MESSAGES.labels(protocol, kind), metrics.DATAPOINTS.labels(protocol)
+            )
+        counters[0].inc()
+        counters[1].inc(message.rows)
+        return future
 
     async def read_attributes(
         self, device: DeviceIdentity, client_keys: list[str] | None, shared_keys: list[str] | None

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import asyncpg
 
 from gateway.model import AuditRecord
 from storage.errors import translated
+
+# The columns audit_values() fills, in its order; storage/devices.py appends a
+# provisioning's record in the statement that stores the device.
+AUDIT_COLUMNS = "audit_log (ts, project_id, action, outcome, reason, device_id, source, details)"
+
+
+def audit_values(record: AuditRecord, ts: int) -> tuple[Any, ...]:
+    return (ts, record.project_id, record.action, record.outcome, record.reason, record.device_id, record.source,
+            record.details)
 
 
 class AuditStore:
@@ -17,8 +27,6 @@ class AuditStore:
     async def record(self, record: AuditRecord) -> None:
         with translated():
             await self._pool.execute(
-                """INSERT INTO audit_log (ts, project_id, action, outcome, reason, device_id, source, details)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-                time.time_ns() // 1_000_000, record.project_id, record.action, record.outcome, record.reason,
-                record.device_id, record.source, record.details,
+                f"INSERT INTO {AUDIT_COLUMNS} VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                *audit_values(record, time.time_ns() // 1_000_000),
             )

@@ -22,6 +22,19 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.execute(_STAGE_TABLE)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Hand a released connection back as it is, without asyncpg's default reset.
+
+    The default sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``
+    at every release: a round trip for every pool call. Nothing here leaves that state
+    behind: advisory locks are transaction-scoped, cursors live inside transactions and
+    no pooled connection LISTENs or SETs anything (the TEMP stage table is the one piece
+    of session state, and meant to stay). asyncpg still rolls back a transaction left
+    open before it calls this. Whoever adds session state to pooled connections must
+    reset it here.
+    """
+
+
 async def open_pool(url: str, size: int, *, run_migrations: bool = True) -> asyncpg.Pool:
     with translated():
         if run_migrations:
@@ -30,4 +43,6 @@ async def open_pool(url: str, size: int, *, run_migrations: bool = True) -> asyn
                 await migrate(conn)
             finally:
                 await conn.close()
-        return await asyncpg.create_pool(url, min_size=min(2, size), max_size=size, init=_init_connection)
+        return await asyncpg.create_pool(
+            url, min_size=min(2, size), max_size=size, init=_init_connection, reset=_keep_session
+        )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 
-from gateway.errors import CredentialsTaken, NameTaken
-from gateway.model import Device, DeviceIdentity, Product, StoredCredentials
+from gateway.errors import Conflict, CredentialsTaken, NameTaken
+from gateway.model import AuditRecord, Device, DeviceIdentity, Product, StoredCredentials
 from storage import rows
+from storage.audit import AUDIT_COLUMNS, audit_values
 from storage.errors import translated
 
 _INSERT_DEVICE = """INSERT INTO devices (id, project_id, product_id, name, label, gateway, created_at)
@@ -40,6 +41,46 @@ async def replace_credentials(conn: asyncpg.Connection, device_id: str, credenti
         raise CredentialsTaken() from None
 
 
+# A new provisioned device in one statement: one round trip and one implicit
+# transaction for the device, its credentials, its provisionState and its audit
+# record. The other rows take the id from the device's CTE, so the device row is
+# inserted first and a taken name is reported before taken credentials. No pending
+# clear credentials: the device is provisioned.
+_CREATE_PROVISIONED = f"""
+    WITH device AS (
+        INSERT INTO devices (id, project_id, product_id, name, label, gateway, created_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
+    ), credentials AS (
+        INSERT INTO device_credentials (device_id, type, lookup, password_hash, client_id, user_name, certificate)
+        SELECT id, $8, $9, $10, $11, $12, $13 FROM device
+    ), state AS (
+        INSERT INTO attribute_kv (device_id, scope, key, last_update_ts, str_v)
+        SELECT id, 'SERVER_SCOPE', 'provisionState', $14, 'provisioned' FROM device
+    )
+    INSERT INTO {AUDIT_COLUMNS} SELECT $14, $15, $16, $17, $18, $19, $20, $21 FROM device"""
+
+# The first provisioning of an existing device. The attribute insert is the claim:
+# of concurrent claims one inserts, the others wait for it and then insert nothing,
+# so only the winner forgets the pending credentials and is audited here.
+_MARK_PROVISIONED = f"""
+    WITH state AS (
+        INSERT INTO attribute_kv (device_id, scope, key, last_update_ts, str_v)
+        VALUES ($1, 'SERVER_SCOPE', 'provisionState', $2, 'provisioned')
+        ON CONFLICT DO NOTHING RETURNING device_id
+    ), cleared AS (
+        UPDATE device_credentials SET pending = NULL WHERE device_id IN (SELECT device_id FROM state)
+    ), audited AS (
+        INSERT INTO {AUDIT_COLUMNS} SELECT $2, $3, $4, $5, $6, $7, $8, $9 FROM state
+    )
+    SELECT EXISTS (SELECT FROM state)"""
+
+# The unique constraints a new device can break, by the names PostgreSQL gave them.
+_CLASHES: dict[str, type[Conflict]] = {
+    "devices_project_id_name_key": NameTaken,
+    "device_credentials_lookup_key": CredentialsTaken,
+}
+
+
 class DeviceStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -50,35 +91,48 @@ class DeviceStore:
         return rows.product(record) if record else None
 
     async def create_device(self, device: Device, credentials: StoredCredentials) -> Device:
+        """A device not yet provisioned, as an operator registers it."""
         with translated():
             async with self._pool.acquire() as conn, conn.transaction():
                 await insert_device(conn, device, credentials)
         return device
 
-    async def device_by_name(self, project_id: str, name: str) -> Device | None:
+    async def create_provisioned_device(
+        self, device: Device, credentials: StoredCredentials, ts: int, record: AuditRecord
+    ) -> None:
+        c = credentials
+        with translated():
+            try:
+                await self._pool.execute(
+                    _CREATE_PROVISIONED,
+                    device.id, device.project_id, device.product_id, device.name, device.label, device.gateway,
+                    device.created_at,
+                    c.type.value, c.lookup, c.password_hash, c.client_id, c.user_name, c.certificate,
+                    *audit_values(record, ts),
+                )
+            except asyncpg.UniqueViolationError as exc:
+                clash = _CLASHES.get(exc.constraint_name or "")
+                if clash is None:
+                    raise
+                raise clash() from None
+
+    async def device_with_credentials(
+        self, project_id: str, name: str
+    ) -> tuple[Device, StoredCredentials | None] | None:
         with translated():
             record = await self._pool.fetchrow(
-                "SELECT * FROM devices WHERE project_id = $1 AND name = $2", project_id, name
+                """SELECT d.*, c.type, c.lookup, c.password_hash, c.client_id, c.user_name, c.certificate, c.pending
+                   FROM devices d LEFT JOIN device_credentials c ON c.device_id = d.id
+                   WHERE d.project_id = $1 AND d.name = $2""",
+                project_id, name,
             )
-        return rows.device(record) if record else None
+        if record is None:
+            return None
+        return rows.device(record), rows.stored_credentials(record) if record["type"] is not None else None
 
-    async def credentials_of(self, device_id: str) -> StoredCredentials | None:
+    async def mark_provisioned(self, device_id: str, ts: int, record: AuditRecord) -> bool:
         with translated():
-            record = await self._pool.fetchrow("SELECT * FROM device_credentials WHERE device_id = $1", device_id)
-        return rows.stored_credentials(record) if record else None
-
-    async def mark_provisioned(self, device_id: str, ts: int) -> bool:
-        with translated():
-            async with self._pool.acquire() as conn, conn.transaction():
-                inserted = await conn.fetchval(
-                    """INSERT INTO attribute_kv (device_id, scope, key, last_update_ts, str_v)
-                       VALUES ($1, 'SERVER_SCOPE', 'provisionState', $2, 'provisioned')
-                       ON CONFLICT DO NOTHING RETURNING 1""",
-                    device_id, ts,
-                )
-                if inserted:
-                    await conn.execute("UPDATE device_credentials SET pending = NULL WHERE device_id = $1", device_id)
-        return bool(inserted)
+            return await self._pool.fetchval(_MARK_PROVISIONED, device_id, *audit_values(record, ts))
 
     async def authenticate(self, lookup: str) -> tuple[DeviceIdentity, StoredCredentials] | None:
         with translated():

@@ -30,9 +30,19 @@ async def gateway(database_url: str, tmp_path_factory: pytest.TempPathFactory) -
         yield running
 
 
+def listener_url(gateway: Gateway, name: str) -> str:
+    return next(listener.url for listener in gateway.listeners if listener.name == name)
+
+
 @pytest.fixture(scope="session")
 def base_url(gateway: Gateway) -> str:
-    return next(listener.url for listener in gateway.listeners if listener.name == "http")
+    """The device API."""
+    return listener_url(gateway, "http")
+
+
+@pytest.fixture(scope="session")
+def management_url(gateway: Gateway) -> str:
+    return listener_url(gateway, "management")
 
 
 @pytest.fixture
@@ -42,5 +52,13 @@ async def tenant(gateway: Gateway) -> Tenant:
 
 @pytest.fixture
 async def http(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client of the device API."""
     async with aiohttp.ClientSession(base_url) as session:
+        yield session
+
+
+@pytest.fixture
+async def management(management_url: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client of the management API."""
+    async with aiohttp.ClientSession(management_url) as session:
         yield session

@@ -25,6 +25,7 @@ def gateway_settings(tmp_dir: str, **overrides: Any) -> config.Settings:
         "data_dir": tmp_dir,
         "host": "127.0.0.1",
         "http_port": free_port(),
+        "management_port": free_port(),
         "https_port": 0,
         "mqtt_port": 0,
         "mqtts_port": 0,

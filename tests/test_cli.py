@@ -22,16 +22,17 @@ async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-def cli_env(data_dir: str, http_port: int) -> dict[str, str]:
+def cli_env(data_dir: str, http_port: int, management_port: int = 0) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(GATEWAY_DATA_DIR=data_dir, GATEWAY_HOST="127.0.0.1", GATEWAY_HTTP_PORT=str(http_port),
-               GATEWAY_HTTPS_PORT="0", GATEWAY_MQTT_PORT="0", GATEWAY_MQTTS_PORT="0", GATEWAY_COAP_PORT="0")
+               GATEWAY_MANAGEMENT_PORT=str(management_port), GATEWAY_HTTPS_PORT="0", GATEWAY_MQTT_PORT="0",
+               GATEWAY_MQTTS_PORT="0", GATEWAY_COAP_PORT="0")
     return env
 
 
 async def test_serve_on_embedded_database_with_admin_beside_it(tmp_path) -> None:
-    port = free_port()
-    env = cli_env(str(tmp_path / "data"), port)
+    port, management_port = free_port(), free_port()
+    env = cli_env(str(tmp_path / "data"), port, management_port)
     serve = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "serve", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
@@ -39,11 +40,11 @@ async def test_serve_on_embedded_database_with_admin_beside_it(tmp_path) -> None
     try:
         lines = []
         async with asyncio.timeout(60):
-            while not lines or not lines[-1].startswith("http:"):
+            while not lines or not lines[-1].startswith("management:"):
                 line = (await serve.stdout.readline()).decode()
                 assert line, f"serve exited early: {lines}"
                 lines.append(line.strip())
-        assert lines[-1] == f"http: http://127.0.0.1:{port}"
+        assert lines[-2:] == [f"http: http://127.0.0.1:{port}", f"management: http://127.0.0.1:{management_port}"]
         assert any("embedded PostgreSQL" in line for line in lines)
 
         code, project, _ = await run_cli("admin", "create-project", "cli-demo", env=env)
@@ -62,8 +63,9 @@ async def test_serve_on_embedded_database_with_admin_beside_it(tmp_path) -> None
             async with http.post("/api/v1/provision", json=request) as resp:
                 result = orjson.loads(await resp.read())
             assert result["status"] == "SUCCESS"
-            async with http.get(f"/v5/iot/{project.strip()}/products/{product.strip()}",
-                                headers={"X-Auth-Token": token.strip()}) as resp:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{management_port}") as management:
+            async with management.get(f"/v5/iot/{project.strip()}/products/{product.strip()}",
+                                      headers={"X-Auth-Token": token.strip()}) as resp:
                 assert resp.status == 200
                 assert orjson.loads(await resp.read())["name"] == "thermostat"
     finally:

@@ -10,8 +10,8 @@ from tests.support import Tenant, new_tenant
 
 
 @pytest.fixture
-def api(http, tenant: Tenant) -> Management:
-    return Management(http, tenant)
+def api(management, tenant: Tenant) -> Management:
+    return Management(management, tenant)
 
 
 @pytest.fixture
@@ -91,8 +91,8 @@ async def test_invalid_values(api: Management, device: dict, raw: bytes, code: s
     assert_error(reply, 400, code)
 
 
-async def test_another_projects_device_is_not_found(api: Management, http, gateway) -> None:
-    other = Management(http, await new_tenant(gateway.services))
+async def test_another_projects_device_is_not_found(management, api: Management, http, gateway) -> None:
+    other = Management(management, await new_tenant(gateway.services))
     foreign = await other.create_device("foreign")
     await other.call("POST", path_of(foreign), params={"scope": "SHARED_SCOPE"}, json={"secret": 1})
     for method, params in (("GET", {"scope": "SHARED_SCOPE"}), ("POST", {"scope": "SHARED_SCOPE"}),

@@ -19,8 +19,8 @@ DEVICE_KEYS = {"device_id", "device_name", "product_id", "description", "gateway
 
 
 @pytest.fixture
-def api(http, tenant: Tenant) -> Management:
-    return Management(http, tenant)
+def api(management, tenant: Tenant) -> Management:
+    return Management(management, tenant)
 
 
 def self_signed_pem(common_name: str) -> str:
@@ -152,9 +152,9 @@ async def test_name_and_credentials_conflicts(api: Management) -> None:
     assert_error(reply, 409, "IOTDA.000007", "Specified credentials are already registered!")
 
 
-async def test_pre_provisioned_device_gets_exactly_its_credentials_once(http, gateway) -> None:
+async def test_pre_provisioned_device_gets_exactly_its_credentials_once(management, http, gateway) -> None:
     tenant = await new_tenant(gateway.services, strategy="CHECK_PRE_PROVISIONED_DEVICES")
-    api = Management(http, tenant)
+    api = Management(management, tenant)
     chosen = "pre-" + tenant.project_id
     device = await api.create_device("pre-1", auth_info={"credentials_type": "ACCESS_TOKEN", "access_token": chosen})
     assert await pending_of(gateway, device["device_id"]) is not None
@@ -168,9 +168,9 @@ async def test_pre_provisioned_device_gets_exactly_its_credentials_once(http, ga
     assert await post_telemetry(http, chosen, {"t": 1}) == 200
 
 
-async def test_pre_provisioned_mqtt_basic(http, gateway) -> None:
+async def test_pre_provisioned_mqtt_basic(management, http, gateway) -> None:
     tenant = await new_tenant(gateway.services, strategy="CHECK_PRE_PROVISIONED_DEVICES")
-    api = Management(http, tenant)
+    api = Management(management, tenant)
     await api.create_device("pre-basic", auth_info={"credentials_type": "MQTT_BASIC", "client_id": "cid-" +
                                                     tenant.project_id, "user_name": "user", "password": "pass"})
     result = await provision(http, tenant, "pre-basic")
@@ -179,9 +179,9 @@ async def test_pre_provisioned_mqtt_basic(http, gateway) -> None:
                       "credentialsType": "MQTT_BASIC", "status": "SUCCESS"}
 
 
-async def test_credentials_replaced_after_provisioning_keep_no_clear_value(http, gateway) -> None:
+async def test_credentials_replaced_after_provisioning_keep_no_clear_value(management, http, gateway) -> None:
     tenant = await new_tenant(gateway.services, strategy="CHECK_PRE_PROVISIONED_DEVICES")
-    api = Management(http, tenant)
+    api = Management(management, tenant)
     device = await api.create_device("pre-2")
     assert (await provision(http, tenant, "pre-2"))["status"] == "SUCCESS"
     replaced = await api.call("PUT", f"/devices/{device['device_id']}", json={"auth_info": {}})
@@ -189,9 +189,9 @@ async def test_credentials_replaced_after_provisioning_keep_no_clear_value(http,
     assert await pending_of(gateway, device["device_id"]) is None
 
 
-async def test_credentials_replaced_before_provisioning_are_the_ones_handed_out(http, gateway) -> None:
+async def test_credentials_replaced_before_provisioning_are_the_ones_handed_out(management, http, gateway) -> None:
     tenant = await new_tenant(gateway.services, strategy="CHECK_PRE_PROVISIONED_DEVICES")
-    api = Management(http, tenant)
+    api = Management(management, tenant)
     device = await api.create_device("pre-3")
     new = {"credentials_type": "ACCESS_TOKEN", "access_token": "new-" + tenant.project_id}
     assert (await api.call("PUT", f"/devices/{device['device_id']}", json={"auth_info": new})).status == 200
@@ -247,8 +247,8 @@ async def test_delete_removes_credentials_attributes_and_telemetry(api: Manageme
         assert count == 0, table
 
 
-async def test_another_projects_device_is_not_found(api: Management, http, gateway) -> None:
-    other = Management(http, await new_tenant(gateway.services))
+async def test_another_projects_device_is_not_found(management, api: Management, http, gateway) -> None:
+    other = Management(management, await new_tenant(gateway.services))
     foreign = await other.create_device("foreign")
     path = f"/devices/{foreign['device_id']}"
     assert_error(await api.call("GET", path), 404, "IOTDA.000005")
@@ -257,7 +257,7 @@ async def test_another_projects_device_is_not_found(api: Management, http, gatew
     assert (await other.call("GET", path)).body["device_name"] == "foreign"
 
 
-async def test_list_pagination_and_filters(api: Management, http, gateway) -> None:
+async def test_list_pagination_and_filters(management, api: Management, http, gateway) -> None:
     second_product = (await api.call("POST", "/products", json={"name": "second"})).body["product_id"]
     created = [await api.create_device(f"dev-{n}", product_id=second_product if n % 2 else None) for n in range(5)]
     ids = [d["device_id"] for d in reversed(created)]
@@ -282,7 +282,7 @@ async def test_list_pagination_and_filters(api: Management, http, gateway) -> No
     assert [d["device_id"] for d in by_name.body["devices"]] == [created[2]["device_id"]]
 
     # Another project's devices never show.
-    await Management(http, await new_tenant(gateway.services)).create_device("dev-2")
+    await Management(management, await new_tenant(gateway.services)).create_device("dev-2")
     assert (await api.call("GET", "/devices", params={"device_name": "dev-2"})).body["page"]["count"] == 1
 
     assert_error(await api.call("GET", "/devices", params={"limit": 51}), 400, "IOTDA.000017")

@@ -9,8 +9,8 @@ from tests.support import Tenant
 
 
 @pytest.fixture
-def api(http, tenant: Tenant) -> Management:
-    return Management(http, tenant)
+def api(management, tenant: Tenant) -> Management:
+    return Management(management, tenant)
 
 
 async def test_create_show_update_delete(api: Management) -> None:

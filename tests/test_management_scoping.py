@@ -19,19 +19,19 @@ def concrete(path: str) -> str:
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
-async def test_without_token(http, tenant: Tenant, method: str, path: str) -> None:
-    reply = await Management(http, tenant).call(method, concrete(path), token=None, json={})
+async def test_without_token(management, tenant: Tenant, method: str, path: str) -> None:
+    reply = await Management(management, tenant).call(method, concrete(path), token=None, json={})
     assert_error(reply, 401, "IOTDA.000002", "The X-Auth-Token header is missing")
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
-async def test_with_unknown_token(http, tenant: Tenant, method: str, path: str) -> None:
-    reply = await Management(http, tenant).call(method, concrete(path), token="not-a-token", json={})
+async def test_with_unknown_token(management, tenant: Tenant, method: str, path: str) -> None:
+    reply = await Management(management, tenant).call(method, concrete(path), token="not-a-token", json={})
     assert_error(reply, 401, "IOTDA.000002", "The token is invalid")
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
-async def test_another_projects_path(http, tenant: Tenant, gateway, method: str, path: str) -> None:
+async def test_another_projects_path(management, tenant: Tenant, gateway, method: str, path: str) -> None:
     other = await new_tenant(gateway.services)
-    reply = await Management(http, tenant).call(method, concrete(path), project_id=other.project_id, json={})
+    reply = await Management(management, tenant).call(method, concrete(path), project_id=other.project_id, json={})
     assert_error(reply, 403, "IOTDA.000004", "The token does not grant access to this project")

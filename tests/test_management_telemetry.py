@@ -12,8 +12,8 @@ T0 = 1_700_000_000_000
 
 
 @pytest.fixture
-def api(http, tenant: Tenant) -> Management:
-    return Management(http, tenant)
+def api(management, tenant: Tenant) -> Management:
+    return Management(management, tenant)
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ async def test_invalid_query(api: Management, device: dict, params: dict, code: 
     assert_error(await api.call("GET", series(device, "temperature"), params=params), 400, code, message)
 
 
-async def test_another_projects_device_is_not_found(api: Management, http, gateway, device: dict) -> None:
-    other = Management(http, await new_tenant(gateway.services))
+async def test_another_projects_device_is_not_found(management, api: Management, http, gateway, device: dict) -> None:
+    other = Management(management, await new_tenant(gateway.services))
     for path in (f"/devices/{device['device_id']}/telemetry/latest", series(device, "temperature")):
         assert_error(await other.call("GET", path), 404, "IOTDA.000005")

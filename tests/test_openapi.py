@@ -8,25 +8,28 @@ import orjson
 import pytest
 
 from gateway.app import Gateway
+from protocols.http.device_api import ROUTES as DEVICE_ROUTES
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 
 
 @pytest.fixture
-async def document(http) -> dict:
-    async with http.get("/openapi.json") as resp:
+async def document(management) -> dict:
+    async with management.get("/openapi.json") as resp:
         assert resp.status == 200
         assert resp.content_type == "application/json"
         return orjson.loads(await resp.read())
 
 
 def routed(gateway: Gateway) -> set[tuple[str, str]]:
-    return {
+    """The management application's router, plus the device API's own routes."""
+    management = {
         (route.method, resource.canonical)
         for resource in gateway.http_app.router.resources()
         for route in resource
         if route.method not in IGNORED_METHODS
     }
+    return management | set(DEVICE_ROUTES)
 
 
 def documented(document: dict) -> set[tuple[str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 
 import pytest
@@ -22,6 +23,7 @@ from gateway.model import (
     ProvisionStrategy,
     StoredCredentials,
 )
+from gateway.products import ProductService
 from gateway.provisioning import ProvisioningService
 from tests.test_credentials import pem_body, self_signed_pem
 
@@ -35,58 +37,65 @@ SUCCESS, NOT_FOUND, FAILURE = ProvisionStatus.SUCCESS, ProvisionStatus.NOT_FOUND
 ALNUM20 = re.compile(r"[A-Za-z0-9]{20}")
 
 
-class FakeStore:
-    """The ProvisioningStore port in memory, with the database's uniqueness rules."""
-
+class FakeAudit:
     def __init__(self) -> None:
+        self.records: list[AuditRecord] = []
+        self.separate_calls = 0
+
+    async def record(self, record: AuditRecord) -> None:
+        self.separate_calls += 1
+        self.records.append(record)
+
+
+class FakeStore:
+    """The ProvisioningStore port in memory, with the database's uniqueness rules; the
+    records it writes with a device land in the same audit log as the others."""
+
+    def __init__(self, audit: FakeAudit) -> None:
+        self.audit = audit
         self.products: dict[str, Product] = {}
         self.devices: dict[str, Device] = {}
         self.credentials: dict[str, StoredCredentials] = {}
         self.provisioned: dict[str, int] = {}
+        self.product_lookups = 0
 
     def add_product(self, product: Product) -> Product:
         self.products[product.id] = product
         return product
 
     async def product_by_provision_key(self, key: str) -> Product | None:
+        self.product_lookups += 1
         return next((p for p in self.products.values() if p.provision_key == key), None)
 
-    async def create_device(self, device: Device, credentials: StoredCredentials) -> Device:
+    async def create_provisioned_device(
+        self, device: Device, credentials: StoredCredentials, ts: int, record: AuditRecord
+    ) -> None:
         if any(d.project_id == device.project_id and d.name == device.name for d in self.devices.values()):
             raise NameTaken()
         if any(c.lookup == credentials.lookup for c in self.credentials.values()):
             raise CredentialsTaken()
         self.devices[device.id] = device
-        self.credentials[device.id] = credentials
-        return device
+        self.credentials[device.id] = dataclasses.replace(credentials, pending=None)
+        self.provisioned[device.id] = ts
+        self.audit.records.append(record)
 
-    async def device_by_name(self, project_id: str, name: str) -> Device | None:
-        return next((d for d in self.devices.values() if d.project_id == project_id and d.name == name), None)
+    async def device_with_credentials(
+        self, project_id: str, name: str
+    ) -> tuple[Device, StoredCredentials | None] | None:
+        device = next((d for d in self.devices.values() if d.project_id == project_id and d.name == name), None)
+        return None if device is None else (device, self.credentials.get(device.id))
 
-    async def credentials_of(self, device_id: str) -> StoredCredentials | None:
-        return self.credentials.get(device_id)
-
-    async def mark_provisioned(self, device_id: str, ts: int) -> bool:
+    async def mark_provisioned(self, device_id: str, ts: int, record: AuditRecord) -> bool:
         if device_id in self.provisioned:
             return False
         self.provisioned[device_id] = ts
-        stored = self.credentials[device_id]
-        self.credentials[device_id] = StoredCredentials(
-            stored.type, stored.lookup, stored.password_hash, stored.client_id, stored.user_name, stored.certificate
-        )
+        self.credentials[device_id] = dataclasses.replace(self.credentials[device_id], pending=None)
+        self.audit.records.append(record)
         return True
 
     def device_named(self, name: str) -> Device:
         (device,) = [d for d in self.devices.values() if d.name == name]
         return device
-
-
-class FakeAudit:
-    def __init__(self) -> None:
-        self.records: list[AuditRecord] = []
-
-    async def record(self, record: AuditRecord) -> None:
-        self.records.append(record)
 
 
 def product(strategy: ProvisionStrategy, key: str, secret: str | None = "secret", *, pid: str = "", project: str = "p1"
@@ -98,8 +107,13 @@ def product(strategy: ProvisionStrategy, key: str, secret: str | None = "secret"
 
 
 @pytest.fixture
-def store() -> FakeStore:
-    s = FakeStore()
+def audit() -> FakeAudit:
+    return FakeAudit()
+
+
+@pytest.fixture
+def store(audit: FakeAudit) -> FakeStore:
+    s = FakeStore(audit)
     s.add_product(product(ALLOW, "allow"))
     s.add_product(product(CHECK, "check"))
     s.add_product(product(DISABLED, "disabled"))
@@ -107,11 +121,6 @@ def store() -> FakeStore:
     s.add_product(product(ALLOW, "other-allow", project="p1"))
     s.add_product(product(ALLOW, "elsewhere", project="p2"))
     return s
-
-
-@pytest.fixture
-def audit() -> FakeAudit:
-    return FakeAudit()
 
 
 @pytest.fixture
@@ -371,3 +380,127 @@ async def test_check_pre_concurrent_claims_succeed_once(service, store):
 async def test_check_pre_never_creates_a_device(service, store):
     await service.provision(request("check", device_name="new"))
     assert store.devices == {}
+
+
+# --- audit records ----------------------------------------------------------------------------
+
+
+async def test_a_new_device_is_audited_in_the_same_store_call(service, store, audit):
+    result = await service.provision(request(device_name="dev"))
+    assert result.status is SUCCESS
+    assert [r.device_id for r in audit.records] == [result.device.id]
+    assert audit.separate_calls == 0
+
+
+async def test_a_claim_is_audited_in_the_same_store_call(service, store, audit):
+    device = pre_provision(store, "pre", Credentials(TOKEN, "pre-token"))
+    assert (await service.provision(request("check", device_name="pre"))).status is SUCCESS
+    assert [(r.outcome, r.device_id) for r in audit.records] == [("SUCCESS", device.id)]
+    assert audit.separate_calls == 0
+
+
+async def test_a_lost_race_for_a_claim_is_audited_as_a_failure(service, store, audit):
+    pre_provision(store, "pre", Credentials(TOKEN, "pre-token"))
+    results = await asyncio.gather(*(service.provision(request("check", device_name="pre")) for _ in range(3)))
+    assert sorted(r.outcome for r in audit.records) == ["FAILURE", "FAILURE", "SUCCESS"]
+    assert [r.reason for r in results if r.status is FAILURE] == ["The device has already been provisioned!"] * 2
+
+
+# --- products cached by provision key ---------------------------------------------------------
+
+
+async def test_the_product_is_looked_up_once_for_many_devices(service, store):
+    for n in range(5):
+        assert (await service.provision(request(device_name=f"d{n}"))).status is SUCCESS
+    assert store.product_lookups == 1
+
+
+async def test_the_secret_is_checked_against_the_cached_product(service, store):
+    assert (await service.provision(request(device_name="d1"))).status is SUCCESS
+    assert (await service.provision(request(secret="wrong", device_name="d2"))).status is NOT_FOUND
+
+
+async def test_an_unknown_key_is_not_cached(service, store):
+    assert (await service.provision(request("new", device_name="d"))).status is NOT_FOUND
+    store.add_product(product(ALLOW, "new"))
+    assert (await service.provision(request("new", device_name="d"))).status is SUCCESS
+
+
+async def test_forget_products_applies_a_change_at_once(service, store):
+    assert (await service.provision(request(device_name="d1"))).status is SUCCESS
+    store.add_product(dataclasses.replace(store.products["prod-allow"], provision_strategy=DISABLED))
+    service.forget_products()
+    assert (await service.provision(request(device_name="d2"))).status is NOT_FOUND
+
+
+async def test_entries_expire(store, audit):
+    service = ProvisioningService(store, audit, product_cache_seconds=0)
+    for n in range(3):
+        await service.provision(request(device_name=f"d{n}"))
+    assert store.product_lookups == 3
+
+
+async def test_a_lookup_overlapping_a_change_is_not_cached(service, store, monkeypatch):
+    """The lookup may have read the product before the change that cleared the cache."""
+    release, looking = asyncio.Event(), asyncio.Event()
+    lookup = store.product_by_provision_key
+
+    async def slow_lookup(key: str) -> Product | None:
+        found = await lookup(key)
+        looking.set()
+        await release.wait()
+        return found
+
+    monkeypatch.setattr(store, "product_by_provision_key", slow_lookup)
+    first = asyncio.create_task(service.provision(request(device_name="d1")))
+    await looking.wait()
+    store.add_product(dataclasses.replace(store.products["prod-allow"], provision_secret="changed"))
+    service.forget_products()
+    release.set()
+    assert (await first).status is SUCCESS  # it read the product before the change
+    assert (await service.provision(request(secret="changed", device_name="d2"))).status is SUCCESS
+
+
+class FakeProductStore:
+    """The ProductStore port over the provisioning fake's products."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self._products = store.products
+
+    async def create_product(self, product: Product) -> None:
+        self._products[product.id] = product
+
+    async def product(self, project_id: str, product_id: str) -> Product | None:
+        return self._products.get(product_id)
+
+    async def update_product(self, product: Product) -> None:
+        self._products[product.id] = product
+
+    async def delete_product(self, project_id: str, product_id: str) -> bool:
+        return self._products.pop(product_id, None) is not None
+
+
+@pytest.mark.parametrize(
+    ("change", "then"),
+    [
+        (lambda products: products.update("p1", "prod-allow", {"provision_secret": "new-secret"}), NOT_FOUND),
+        (lambda products: products.update("p1", "prod-allow", {"provision_strategy": "DISABLED"}), NOT_FOUND),
+        (lambda products: products.update("p1", "prod-allow", {"provision_key": "moved"}), NOT_FOUND),
+        (lambda products: products.delete("p1", "prod-allow"), NOT_FOUND),
+    ],
+    ids=["secret", "strategy", "key", "delete"],
+)
+async def test_product_changes_evict_the_cache(service, store, change, then):
+    products = ProductService(FakeProductStore(store), on_change=service.forget_products)
+    assert (await service.provision(request(device_name="d1"))).status is SUCCESS
+    await change(products)
+    assert (await service.provision(request(device_name="d2"))).status is then
+
+
+async def test_a_key_moved_to_another_product_provisions_there_at_once(service, store):
+    products = ProductService(FakeProductStore(store), on_change=service.forget_products)
+    assert (await service.provision(request(device_name="d1"))).status is SUCCESS
+    await products.update("p1", "prod-allow", {"provision_key": "moved"})
+    await products.create("p1", "successor", strategy=ALLOW, provision_key="allow", provision_secret="s2")
+    result = await service.provision(request(secret="s2", device_name="d2"))
+    assert result.status is SUCCESS and result.device.product_id != "prod-allow"

@@ -1,28 +1,58 @@
 """ThingsBoard's HTTP device API (spec 3.3) and claim provisioning (spec 1.3).
 
 Deliberate deviation: a malformed body gets 400 with the reason, where
-ThingsBoard answers 500.
+ThingsBoard answers 500. The routes are served by the project's own HTTP/1.1
+protocol (protocols.http.connection); ``ROUTES`` lists them for the OpenAPI
+document.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
+from urllib.parse import parse_qs, unquote
 
 import orjson
-from multidict import MultiMapping
-from aiohttp import web
 
 from gateway import codec, metrics
 from gateway.auth import DeviceAuthenticator
 from gateway.errors import GatewayError, InvalidInput, MalformedPayload, PayloadTooLarge, Unauthorized
+from gateway.model import DeviceIdentity
 from gateway.provision_json import request_from_json, response_to_json
 from gateway.provisioning import ProvisioningService
 from gateway.uplink import Uplink, split_keys
-from protocols.http.errors import device_error
-from protocols.http.server import MAX_PAYLOAD_BYTES
+from protocols.http.connection import Outcome
+from protocols.http.errors import retry_headers, status_of
+from protocols.http.wire import OK, Reply
 
 log = logging.getLogger(__name__)
 PROTOCOL = "http"
+
+ROUTES: tuple[tuple[str, str], ...] = (
+    ("POST", "/api/v1/provision"),
+    ("POST", "/api/v1/{token}/telemetry"),
+    ("POST", "/api/v1/{token}/attributes"),
+    ("GET", "/api/v1/{token}/attributes"),
+)
+_NOT_FOUND = Reply.text(404, "Not found")
+
+
+def _method_not_allowed(allowed: str) -> Reply:
+    return Reply.text(405, "Method not allowed", (("Allow", allowed),))
+
+
+def refused(exc: GatewayError) -> Reply:
+    """A core error as the device API answers it: a status and a plain-text reason; 401 has no body."""
+    if isinstance(exc, PayloadTooLarge):
+        metrics.BAD_REQUESTS.labels(PROTOCOL, "oversize").inc()
+    elif isinstance(exc, InvalidInput):
+        metrics.BAD_REQUESTS.labels(PROTOCOL, "malformed" if isinstance(exc, MalformedPayload) else "invalid").inc()
+    elif isinstance(exc, Unauthorized):
+        metrics.AUTH_FAILURES.labels(PROTOCOL).inc()
+    status = status_of(exc)
+    headers = tuple(retry_headers(exc).items())
+    return Reply(status, headers=headers) if status == 401 else Reply.text(status, exc.message, headers)
 
 
 class DeviceApi:
@@ -31,73 +61,111 @@ class DeviceApi:
         self._uplink = uplink
         self._provisioning = provisioning
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.post("/api/v1/provision", self.provision),
-            web.post("/api/v1/{token}/telemetry", self.post_telemetry),
-            web.post("/api/v1/{token}/attributes", self.post_attributes),
-            web.get("/api/v1/{token}/attributes", self.get_attributes),
-        ]
+    def dispatch(self, method: bytes, target: bytes, body: bytes, remote: str) -> Outcome:
+        path, _, query = target.partition(b"?")
+        parts = path.split(b"/")
+        if len(parts) < 4 or parts[1] != b"api" or parts[2] != b"v1":
+            return _NOT_FOUND
+        if len(parts) == 4 and parts[3] == b"provision":
+            return self._provision(body, remote) if method == b"POST" else _method_not_allowed("POST")
+        if len(parts) != 5:
+            return _NOT_FOUND
+        token, feature = _token(parts[3]), parts[4]
+        if feature == b"telemetry":
+            if method != b"POST":
+                return _method_not_allowed("POST")
+            return self._upload(token, body, self._uplink.submit_telemetry)
+        if feature == b"attributes":
+            if method == b"POST":
+                return self._upload(token, body, self._uplink.submit_attributes)
+            if method == b"GET":
+                return self._get_attributes(token, query)
+            return _method_not_allowed("GET, POST")
+        return _NOT_FOUND
 
-    async def provision(self, request: web.Request) -> web.Response:
+    def oversize(self, method: bytes, target: bytes) -> Outcome:
+        """A body over the limit: 401 if the token is unknown (decided before any body), else 413."""
+        parts = target.partition(b"?")[0].split(b"/")
+        if len(parts) == 5 and parts[1:3] == [b"api", b"v1"]:
+            token = _token(parts[3])
+            if self._auth.cached_token(token) is None:
+                return self._oversize_after_auth(token)
+        return refused(PayloadTooLarge("The body is larger than the configured limit"))
+
+    def stored(self, future: asyncio.Future[Any]) -> Reply:
+        """The answer once an acknowledgement's future is done."""
+        if future.cancelled():
+            return Reply.text(503, "The gateway is shutting down")
+        exc = future.exception()
+        if exc is None:
+            return OK
+        if isinstance(exc, GatewayError):
+            return refused(exc)
+        log.error("storing a message failed", exc_info=exc)
+        return Reply.text(500, "The message could not be stored")
+
+    # handlers
+
+    def _upload(self, token: str, body: bytes, submit: Any) -> Outcome:
+        device = self._auth.cached_token(token)
+        if device is None:
+            return self._upload_after_auth(token, body, submit)
+        return _submitted(device, body, submit)
+
+    async def _upload_after_auth(self, token: str, body: bytes, submit: Any) -> Reply:
         try:
-            body = await _read(request)
-            provision_request = request_from_json(codec.loads(body), source=f"http:{request.remote}")
+            device = await self._auth.by_token(token)
         except GatewayError as exc:
-            return _refused(exc)
-        result = await self._provisioning.provision(provision_request)
-        metrics.PROVISIONING.labels(PROTOCOL, result.status.value).inc()
-        return web.Response(body=response_to_json(result), content_type="application/json")
+            return refused(exc)
+        outcome = _submitted(device, body, submit)
+        if isinstance(outcome, Reply):
+            return outcome
+        await asyncio.wait([outcome])
+        return self.stored(outcome)
 
-    async def post_telemetry(self, request: web.Request) -> web.Response:
+    async def _oversize_after_auth(self, token: str) -> Reply:
         try:
-            device = await self._auth.by_token(request.match_info["token"])
-            payload = codec.loads(await _read(request))
-            await self._uplink.telemetry(device, payload, PROTOCOL)
+            await self._auth.by_token(token)
         except GatewayError as exc:
-            return _refused(exc)
-        return web.Response()
+            return refused(exc)
+        return refused(PayloadTooLarge("The body is larger than the configured limit"))
 
-    async def post_attributes(self, request: web.Request) -> web.Response:
+    async def _get_attributes(self, token: str, query: bytes) -> Reply:
+        params = parse_qs(query.decode("latin-1"), keep_blank_values=True)
+        # The Python SDK's TBHTTPDevice spells them client_keys/shared_keys, and sends
+        # lists as repeated parameters, which Spring joins with commas.
+        client = split_keys(_joined(params, "clientKeys", "client_keys"))
+        shared = split_keys(_joined(params, "sharedKeys", "shared_keys"))
         try:
-            device = await self._auth.by_token(request.match_info["token"])
-            payload = codec.loads(await _read(request))
-            await self._uplink.attributes(device, payload, PROTOCOL)
-        except GatewayError as exc:
-            return _refused(exc)
-        return web.Response()
-
-    async def get_attributes(self, request: web.Request) -> web.Response:
-        query = request.query
-        try:
-            device = await self._auth.by_token(request.match_info["token"])
-            # The Python SDK's TBHTTPDevice spells them client_keys/shared_keys.
-            client = split_keys(_joined(query, "clientKeys", "client_keys"))
-            shared = split_keys(_joined(query, "sharedKeys", "shared_keys"))
+            device = await self._auth.by_token(token)
             result = await self._uplink.read_attributes(device, client, shared)
         except GatewayError as exc:
-            return _refused(exc)
-        return web.Response(body=orjson.dumps(result), content_type="application/json")
+            return refused(exc)
+        return Reply.json(orjson.dumps(result))
+
+    async def _provision(self, body: bytes, remote: str) -> Reply:
+        try:
+            request = request_from_json(codec.loads(body), source=f"http:{remote}")
+        except GatewayError as exc:
+            return refused(exc)
+        result = await self._provisioning.provision(request)
+        metrics.PROVISIONING.labels(PROTOCOL, result.status.value).inc()
+        return Reply.json(response_to_json(result))
 
 
-def _joined(query: MultiMapping[str], *names: str) -> str | None:
-    """A repeated parameter joined by commas, as Spring binds it (requests sends lists that way)."""
-    values = [v for name in names for v in query.getall(name, [])]
-    return ",".join(values) if values else None
-
-
-async def _read(request: web.Request) -> bytes:
+def _submitted(device: DeviceIdentity, body: bytes, submit: Any) -> Reply | asyncio.Future[None]:
     try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"The body is larger than {request.app[MAX_PAYLOAD_BYTES]} bytes") from None
+        future = submit(device, codec.loads(body), PROTOCOL)
+    except GatewayError as exc:
+        return refused(exc)
+    return OK if future is None else future
 
 
-def _refused(exc: GatewayError) -> web.Response:
-    if isinstance(exc, PayloadTooLarge):
-        metrics.BAD_REQUESTS.labels(PROTOCOL, "oversize").inc()
-    elif isinstance(exc, InvalidInput):
-        metrics.BAD_REQUESTS.labels(PROTOCOL, "malformed" if isinstance(exc, MalformedPayload) else "invalid").inc()
-    elif isinstance(exc, Unauthorized):
-        metrics.AUTH_FAILURES.labels(PROTOCOL).inc()
-    return device_error(exc)
+def _token(segment: bytes) -> str:
+    text = segment.decode("utf-8", "replace")
+    return unquote(text) if "%" in text else text
+
+
+def _joined(params: dict[str, list[str]], *names: str) -> str | None:
+    values = [v for name in names for v in params.get(name, [])]
+    return ",".join(values) if values else None

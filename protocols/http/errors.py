@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from gateway import errors
 
 _STATUS: list[tuple[type[errors.GatewayError], int]] = [
@@ -32,10 +30,3 @@ def retry_headers(exc: errors.GatewayError) -> dict[str, str]:
     if isinstance(exc, errors.Unavailable):
         return {"Retry-After": "1"}
     return {}
-
-
-def device_error(exc: errors.GatewayError) -> web.Response:
-    """The device API answers errors with a status and a plain-text reason; 401 has no body."""
-    status = status_of(exc)
-    text = None if status == 401 else exc.message
-    return web.Response(status=status, text=text, headers=retry_headers(exc))
