@@ -95,11 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def run_async(coro: Awaitable[Any]) -> Any:
-    """Run on uvloop when it is installed."""
+def run_async(coro: Awaitable[Any], event_loop: str = "uvloop") -> Any:
+    """Run on uvloop when it is installed and asked for."""
     try:
         import uvloop
     except ImportError:
+        uvloop = None  # type: ignore[assignment]
+    if uvloop is None or event_loop != "uvloop":
         return asyncio.run(coro)  # type: ignore[arg-type]
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(coro)  # type: ignore[arg-type]
@@ -126,7 +128,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await gateway.stop()
 
-    run_async(serve())
+    run_async(serve(), settings.event_loop)
     return 0
 
 

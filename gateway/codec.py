@@ -88,14 +88,24 @@ def attributes_from_json(root: Any, limits: PayloadLimits) -> tuple[KeyValue, ..
 
 def key_values(obj: dict[str, Any], limits: PayloadLimits) -> tuple[KeyValue, ...]:
     out = []
+    max_key = limits.max_key_length
     for key, value in obj.items():
         if value is None:
             continue
-        if not key or len(key) > limits.max_key_length:
-            raise MalformedPayload(f"Key length must be 1 to {limits.max_key_length} characters: {key[:64]!r}")
+        if not key or len(key) > max_key:
+            raise MalformedPayload(f"Key length must be 1 to {max_key} characters: {key[:64]!r}")
         if "\x00" in key:
             raise MalformedPayload(f"Key cannot contain U+0000: {key[:64]!r}")
-        out.append(typed(key, value, limits))
+        # The common cases first, by exact type (bool is a subclass of int).
+        kind = type(value)
+        if kind is float:
+            out.append(KeyValue(key, ValueType.DOUBLE, value))
+        elif kind is int and _LONG_MIN <= value <= _LONG_MAX:
+            out.append(KeyValue(key, ValueType.LONG, value))
+        elif kind is bool:
+            out.append(KeyValue(key, ValueType.BOOLEAN, value))
+        else:
+            out.append(typed(key, value, limits))
     return tuple(out)
 
 

@@ -65,14 +65,17 @@ class Settings:
         200_000, "Ingest queue bound, in rows; when full, devices are pushed back (HTTP 503).", min=1
     )
     batch_max_rows: int = _setting(5_000, "A batch is written when it holds this many rows...", min=1)
-    batch_max_age_ms: int = _setting(10, "...or when its oldest row is this old (milliseconds).", min=0)
-    writers: int = _setting(2, "Batches written concurrently, each on its own connection.", min=1, max=64)
-    db_pool_size: int = _setting(6, "PostgreSQL connections per process (writers included).", min=2, max=200)
+    batch_max_age_ms: int = _setting(5, "...or when its oldest row is this old (milliseconds).", min=0)
+    writers: int = _setting(4, "Batches written concurrently, each on its own connection.", min=1, max=64)
+    db_pool_size: int = _setting(8, "PostgreSQL connections per process (writers included).", min=2, max=200)
     db_retry_max_seconds: float = _setting(5.0, "Longest back-off between retries while PostgreSQL is down.", min=0.01)
     auth_cache_seconds: float = _setting(
         30.0, "How long a device's credentials are cached after a lookup; 0 disables the cache.", min=0
     )
     shutdown_timeout_seconds: float = _setting(30.0, "Deadline for draining the ingest queue on SIGTERM.", min=0)
+    event_loop: Literal["uvloop", "asyncio"] = _setting(
+        "uvloop", "Event loop: uvloop (when installed) or the standard library's asyncio."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = _setting("info", "Log level.")
 
     @property

@@ -11,8 +11,6 @@ import asyncio
 import time
 from typing import Any
 
-from prometheus_client import Counter
-
 from gateway import codec, metrics
 from gateway.codec import PayloadLimits
 from gateway.ingest import IngestPipeline
@@ -32,8 +30,6 @@ class Uplink:
         self._attributes = attributes
         self.limits = limits
         self._ack_stored = ack_stored
-        # Labelled metric children, bound once: labels() is a locked dict lookup.
-        self._counters: dict[tuple[str, str], tuple[Counter, Counter]] = {}
 
     def submit_telemetry(self, device: DeviceIdentity, payload: Any, protocol: str) -> asyncio.Future[None] | None:
         """Queue a decoded telemetry payload; raises the codec's and the queue's errors."""
@@ -49,13 +45,8 @@ class Uplink:
         self, message: TelemetryMessage | AttributeMessage, protocol: str, kind: str
     ) -> asyncio.Future[None] | None:
         future = self._pipeline.submit(message, wait_stored=self._ack_stored)
-        counters = self._counters.get((protocol, kind))
-        if counters is None:
-            counters = self._counters[(protocol, kind)] = (
-                metrics.MESSAGES.labels(protocol, kind), metrics.DATAPOINTS.labels(protocol)
-            )
-        counters[0].inc()
-        counters[1].inc(message.rows)
+        metrics.MESSAGES.counts[(protocol, kind)] += 1
+        metrics.DATAPOINTS.counts[(protocol,)] += message.rows
         return future
 
     async def read_attributes(

@@ -119,8 +119,19 @@ class TelemetryWriter:
             for reading in message.readings:
                 ts = reading.ts
                 for kv in reading.values:
-                    key_id = ids[kv.key]
-                    unique[(device, key_id, ts)] = (device, key_id, ts, *typed_columns(kv))
+                    key_id, kind, value = ids[kv.key], kv.type, kv.value
+                    # Inline rather than typed_columns(): this loop runs for every row.
+                    if kind is ValueType.DOUBLE:
+                        row = (device, key_id, ts, None, None, value, None, None)
+                    elif kind is ValueType.LONG:
+                        row = (device, key_id, ts, None, value, None, None, None)
+                    elif kind is ValueType.BOOLEAN:
+                        row = (device, key_id, ts, value, None, None, None, None)
+                    elif kind is ValueType.STRING:
+                        row = (device, key_id, ts, None, None, None, value, None)
+                    else:
+                        row = (device, key_id, ts, None, None, None, None, value)
+                    unique[(device, key_id, ts)] = row
         return list(unique.values())
 
 

@@ -79,6 +79,7 @@ class DeviceHttpConnection(asyncio.Protocol):
         self._paused = False
         self._closing = False
         self._idle: asyncio.TimerHandle | None = None
+        self._active_at = 0.0
         self._url = b""
         self._body: list[bytes] = []
         self._size = 0
@@ -92,7 +93,9 @@ class DeviceHttpConnection(asyncio.Protocol):
         peer = self._transport.get_extra_info("peername")
         self._remote = f"{peer[0]}:{peer[1]}" if peer else ""
         self._registry.add(self)
-        self._arm_idle()
+        self._active_at = self._loop.time()
+        if self._limits.idle_seconds > 0:
+            self._idle = self._loop.call_later(self._limits.idle_seconds, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._registry.discard(self)
@@ -101,9 +104,7 @@ class DeviceHttpConnection(asyncio.Protocol):
             self._idle.cancel()
 
     def data_received(self, data: bytes) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self._active_at = self._loop.time()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -195,12 +196,17 @@ class DeviceHttpConnection(asyncio.Protocol):
         if self._paused and len(self._slots) <= _MAX_PIPELINED // 2:
             self._paused = False
             transport.resume_reading()
-        if not self._slots:
-            self._arm_idle()
 
-    def _arm_idle(self) -> None:
-        if self._limits.idle_seconds > 0:
-            self._idle = self._loop.call_later(self._limits.idle_seconds, self.close_when_idle)
+    def _check_idle(self) -> None:
+        """One timer per connection, moved on when it fires rather than at every request."""
+        if self._transport is None:
+            return
+        quiet = self._loop.time() - self._active_at
+        if quiet >= self._limits.idle_seconds and not self._slots:
+            self.close_when_idle()
+            return
+        wait = self._limits.idle_seconds if self._slots else self._limits.idle_seconds - quiet
+        self._idle = self._loop.call_later(wait, self._check_idle)
 
     def close_when_idle(self) -> None:
         """Close now if nothing is being answered; otherwise after the last answer."""

@@ -8,7 +8,9 @@ from email.utils import formatdate
 from http import HTTPStatus
 
 
-@dataclass(frozen=True, slots=True)
+# eq=False: replies hash by identity, which keeps the encoding cache cheap to consult;
+# the replies most requests get are module constants.
+@dataclass(frozen=True, slots=True, eq=False)
 class Reply:
     status: int
     body: bytes = b""
@@ -40,8 +42,29 @@ def _date() -> bytes:
     return _date_header
 
 
+_encoded: dict[tuple[Reply, bool], bytes] = {}
+_encoded_second = 0
+_CACHED_BODY_BYTES = 256
+
+
 def encode(reply: Reply, keep_alive: bool) -> bytes:
-    head = [f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, '')}\r\n".encode(), _date()]
+    """The response's bytes; the few replies most requests get are encoded once a second."""
+    global _encoded_second
+    if len(reply.body) > _CACHED_BODY_BYTES:
+        return _encode(reply, keep_alive)
+    date = _date()
+    if _date_second != _encoded_second or len(_encoded) > 1024:
+        _encoded.clear()
+        _encoded_second = _date_second
+    key = (reply, keep_alive)
+    data = _encoded.get(key)
+    if data is None:
+        data = _encoded[key] = _encode(reply, keep_alive, date)
+    return data
+
+
+def _encode(reply: Reply, keep_alive: bool, date: bytes | None = None) -> bytes:
+    head = [f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, '')}\r\n".encode(), date or _date()]
     if reply.content_type:
         head.append(f"Content-Type: {reply.content_type}\r\n".encode())
     for name, value in reply.headers:
