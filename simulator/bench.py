@@ -102,7 +102,7 @@ class Workspace:
         }
         values.update(
             data_dir=str(self.root / "gateway"), database_url=self.database_url, host="127.0.0.1",
-            http_port=port, https_port=0, mqtt_port=0, mqtts_port=0, coap_port=0,
+            http_port=port, https_port=0, management_port=0, mqtt_port=0, mqtts_port=0, coap_port=0,
         )
         return child_environment(
             {config.ENV_PREFIX + k.upper(): str(v) for k, v in values.items() if v is not None}, config.ENV_PREFIX
