@@ -169,37 +169,11 @@ class IngestPipeline:
         return batch
 
     async def _write(self, batch: list[_Entry]) -> None:
-        telemetry = [m for m, _, _ in batch if isinstance(m, TelemetryMessage)]
-        attributes = [m for m, _, _ in batch if isinstance(m, AttributeMessage)]
         rows = sum(n for _, n, _ in batch)
-        delay = 0.05
-        failures = 0
         started = time.perf_counter()
         try:
-            while True:
-                try:
-                    await self._writer.write(telemetry, attributes)
-                    break
-                except Unavailable as exc:
-                    metrics.DB_ERRORS.inc()
-                    log.warning("database unavailable, batch of %d rows retried in %.2fs: %s", rows, delay, exc)
-                except Exception as exc:
-                    metrics.DB_ERRORS.inc()
-                    failures += 1
-                    if failures >= _UNEXPECTED_ERROR_TRIES:
-                        log.exception("batch of %d rows failed %d times; not acknowledged", rows, failures)
-                        for _, _, future in batch:
-                            if future is not None and not future.done():
-                                future.set_exception(exc)
-                        return
-                    log.warning("batch of %d rows failed, retried in %.2fs: %r", rows, delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.retry_max_delay)
+            await self._store(batch)
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-            metrics.ROWS_STORED.inc(rows)
-            for _, _, future in batch:
-                if future is not None and not future.done():
-                    future.set_result(None)
         finally:
             # Cancelled at the shutdown deadline: these rows are not stored, say so.
             for _, _, future in batch:
@@ -210,3 +184,39 @@ class IngestPipeline:
                 self._room.set()
             self._busy_writers -= 1
             self._slots.release()
+
+    async def _store(self, batch: list[_Entry]) -> None:
+        """Write ``batch``, retrying through database outages. Any other error splits it and
+        writes the halves apart, so that one bad message is refused alone, not its batch."""
+        telemetry = [m for m, _, _ in batch if isinstance(m, TelemetryMessage)]
+        attributes = [m for m, _, _ in batch if isinstance(m, AttributeMessage)]
+        delay = 0.05
+        failures = 0
+        while True:
+            try:
+                await self._writer.write(telemetry, attributes)
+                break
+            except Unavailable as exc:
+                metrics.DB_ERRORS.inc()
+                log.warning("database unavailable, %d messages retried in %.2fs: %s", len(batch), delay, exc)
+            except Exception as exc:
+                metrics.DB_ERRORS.inc()
+                if len(batch) > 1:
+                    middle = len(batch) // 2
+                    await self._store(batch[:middle])
+                    await self._store(batch[middle:])
+                    return
+                failures += 1
+                if failures >= _UNEXPECTED_ERROR_TRIES:
+                    log.exception("a message failed to store %d times; not acknowledged", failures)
+                    future = batch[0][2]
+                    if future is not None and not future.done():
+                        future.set_exception(exc)
+                    return
+                log.warning("a message failed to store, retried in %.2fs: %r", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._settings.retry_max_delay)
+        metrics.ROWS_STORED.inc(sum(n for _, n, _ in batch))
+        for _, _, future in batch:
+            if future is not None and not future.done():
+                future.set_result(None)

@@ -93,3 +93,31 @@ async def test_admin_errors_are_reported(tmp_path) -> None:
     code, _, err = await run_cli("admin", "create-token", "--project", "000000000000000000000000", env=env)
     assert code == 1
     assert "does not exist" in err
+
+
+async def test_embedded_database_as_an_ordinary_user(database_url) -> None:
+    """As root the embedded server runs under a system user of its own; the gateway itself
+    must also work for an ordinary user. Under root, that user is the server's own one
+    (it exists once any embedded server has started, as the fixture's has)."""
+    import pwd
+    import shutil
+    import tempfile
+
+    runner: list[str] = []
+    data = tempfile.mkdtemp(prefix="gateway-user-", dir="/tmp")
+    try:
+        env = cli_env(f"{data}/data", 0)
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("embedded_postgres")
+            os.chown(data, user.pw_uid, user.pw_gid)
+            runner = ["runuser", "-u", user.pw_name, "--"]
+            env["HOME"] = data
+        proc = await asyncio.create_subprocess_exec(
+            *runner, sys.executable, "-m", "gateway", "admin", "create-project", "own-user", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        assert len(out.strip()) == 24
+    finally:
+        shutil.rmtree(data, ignore_errors=True)

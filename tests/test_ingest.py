@@ -159,3 +159,25 @@ async def test_stop_deadline_refuses_what_could_not_be_written(writer) -> None:
     results = await asyncio.gather(*futures, return_exceptions=True)
     assert all(isinstance(r, (Unavailable, asyncio.CancelledError)) for r in results)
     assert writer.rows == 0
+
+
+class PoisonWriter(MemoryWriter):
+    """Refuses any batch holding a message of the device "poison"."""
+
+    async def write(self, telemetry, attributes) -> None:
+        self.calls += 1
+        if any(m.device_id == "poison" for m in telemetry):
+            raise ValueError("cannot store this row")
+        self.batches.append([*telemetry, *attributes])
+
+
+async def test_one_bad_message_is_refused_alone_not_its_batch() -> None:
+    writer = PoisonWriter()
+    pipeline = pipeline_for(writer, batch_max_age=0.05, retry_max_delay=0.01)
+    futures = {name: pipeline.submit(message(name, 2), wait_stored=True)
+               for name in ("a", "b", "poison", "c", "d")}
+    results = dict(zip(futures, await asyncio.gather(*futures.values(), return_exceptions=True)))
+    assert isinstance(results.pop("poison"), ValueError)
+    assert all(r is None for r in results.values())
+    assert writer.rows == 8
+    await pipeline.stop(1)
