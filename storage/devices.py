@@ -26,14 +26,15 @@ async def insert_device(conn: asyncpg.Connection, device: Device, credentials: S
         )
     except asyncpg.UniqueViolationError:
         raise NameTaken() from None
-    await replace_credentials(conn, device.id, credentials)
+    await _write_credentials(conn, _INSERT_CREDENTIALS, device.id, credentials)
 
 
-async def replace_credentials(conn: asyncpg.Connection, device_id: str, credentials: StoredCredentials) -> None:
-    await conn.execute("DELETE FROM device_credentials WHERE device_id = $1", device_id)
+async def _write_credentials(
+    conn: asyncpg.Connection, query: str, device_id: str, credentials: StoredCredentials
+) -> None:
     try:
         await conn.execute(
-            _INSERT_CREDENTIALS, device_id, credentials.type.value, credentials.lookup, credentials.password_hash,
+            query, device_id, credentials.type.value, credentials.lookup, credentials.password_hash,
             credentials.client_id, credentials.user_name, credentials.certificate,
             rows.pending_to_json(credentials.pending),
         )
@@ -154,19 +155,12 @@ _UPSERT_CREDENTIALS = _INSERT_CREDENTIALS + """
 async def update_credentials(conn: asyncpg.Connection, device_id: str, credentials: StoredCredentials) -> None:
     """Set a device's credentials in the caller's transaction, updating its row in place.
 
-    In place, unlike replace_credentials, because of a concurrent first provisioning:
+    In place because of a concurrent first provisioning:
     if it commits after this row changed, its ``pending = NULL`` waits for this
     transaction and then applies to the new row; if it committed before, the check
     below sees it. Either way a provisioned device keeps no clear credentials.
     """
-    try:
-        await conn.execute(
-            _UPSERT_CREDENTIALS, device_id, credentials.type.value, credentials.lookup, credentials.password_hash,
-            credentials.client_id, credentials.user_name, credentials.certificate,
-            rows.pending_to_json(credentials.pending),
-        )
-    except asyncpg.UniqueViolationError:
-        raise CredentialsTaken() from None
+    await _write_credentials(conn, _UPSERT_CREDENTIALS, device_id, credentials)
     if credentials.pending is not None:
         await conn.execute(
             """UPDATE device_credentials SET pending = NULL
