@@ -13,7 +13,9 @@ from gateway.attributes import AttributeService
 from gateway.auth import DeviceAuthenticator
 from gateway.codec import PayloadLimits
 from gateway.config import Settings
+from gateway.commands import CommandService
 from gateway.devices import DeviceService
+from gateway.downlink import Downlink, SessionLimits
 from gateway.ingest import IngestPipeline, IngestSettings
 from gateway.products import ProductService
 from gateway.projects import ProjectService
@@ -26,6 +28,8 @@ from protocols.http.device_server import DeviceHttpServer
 from protocols.http.management import ManagementApi
 from protocols.http.openapi import openapi_route
 from protocols.http.server import HttpServer, build_app
+from protocols.mqtt.connect import Limits
+from protocols.mqtt.server import MqttServer, MqttServices, MqttSettings
 from storage import embedded
 from storage.attributes import AttributeStore
 from storage.audit import AuditStore
@@ -95,6 +99,7 @@ class Gateway:
         self._pipeline: IngestPipeline | None = None
         self._http: HttpServer | None = None
         self._device_http: DeviceHttpServer | None = None
+        self._mqtt: MqttServer | None = None
         self._http_app: web.Application | None = None
 
     @property
@@ -125,6 +130,7 @@ class Gateway:
         auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds)
         limits = PayloadLimits(s.max_key_length, s.max_string_length, s.max_datapoints_per_message)
         uplink = Uplink(self._pipeline, services.attributes, limits, ack_stored=s.ack == "stored")
+        downlink = Downlink(SessionLimits(s.max_payload_bytes, s.mqtt_max_inflight))
         device_api = DeviceApi(auth, uplink, services.provisioning)
         self._device_http = DeviceHttpServer(device_api, HttpLimits(s.max_payload_bytes, s.http_idle_seconds))
         if s.http_port:
@@ -134,11 +140,27 @@ class Gateway:
             port = await self._device_http.start(s.host, s.https_port, _server_tls(s))
             self.listeners.append(Listener("https", f"https://{_display(s.host)}:{port}"))
 
+        self._mqtt = MqttServer(
+            MqttServices(auth, uplink, services.provisioning, downlink, self._pipeline),
+            MqttSettings(
+                # The packet limit leaves room for the topic and properties around a full payload.
+                Limits(s.max_payload_bytes + 1024, s.mqtt_max_inflight, s.mqtt_topic_alias_maximum),
+                s.mqtt_connect_timeout_seconds, s.mqtt_provision_close_seconds, s.mqtt_max_connections,
+            ),
+        )
+        if s.mqtt_port:
+            port = await self._mqtt.start(s.host, s.mqtt_port)
+            self.listeners.append(Listener("mqtt", f"mqtt://{_display(s.host)}:{port}"))
+        if s.mqtts_port and s.tls_cert_file and s.tls_key_file:
+            port = await self._mqtt.start(s.host, s.mqtts_port, _server_tls(s))
+            self.listeners.append(Listener("mqtts", f"mqtts://{_display(s.host)}:{port}"))
+
         management = ManagementApi(
             services,
             devices=DeviceService(services.registry, services.products, auth),
-            attributes=AttributeService(services.registry, services.attributes, limits),
+            attributes=AttributeService(services.registry, services.attributes, limits, downlink),
             telemetry=TelemetryQueryService(services.registry, services.telemetry_queries),
+            commands=CommandService(services.registry, downlink),
         )
         app = build_app([*management.routes(), openapi_route()], s.max_payload_bytes)
         self._http_app = app
@@ -149,13 +171,15 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop accepting, drain the ingest queue (answering what it held), then close the pool."""
-        for server in (self._device_http, self._http):
+        for server in (self._device_http, self._mqtt, self._http):
             if server is not None:
                 await server.stop_accepting()
         if self._pipeline is not None:
             await self._pipeline.stop(self.settings.shutdown_timeout_seconds)
         if self._device_http is not None:
             await self._device_http.close()
+        if self._mqtt is not None:
+            await self._mqtt.close()
         if self._http is not None:
             await self._http.close()
         if self._services is not None:

@@ -12,6 +12,7 @@ from typing import Any
 from gateway import codec
 from gateway.codec import PayloadLimits
 from gateway.devices import require_device
+from gateway.downlink import Downlink
 from gateway.errors import InvalidInput
 from gateway.model import AttributeScope, AttributeValue, KeyValue
 from gateway.ports import AttributeStore, DeviceLookup
@@ -26,10 +27,13 @@ def scope_of(raw: str | None) -> AttributeScope:
 
 
 class AttributeService:
-    def __init__(self, devices: DeviceLookup, store: AttributeStore, limits: PayloadLimits) -> None:
+    def __init__(
+        self, devices: DeviceLookup, store: AttributeStore, limits: PayloadLimits, downlink: Downlink
+    ) -> None:
         self._devices = devices
         self._store = store
         self._limits = limits
+        self._downlink = downlink
 
     async def read(
         self, project_id: str, device_id: str, scope: AttributeScope, keys: Sequence[str] | None
@@ -45,7 +49,7 @@ class AttributeService:
         await require_device(self._devices, project_id, device_id)
         if values:
             await self._store.write_attributes(device_id, scope, time.time_ns() // 1_000_000, values)
-            await self._changed(device_id, scope, values, ())
+            self._changed(device_id, scope, values, ())
 
     async def delete(self, project_id: str, device_id: str, scope: AttributeScope, keys: Sequence[str]) -> None:
         _writable(scope)
@@ -54,16 +58,15 @@ class AttributeService:
         await require_device(self._devices, project_id, device_id)
         deleted = await self._store.delete_attributes(device_id, scope, keys)
         if deleted:
-            await self._changed(device_id, scope, (), deleted)
+            self._changed(device_id, scope, (), deleted)
 
-    async def _changed(
+    def _changed(
         self, device_id: str, scope: AttributeScope, updated: Sequence[KeyValue], deleted: Sequence[str]
     ) -> None:
-        """The one place an operator's attribute change leaves the core, after it is stored.
-
-        Devices subscribed to shared attributes are to be told from here (ThingsBoard's
-        attribute update push); until downlink exists they read them on request.
-        """
+        """The one place an operator's attribute change leaves the core, after it is stored:
+        connected devices hear of shared attributes (ThingsBoard's attribute update push)."""
+        if scope is AttributeScope.SHARED:
+            self._downlink.attributes_changed(device_id, updated, deleted)
 
 
 def _writable(scope: AttributeScope) -> None:

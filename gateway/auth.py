@@ -47,6 +47,51 @@ class DeviceAuthenticator:
             _bounded(self._tokens)[token] = (time.monotonic() + self._ttl, found[0])
         return found[0]
 
+    async def by_mqtt(self, client_id: str, username: str | None, password: bytes | None) -> DeviceIdentity:
+        """ThingsBoard's MQTT CONNECT lookup (spec 3.1): the user name as an access token, or
+        MQTT_BASIC by sha3(client id), sha3(client id|user name) or the user name alone.
+
+        Unauthorized when nothing matches or a stored field disagrees; which CONNACK code
+        that becomes depends on the fields the client sent, and is the front-end's choice.
+        """
+        given = password.decode("utf-8", "replace") if password is not None else None
+        if not username:
+            found = await self._lookup(creds.mqtt_basic_lookup(client_id, None)) if client_id else None
+            return self._basic_match(found, client_id, username, given)
+        if client_id:
+            found = await self._lookup(creds.mqtt_basic_lookup(client_id, username))
+            if found is not None and found[1].type is CredentialsType.MQTT_BASIC:
+                # A wrong password for these exact credentials is final: no fallback.
+                return self._basic_match(found, client_id, username, given)
+        found = await self._lookup(creds.token_lookup(username))
+        if found is not None and found[1].type is CredentialsType.ACCESS_TOKEN:
+            return found[0]
+        return self._basic_match(found, client_id, username, given)
+
+    async def by_certificate(self, der: bytes) -> DeviceIdentity:
+        """An X509_CERTIFICATE device, by its credentials hash (SHA3-256 of the Base64 DER)."""
+        found = await self._lookup(creds.certificate_lookup_from_der(der))
+        if found is None or found[1].type is not CredentialsType.X509_CERTIFICATE:
+            raise Unauthorized()
+        return found[0]
+
+    @staticmethod
+    def _basic_match(
+        found: tuple[DeviceIdentity, StoredCredentials] | None,
+        client_id: str, username: str | None, password: str | None,
+    ) -> DeviceIdentity:
+        """ThingsBoard's MQTT_BASIC validation: each stored field, when set, must match."""
+        if found is None or found[1].type is not CredentialsType.MQTT_BASIC:
+            raise Unauthorized()
+        identity, stored = found
+        if stored.client_id and stored.client_id != client_id:
+            raise Unauthorized()
+        if stored.user_name and stored.user_name != username:
+            raise Unauthorized()
+        if stored.password_hash and not (password and creds.verify_password(password, stored.password_hash)):
+            raise Unauthorized()
+        return identity
+
     def forget(self, device_id: str) -> None:
         for cache in (self._cache, self._tokens):
             for key in [k for k, v in cache.items() if v[1].device_id == device_id]:

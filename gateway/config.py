@@ -56,6 +56,20 @@ class Settings:
     ack: Literal["stored", "accepted"] = _setting(
         "stored", "When a message is acknowledged: 'stored' after its commit, 'accepted' once queued."
     )
+    mqtt_max_connections: int = _setting(100_000, "Most MQTT connections at once; more are refused.", min=1)
+    mqtt_max_inflight: int = _setting(
+        100, "QoS 1 and 2 messages a connection may have awaiting storage (MQTT 5 Receive Maximum).", min=1,
+        max=65_535,
+    )
+    mqtt_topic_alias_maximum: int = _setting(
+        16, "Topic aliases a client may use per connection (MQTT 5); 0 disables them.", min=0, max=65_535
+    )
+    mqtt_connect_timeout_seconds: float = _setting(
+        10.0, "A connection that sends no CONNECT within this long is closed.", min=0.1
+    )
+    mqtt_provision_close_seconds: float = _setting(
+        60.0, "A provisioning session is closed this long after its answer (ThingsBoard: 60 s).", min=0
+    )
     http_idle_seconds: float = _setting(75.0, "An idle device HTTP connection is closed after this long.", min=0)
     max_payload_bytes: int = _setting(65_536, "Largest accepted message body, in bytes.", min=2, max=52_428_800)
     max_key_length: int = _setting(255, "Longest telemetry or attribute key.", min=1, max=255)
@@ -175,3 +189,12 @@ def _bool(raw: Any) -> bool:
     if str(raw).lower() in ("0", "false", "no", "off"):
         return False
     raise ValueError("must be true or false")
+
+
+def markdown_table() -> str:
+    """The README's settings table, kept equal to it by a test."""
+    rows = ["| Setting | Environment variable | Default | Meaning |", "|---|---|---|---|"]
+    for key, env, default, help_text in describe():
+        shown = "unset" if default is None else f"`{default}`"
+        rows.append(f"| `{key}` | `{env}` | {shown} | {help_text} |")
+    return "\n".join(rows)

@@ -98,3 +98,11 @@ class InvalidTime(InvalidInput):
 
 class InvalidTimeRange(InvalidInput):
     """The start time is after the end time."""
+
+
+class DeviceNotConnected(Conflict):
+    """The device is not connected."""
+
+
+class RpcTimeout(GatewayError):
+    """The device did not answer the call in time."""

@@ -109,6 +109,8 @@ class DeviceIdentity:
     project_id: str
     product_id: str
     name: str
+    # The product's switch: acknowledge a malformed payload on MQTT 3.1.1 instead of closing.
+    send_ack_on_validation_error: bool = False
 
 
 @dataclass(frozen=True, slots=True)

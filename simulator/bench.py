@@ -20,8 +20,18 @@ provision
     ``--connections`` connections each provision new devices, one after the
     other, for ``--duration`` seconds; the database must then hold exactly the
     devices that were acknowledged.
+mqtt
+    The gateway with its MQTT listener on (it must print an ``mqtt: URL``
+    line), ``--devices`` devices provisioned over HTTP, each then connecting
+    over MQTT with its access token as user name and publishing 3-data-point
+    telemetry to v1/devices/me/telemetry at ``--qos`` (1), ``--inflight``
+    messages unacknowledged at a time: a closed loop for the maximum rate, an
+    open loop at ``--rate`` (default half that) for PUBACK latency. The same
+    runs then go against mosquitto (simulator.mosquitto), and the table shows
+    the ratio. ``--target mosquitto`` measures mosquitto alone (no gateway, no
+    database): the generator's own check.
 
-Later scenarios (mqtt, coap, mtls, idle-connections) plug in as more entries in
+Later scenarios (coap, mtls, idle-connections) plug in as more entries in
 SCENARIOS with the same shape: a coroutine from (options, workspace) to a report.
 """
 
@@ -38,31 +48,47 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
 from gateway import config
-from gateway.app import Services, database_url, open_services
 from gateway.config import Settings
 from gateway.errors import GatewayError
 from simulator import runtime
 from simulator.http11 import close_all, connect_all
 from simulator.http_load import closed_loop
-from simulator.processes import RunningServer, ServerFailed, child_environment, free_port, server_process
+from simulator.loadspec import LoadSpec
+from simulator.mosquitto import MosquittoMissing, mosquitto, mosquitto_path
+from simulator.mqtt_wire import VERSIONS
+from simulator.processes import (
+    RunningServer,
+    ServerFailed,
+    child_environment,
+    free_port,
+    raise_open_files_limit,
+    server_process,
+)
 from simulator.report import BenchReport, Ratio, Run, Target, format_table
 from simulator.stats import LoadResult
-from simulator.worker import LoadSpec, WorkerFailed, run_load
-from simulator.workloads import ProvisionSpec, ProvisionWorkload, TelemetrySpec
+from simulator.worker import WorkerFailed, run_load
+from simulator.workloads import MqttTelemetrySpec, ProvisionSpec, ProvisionWorkload, TelemetrySpec
+
+if TYPE_CHECKING:
+    from gateway.app import Services
 
 # The issue's figures for the HTTP device API, on the project's 2-core machine.
 TARGET_REQUESTS_PER_S = 15_000
 TARGET_BASELINE_SHARE = 0.60
 TARGET_P99_MS = 50.0
 TARGET_PROVISIONS_PER_S = 2_000
+# The issue's figures for MQTT (1,000 devices, QoS 1, stored acknowledgements).
+TARGET_MQTT_MESSAGES_PER_S = 50_000
+TARGET_MQTT_P99_MS = 100.0
 
-# The count bound of every run: no server here answers this many requests a second.
+# The count bound of every run: no server here answers this many requests (messages) a second.
 _MAX_RATE = 200_000
+_MAX_MQTT_RATE = 1_000_000
 _SETUP_TIMEOUT = 300.0
 _SETUP_CONNECTIONS = 50
 
@@ -81,10 +107,24 @@ class BenchOptions:
     connections: int = 100
     load_processes: int = 1
     json: bool = False
+    target: Literal["gateway", "mosquitto"] = "gateway"
+    qos: int = 1
+    inflight: int = 10
+    mqtt_version: str = "3.1.1"
+    connect_rate: float = 1_000.0
+    timestamps: bool = False
 
     @property
     def max_requests(self) -> int:
         return math.ceil((self.warmup + self.duration) * _MAX_RATE)
+
+    @property
+    def max_messages(self) -> int:
+        return math.ceil((self.warmup + self.duration) * _MAX_MQTT_RATE)
+
+    @property
+    def needs_database(self) -> bool:
+        return not (self.scenario == "mqtt" and self.target == "mosquitto")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,15 +134,16 @@ class Workspace:
     database_url: str
     load_average: tuple[float, float, float]  # of the machine before the bench started
 
-    def gateway_environment(self, port: int) -> dict[str, str]:
-        """The bench's settings as GATEWAY_* variables, with its own data dir, database and ports."""
+    def gateway_environment(self, port: int, mqtt_port: int = 0) -> dict[str, str]:
+        """The bench's settings as GATEWAY_* variables, with its own data dir, database and ports
+        (HTTP on ``port``, MQTT on ``mqtt_port`` or off, every other listener off)."""
         values: dict[str, Any] = {
             f.name: getattr(self.settings, f.name)
             for f in fields(Settings) if getattr(self.settings, f.name) != f.default
         }
         values.update(
             data_dir=str(self.root / "gateway"), database_url=self.database_url, host="127.0.0.1",
-            http_port=port, https_port=0, management_port=0, mqtt_port=0, mqtts_port=0, coap_port=0,
+            http_port=port, https_port=0, management_port=0, mqtt_port=mqtt_port, mqtts_port=0, coap_port=0,
         )
         return child_environment(
             {config.ENV_PREFIX + k.upper(): str(v) for k, v in values.items() if v is not None}, config.ENV_PREFIX
@@ -112,10 +153,11 @@ class Workspace:
 def run(options: BenchOptions, settings: Settings) -> int:
     """The command: 0 when every request succeeded and every check held."""
     scenario = SCENARIOS[options.scenario]
+    raise_open_files_limit()  # for this process, the generators and the servers (children inherit it)
     try:
-        with workspace(settings) as space:
+        with workspace(settings, database=options.needs_database) as space:
             report = runtime.run(scenario(options, space))
-    except (ServerFailed, WorkerFailed, OSError) as exc:
+    except (ServerFailed, WorkerFailed, MosquittoMissing, OSError) as exc:
         raise BenchError(str(exc)) from exc
     except TimeoutError:
         raise BenchError("a load run did not end within its deadline") from None
@@ -128,18 +170,24 @@ def run(options: BenchOptions, settings: Settings) -> int:
 
 
 @contextlib.contextmanager
-def workspace(settings: Settings) -> Iterator[Workspace]:
+def workspace(settings: Settings, *, database: bool = True) -> Iterator[Workspace]:
     """A temporary directory and a database: the embedded server in it, unless one is configured.
 
     Blocking (the embedded server starts here): enter it before the event loop.
+    ``database=False``: the directory only (``database_url`` empty).
     """
     load_average = os.getloadavg()
     root = Path(tempfile.mkdtemp(prefix="iot-gateway-bench-"))
-    own_database = not settings.database_url
+    own_database = database and not settings.database_url
     try:
         settings = replace(settings, data_dir=str(root))
-        _progress("starting PostgreSQL" if own_database else "using the configured PostgreSQL")
-        yield Workspace(root, settings, database_url(settings), load_average)
+        url = ""
+        if database:
+            from gateway.app import database_url
+
+            _progress("starting PostgreSQL" if own_database else "using the configured PostgreSQL")
+            url = database_url(settings)
+        yield Workspace(root, settings, url, load_average)
     finally:
         if own_database:
             _stop_embedded(root)
@@ -156,13 +204,15 @@ def _stop_embedded(data_dir: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _gateway(space: Workspace) -> AsyncIterator[RunningServer]:
+async def _gateway(space: Workspace, *, mqtt: bool = False) -> AsyncIterator[RunningServer]:
+    """The gateway under test: HTTP always (provisioning), MQTT when asked for (its ``mqtt:`` line awaited)."""
     port = free_port()
     async with server_process(
         "the gateway", [sys.executable, "-m", "gateway", "serve"],
-        env=space.gateway_environment(port), log_file=space.root / "gateway.log",
+        env=space.gateway_environment(port, free_port() if mqtt else 0), log_file=space.root / "gateway.log",
+        listeners=("http", "mqtt") if mqtt else ("http",),
     ) as server:
-        _progress(f"gateway pid {server.pid} on {server.url}")
+        _progress(f"gateway pid {server.pid} on {', '.join(server.urls.values())}")
         yield server
 
 
@@ -196,6 +246,8 @@ async def _tenant(services: Services) -> _Tenant:
 
 @contextlib.asynccontextmanager
 async def _services(space: Workspace) -> AsyncIterator[Services]:
+    from gateway.app import open_services
+
     services = await open_services(space.database_url, 2)
     try:
         yield services
@@ -327,12 +379,141 @@ async def _provision(options: BenchOptions, space: Workspace) -> BenchReport:
     )
 
 
-async def _measure(label: str, spec: LoadSpec, options: BenchOptions) -> LoadResult:
+def _mqtt_workload(options: BenchOptions, tokens: tuple[str, ...]) -> MqttTelemetrySpec:
+    return MqttTelemetrySpec(
+        tokens, qos=options.qos, inflight=options.inflight, version=VERSIONS[options.mqtt_version],
+        connect_rate=options.connect_rate, timestamps=options.timestamps, client_prefix=f"bench-{secrets.token_hex(3)}-",
+    )
+
+
+async def _mqtt_pair(
+    name: str, server: RunningServer, tokens: tuple[str, ...], options: BenchOptions, rate: float | None
+) -> tuple[LoadResult, LoadResult, float]:
+    """A closed loop, then an open loop at ``rate`` (default: half the closed loop's), on one server."""
+    host, port = server.endpoint("mqtt")
+    spec = LoadSpec(
+        host, port, _mqtt_workload(options, tokens), connections=len(tokens), warmup=options.warmup,
+        duration=options.duration, max_requests=options.max_messages,
+    )
+    maximum = await _measure(f"{name}, closed loop", spec, options, unit="messages")
+    rate = rate or maximum.requests_per_s / 2
+    if rate <= 0:
+        raise BenchError(f"{name} acknowledged no message: {dict(maximum.errors)}")
+    at_rate = await _measure(f"{name}, {rate:,.0f}/s", replace(spec, mode="open", rate=rate), options, unit="messages")
+    return maximum, at_rate, rate
+
+
+def _mqtt_title(options: BenchOptions, what: str) -> str:
+    return (
+        f"iot-gateway bench mqtt: {what}, {options.devices} devices, one MQTT {options.mqtt_version} connection each, "
+        f"QoS {options.qos}, {options.inflight} in flight a connection, 3 data points a message, "
+        f"{options.duration:g} s after {options.warmup:g} s warm-up"
+    )
+
+
+async def _mqtt(options: BenchOptions, space: Workspace) -> BenchReport:
+    if options.target == "mosquitto":
+        return await _mqtt_mosquitto(options, space)
+    async with _services(space) as services:
+        tenant = await _tenant(services)
+        async with _gateway(space, mqtt=True) as gateway:
+            tokens = tuple(await _provision_devices(gateway, tenant, options.devices))
+            gateway_max, gateway_rate, rate = await _mqtt_pair("gateway", gateway, tokens, options, options.rate)
+        baseline: tuple[LoadResult, LoadResult] | None = None
+        if mosquitto_path() is not None:
+            async with mosquitto(space.root) as broker:
+                _progress(f"mosquitto pid {broker.pid} on {broker.url}")
+                baseline_max, baseline_rate, _ = await _mqtt_pair("mosquitto", broker, tokens, options, rate)
+                baseline = (baseline_max, baseline_rate)
+        stored = await services.pool.fetchval(
+            "SELECT count(*) FROM ts_kv WHERE device_id IN (SELECT id FROM devices WHERE product_id = $1)",
+            tenant.product_id,
+        )
+    acknowledged = sum(r.total_ok for r in (gateway_max, gateway_rate)) * gateway_max.datapoints_per_request
+    # ts_kv's key is (device, key, ts). A device pipelining messages can have two arrive in the
+    # same millisecond, and with server-side timestamps they share rows: exact only with one
+    # message in flight (the next sent after the commit) or with --timestamps.
+    exact = options.timestamps or (options.inflight == 1 and space.settings.ack == "stored")
+    half = options.rate is None
+    runs = [
+        Run("gateway_max", "gateway, max throughput", gateway_max),
+        Run("gateway_rate", f"gateway at {rate:,.0f}/s ({'half the maximum' if half else '--rate'})", gateway_rate),
+    ]
+    ratios: list[Ratio] = []
+    notes: list[str] = []
+    if baseline is not None:
+        baseline_max, baseline_rate = baseline
+        runs[1:1] = [Run("baseline_max", "mosquitto, max throughput", baseline_max)]
+        runs.append(Run("baseline_rate", f"mosquitto at {rate:,.0f}/s", baseline_rate))
+        share = gateway_max.requests_per_s / baseline_max.requests_per_s if baseline_max.requests_per_s else 0.0
+        ratios = [
+            Ratio("gateway / mosquitto, max throughput", share),
+            Ratio("gateway / mosquitto, p99 latency at the same rate",
+                  gateway_rate.latency.p99_ms / baseline_rate.latency.p99_ms if baseline_rate.latency.p99_ms else 0.0,
+                  percent=False),
+        ]
+    else:
+        notes.append("no baseline: mosquitto is not installed (Debian: apt-get install mosquitto)")
+    if not exact:
+        notes.append(
+            "rows in ts_kv may be fewer than the data points acknowledged: a device's pipelined messages that "
+            "arrive in the same millisecond share rows (ts_kv's key is device, key, ts); --timestamps makes the "
+            "check exact"
+        )
+    targets: list[Target] = []
+    if options.qos == 1:
+        targets.append(Target(
+            "throughput", f">= {TARGET_MQTT_MESSAGES_PER_S:,} messages/s",
+            f"{gateway_max.requests_per_s:,.0f}", gateway_max.requests_per_s >= TARGET_MQTT_MESSAGES_PER_S,
+        ))
+        if half:
+            targets.append(Target(
+                "latency", f"p99 PUBACK < {TARGET_MQTT_P99_MS:g} ms at half the maximum rate",
+                f"{gateway_rate.latency.p99_ms:.1f} ms", gateway_rate.latency.p99_ms < TARGET_MQTT_P99_MS,
+            ))
+    results = tuple(run.result for run in runs)
+    return BenchReport(
+        scenario="mqtt",
+        title=_mqtt_title(options, f"ack={space.settings.ack}"),
+        context=_context(options, space, rate=rate),
+        runs=tuple(runs),
+        ratios=tuple(ratios),
+        targets=tuple(targets),
+        checks={
+            "data points acknowledged": acknowledged,
+            "rows in ts_kv": stored,
+            "rows verified": stored == acknowledged if exact else 0 < stored <= acknowledged,
+        },
+        notes=(*notes, *_notes(results)),
+        unit="messages",
+    )
+
+
+async def _mqtt_mosquitto(options: BenchOptions, space: Workspace) -> BenchReport:
+    """The generator against mosquitto alone: no gateway, no database, made-up tokens."""
+    tokens = tuple(f"device-{i}" for i in range(options.devices))
+    async with mosquitto(space.root) as broker:
+        _progress(f"mosquitto pid {broker.pid} on {broker.url}")
+        maximum, at_rate, rate = await _mqtt_pair("mosquitto", broker, tokens, options, options.rate)
+    return BenchReport(
+        scenario="mqtt",
+        title=_mqtt_title(options, "mosquitto alone"),
+        context=_context(options, space, rate=rate),
+        runs=(
+            Run("baseline_max", "mosquitto, max throughput", maximum),
+            Run("baseline_rate", f"mosquitto at {rate:,.0f}/s", at_rate),
+        ),
+        notes=_notes((maximum, at_rate)),
+        unit="messages",
+    )
+
+
+async def _measure(label: str, spec: LoadSpec, options: BenchOptions, unit: str = "requests") -> LoadResult:
     _progress(f"{label}: {spec.warmup:g} s warm-up, {spec.duration:g} s measured")
     result = await run_load(spec, options.load_processes)
     latency = result.latency
     _progress(
-        f"{label}: {result.requests_per_s:,.0f} requests/s, p50 {latency.p50_ms:.1f} ms, "
+        f"{label}: {result.requests_per_s:,.0f} {unit}/s, p50 {latency.p50_ms:.1f} ms, "
         f"p99 {latency.p99_ms:.1f} ms, {result.error_count} errors"
     )
     return result
@@ -349,8 +530,13 @@ def _notes(results: tuple[LoadResult, ...]) -> tuple[str, ...]:
 
 
 def _context(options: BenchOptions, space: Workspace, **extra: Any) -> dict[str, Any]:
+    mqtt = {
+        "target": options.target, "qos": options.qos, "inflight": options.inflight,
+        "mqtt_version": options.mqtt_version, "connect_rate": options.connect_rate, "timestamps": options.timestamps,
+    } if options.scenario == "mqtt" else {}
     return {
-        "devices": options.devices if options.scenario == "http" else None,
+        **mqtt,
+        "devices": options.devices if options.scenario in ("http", "mqtt") else None,
         "connections": options.connections if options.scenario == "provision" else None,
         "duration_s": options.duration,
         "warmup_s": options.warmup,
@@ -376,4 +562,5 @@ def _progress(message: str) -> None:
 SCENARIOS: dict[str, Callable[[BenchOptions, Workspace], Coroutine[Any, Any, BenchReport]]] = {
     "http": _http,
     "provision": _provision,
+    "mqtt": _mqtt,
 }

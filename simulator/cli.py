@@ -8,8 +8,8 @@ from typing import Any
 
 from gateway.config import Settings
 
-# More to come with the device simulator: mqtt, coap, mtls, idle-connections.
-SCENARIOS = ("http", "provision")
+# More to come with the device simulator: coap, mtls.
+SCENARIOS = ("http", "provision", "mqtt")
 
 _BENCH_HELP = """\
 Start a gateway on loopback with a temporary embedded PostgreSQL (or the
@@ -17,9 +17,12 @@ configured database_url), load it from a separate generator process and print
 the figures. http: telemetry from --devices devices, one keep-alive connection
 each, at maximum rate and then at --rate (default: half that maximum), compared
 with a bare aiohttp handler measured in the same run. provision: --connections
-connections creating new devices for --duration seconds. Gateway settings
-(--batch-max-rows, --writers...) are passed to the gateway under test. Exit
-status 1 if any request failed or a check did not hold.
+connections creating new devices for --duration seconds. mqtt: the same as http
+over MQTT (one connection a device, user name = access token, QoS --qos with
+--inflight messages unacknowledged), compared with mosquitto; --target mosquitto
+measures mosquitto alone. Gateway settings (--batch-max-rows, --writers...) are
+passed to the gateway under test. Exit status 1 if any request failed or a
+check did not hold.
 """
 
 
@@ -33,7 +36,7 @@ def add_commands(
     )
     bench.add_argument("scenario", choices=SCENARIOS, help="what to measure")
     bench.add_argument("--devices", type=_positive(int), default=1_000, metavar="N",
-                       help="http: simulated devices, one connection each [default: 1000]")
+                       help="http, mqtt: simulated devices, one connection each [default: 1000]")
     bench.add_argument("--connections", type=_positive(int), default=100, metavar="N",
                        help="provision: concurrent connections [default: 100]")
     bench.add_argument("--duration", type=_positive(float), default=10.0, metavar="SECONDS",
@@ -41,10 +44,25 @@ def add_commands(
     bench.add_argument("--warmup", type=_not_negative(float), default=2.0, metavar="SECONDS",
                        help="load before each measurement, not counted [default: 2]")
     bench.add_argument("--rate", type=_positive(float), metavar="PER_SECOND",
-                       help="http: requests a second of the latency runs [default: half the measured maximum]")
+                       help="http, mqtt: requests (messages) a second of the latency runs "
+                            "[default: half the measured maximum]")
     bench.add_argument("--load-processes", type=_not_negative(int), default=1, metavar="N",
                        help="load generator processes; 0 runs the load in the bench process [default: 1]")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+    mqtt = bench.add_argument_group("mqtt")
+    mqtt.add_argument("--target", choices=("gateway", "mosquitto"), default="gateway",
+                      help="gateway (and mosquitto as the baseline, when installed), or mosquitto alone "
+                           "[default: gateway]")
+    mqtt.add_argument("--qos", type=int, choices=(0, 1), default=1, help="QoS of the messages [default: 1]")
+    mqtt.add_argument("--inflight", type=_in_range(1, 65_535), default=10, metavar="N",
+                      help="unacknowledged QoS 1 messages a connection may have [default: 10]")
+    mqtt.add_argument("--mqtt-version", choices=("3.1.1", "5"), default="3.1.1",
+                      help="MQTT protocol version [default: 3.1.1]")
+    mqtt.add_argument("--connect-rate", type=_positive(float), default=1_000.0, metavar="PER_SECOND",
+                      help="new connections a second while the devices connect [default: 1000]")
+    mqtt.add_argument("--timestamps", action="store_true",
+                      help='send {"ts":T,"values":{...}} with a T unique to each message of a device, '
+                           "so the rows check is exact with several messages in flight")
     add_settings(bench)
     bench.set_defaults(run=_bench)
 
@@ -55,6 +73,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     options = BenchOptions(
         scenario=args.scenario, devices=args.devices, duration=args.duration, warmup=args.warmup, rate=args.rate,
         connections=args.connections, load_processes=args.load_processes, json=args.json,
+        target=args.target, qos=args.qos, inflight=args.inflight, mqtt_version=args.mqtt_version,
+        connect_rate=args.connect_rate, timestamps=args.timestamps,
     )
     return run(options, settings)
 
@@ -64,6 +84,16 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
         value = _parse(kind, text)
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+        return value
+
+    return parse
+
+
+def _in_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(_parse(int, text))
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low}..{high}, not {text}")
         return value
 
     return parse

@@ -23,14 +23,17 @@ import asyncio
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from simulator.http11 import UNOWNED, HttpConnection
-from simulator.stats import LatencyRecorder, LoadResult
+from simulator.http11 import UNOWNED, HttpConnection, close_all, connect_all
+from simulator.loadspec import LoadSpec
+from simulator.stats import LatencyRecorder, LoadResult, MeasurementWindow
+from simulator.workloads import ProvisionSpec, ProvisionWorkload, TelemetrySpec, TelemetryWorkload
 
 _TICK_S = 0.001  # the open loop's shortest wait: uvloop's timers have millisecond resolution
 _TIMEOUT = "no response before the deadline"
+_CONNECT_TIMEOUT = 60.0
 
 
 class Workload(Protocol):
@@ -87,11 +90,9 @@ class _ClosedLoop:
         self._errors: Counter[str] = Counter()
         self._active = 0  # connections whose last request is not answered yet
         self._sending = False
-        self._measuring = False
+        self._window = MeasurementWindow()
         self._ok = 0
         self._total_ok = 0
-        self._window_ns = [0, 0]
-        self._cpu = [0.0, 0.0]
         self._done: asyncio.Future[None] | None = None
 
     async def run(self, warmup: float, duration: float, drain_timeout: float) -> LoadResult:
@@ -122,32 +123,26 @@ class _ClosedLoop:
             self._sending = False
             for timer in timers:
                 timer.cancel()
-            if self._measuring:  # ended early: every request sent and answered
-                self._close_window()
+            self._close_window()  # if ended early: every request sent and answered
             for conn in self._connections:
                 conn.owner = UNOWNED
         return LoadResult(
             kind="closed-loop",
             connections=len(self._connections),
-            window_s=(self._window_ns[1] - self._window_ns[0]) / 1e9,
+            window_s=self._window.seconds,
             ok=self._ok,
             datapoints_per_request=self._workload.datapoints_per_request,
             histogram=self._recorder.freeze(),
             errors=dict(self._errors),
             total_ok=self._total_ok,
-            cpu_s=self._cpu[1] - self._cpu[0],
+            cpu_s=self._window.cpu_s,
         )
 
     def _open_window(self) -> None:
-        self._measuring = True
-        self._cpu[0] = time.process_time()
-        self._window_ns[0] = time.perf_counter_ns()
+        self._window.open()
 
     def _close_window(self) -> None:
-        if self._measuring:
-            self._window_ns[1] = time.perf_counter_ns()
-            self._cpu[1] = time.process_time()
-            self._measuring = False
+        self._window.close()
         self._sending = False
 
     def response(self, conn: HttpConnection, status: int, body: bytes) -> None:
@@ -155,7 +150,7 @@ class _ClosedLoop:
         error = self._check(conn.index, status, body)
         if error is None:
             self._total_ok += 1
-            if self._measuring:
+            if self._window.measuring:
                 self._ok += 1
                 self._recorder.record_ns(now - conn.started_ns)
         else:
@@ -289,3 +284,49 @@ class _OpenLoop:
             queue.clear()
         if not self._outstanding and not self._scheduling and self._done is not None and not self._done.done():
             self._done.set_result(None)
+
+
+def build_workload(spec: LoadSpec) -> Workload:
+    host = f"{spec.host}:{spec.port}"
+    match spec.workload:
+        case TelemetrySpec() as telemetry:
+            return TelemetryWorkload(telemetry, host)
+        case ProvisionSpec() as provision:
+            return ProvisionWorkload(provision, host)
+        case _:
+            raise TypeError(f"not an HTTP workload: {type(spec.workload).__name__}")
+
+
+async def run_spec(
+    spec: LoadSpec, ready: Callable[[], Awaitable[None]] | None = None, workload: Workload | None = None
+) -> LoadResult:
+    """Connect, wait for ``ready`` (the start signal), run the load, close."""
+    workload = workload or build_workload(spec)
+    async with asyncio.timeout(_CONNECT_TIMEOUT):
+        connections = await connect_all(spec.host, spec.port, spec.connections)
+    try:
+        # One request on every connection, all answered, before the clock starts:
+        # a connection the client sees as open may still wait in the server's
+        # accept queue (uvloop accepts about one connection per loop iteration,
+        # so a busy server leaves late ones there for seconds).
+        primed = await closed_loop(
+            connections, workload, warmup=0, duration=_CONNECT_TIMEOUT, max_requests=len(connections),
+            drain_timeout=0,
+        )
+        if ready is not None:
+            await ready()
+        if spec.mode == "open":
+            if not spec.rate:
+                raise ValueError("an open loop needs a rate")
+            result = await open_loop(
+                connections, workload, rate=spec.rate, warmup=spec.warmup, duration=spec.duration,
+                max_requests=spec.max_requests, drain_timeout=spec.drain_timeout,
+            )
+        else:
+            result = await closed_loop(
+                connections, workload, warmup=spec.warmup, duration=spec.duration,
+                max_requests=spec.max_requests, drain_timeout=spec.drain_timeout,
+            )
+    finally:
+        close_all(connections)
+    return result.with_priming(primed)

@@ -1,8 +1,11 @@
 """Servers under test as child processes: started, awaited until listening, stopped by SIGTERM.
 
-A server is ready when it prints its ``http: URL`` line (``iot-gateway serve``
-and ``simulator.baseline`` both do); the line is awaited, never polled for.
-Its stderr goes to a log file whose tail is shown if it fails to start.
+A server is ready when it has printed a ``NAME: URL`` line for each listener
+asked for (``iot-gateway serve`` prints one per listener, ``simulator.baseline``
+its ``http:`` one), or, for a server that prints no such line (mosquitto), the
+line a ``ready_line`` function recognises. Lines are awaited, never polled for.
+Its stderr, and its stdout after the ready lines, go to a log file whose tail is
+shown if it fails to start.
 """
 
 from __future__ import annotations
@@ -10,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import socket
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 _READY_TIMEOUT = 120.0
+_LISTENER_GRACE = 10.0  # after a server's first listener line, for the others
 _STOP_TIMEOUT = 60.0
 
 
@@ -27,9 +33,12 @@ class ServerFailed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RunningServer:
+    """A started server: ``url`` is its first listener's, ``urls`` all that were awaited by name."""
+
     name: str
     pid: int
     url: str
+    urls: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def host(self) -> str:
@@ -40,6 +49,34 @@ class RunningServer:
         port = urlsplit(self.url).port
         assert port is not None
         return port
+
+    def endpoint(self, listener: str) -> tuple[str, int]:
+        """(host, port) of a named listener."""
+        parts = urlsplit(self.urls[listener])
+        assert parts.port is not None
+        return parts.hostname or "127.0.0.1", parts.port
+
+
+ReadyLine = Callable[[str], tuple[str, str] | None]
+
+
+def listener_line(line: str) -> tuple[str, str] | None:
+    """``name: scheme://...`` as ``iot-gateway serve`` prints a listener, else None."""
+    name, sep, url = line.partition(":")
+    url = url.strip()
+    if not sep or not name or " " in name or "://" not in url:
+        return None
+    return name, url
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (children inherit it); the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -52,9 +89,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 @contextlib.asynccontextmanager
 async def server_process(
     name: str, argv: Sequence[str], *, log_file: Path, env: Mapping[str, str] | None = None,
-    ready_prefix: str = "http:",
+    listeners: Sequence[str] = ("http",), ready_line: ReadyLine = listener_line,
 ) -> AsyncIterator[RunningServer]:
-    """Run ``argv`` until the block ends, then SIGTERM it (by its PID) and wait for it."""
+    """Run ``argv`` until the block ends, then SIGTERM it (by its PID) and wait for it.
+
+    Ready once ``ready_line`` has named every one of ``listeners``: the first is
+    awaited for up to two minutes (a gateway starts its database first), the
+    others for a few seconds more (a server prints its listeners together).
+    """
     with log_file.open("ab") as log:
         process = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=log,
@@ -62,36 +104,52 @@ async def server_process(
         )
     assert process.stdout is not None
     drain: asyncio.Task[None] | None = None
+    log = log_file.open("ab")
     try:
-        try:
-            async with asyncio.timeout(_READY_TIMEOUT):
-                url = await _ready_line(process.stdout, ready_prefix)
-        except TimeoutError:
-            raise ServerFailed(f"{name} did not print its {ready_prefix!r} line; {_tail(log_file)}") from None
-        if url is None:
-            await process.wait()
-            raise ServerFailed(f"{name} exited with status {process.returncode}; {_tail(log_file)}")
+        urls: dict[str, str] = {}
+        seen: list[str] = []
+        for i, listener in enumerate(listeners):
+            try:
+                async with asyncio.timeout(_READY_TIMEOUT if i == 0 else _LISTENER_GRACE):
+                    ended = await _read_until(process.stdout, listener, ready_line, urls, seen, log)
+            except TimeoutError:
+                printed = f" (it printed: {', '.join(seen)})" if seen else ""
+                raise ServerFailed(f"{name} printed no {listener} listener{printed}; {_tail(log_file)}") from None
+            if ended:
+                await process.wait()
+                raise ServerFailed(f"{name} exited with status {process.returncode}; {_tail(log_file)}")
         # Nothing more is expected on stdout, but a full pipe must never block the server.
-        drain = asyncio.create_task(_discard(process.stdout), name=f"{name}-stdout")
-        yield RunningServer(name, process.pid, url)
+        drain = asyncio.create_task(_copy(process.stdout, log), name=f"{name}-stdout")
+        yield RunningServer(name, process.pid, urls[listeners[0]], urls)
     finally:
         await _stop(process)
         if drain is not None:
             drain.cancel()
             await asyncio.gather(drain, return_exceptions=True)
+        log.close()
 
 
-async def _ready_line(stdout: asyncio.StreamReader, prefix: str) -> str | None:
-    while line := await stdout.readline():
-        text = line.decode(errors="replace").strip()
-        if text.startswith(prefix):
-            return text[len(prefix) :].strip()
-    return None
+async def _read_until(
+    stdout: asyncio.StreamReader, listener: str, ready_line: ReadyLine, urls: dict[str, str], seen: list[str],
+    log: BinaryIO,
+) -> bool:
+    """Read lines until ``listener`` is in ``urls`` (True if stdout ended first)."""
+    while listener not in urls:
+        line = await stdout.readline()
+        if not line:
+            return True
+        log.write(line)
+        found = ready_line(line.decode(errors="replace").strip())
+        if found is not None:
+            urls.setdefault(found[0], found[1])
+            seen.append(found[0])
+    return False
 
 
-async def _discard(stdout: asyncio.StreamReader) -> None:
-    while await stdout.read(65_536):
-        pass
+async def _copy(stdout: asyncio.StreamReader, log: BinaryIO) -> None:
+    while data := await stdout.read(65_536):
+        log.write(data)
+        log.flush()
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:

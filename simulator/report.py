@@ -50,6 +50,7 @@ class BenchReport:
     targets: tuple[Target, ...] = ()
     checks: Mapping[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    unit: str = "requests"  # what a run counts: requests (HTTP), messages (MQTT)
 
     @property
     def error_count(self) -> int:
@@ -63,6 +64,7 @@ class BenchReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "scenario": self.scenario,
+            "unit": self.unit,
             "context": dict(self.context),
             "runs": {run.name: run.result.to_json() for run in self.runs},
             "ratios": {r.name: round(r.value, 3) for r in self.ratios},
@@ -75,12 +77,12 @@ class BenchReport:
         }
 
 
-_COLUMNS = ("conns", "requests/s", "points/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors", "gen CPU")
+_COLUMNS = ("conns", "{unit}/s", "points/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors", "gen CPU")
 
 
 def format_table(report: BenchReport) -> str:
     rows = [(run.label, *_cells(run.result)) for run in report.runs]
-    header = ("", *_COLUMNS)
+    header = ("", *(column.format(unit=report.unit) for column in _COLUMNS))
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
 
     def line(cells: tuple[str, ...]) -> str:

@@ -13,6 +13,7 @@ theirs to the bench in that form, histogram included.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -71,6 +72,37 @@ class LatencyRecorder:
     def freeze(self) -> Histogram:
         buckets = tuple((i, c) for i, c in enumerate(self._counts) if c)
         return Histogram(buckets, self.count, self.total_us, self.min_us, self.max_us)
+
+
+class MeasurementWindow:
+    """A closed loop's measurement window: opened after the warm-up, closed at its end
+    (or when the run ends early), with the wall and CPU time between."""
+
+    __slots__ = ("_cpu", "_ns", "measuring")
+
+    def __init__(self) -> None:
+        self.measuring = False
+        self._ns = [0, 0]
+        self._cpu = [0.0, 0.0]
+
+    def open(self) -> None:
+        self.measuring = True
+        self._cpu[0] = time.process_time()
+        self._ns[0] = time.perf_counter_ns()
+
+    def close(self) -> None:
+        if self.measuring:
+            self._ns[1] = time.perf_counter_ns()
+            self._cpu[1] = time.process_time()
+            self.measuring = False
+
+    @property
+    def seconds(self) -> float:
+        return max(0, self._ns[1] - self._ns[0]) / 1e9
+
+    @property
+    def cpu_s(self) -> float:
+        return max(0.0, self._cpu[1] - self._cpu[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,10 +270,16 @@ class LoadResult:
 
     def with_priming(self, primed: LoadResult) -> LoadResult:
         """Count the requests that opened the connections (not measured) in the run's totals."""
+        return replace(self.with_errors(primed.errors), total_ok=self.total_ok + primed.total_ok)
+
+    def with_errors(self, more: Mapping[str, int]) -> LoadResult:
+        """Failures outside the load itself (connections refused...) added to the run's count."""
+        if not more:
+            return self
         errors = dict(self.errors)
-        for kind, n in primed.errors.items():
+        for kind, n in more.items():
             errors[kind] = errors.get(kind, 0) + n
-        return replace(self, errors=errors, total_ok=self.total_ok + primed.total_ok)
+        return replace(self, errors=errors)
 
     def to_json(self, *, histogram: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {

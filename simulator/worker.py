@@ -24,25 +24,17 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
-from simulator import runtime
-from simulator.http11 import close_all, connect_all
-from simulator.http_load import Workload, closed_loop, open_loop
+from simulator import http_load, mqtt_load, runtime
+from simulator.loadspec import LoadSpec
 from simulator.stats import LoadResult, merge_all
-from simulator.workloads import (
-    ProvisionSpec,
-    ProvisionWorkload,
-    TelemetrySpec,
-    TelemetryWorkload,
-    WorkloadSpec,
-    spec_from_json,
-)
+from simulator.workloads import MqttTelemetrySpec
 
-_CONNECT_TIMEOUT = 60.0
+__all__ = ["LoadSpec", "WorkerFailed", "run_load", "run_spec"]
+
 _MARGIN = 30.0  # beyond warm-up, duration and drain, before a worker is given up on
 
 
@@ -50,107 +42,11 @@ class WorkerFailed(Exception):
     """A load generator process failed or broke the protocol."""
 
 
-@dataclass(frozen=True, slots=True)
-class LoadSpec:
-    host: str
-    port: int
-    workload: WorkloadSpec
-    connections: int
-    mode: Literal["closed", "open"] = "closed"
-    warmup: float = 2.0
-    duration: float = 10.0
-    rate: float | None = None
-    max_requests: int = 10_000_000
-    drain_timeout: float = 10.0
-
-    @property
-    def deadline(self) -> float:
-        """The longest the run may take once started."""
-        return self.warmup + self.duration + self.drain_timeout
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "host": self.host, "port": self.port, "workload": self.workload.to_json(),
-            "connections": self.connections, "mode": self.mode, "warmup": self.warmup, "duration": self.duration,
-            "rate": self.rate, "max_requests": self.max_requests, "drain_timeout": self.drain_timeout,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> LoadSpec:
-        return cls(
-            host=data["host"], port=int(data["port"]), workload=spec_from_json(data["workload"]),
-            connections=int(data["connections"]), mode=data["mode"], warmup=float(data["warmup"]),
-            duration=float(data["duration"]), rate=data["rate"], max_requests=int(data["max_requests"]),
-            drain_timeout=float(data["drain_timeout"]),
-        )
-
-    def split(self, parts: int) -> list[LoadSpec]:
-        """The same load shared by ``parts`` generators: devices, connections, rate and count divided."""
-        if parts <= 1:
-            return [self]
-        shares: list[tuple[WorkloadSpec, int]]
-        match self.workload:
-            case TelemetrySpec() as telemetry:  # one connection per device
-                shares = [(share, len(share.tokens)) for share in telemetry.split(parts)]
-            case ProvisionSpec() as provision:
-                parts = min(parts, self.connections)
-                shares = [
-                    (replace(provision, prefix=f"{provision.prefix}{i}-"),
-                     self.connections // parts + (1 if i < self.connections % parts else 0))
-                    for i in range(parts)
-                ]
-        return [
-            replace(
-                self, workload=workload, connections=connections,
-                rate=self.rate * connections / self.connections if self.rate else None,
-                max_requests=max(1, self.max_requests * connections // self.connections),
-            )
-            for workload, connections in shares
-        ]
-
-
-def build_workload(spec: LoadSpec) -> Workload:
-    host = f"{spec.host}:{spec.port}"
-    match spec.workload:
-        case TelemetrySpec() as telemetry:
-            return TelemetryWorkload(telemetry, host)
-        case ProvisionSpec() as provision:
-            return ProvisionWorkload(provision, host)
-
-
-async def run_spec(
-    spec: LoadSpec, ready: Callable[[], Awaitable[None]] | None = None, workload: Workload | None = None
-) -> LoadResult:
-    """Connect, wait for ``ready`` (the start signal), run the load, close."""
-    workload = workload or build_workload(spec)
-    async with asyncio.timeout(_CONNECT_TIMEOUT):
-        connections = await connect_all(spec.host, spec.port, spec.connections)
-    try:
-        # One request on every connection, all answered, before the clock starts:
-        # a connection the client sees as open may still wait in the server's
-        # accept queue (uvloop accepts about one connection per loop iteration,
-        # so a busy server leaves late ones there for seconds).
-        primed = await closed_loop(
-            connections, workload, warmup=0, duration=_CONNECT_TIMEOUT, max_requests=len(connections),
-            drain_timeout=0,
-        )
-        if ready is not None:
-            await ready()
-        if spec.mode == "open":
-            if not spec.rate:
-                raise ValueError("an open loop needs a rate")
-            result = await open_loop(
-                connections, workload, rate=spec.rate, warmup=spec.warmup, duration=spec.duration,
-                max_requests=spec.max_requests, drain_timeout=spec.drain_timeout,
-            )
-        else:
-            result = await closed_loop(
-                connections, workload, warmup=spec.warmup, duration=spec.duration,
-                max_requests=spec.max_requests, drain_timeout=spec.drain_timeout,
-            )
-    finally:
-        close_all(connections)
-    return result.with_priming(primed)
+async def run_spec(spec: LoadSpec, ready: Callable[[], Awaitable[None]] | None = None) -> LoadResult:
+    """Run one spec in this process: connect, wait for ``ready`` (the start signal), load, close."""
+    if isinstance(spec.workload, MqttTelemetrySpec):
+        return await mqtt_load.run_spec(spec, ready)
+    return await http_load.run_spec(spec, ready)
 
 
 async def run_load(spec: LoadSpec, processes: int) -> LoadResult:
@@ -160,7 +56,7 @@ async def run_load(spec: LoadSpec, processes: int) -> LoadResult:
     specs = spec.split(processes)
     async with contextlib.AsyncExitStack() as stack:
         workers = [await stack.enter_async_context(_Worker.start()) for _ in specs]
-        async with asyncio.timeout(_CONNECT_TIMEOUT):
+        async with asyncio.timeout(spec.setup_timeout):
             await asyncio.gather(*(w.prepare(s) for w, s in zip(workers, specs, strict=True)))
         for worker in workers:
             worker.go()
@@ -223,7 +119,7 @@ async def _serve_one() -> None:
         if (await reader.readline()).strip() != b"go":
             raise WorkerFailed("expected 'go' from the bench")
 
-    async with asyncio.timeout(_CONNECT_TIMEOUT + spec.deadline + _MARGIN):
+    async with asyncio.timeout(spec.setup_timeout + spec.deadline + _MARGIN):
         result = await run_spec(spec, ready)
     _emit(result.to_json(histogram=True))
 

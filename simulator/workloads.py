@@ -1,12 +1,14 @@
-"""What simulated devices send over HTTP: ThingsBoard telemetry and claim provisioning.
+"""What simulated devices send: ThingsBoard telemetry over HTTP or MQTT, and claim provisioning.
 
 Each workload is described by a frozen spec (JSON-able, so a generator process
-can be handed one) and built into the object the load drivers call per request.
+can be handed one). The HTTP ones are built into the object the HTTP load
+drivers call per request; the MQTT one is read by simulator.mqtt_load, which
+pre-encodes its packets.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -56,7 +58,76 @@ class ProvisionSpec:
         return {"kind": "provision", "key": self.provision_key, "secret": self.provision_secret, "prefix": self.prefix}
 
 
-WorkloadSpec = TelemetrySpec | ProvisionSpec
+MQTT_TELEMETRY_TOPIC = "v1/devices/me/telemetry"
+
+
+@dataclass(frozen=True, slots=True)
+class MqttTelemetrySpec:
+    """One MQTT connection per access token (the CONNECT's user name, as ThingsBoard's devices
+    do), each publishing ``body`` to ``topic``.
+
+    ``inflight``: unacknowledged QoS 1 messages a connection may have (MQTT devices
+    pipeline). ``version``: MQTT protocol level, 4 (3.1.1) or 5. ``connect_rate``:
+    CONNECTs a second while connecting. ``timestamps``: send
+    ``{"ts":T,"values":BODY}`` with a T in milliseconds that grows with every message of a
+    device, so no two of its messages share a (device, key, ts) row. Client ids are
+    ``{client_prefix}{first + i}``.
+    """
+
+    tokens: tuple[str, ...]
+    body: bytes = DEFAULT_TELEMETRY
+    topic: str = MQTT_TELEMETRY_TOPIC
+    qos: int = 1
+    inflight: int = 10
+    version: int = 4
+    connect_rate: float = 1_000.0
+    keepalive: int = 60
+    timestamps: bool = False
+    client_prefix: str = "sim-"
+    first: int = 0
+    source_hosts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.qos not in (0, 1):
+            raise ValueError(f"QoS 0 or 1, not {self.qos}")
+        if self.version not in (4, 5):
+            raise ValueError(f"MQTT protocol level 4 (3.1.1) or 5, not {self.version}")
+        if not 1 <= self.inflight <= 65_535:
+            raise ValueError("inflight must be 1..65535")
+
+    @property
+    def datapoints(self) -> int:
+        return TelemetrySpec((), self.body).datapoints
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "mqtt", "tokens": list(self.tokens), "body": self.body.decode(), "topic": self.topic,
+            "qos": self.qos, "inflight": self.inflight, "version": self.version, "connect_rate": self.connect_rate,
+            "keepalive": self.keepalive, "timestamps": self.timestamps, "client_prefix": self.client_prefix,
+            "first": self.first, "source_hosts": list(self.source_hosts),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MqttTelemetrySpec:
+        return cls(
+            tuple(data["tokens"]), data["body"].encode(), data["topic"], int(data["qos"]), int(data["inflight"]),
+            int(data["version"]), float(data["connect_rate"]), int(data["keepalive"]), bool(data["timestamps"]),
+            data["client_prefix"], int(data["first"]), tuple(data["source_hosts"]),
+        )
+
+    def split(self, parts: int) -> list[MqttTelemetrySpec]:
+        """Disjoint shares of the devices, each connecting at its share of the connect rate."""
+        size = -(-len(self.tokens) // parts)
+        return [
+            replace(
+                self, tokens=self.tokens[i : i + size], first=self.first + i,
+                connect_rate=self.connect_rate * len(self.tokens[i : i + size]) / len(self.tokens),
+            )
+            for i in range(0, len(self.tokens), size)
+        ]
+
+
+WorkloadSpec = TelemetrySpec | ProvisionSpec | MqttTelemetrySpec
 
 
 def spec_from_json(data: dict[str, Any]) -> WorkloadSpec:
@@ -64,6 +135,8 @@ def spec_from_json(data: dict[str, Any]) -> WorkloadSpec:
         return TelemetrySpec(tuple(data["tokens"]), data["body"].encode())
     if data["kind"] == "provision":
         return ProvisionSpec(data["key"], data["secret"], data["prefix"])
+    if data["kind"] == "mqtt":
+        return MqttTelemetrySpec.from_json(data)
     raise ValueError(f"unknown workload {data['kind']!r}")
 
 

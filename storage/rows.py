@@ -45,7 +45,7 @@ def device(r: asyncpg.Record) -> Device:
 
 
 def identity(r: asyncpg.Record) -> DeviceIdentity:
-    return DeviceIdentity(r["id"], r["project_id"], r["product_id"], r["name"])
+    return DeviceIdentity(r["id"], r["project_id"], r["product_id"], r["name"], r["send_ack_on_validation_error"])
 
 
 def stored_credentials(r: asyncpg.Record) -> StoredCredentials:

@@ -45,6 +45,11 @@ def management_url(gateway: Gateway) -> str:
     return listener_url(gateway, "management")
 
 
+@pytest.fixture(scope="session")
+def mqtt_port(gateway: Gateway) -> int:
+    return int(listener_url(gateway, "mqtt").rsplit(":", 1)[1])
+
+
 @pytest.fixture
 async def tenant(gateway: Gateway) -> Tenant:
     return await new_tenant(gateway.services)

@@ -27,11 +27,13 @@ def gateway_settings(tmp_dir: str, **overrides: Any) -> config.Settings:
         "http_port": free_port(),
         "management_port": free_port(),
         "https_port": 0,
-        "mqtt_port": 0,
+        "mqtt_port": free_port(),
         "mqtts_port": 0,
         "coap_port": 0,
         "batch_max_age_ms": 2,
         "shutdown_timeout_seconds": 5.0,
+        "mqtt_connect_timeout_seconds": 1.0,
+        "mqtt_provision_close_seconds": 1.0,
     }
     values.update(overrides)
     return config.build(values)

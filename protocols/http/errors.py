@@ -12,6 +12,7 @@ _STATUS: list[tuple[type[errors.GatewayError], int]] = [
     (errors.NotFound, 404),
     (errors.Conflict, 409),
     (errors.QuotaExceeded, 403),
+    (errors.RpcTimeout, 504),
     (errors.Overloaded, 503),
     (errors.Unavailable, 503),
 ]

@@ -16,6 +16,7 @@ from gateway import errors
 from gateway.attributes import AttributeService
 from gateway.devices import DeviceService
 from gateway.model import Product
+from gateway.commands import CommandService
 from gateway.telemetry_queries import TelemetryQueryService
 from protocols.http.errors import retry_headers, status_of
 from protocols.http.iotda import (
@@ -31,6 +32,7 @@ from protocols.http.iotda import (
 )
 from protocols.http.management_attributes import AttributeRoutes
 from protocols.http.management_devices import DeviceRoutes
+from protocols.http.management_commands import CommandRoutes
 from protocols.http.management_telemetry import TelemetryRoutes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -46,7 +48,9 @@ _CODES: list[tuple[type[errors.GatewayError], str]] = [
     (errors.Unauthorized, "IOTDA.000002"),
     (errors.Forbidden, "IOTDA.000004"),
     (errors.NotFound, "IOTDA.000005"),
+    (errors.DeviceNotConnected, "IOTDA.014016"),
     (errors.Conflict, "IOTDA.000007"),
+    (errors.RpcTimeout, "IOTDA.000021"),
     (errors.QuotaExceeded, "IOTDA.000020"),
     (errors.Overloaded, "IOTDA.021101"),
     (errors.Unavailable, "IOTDA.000003"),
@@ -87,9 +91,12 @@ class ManagementApi:
         devices: DeviceService,
         attributes: AttributeService,
         telemetry: TelemetryQueryService,
+        commands: CommandService,
     ) -> None:
         self._s = services
-        self._groups = (DeviceRoutes(devices), AttributeRoutes(attributes), TelemetryRoutes(telemetry))
+        self._groups = (
+            DeviceRoutes(devices), AttributeRoutes(attributes), TelemetryRoutes(telemetry), CommandRoutes(commands)
+        )
 
     def routes(self) -> list[web.RouteDef]:
         scoped = [*self._product_routes(), *(route for group in self._groups for route in group.routes())]

@@ -86,6 +86,12 @@ OPERATIONS_DESCRIBED: tuple[Operation, ...] = (
                 query=("start_time", "end_time", "series_limit", "order"), returns="TelemetrySeries",
                 description="Values with start_time <= ts <= end_time, at most limit of them, by ts in the order "
                             "asked. A key named 'latest' cannot be asked for here."),
+    _management("POST", "/devices/{device_id}/commands", "Server-side RPC to a connected device",
+                body="CommandRequest", returns="CommandResponse", errors=(409, 504),
+                description="ThingsBoard's RPC: published to the device's session (MQTT "
+                            "v1/devices/me/rpc/request/{id}); a two-way call answers with the device's reply from "
+                            "v1/devices/me/rpc/response/{id}, 504 (IOTDA.000021) when none came within timeout; a "
+                            "one-way call answers 202 once sent. 409 (IOTDA.014016) when the device is not connected."),
     Operation("POST", "/api/v1/provision", DEVICE_API, "Claim provisioning (ThingsBoard)", body="ProvisionRequest",
               returns="ProvisionResponse", errors=(400, 413),
               description="Refusals are answered with 200 and status NOT_FOUND or FAILURE, as ThingsBoard does."),
@@ -199,6 +205,13 @@ SCHEMAS: dict[str, Any] = {
         "key", "ts", "value", key=_s("string"), ts=_s("integer"), value=_VALUE))),
     "TelemetrySeries": _object("key", "values", key=_s("string"), values=_s("array", items=_object(
         "ts", "value", ts=_s("integer", "Unix milliseconds"), value=_VALUE))),
+    "CommandRequest": _object(
+        "method", method=_s("string"), params={"description": "Any JSON, passed to the device as it is"},
+        timeout=_s("integer", "Milliseconds to wait for a two-way call's reply", default=10_000, minimum=1,
+                   maximum=600_000),
+        oneway=_s("boolean", "Send without waiting for a reply", default=False),
+    ),
+    "CommandResponse": _object("response", response={"description": "The device's reply, any JSON"}),
     "ProvisionRequest": _object(
         "provisionDeviceKey", "provisionDeviceSecret",
         deviceName=_s("string"), provisionDeviceKey=_s("string"), provisionDeviceSecret=_s("string"),
@@ -278,7 +291,9 @@ RESPONSES: dict[str, Any] = {
     "Unauthorized": _iotda_error("IOTDA.000002: X-Auth-Token missing or unknown"),
     "Forbidden": _iotda_error("IOTDA.000004: the token belongs to another project"),
     "NotFound": _iotda_error("IOTDA.000005: no such resource in this project"),
-    "Conflict": _iotda_error("IOTDA.000007: a name, provision key or credentials already taken, or a product in use"),
+    "Conflict": _iotda_error("IOTDA.000007: a name, provision key or credentials already taken, or a product in "
+                             "use; IOTDA.014016: the device is not connected"),
+    "GatewayTimeout": _iotda_error("IOTDA.000021: the device did not answer in time"),
     "PayloadTooLarge": _iotda_error("IOTDA.000006: the body is over max_payload_bytes"),
     "Unavailable": _iotda_error("IOTDA.000003: the database is unavailable"),
     "DeviceBadRequest": {"description": "The reason, in plain text", "content": _TEXT},
@@ -289,7 +304,7 @@ RESPONSES: dict[str, Any] = {
 }
 _ERROR_RESPONSES = {
     MANAGEMENT: {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
-                 413: "PayloadTooLarge", 503: "Unavailable"},
+                 413: "PayloadTooLarge", 503: "Unavailable", 504: "GatewayTimeout"},
     DEVICE_API: {400: "DeviceBadRequest", 401: "DeviceUnauthorized", 413: "DevicePayloadTooLarge",
                  503: "DeviceUnavailable"},
 }

@@ -1,0 +1,520 @@
+"""One MQTT connection: framing, CONNECT, publishes in, acknowledgements out.
+
+A QoS 1 PUBACK (QoS 2 PUBREC) is written only once the message's rows are
+committed, and acknowledgements leave in the order their PUBLISHes came
+(MQTT-4.6.0-2), so they wait in a queue of slots like HTTP/1.1 answers. When the
+ingest queue is full the session stops reading its socket and TCP carries the
+back-pressure to the device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+
+from gateway import codec as payloads
+from gateway import metrics
+from gateway.auth import DeviceAuthenticator
+from gateway.downlink import Downlink
+from gateway.errors import GatewayError, InvalidInput, Overloaded
+from gateway.ingest import IngestPipeline
+from gateway.model import DeviceIdentity
+from gateway.provision_json import request_from_json, response_to_json
+from gateway.provisioning import ProvisioningService
+from gateway.uplink import Uplink, split_keys
+from protocols.mqtt import codec, topics
+from protocols.mqtt.connect import Admitted, Limits, Refused, admit
+from protocols.mqtt.packets import (
+    MQTT_5, Auth, ConnAck, Connect, Disconnect, Packet, PingReq, Property, PubAck, PubComp, Publish, PubRec,
+    PubRel, Reason, SubAck, Subscribe, UnsubAck, Unsubscribe,
+)
+
+log = logging.getLogger(__name__)
+PROTOCOL = "mqtt"
+
+
+@dataclass(frozen=True, slots=True)
+class MqttContext:
+    """What every session shares: the core services, the limits, and its owner's task spawner."""
+
+    auth: DeviceAuthenticator
+    uplink: Uplink
+    provisioning: ProvisioningService
+    downlink: Downlink
+    pipeline: IngestPipeline
+    limits: Limits
+    connect_timeout: float
+    provision_close_after: float
+    max_connections: int
+    spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
+    sessions: set[MqttSession]
+
+
+class _Ack:
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes | None = None) -> None:
+        self.data = data
+
+
+class MqttSession(asyncio.Protocol):
+    def __init__(self, context: MqttContext) -> None:
+        self._ctx = context
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._decoder = codec.Decoder(max_packet_size=context.limits.max_packet_size)
+        self._version = 4
+        self._admitted: Admitted | None = None
+        self._connecting = False
+        self._backlog: deque[Packet] = deque()  # packets that arrived while CONNECT or the queue was pending
+        self._acks: deque[_Ack] = deque()
+        self._inflight = 0
+        self._qos2: set[int] = set()
+        self._aliases: dict[int, str] = {}
+        self._subscriptions: dict[str, int] = {}
+        self._next_packet_id = 0
+        self._paused_for: set[str] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._active_at = 0.0
+        self._closing = False
+        self._clean_disconnect = False
+        self._will: Any = None
+
+    @property
+    def device(self) -> DeviceIdentity | None:
+        return self._admitted.device if self._admitted else None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self._transport = cast(asyncio.Transport, transport)
+        if len(self._ctx.sessions) >= self._ctx.max_connections:
+            metrics.BAD_REQUESTS.labels(PROTOCOL, "too_many_connections").inc()
+            self._close()
+            return
+        self._ctx.sessions.add(self)
+        self._active_at = self._loop.time()
+        self._timer = self._loop.call_later(self._ctx.connect_timeout, self._check_timers)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._ctx.sessions.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        admitted = self._admitted
+        if admitted is not None and admitted.device is not None:
+            self._ctx.downlink.detach(admitted.device.device_id, self)
+            if admitted.will_accepted and not self._clean_disconnect:
+                self._publish_will()
+
+    def data_received(self, data: bytes) -> None:
+        self._active_at = self._loop.time()
+        try:
+            packets = self._decoder.feed(data)
+        except codec.ProtocolError as exc:
+            metrics.BAD_REQUESTS.labels(PROTOCOL, "malformed").inc()
+            self._abort(exc.reason_code, str(exc))
+            return
+        if self._backlog or self._connecting or self._paused_for:
+            self._backlog.extend(packets)
+            return
+        self._handle_all(packets)
+        if self._ctx.pipeline.saturated and "queue" not in self._paused_for:
+            self._pause("queue")
+            self._ctx.spawn(self._await_room())
+
+    # dispatch
+
+    def _handle_all(self, packets: list[Packet] | deque[Packet]) -> None:
+        for index, packet in enumerate(packets):
+            if self._transport is None or self._closing:
+                return
+            if self._connecting or self._paused_for:
+                self._backlog.extend(list(packets)[index:])
+                return
+            try:
+                self._handle(packet)
+            except Overloaded:
+                # The queue had no room for this one: keep it, and everything after it,
+                # and stop reading until it has.
+                self._backlog.extend(list(packets)[index:])
+                if "queue" not in self._paused_for:
+                    self._pause("queue")
+                    self._ctx.spawn(self._await_room())
+                return
+
+    def _handle(self, packet: Packet) -> None:
+        if self._admitted is None:
+            if isinstance(packet, Connect):
+                self._on_connect(packet)
+            else:
+                self._abort(Reason.PROTOCOL_ERROR, "the first packet must be CONNECT")
+            return
+        if isinstance(packet, Publish):
+            self._on_publish(packet)
+        elif isinstance(packet, PubRel):
+            self._on_pubrel(packet)
+        elif isinstance(packet, PingReq):
+            self._write(codec.PINGRESP)
+        elif isinstance(packet, Subscribe):
+            self._on_subscribe(packet)
+        elif isinstance(packet, Unsubscribe):
+            self._on_unsubscribe(packet)
+        elif isinstance(packet, Disconnect):
+            self._clean_disconnect = packet.reason_code != Reason.DISCONNECT_WITH_WILL
+            self._close()
+        elif isinstance(packet, (PubAck, PubRec, PubComp)):
+            if isinstance(packet, PubRec):
+                self._write(codec.encode(PubRel(packet.packet_id), self._version))
+        elif isinstance(packet, Auth):
+            self._abort(Reason.BAD_AUTHENTICATION_METHOD, "enhanced authentication is not supported")
+        else:
+            self._abort(Reason.PROTOCOL_ERROR, f"unexpected {type(packet).__name__}")
+
+    # CONNECT
+
+    def _on_connect(self, connect: Connect) -> None:
+        self._version = connect.protocol_level
+        self._connecting = True
+        self._ctx.spawn(self._admit(connect))
+
+    async def _admit(self, connect: Connect) -> None:
+        certificate = self._peer_certificate()
+        decision = await admit(connect, self._ctx.auth, self._ctx.limits, certificate)
+        if self._transport is None:
+            return
+        if isinstance(decision, Refused):
+            metrics.AUTH_FAILURES.labels(PROTOCOL).inc()
+            self._write(codec.encode(ConnAck(reason_code=decision.reason), self._version))
+            self._close()
+            return
+        self._admitted = decision
+        self._will = connect.will if decision.will_accepted else None
+        if decision.device is not None:
+            self._ctx.downlink.attach(decision.device.device_id, self)
+        self._write(codec.encode(ConnAck(properties=decision.connack_properties), self._version))
+        self._connecting = False
+        if self._timer is not None:
+            self._timer.cancel()
+        if decision.keep_alive:
+            self._timer = self._loop.call_later(decision.keep_alive * 1.5, self._check_timers)
+        self._drain_backlog()
+
+    def _peer_certificate(self) -> bytes | None:
+        ssl_object = self._transport.get_extra_info("ssl_object") if self._transport else None
+        return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+
+    # PUBLISH
+
+    def _on_publish(self, publish: Publish) -> None:
+        topic = self._resolve_alias(publish)
+        if topic is None:
+            return
+        if publish.qos == 2 and publish.packet_id in self._qos2:
+            # A retransmission of a message already stored: answer it again, store nothing.
+            self._queue_ack(codec.encode_pubrec(publish.packet_id, Reason.SUCCESS, self._version))
+            return
+        if publish.qos and self._inflight >= self._ctx.limits.receive_maximum:
+            # Only an MQTT 5 client knows the limit (CONNACK's Receive Maximum); a 3.1.1
+            # client is slowed down instead (reading stops at the limit, below).
+            self._abort(Reason.RECEIVE_MAXIMUM_EXCEEDED, "more QoS 1 and 2 messages in flight than allowed")
+            return
+        device = self._admitted.device if self._admitted else None
+        if device is None:
+            self._on_provision_publish(publish, topic)
+            return
+        route = topics.route(topic)
+        if route is None:
+            metrics.BAD_REQUESTS.labels(PROTOCOL, "unknown_topic").inc()
+            self._ack_now(publish, Reason.TOPIC_NAME_INVALID)
+            return
+        try:
+            payload = payloads.loads(publish.payload)
+            if route.kind is topics.Kind.TELEMETRY:
+                future = self._ctx.uplink.submit_telemetry(device, payload, PROTOCOL)
+            elif route.kind is topics.Kind.ATTRIBUTES:
+                future = self._ctx.uplink.submit_attributes(device, payload, PROTOCOL)
+            else:
+                self._ack_now(publish, Reason.SUCCESS)
+                self._on_request(device, route, payload)
+                return
+        except Overloaded:
+            raise
+        except InvalidInput as exc:
+            self._refuse_payload(publish, device, exc)
+            return
+        except GatewayError as exc:
+            self._abort(Reason.SERVER_UNAVAILABLE, exc.message)
+            return
+        self._ack_when_stored(publish, future)
+
+    def _resolve_alias(self, publish: Publish) -> str | None:
+        alias = publish.properties.get(Property.TOPIC_ALIAS) if publish.properties else None
+        if alias is None:
+            if not publish.topic:
+                self._abort(Reason.PROTOCOL_ERROR, "an empty topic needs a topic alias")
+                return None
+            return publish.topic
+        if not 0 < alias <= self._ctx.limits.topic_alias_maximum:
+            self._abort(Reason.TOPIC_ALIAS_INVALID, f"topic alias {alias} is out of range")
+            return None
+        if publish.topic:
+            self._aliases[alias] = publish.topic
+            return publish.topic
+        topic = self._aliases.get(alias)
+        if topic is None:
+            self._abort(Reason.PROTOCOL_ERROR, f"topic alias {alias} was never set")
+        return topic
+
+    def _ack_when_stored(self, publish: Publish, future: asyncio.Future[None] | None) -> None:
+        if publish.qos == 0:
+            return
+        if future is None:
+            self._ack_now(publish, Reason.SUCCESS)
+            return
+        slot = _Ack()
+        self._acks.append(slot)
+        self._inflight += 1
+        if self._inflight >= self._ctx.limits.receive_maximum:
+            self._pause("inflight")
+        packet_id = cast(int, publish.packet_id)
+        qos = publish.qos
+
+        def stored(done: asyncio.Future[None]) -> None:
+            self._inflight -= 1
+            if done.cancelled() or done.exception() is not None:
+                # Not stored: no acknowledgement; the client retransmits after reconnecting.
+                self._close()
+                return
+            if qos == 2:
+                self._qos2.add(packet_id)
+                slot.data = codec.encode_pubrec(packet_id, Reason.SUCCESS, self._version)
+            else:
+                slot.data = codec.encode_puback(packet_id, Reason.SUCCESS, self._version)
+            self._flush_acks()
+            if "inflight" in self._paused_for and self._inflight < self._ctx.limits.receive_maximum:
+                self._resume("inflight")
+
+        future.add_done_callback(stored)
+
+    def _ack_now(self, publish: Publish, reason: int) -> None:
+        if publish.qos == 1:
+            self._queue_ack(codec.encode_puback(cast(int, publish.packet_id), reason, self._version))
+        elif publish.qos == 2:
+            if reason < 0x80:
+                self._qos2.add(cast(int, publish.packet_id))
+            self._queue_ack(codec.encode_pubrec(cast(int, publish.packet_id), reason, self._version))
+
+    def _queue_ack(self, data: bytes) -> None:
+        self._acks.append(_Ack(data))
+        self._flush_acks()
+
+    def _flush_acks(self) -> None:
+        ready = []
+        acks = self._acks
+        while acks and acks[0].data is not None:
+            ready.append(cast(bytes, acks.popleft().data))
+        if ready:
+            self._write(b"".join(ready))
+
+    def _refuse_payload(self, publish: Publish, device: DeviceIdentity, exc: InvalidInput) -> None:
+        """Malformed payload: PUBACK 0x99 on MQTT 5 (or when the product asks for it), else close."""
+        metrics.BAD_REQUESTS.labels(PROTOCOL, "malformed").inc()
+        if self._version == MQTT_5 or device.send_ack_on_validation_error:
+            self._ack_now(publish, Reason.PAYLOAD_FORMAT_INVALID)
+        else:
+            log.info("closing %s: %s", device.name, exc.message)
+            self._close()
+
+    def _on_pubrel(self, pubrel: PubRel) -> None:
+        known = pubrel.packet_id in self._qos2
+        self._qos2.discard(pubrel.packet_id)
+        reason = Reason.SUCCESS if known else Reason.PACKET_IDENTIFIER_NOT_FOUND
+        self._queue_ack(codec.encode_pubcomp(pubrel.packet_id, reason, self._version))
+
+    # requests that are answered, not stored
+
+    def _on_request(self, device: DeviceIdentity, route: topics.Route, payload: Any) -> None:
+        request_id = cast(int, route.request_id)
+        if route.kind is topics.Kind.RPC_RESPONSE:
+            self._ctx.downlink.rpc_reply(device.device_id, request_id, payload)
+        elif route.kind is topics.Kind.RPC_REQUEST:
+            method = payload.get("method") if isinstance(payload, dict) else None
+            reply = self._ctx.downlink.client_rpc(method, payload.get("params") if isinstance(payload, dict) else None)
+            self._publish(topics.rpc_response_topic(request_id, route.short), orjson.dumps(reply))
+        elif route.kind is topics.Kind.ATTRIBUTE_REQUEST:
+            self._ctx.spawn(self._answer_attributes(device, request_id, route.short, payload))
+
+    async def _answer_attributes(self, device: DeviceIdentity, request_id: int, short: bool, payload: Any) -> None:
+        keys = payload if isinstance(payload, dict) else {}
+        client, shared = (split_keys(v) if isinstance(v, str) else None
+                          for v in (keys.get("clientKeys"), keys.get("sharedKeys")))
+        try:
+            result = await self._ctx.uplink.read_attributes(device, client, shared)
+        except GatewayError as exc:
+            result = {"error": exc.message}
+        self._publish(topics.attribute_response_topic(request_id, short), orjson.dumps(result))
+
+    def _on_provision_publish(self, publish: Publish, topic: str) -> None:
+        if topic != topics.PROVISION_REQUEST:
+            self._ack_now(publish, Reason.TOPIC_NAME_INVALID)
+            self._close()
+            return
+        try:
+            request = request_from_json(payloads.loads(publish.payload), source="mqtt")
+        except InvalidInput:
+            self._ack_now(publish, Reason.PAYLOAD_FORMAT_INVALID)
+            self._close()
+            return
+        self._ctx.spawn(self._provision(publish, request))
+
+    async def _provision(self, publish: Publish, request: Any) -> None:
+        result = await self._ctx.provisioning.provision(request)
+        metrics.PROVISIONING.labels(PROTOCOL, result.status.value).inc()
+        if self._transport is None:
+            return
+        self._ack_now(publish, Reason.SUCCESS)
+        self._publish(topics.PROVISION_RESPONSE, response_to_json(result))
+        # ThingsBoard closes a provisioning session a while after answering.
+        self._loop.call_later(self._ctx.provision_close_after, self._close)
+
+    # SUBSCRIBE
+
+    def _on_subscribe(self, subscribe: Subscribe) -> None:
+        codes = []
+        for subscription in subscribe.subscriptions:
+            if self._may_subscribe(subscription.topic_filter):
+                granted = min(subscription.qos, 1)  # as ThingsBoard: QoS 2 is granted as 1
+                self._subscriptions[subscription.topic_filter] = granted
+                codes.append(granted)
+            else:
+                codes.append(Reason.NOT_AUTHORIZED if self._version == MQTT_5 else 0x80)
+        self._queue_ack(codec.encode(SubAck(subscribe.packet_id, tuple(codes)), self._version))
+
+    def _may_subscribe(self, topic_filter: str) -> bool:
+        if self.device is None:
+            return topic_filter == topics.PROVISION_RESPONSE
+        return topic_filter in topics.DEVICE_FILTERS
+
+    def _on_unsubscribe(self, unsubscribe: Unsubscribe) -> None:
+        codes = tuple(Reason.SUCCESS if self._subscriptions.pop(f, None) is not None
+                      else Reason.NO_SUBSCRIPTION_EXISTED for f in unsubscribe.topic_filters)
+        self._queue_ack(codec.encode(UnsubAck(unsubscribe.packet_id, codes), self._version))
+
+    # downlink (gateway.downlink.DeviceChannel)
+
+    def push_attributes(self, update: dict[str, Any]) -> None:
+        body = orjson.dumps(update)
+        for topic_filter, (feed, short) in topics.DEVICE_FILTERS.items():
+            if feed is topics.Feed.ATTRIBUTE_UPDATES and topic_filter in self._subscriptions:
+                self._publish(topics.attribute_update_topic(short), body)
+
+    def push_rpc(self, request_id: int, method: str, params: Any) -> None:
+        # MQTT omits the id: it is in the topic.
+        body = orjson.dumps({"method": method, "params": params})
+        for topic_filter, (feed, short) in topics.DEVICE_FILTERS.items():
+            if feed is topics.Feed.RPC_REQUESTS and topic_filter in self._subscriptions:
+                self._publish(topics.rpc_request_topic(request_id, short), body)
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        """Send to the device at the QoS its matching subscription was granted (0 without one)."""
+        qos = max((q for f, q in self._subscriptions.items() if _matches(f, topic)), default=0)
+        packet_id = None
+        if qos:
+            self._next_packet_id = self._next_packet_id % 65_535 + 1
+            packet_id = self._next_packet_id
+        self._write(codec.encode(Publish(topic, payload, qos=qos, packet_id=packet_id), self._version))
+
+    # flow control and timers
+
+    def _pause(self, why: str) -> None:
+        if not self._paused_for and self._transport is not None:
+            self._transport.pause_reading()
+        self._paused_for.add(why)
+
+    def _resume(self, why: str) -> None:
+        self._paused_for.discard(why)
+        if not self._paused_for and self._transport is not None:
+            self._transport.resume_reading()
+            self._drain_backlog()
+
+    async def _await_room(self) -> None:
+        await self._ctx.pipeline.wait_for_room()
+        self._resume("queue")
+
+    def _drain_backlog(self) -> None:
+        backlog, self._backlog = self._backlog, deque()
+        self._handle_all(backlog)
+
+    def _check_timers(self) -> None:
+        """The CONNECT deadline, then keep-alive: 1.5 times the interval without a packet."""
+        if self._transport is None:
+            return
+        admitted = self._admitted
+        if admitted is None:
+            if not self._connecting:
+                self._close()
+            return
+        limit = admitted.keep_alive * 1.5
+        quiet = self._loop.time() - self._active_at
+        if quiet >= limit:
+            self._abort(Reason.KEEP_ALIVE_TIMEOUT, "keep-alive expired")
+            return
+        self._timer = self._loop.call_later(limit - quiet, self._check_timers)
+
+    def _publish_will(self) -> None:
+        admitted = self._admitted
+        device = admitted.device if admitted else None
+        will = self._will
+        if device is None or will is None:
+            return
+        route = topics.route(will.topic)
+        try:
+            payload = payloads.loads(will.payload)
+            if route is not None and route.kind is topics.Kind.ATTRIBUTES:
+                self._ctx.uplink.submit_attributes(device, payload, PROTOCOL)
+            else:
+                self._ctx.uplink.submit_telemetry(device, payload, PROTOCOL)
+        except GatewayError as exc:
+            log.info("the last will of %s was not stored: %s", device.name, exc.message)
+
+    # writing and closing
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None and not self._closing:
+            self._transport.write(data)
+
+    def _abort(self, reason: int, message: str) -> None:
+        """A protocol violation: CONNACK or DISCONNECT with the reason on MQTT 5, then close."""
+        log.debug("closing MQTT connection: %s", message)
+        if self._version == MQTT_5:
+            reply = ConnAck(reason_code=reason) if self._admitted is None else Disconnect(reason)
+            self._write(codec.encode(reply, MQTT_5))
+        self._close()
+
+    def shutdown(self) -> None:
+        """The gateway is stopping: MQTT 5 clients are told so (0x8B)."""
+        if self._admitted is not None and self._version == MQTT_5:
+            self._write(codec.encode(Disconnect(Reason.SERVER_SHUTTING_DOWN), MQTT_5))
+        self._close()
+
+    def _close(self) -> None:
+        if self._transport is not None and not self._closing:
+            self._closing = True
+            self._transport.close()
+
+
+def _matches(topic_filter: str, topic: str) -> bool:
+    if topic_filter == topic:
+        return True
+    if topic_filter.endswith("/+"):
+        prefix = topic_filter[:-1]
+        return topic.startswith(prefix) and "/" not in topic[len(prefix):]
+    return False

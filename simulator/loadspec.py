@@ -1,0 +1,80 @@
+"""What one load run is: a frozen, JSON-able spec a generator process is handed.
+
+The same for every protocol: the workload spec (simulator.workloads) says
+what devices send and over what; the rest says where, how long, and whether
+at maximum rate (closed loop) or on a timetable (open loop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from simulator.workloads import MqttTelemetrySpec, ProvisionSpec, TelemetrySpec, WorkloadSpec, spec_from_json
+
+_SETUP_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSpec:
+    host: str
+    port: int
+    workload: WorkloadSpec
+    connections: int
+    mode: Literal["closed", "open"] = "closed"
+    warmup: float = 2.0
+    duration: float = 10.0
+    rate: float | None = None
+    max_requests: int = 10_000_000
+    drain_timeout: float = 10.0
+
+    @property
+    def setup_timeout(self) -> float:
+        """The longest connecting may take (MQTT devices connect on a ramp)."""
+        ramp = len(self.workload.tokens) / self.workload.connect_rate if isinstance(self.workload, MqttTelemetrySpec) else 0.0
+        return _SETUP_TIMEOUT + ramp
+
+    @property
+    def deadline(self) -> float:
+        """The longest the run may take once started."""
+        return self.warmup + self.duration + self.drain_timeout
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host, "port": self.port, "workload": self.workload.to_json(),
+            "connections": self.connections, "mode": self.mode, "warmup": self.warmup, "duration": self.duration,
+            "rate": self.rate, "max_requests": self.max_requests, "drain_timeout": self.drain_timeout,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LoadSpec:
+        return cls(
+            host=data["host"], port=int(data["port"]), workload=spec_from_json(data["workload"]),
+            connections=int(data["connections"]), mode=data["mode"], warmup=float(data["warmup"]),
+            duration=float(data["duration"]), rate=data["rate"], max_requests=int(data["max_requests"]),
+            drain_timeout=float(data["drain_timeout"]),
+        )
+
+    def split(self, parts: int) -> list[LoadSpec]:
+        """The same load shared by ``parts`` generators: devices, connections, rate and count divided."""
+        if parts <= 1:
+            return [self]
+        shares: list[tuple[WorkloadSpec, int]]
+        match self.workload:
+            case TelemetrySpec() | MqttTelemetrySpec() as telemetry:  # one connection per device
+                shares = [(share, len(share.tokens)) for share in telemetry.split(parts)]
+            case ProvisionSpec() as provision:
+                parts = min(parts, self.connections)
+                shares = [
+                    (replace(provision, prefix=f"{provision.prefix}{i}-"),
+                     self.connections // parts + (1 if i < self.connections % parts else 0))
+                    for i in range(parts)
+                ]
+        return [
+            replace(
+                self, workload=workload, connections=connections,
+                rate=self.rate * connections / self.connections if self.rate else None,
+                max_requests=max(1, self.max_requests * connections // self.connections),
+            )
+            for workload, connections in shares
+        ]
