@@ -20,7 +20,6 @@ from protocols.mqtt.codec import (
     encode_pubcomp,
     encode_pubrec,
     encode_pubrel,
-    is_valid_topic_filter,
 )
 from protocols.mqtt.datatypes import read_varint, varint
 from protocols.mqtt.packets import (
@@ -578,13 +577,3 @@ def test_fast_acknowledgements_equal_encode(level: int, reason: Reason) -> None:
         assert encode_pubrel(packet_id, reason, level) == encode(PubRel(packet_id, reason), level)
         assert encode_pubcomp(packet_id, reason, level) == encode(PubComp(packet_id, reason), level)
     assert PINGRESP == encode(PingResp(), level)
-
-
-@pytest.mark.parametrize(("topic_filter", "valid"), [
-    ("a/b", True), ("#", True), ("+", True), ("a/#", True), ("a/+/b", True), ("+/+", True), ("/", True),
-    ("$SYS/#", True), ("$share/group/a/#", True),
-    ("", False), ("a#", False), ("a/#/b", False), ("a+", False), ("a/b+/c", False), ("sport/tennis#", False),
-    ("$share/group", False), ("$share//a", False), ("$share/g+/a", False), ("$share/g#/a", False),
-])
-def test_topic_filters_of_section_4_7(topic_filter: str, valid: bool) -> None:
-    assert is_valid_topic_filter(topic_filter) is valid

@@ -4,9 +4,10 @@
 :class:`ProtocolError` (nothing else, whatever the bytes) at the first
 violation it can see in a packet alone, with the MQTT 5 reason code for it.
 What needs the session's state (the first packet must be a CONNECT, a second
-CONNECT, Topic Alias Maximum, Receive Maximum, which side may send what) is
-the session's to check; :attr:`Decoder.protocol_level` stays None until a
-CONNECT is decoded so it can.
+CONNECT, Topic Alias Maximum, Receive Maximum, which side may send what) or
+is answered per item instead of by closing (a Topic Filter's syntax: SUBACK
+0x8F) is the session's to check; :attr:`Decoder.protocol_level` stays None
+until a CONNECT is decoded so it can.
 
 :func:`encode` writes any packet in either version, dropping what 3.1.1
 cannot carry (properties, most reason codes). Spec references are to MQTT 5
@@ -64,7 +65,7 @@ from protocols.mqtt.properties import WILL, encode_properties, read_properties
 
 __all__ = [
     "MAX_PACKET_SIZE", "PINGRESP", "Decoder", "ProtocolError", "decode", "encode", "encode_puback",
-    "encode_pubcomp", "encode_pubrec", "encode_pubrel", "is_valid_topic_filter",
+    "encode_pubcomp", "encode_pubrec", "encode_pubrel",
 ]
 
 MAX_PACKET_SIZE = 1 + 4 + MAX_VARINT
@@ -186,6 +187,7 @@ class Decoder:
         return len(self._buffer)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
+        """The packets ``data`` completes, in order; a violation anywhere raises ProtocolError instead."""
         if self._error is not None:
             raise ProtocolError(self._error.reason_code, self._error.message)
         if self._buffer:
@@ -549,27 +551,6 @@ _DECODERS: tuple[_Decode | None, ...] = (
     _decode_disconnect,
     _decode_auth,
 )
-
-
-def is_valid_topic_filter(topic_filter: str) -> bool:
-    """Whether a SUBSCRIBE or UNSUBSCRIBE Topic Filter is well formed (4.7, 4.8.2).
-
-    Not a decoding check: an MQTT 5 server answers a bad filter with SUBACK
-    0x8F for that filter alone, so the session asks this per filter.
-    """
-    if topic_filter.startswith(_SHARED_PREFIX):  # $share/{ShareName}/{filter} (4.8.2)
-        share_name, _, topic_filter = topic_filter[len(_SHARED_PREFIX):].partition("/")
-        if not share_name or "/" in share_name or has_wildcard(share_name):
-            return False
-    if not topic_filter:
-        return False  # MQTT-4.7.3-1
-    levels = topic_filter.split("/")
-    for index, level in enumerate(levels):
-        if "#" in level and (level != "#" or index != len(levels) - 1):
-            return False  # MQTT-4.7.1-1: "#" alone, as the last level
-        if "+" in level and level != "+":
-            return False  # MQTT-4.7.1-2: "+" alone in its level
-    return True
 
 
 # Encoding.

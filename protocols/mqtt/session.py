@@ -120,6 +120,11 @@ class MqttSession(asyncio.Protocol):
             packets = self._decoder.feed(data)
         except codec.ProtocolError as exc:
             metrics.BAD_REQUESTS.labels(PROTOCOL, "malformed").inc()
+            if exc.reason_code == Reason.UNSUPPORTED_PROTOCOL_VERSION and self._admitted is None:
+                # MQTT-3.1.2-2: answer CONNACK 0x01 (3.1.1's form, which every client reads), then close.
+                self._write(codec.encode(ConnAck(reason_code=exc.reason_code), 4))
+                self._close()
+                return
             self._abort(exc.reason_code, str(exc))
             return
         if self._backlog or self._connecting or self._paused_for:
@@ -222,8 +227,6 @@ class MqttSession(asyncio.Protocol):
             self._queue_ack(codec.encode_pubrec(publish.packet_id, Reason.SUCCESS, self._version))
             return
         if publish.qos and self._inflight >= self._ctx.limits.receive_maximum:
-            # Only an MQTT 5 client knows the limit (CONNACK's Receive Maximum); a 3.1.1
-            # client is slowed down instead (reading stops at the limit, below).
             self._abort(Reason.RECEIVE_MAXIMUM_EXCEEDED, "more QoS 1 and 2 messages in flight than allowed")
             return
         device = self._admitted.device if self._admitted else None
@@ -282,7 +285,9 @@ class MqttSession(asyncio.Protocol):
         slot = _Ack()
         self._acks.append(slot)
         self._inflight += 1
-        if self._inflight >= self._ctx.limits.receive_maximum:
+        if self._inflight >= self._ctx.limits.receive_maximum and self._version != MQTT_5:
+            # A 3.1.1 client does not know the limit: slow it down instead (MQTT 5 clients
+            # are told it in CONNACK and disconnected for exceeding it, MQTT-3.3.4-9).
             self._pause("inflight")
         packet_id = cast(int, publish.packet_id)
         qos = publish.qos
