@@ -30,9 +30,11 @@ from protocols.http.openapi import openapi_route
 from protocols.http.server import HttpServer, build_app
 from protocols.mqtt.connect import Limits
 from protocols.mqtt.server import MqttServer, MqttServices, MqttSettings
+from protocols.tls import DeviceTls, pem_of
 from storage import embedded
 from storage.attributes import AttributeStore
 from storage.audit import AuditStore
+from storage.certificates import CertificateWatch
 from storage.database import open_pool
 from storage.devices import DeviceStore
 from storage.products import ProductStore
@@ -100,6 +102,7 @@ class Gateway:
         self._http: HttpServer | None = None
         self._device_http: DeviceHttpServer | None = None
         self._mqtt: MqttServer | None = None
+        self._certificates: CertificateWatch | None = None
         self._http_app: web.Application | None = None
 
     @property
@@ -152,7 +155,14 @@ class Gateway:
             port = await self._mqtt.start(s.host, s.mqtt_port)
             self.listeners.append(Listener("mqtt", f"mqtt://{_display(s.host)}:{port}"))
         if s.mqtts_port and s.tls_cert_file and s.tls_key_file:
-            port = await self._mqtt.start(s.host, s.mqtts_port, _server_tls(s))
+            # A client certificate is optional here, as on ThingsBoard: devices with
+            # X509_CERTIFICATE credentials present theirs, others use tokens over TLS.
+            device_tls = DeviceTls(s.tls_cert_file, s.tls_key_file)
+            self._certificates = CertificateWatch(
+                self._url, lambda certificates: device_tls.set_anchors(map(pem_of, certificates))
+            )
+            await self._certificates.start()
+            port = await self._mqtt.start(s.host, s.mqtts_port, device_tls.context)
             self.listeners.append(Listener("mqtts", f"mqtts://{_display(s.host)}:{port}"))
 
         management = ManagementApi(
@@ -180,6 +190,8 @@ class Gateway:
             await self._device_http.close()
         if self._mqtt is not None:
             await self._mqtt.close()
+        if self._certificates is not None:
+            await self._certificates.stop()
         if self._http is not None:
             await self._http.close()
         if self._services is not None:

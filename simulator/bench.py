@@ -31,8 +31,17 @@ mqtt
     the ratio. ``--target mosquitto`` measures mosquitto alone (no gateway, no
     database): the generator's own check.
 
-Later scenarios (coap, mtls, idle-connections) plug in as more entries in
-SCENARIOS with the same shape: a coroutine from (options, workspace) to a report.
+idle-connections
+    ``--connections`` (50,000) idle MQTT connections, each with a device of its
+    own, held for ``--duration`` seconds with keep-alive PINGREQs on a timetable;
+    the server's VmRSS before connecting and while holding them gives its
+    memory per connection, for the gateway and for mosquitto. The count is cut
+    to what RLIMIT_NOFILE allows one process (said in a note); beyond 20,000,
+    connections come from several source addresses (127.0.0.2, ...), and
+    generator processes are added so that each stays under the limit.
+
+Later scenarios (coap, mtls) plug in as more entries in SCENARIOS with the same
+shape: a coroutine from (options, workspace) to a report.
 """
 
 from __future__ import annotations
@@ -67,6 +76,7 @@ from simulator.processes import (
     child_environment,
     free_port,
     raise_open_files_limit,
+    resident_kib,
     server_process,
 )
 from simulator.report import BenchReport, Ratio, Run, Target, format_table
@@ -86,9 +96,15 @@ TARGET_PROVISIONS_PER_S = 2_000
 TARGET_MQTT_MESSAGES_PER_S = 50_000
 TARGET_MQTT_P99_MS = 100.0
 
+# The issue's figure for idle MQTT connections: the gateway's memory for each.
+TARGET_IDLE_KIB_PER_CONNECTION = 10.0
+
 # The count bound of every run: no server here answers this many requests (messages) a second.
 _MAX_RATE = 200_000
 _MAX_MQTT_RATE = 1_000_000
+_IDLE_FD_MARGIN = 256  # descriptors a server or generator needs besides its connections
+_CONNECTIONS_PER_SOURCE = 20_000  # of about 28,000 ephemeral ports a source address has
+_IDLE_KEEPALIVE_S = 60
 _SETUP_TIMEOUT = 300.0
 _SETUP_CONNECTIONS = 50
 
@@ -104,7 +120,7 @@ class BenchOptions:
     duration: float = 10.0
     warmup: float = 2.0
     rate: float | None = None
-    connections: int = 100
+    connections: int | None = None  # provision: 100; idle-connections: 50,000
     load_processes: int = 1
     json: bool = False
     target: Literal["gateway", "mosquitto"] = "gateway"
@@ -123,8 +139,14 @@ class BenchOptions:
         return math.ceil((self.warmup + self.duration) * _MAX_MQTT_RATE)
 
     @property
+    def connection_count(self) -> int:
+        if self.connections is not None:
+            return self.connections
+        return 50_000 if self.scenario == "idle-connections" else 100
+
+    @property
     def needs_database(self) -> bool:
-        return not (self.scenario == "mqtt" and self.target == "mosquitto")
+        return not (self.scenario in ("mqtt", "idle-connections") and self.target == "mosquitto")
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +375,7 @@ async def _provision(options: BenchOptions, space: Workspace) -> BenchReport:
             spec = LoadSpec(
                 gateway.host, gateway.port,
                 ProvisionSpec(tenant.provision_key, tenant.provision_secret, f"bench-{secrets.token_hex(3)}-"),
-                connections=options.connections, warmup=options.warmup, duration=options.duration,
+                connections=options.connection_count, warmup=options.warmup, duration=options.duration,
                 max_requests=options.max_requests,
             )
             result = await _measure("provisioning, closed loop", spec, options)
@@ -361,7 +383,7 @@ async def _provision(options: BenchOptions, space: Workspace) -> BenchReport:
     return BenchReport(
         scenario="provision",
         title=(
-            f"iot-gateway bench provision: {options.connections} connections creating devices, "
+            f"iot-gateway bench provision: {options.connection_count} connections creating devices, "
             f"{options.duration:g} s after {options.warmup:g} s warm-up"
         ),
         context=_context(options, space),
@@ -382,7 +404,8 @@ async def _provision(options: BenchOptions, space: Workspace) -> BenchReport:
 def _mqtt_workload(options: BenchOptions, tokens: tuple[str, ...]) -> MqttTelemetrySpec:
     return MqttTelemetrySpec(
         tokens, qos=options.qos, inflight=options.inflight, version=VERSIONS[options.mqtt_version],
-        connect_rate=options.connect_rate, timestamps=options.timestamps, client_prefix=f"bench-{secrets.token_hex(3)}-",
+        connect_rate=options.connect_rate, timestamps=options.timestamps,
+        client_prefix=f"bench-{secrets.token_hex(3)}-",
     )
 
 
@@ -508,6 +531,134 @@ async def _mqtt_mosquitto(options: BenchOptions, space: Workspace) -> BenchRepor
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """One server holding idle connections: its resident memory before and while holding them."""
+
+    result: LoadResult
+    rss_before_kib: int
+    rss_held_kib: int
+
+    @property
+    def kib_per_connection(self) -> float:
+        held = self.result.connections
+        return (self.rss_held_kib - self.rss_before_kib) / held if held else 0.0
+
+
+def _idle_plan(options: BenchOptions) -> tuple[int, int, tuple[str, ...], list[str]]:
+    """(connections, generator processes, source addresses, notes) within this machine's limits.
+
+    Every connection is a file descriptor in the server and in a generator, and
+    RLIMIT_NOFILE's hard limit bounds both (raising it needs CAP_SYS_RESOURCE);
+    one source address has about 28,000 ephemeral ports towards one server port.
+    """
+    limit = raise_open_files_limit()
+    per_process = max(1, limit - _IDLE_FD_MARGIN)
+    wanted = options.connection_count
+    count = min(wanted, per_process)
+    notes = []
+    if count < wanted:
+        notes.append(
+            f"{count:,} connections instead of {wanted:,}: the open files limit (RLIMIT_NOFILE) is {limit:,} "
+            "here and a server holds all its connections in one process (raise the hard limit, e.g. "
+            "ulimit -Hn, to measure more)"
+        )
+    processes = max(options.load_processes, 1, math.ceil(count / per_process))
+    sources = tuple(
+        f"127.0.0.{2 + i}" for i in range(math.ceil(count / _CONNECTIONS_PER_SOURCE))
+    ) if count > _CONNECTIONS_PER_SOURCE else ()
+    return count, processes, sources, notes
+
+
+async def _hold(
+    name: str, server: RunningServer, tokens: tuple[str, ...], options: BenchOptions, processes: int,
+    sources: tuple[str, ...],
+) -> _Held:
+    host, port = server.endpoint("mqtt")
+    workload = replace(
+        _mqtt_workload(options, tokens), source_hosts=sources, keepalive=_IDLE_KEEPALIVE_S,
+    )
+    spec = LoadSpec(
+        host, port, workload, connections=len(tokens), mode="idle", warmup=0, duration=options.duration,
+        max_requests=len(tokens),
+    )
+    before = resident_kib(server.pid)
+    held: list[int] = []
+
+    async def measure() -> None:
+        held.append(resident_kib(server.pid))
+
+    _progress(f"{name}: {len(tokens):,} idle connections, {options.duration:g} s held")
+    result = await run_load(spec, processes, on_held=measure)
+    outcome = _Held(result, before, held[0] if held else before)
+    _progress(
+        f"{name}: {result.connections:,} connections held, RSS {before:,} -> {outcome.rss_held_kib:,} KiB, "
+        f"{outcome.kib_per_connection:.1f} KiB a connection, {result.error_count} errors"
+    )
+    return outcome
+
+
+async def _idle_connections(options: BenchOptions, space: Workspace) -> BenchReport:
+    count, processes, sources, notes = _idle_plan(options)
+    runs: list[Run] = []
+    checks: dict[str, Any] = {}
+    targets: list[Target] = []
+    ratios: list[Ratio] = []
+    gateway_held: _Held | None = None
+    if options.target == "gateway":
+        async with _services(space) as services:
+            tenant = await _tenant(services)
+            async with _gateway(space, mqtt=True) as gateway:
+                tokens = tuple(await _provision_devices(gateway, tenant, count))
+                gateway_held = await _hold("gateway", gateway, tokens, options, processes, sources)
+        runs.append(Run("gateway_idle", "gateway, idle connections", gateway_held.result))
+        targets.append(Target(
+            "idle memory", f"<= {TARGET_IDLE_KIB_PER_CONNECTION:g} KiB a connection",
+            f"{gateway_held.kib_per_connection:.1f} KiB",
+            gateway_held.kib_per_connection <= TARGET_IDLE_KIB_PER_CONNECTION,
+        ))
+    else:
+        tokens = tuple(f"device-{i}" for i in range(count))
+    baseline_held: _Held | None = None
+    if mosquitto_path() is not None or options.target == "mosquitto":
+        async with mosquitto(space.root) as broker:
+            baseline_held = await _hold("mosquitto", broker, tokens, options, processes, sources)
+        runs.append(Run("baseline_idle", "mosquitto, idle connections", baseline_held.result))
+    else:
+        notes.append("no baseline: mosquitto is not installed (Debian: apt-get install mosquitto)")
+    for key, held in (("gateway", gateway_held), ("mosquitto", baseline_held)):
+        if held is not None:
+            checks.update({
+                f"{key} connections held": held.result.connections,
+                f"{key} RSS before, KiB": held.rss_before_kib,
+                f"{key} RSS holding them, KiB": held.rss_held_kib,
+                f"{key} KiB a connection": round(held.kib_per_connection, 2),
+            })
+    if gateway_held is not None and baseline_held is not None and baseline_held.kib_per_connection > 0:
+        ratios.append(Ratio(
+            "gateway / mosquitto, memory a connection",
+            gateway_held.kib_per_connection / baseline_held.kib_per_connection, percent=False,
+        ))
+    checks["connections verified"] = all(
+        run.result.connections == count for run in runs
+    )
+    return BenchReport(
+        scenario="idle-connections",
+        title=(
+            f"iot-gateway bench idle-connections: {count:,} idle MQTT {options.mqtt_version} connections, "
+            f"keep-alive {_IDLE_KEEPALIVE_S} s (a PINGREQ every {_IDLE_KEEPALIVE_S // 2} s), "
+            f"held {options.duration:g} s; memory is the server's VmRSS"
+        ),
+        context=_context(options, space, generator_processes=processes, source_addresses=list(sources)),
+        runs=tuple(runs),
+        ratios=tuple(ratios),
+        targets=tuple(targets),
+        checks=checks,
+        notes=tuple(notes),
+        unit="pings",
+    )
+
+
 async def _measure(label: str, spec: LoadSpec, options: BenchOptions, unit: str = "requests") -> LoadResult:
     _progress(f"{label}: {spec.warmup:g} s warm-up, {spec.duration:g} s measured")
     result = await run_load(spec, options.load_processes)
@@ -533,11 +684,11 @@ def _context(options: BenchOptions, space: Workspace, **extra: Any) -> dict[str,
     mqtt = {
         "target": options.target, "qos": options.qos, "inflight": options.inflight,
         "mqtt_version": options.mqtt_version, "connect_rate": options.connect_rate, "timestamps": options.timestamps,
-    } if options.scenario == "mqtt" else {}
+    } if options.scenario in ("mqtt", "idle-connections") else {}
     return {
         **mqtt,
         "devices": options.devices if options.scenario in ("http", "mqtt") else None,
-        "connections": options.connections if options.scenario == "provision" else None,
+        "connections": options.connection_count if options.scenario in ("provision", "idle-connections") else None,
         "duration_s": options.duration,
         "warmup_s": options.warmup,
         "load_processes": options.load_processes,
@@ -563,4 +714,5 @@ SCENARIOS: dict[str, Callable[[BenchOptions, Workspace], Coroutine[Any, Any, Ben
     "http": _http,
     "provision": _provision,
     "mqtt": _mqtt,
+    "idle-connections": _idle_connections,
 }

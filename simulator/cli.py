@@ -9,7 +9,7 @@ from typing import Any
 from gateway.config import Settings
 
 # More to come with the device simulator: coap, mtls.
-SCENARIOS = ("http", "provision", "mqtt")
+SCENARIOS = ("http", "provision", "mqtt", "idle-connections")
 
 _BENCH_HELP = """\
 Start a gateway on loopback with a temporary embedded PostgreSQL (or the
@@ -20,7 +20,10 @@ with a bare aiohttp handler measured in the same run. provision: --connections
 connections creating new devices for --duration seconds. mqtt: the same as http
 over MQTT (one connection a device, user name = access token, QoS --qos with
 --inflight messages unacknowledged), compared with mosquitto; --target mosquitto
-measures mosquitto alone. Gateway settings (--batch-max-rows, --writers...) are
+measures mosquitto alone. idle-connections: --connections idle MQTT
+connections held for --duration seconds with keep-alive pings; the server's
+memory (VmRSS) before and while holding them, and so per connection, for the
+gateway and mosquitto. Gateway settings (--batch-max-rows, --writers...) are
 passed to the gateway under test. Exit status 1 if any request failed or a
 check did not hold.
 """
@@ -37,8 +40,9 @@ def add_commands(
     bench.add_argument("scenario", choices=SCENARIOS, help="what to measure")
     bench.add_argument("--devices", type=_positive(int), default=1_000, metavar="N",
                        help="http, mqtt: simulated devices, one connection each [default: 1000]")
-    bench.add_argument("--connections", type=_positive(int), default=100, metavar="N",
-                       help="provision: concurrent connections [default: 100]")
+    bench.add_argument("--connections", type=_positive(int), metavar="N",
+                       help="provision: concurrent connections [default: 100]; idle-connections: "
+                            "idle MQTT connections [default: 50000]")
     bench.add_argument("--duration", type=_positive(float), default=10.0, metavar="SECONDS",
                        help="measured time of each run [default: 10]")
     bench.add_argument("--warmup", type=_not_negative(float), default=2.0, metavar="SECONDS",
@@ -49,7 +53,7 @@ def add_commands(
     bench.add_argument("--load-processes", type=_not_negative(int), default=1, metavar="N",
                        help="load generator processes; 0 runs the load in the bench process [default: 1]")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
-    mqtt = bench.add_argument_group("mqtt")
+    mqtt = bench.add_argument_group("mqtt and idle-connections")
     mqtt.add_argument("--target", choices=("gateway", "mosquitto"), default="gateway",
                       help="gateway (and mosquitto as the baseline, when installed), or mosquitto alone "
                            "[default: gateway]")

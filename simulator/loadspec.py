@@ -21,7 +21,7 @@ class LoadSpec:
     port: int
     workload: WorkloadSpec
     connections: int
-    mode: Literal["closed", "open"] = "closed"
+    mode: Literal["closed", "open", "idle"] = "closed"
     warmup: float = 2.0
     duration: float = 10.0
     rate: float | None = None
@@ -31,7 +31,8 @@ class LoadSpec:
     @property
     def setup_timeout(self) -> float:
         """The longest connecting may take (MQTT devices connect on a ramp)."""
-        ramp = len(self.workload.tokens) / self.workload.connect_rate if isinstance(self.workload, MqttTelemetrySpec) else 0.0
+        workload = self.workload
+        ramp = len(workload.tokens) / workload.connect_rate if isinstance(workload, MqttTelemetrySpec) else 0.0
         return _SETUP_TIMEOUT + ramp
 
     @property

@@ -8,7 +8,7 @@ decoding, the database commit before the PUBACK) is what a bench's ratio
 gateway/mosquitto prices.
 
 Configured through a file rather than ``-p PORT`` so that it listens on
-127.0.0.1 only, writes its log to stdout (its "running" line is the ready
+127.0.0.1 only, writes its log to stderr (its "running" line is the ready
 signal) and, like the gateway (uvloop sets TCP_NODELAY), sends small packets
 at once: with Nagle's algorithm on, mosquitto's PUBACKs wait for the client's
 delayed ACK and an open loop measures 40 ms stalls, not the broker.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from simulator.processes import RunningServer, free_port, server_process
@@ -40,25 +40,31 @@ def mosquitto_path() -> str | None:
     return next((p for p in _FALLBACK_PATHS if os.access(p, os.X_OK)), None)
 
 
-def config_text(port: int, host: str = "127.0.0.1") -> str:
+def config_text(port: int, host: str = "127.0.0.1", extra: Sequence[str] = ()) -> str:
     return "\n".join((
         f"listener {port} {host}",
         "allow_anonymous true",
         "persistence false",
         "set_tcp_nodelay true",
         "max_keepalive 65535",
-        "log_dest stdout",
+        "log_dest stderr",  # unbuffered, unlike its stdout on a pipe
         "log_type error",
         "log_type warning",
         "log_type notice",
         "log_type information",  # the "running" line (and one per connection)
+        *extra,
         "",
     ))
 
 
 @contextlib.asynccontextmanager
-async def mosquitto(work_dir: Path, *, port: int | None = None) -> AsyncIterator[RunningServer]:
-    """Run mosquitto on 127.0.0.1 until the block ends; the server's listener is named ``mqtt``."""
+async def mosquitto(
+    work_dir: Path, *, port: int | None = None, extra_config: Sequence[str] = ()
+) -> AsyncIterator[RunningServer]:
+    """Run mosquitto on 127.0.0.1 until the block ends; the server's listener is named ``mqtt``.
+
+    ``extra_config``: more lines for its configuration file (later lines win).
+    """
     binary = mosquitto_path()
     if binary is None:
         raise MosquittoMissing(
@@ -66,7 +72,7 @@ async def mosquitto(work_dir: Path, *, port: int | None = None) -> AsyncIterator
         )
     port = port or free_port()
     config = work_dir / f"mosquitto-{port}.conf"
-    config.write_text(config_text(port))
+    config.write_text(config_text(port, extra=extra_config))
     url = f"mqtt://127.0.0.1:{port}"
 
     def ready(line: str) -> tuple[str, str] | None:
@@ -74,6 +80,6 @@ async def mosquitto(work_dir: Path, *, port: int | None = None) -> AsyncIterator
 
     async with server_process(
         "mosquitto", [binary, "-c", str(config)], log_file=work_dir / "mosquitto.log", listeners=("mqtt",),
-        ready_line=ready,
+        ready_line=ready, stderr_too=True,
     ) as server:
         yield server

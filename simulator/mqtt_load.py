@@ -26,7 +26,8 @@ read every message counted.
 
 Before any clock starts, every device is connected on a timetable
 (``connect_rate``, no CONNECT storm) and, at QoS 1, publishes one message whose
-PUBACK is awaited, so the server really serves every connection.
+PUBACK is awaited (at QoS 0, a PINGREQ), so the server really serves every
+connection; answers still missing after ``drain_timeout`` count as errors.
 """
 
 from __future__ import annotations
@@ -116,6 +117,9 @@ class _Driver:
             self._errors[_PING_TIMEOUT] += self._outstanding
 
     # ConnectionOwner
+
+    def acked(self, conn: MqttConnection, started: list[int], failures: list[int] | None) -> None:
+        pass  # only the QoS 1 drivers expect PUBACKs
 
     def pong(self, conn: MqttConnection) -> None:
         if conn.index in self._pinging:
@@ -384,9 +388,6 @@ class Qos0ClosedLoop(_Driver):
         bursts.clear()
         self._check_done()
 
-    def acked(self, conn: MqttConnection, started: list[int], failures: list[int] | None) -> None:
-        pass  # QoS 0 is never acknowledged
-
 
 class Pinger(_Driver):
     """PINGREQ on every connection, and the PINGRESPs awaited: QoS 0's priming and drain."""
@@ -403,8 +404,65 @@ class Pinger(_Driver):
         self._ok = self._total_ok = len(self._connections) - len(self._pinging)
         return self._result("ping", window.seconds, window.cpu_s)
 
-    def acked(self, conn: MqttConnection, started: list[int], failures: list[int] | None) -> None:
-        pass
+
+class IdleHold(_Driver):
+    """Idle devices: nothing published, every connection sending PINGREQ twice per keep-alive
+    period, spread evenly over it on a timetable. The histogram holds PINGREQ-to-PINGRESP
+    times (from when each ping was due); ``ok`` counts the PINGRESPs."""
+
+    def __init__(self, connections: Sequence[MqttConnection], keepalive: int) -> None:
+        super().__init__(connections, 0, 0)
+        self._period = max(keepalive / 2, 0.5)
+        self._due: dict[int, deque[int]] = {conn.index: deque() for conn in connections}
+
+    async def run(self, duration: float, drain_timeout: float) -> LoadResult:
+        self._own()
+        assert self._done is not None
+        connections = self._connections
+        n = len(connections)
+        rate = n / self._period
+        total = math.floor(duration * rate)
+        window = MeasurementWindow()
+        window.open()
+
+        def ping(k: int, due: int) -> None:
+            conn = connections[k % n]
+            if conn.open:
+                self._outstanding += 1
+                self._due[conn.index].append(due)
+                conn.ping()
+
+        self._sending = True
+        try:
+            async with asyncio.timeout(duration + drain_timeout):
+                if total:
+                    await _timetable(time.perf_counter_ns(), rate, total, ping)
+                self._sending = False
+                self._check_done()
+                await self._done
+        except TimeoutError:
+            self._errors[_PING_TIMEOUT] += self._outstanding
+        finally:
+            self._sending = False
+            window.close()
+            self._release()
+        self._total_ok = self._ok
+        return self._result("idle", window.seconds, window.cpu_s)
+
+    def pong(self, conn: MqttConnection) -> None:
+        due = self._due[conn.index]
+        if due:
+            self._recorder.record_ns(time.perf_counter_ns() - due.popleft())
+            self._ok += 1
+            self._outstanding -= 1
+            self._check_done()
+
+    def closed(self, conn: MqttConnection, reason: str, lost: list[int]) -> None:
+        due = self._due[conn.index]
+        self._errors[reason] += 1
+        self._outstanding -= len(due)
+        due.clear()
+        self._check_done()
 
 
 class Qos0OpenLoop(_Driver):
@@ -450,9 +508,6 @@ class Qos0OpenLoop(_Driver):
             self._release()
         return self._result("open-loop qos0", max(0, total - first_in_window) / self._rate, cpu[1] - cpu[0], self._rate)
 
-    def acked(self, conn: MqttConnection, started: list[int], failures: list[int] | None) -> None:
-        pass
-
 
 async def _timetable(
     start_ns: int, rate: float, total: int, dispatch: Callable[[int, int], None],
@@ -486,8 +541,14 @@ def template_of(spec: MqttTelemetrySpec) -> PublishTemplate:
     )
 
 
-async def run_spec(spec: LoadSpec, ready: Callable[[], Awaitable[None]] | None = None) -> LoadResult:
-    """Connect every device on the ramp, prime, wait for ``ready`` (the start signal), run, disconnect."""
+async def run_spec(
+    spec: LoadSpec, ready: Callable[[], Awaitable[None]] | None = None,
+    held: Callable[[], Awaitable[None]] | None = None,
+) -> LoadResult:
+    """Connect every device on the ramp, prime, wait for ``ready`` (the start signal), run, disconnect.
+
+    ``mode="idle"``: hold the connections for ``duration`` seconds with keep-alive pings,
+    then wait for ``held`` (the server is measured then) before disconnecting."""
     workload = spec.workload
     if not isinstance(workload, MqttTelemetrySpec):
         raise TypeError(f"not an MQTT workload: {type(workload).__name__}")
@@ -503,14 +564,22 @@ async def run_spec(spec: LoadSpec, ready: Callable[[], Awaitable[None]] | None =
     try:
         if not connections:
             primed = _empty(datapoints)
-        elif workload.qos == 0:
-            primed = await Pinger(connections, datapoints, 0).run(_CONNECT_TIMEOUT)
+        elif workload.qos == 0 or spec.mode == "idle":
+            primed = await Pinger(connections, datapoints, 0).run(spec.drain_timeout)
             primed = replace(primed, total_ok=0)  # no message was sent
         else:
-            primed = await ClosedLoop(connections, datapoints, len(connections), burst=1).run(0, _CONNECT_TIMEOUT, 0)
+            primer = ClosedLoop(connections, datapoints, len(connections), burst=1)
+            primed = await primer.run(0, spec.drain_timeout, 0)
         if ready is not None:
             await ready()
-        if not connections:
+        if spec.mode == "idle":
+            result = (
+                await IdleHold(connections, workload.keepalive).run(spec.duration, spec.drain_timeout)
+                if connections else _empty(datapoints)
+            )
+            if held is not None:
+                await held()
+        elif not connections:
             result = _empty(datapoints)
         elif spec.mode == "open":
             if not spec.rate:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -131,7 +131,9 @@ def encode_connect(
     flags = (0x02 if clean else 0) | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
     header = utf8("MQTT") + bytes((version, flags)) + keepalive.to_bytes(2, "big")
     if version == MQTT_5:
-        props = b"" if receive_maximum is None else bytes((_PROPERTY_RECEIVE_MAXIMUM,)) + receive_maximum.to_bytes(2, "big")
+        props = b""
+        if receive_maximum is not None:
+            props = bytes((_PROPERTY_RECEIVE_MAXIMUM,)) + receive_maximum.to_bytes(2, "big")
         header += varint(len(props)) + props
     payload = utf8(client_id)
     if username is not None:
@@ -166,7 +168,9 @@ class PublishTemplate:
     tail_after_ts: bytes | None = None
 
     @classmethod
-    def build(cls, topic: str, body: bytes, *, qos: int = 1, version: int = MQTT_311, timestamp: bool = False) -> PublishTemplate:
+    def build(
+        cls, topic: str, body: bytes, *, qos: int = 1, version: int = MQTT_311, timestamp: bool = False
+    ) -> PublishTemplate:
         if qos not in (0, 1):
             raise ValueError("QoS 0 or 1")
         props = b"\x00" if version == MQTT_5 else b""
@@ -319,9 +323,25 @@ class MqttConnection(asyncio.Protocol):
     """
 
     __slots__ = (
-        "_buffer", "_head", "_last_ts", "_pid", "_qos", "_tail", "_tail_after_ts", "_transport",
-        "connected", "index", "inflight", "open", "owner", "pings_answered", "sent", "version",
-        "_connect", "lost_reason", "window",
+        "_buffer",
+        "_connect",
+        "_head",
+        "_last_ts",
+        "_pid",
+        "_qos",
+        "_tail",
+        "_tail_after_ts",
+        "_transport",
+        "connected",
+        "index",
+        "inflight",
+        "lost_reason",
+        "open",
+        "owner",
+        "pings_answered",
+        "sent",
+        "version",
+        "window",
     )
 
     def __init__(

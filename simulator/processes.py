@@ -69,6 +69,25 @@ def listener_line(line: str) -> tuple[str, str] | None:
     return name, url
 
 
+def resident_kib(pid: int) -> int:
+    """A process's resident set size (VmRSS), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise OSError(f"no VmRSS for process {pid}")
+
+
+def open_files_limit(pid: int | None = None) -> int:
+    """The soft RLIMIT_NOFILE of a process (this one by default)."""
+    if pid is None:
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft = line.split()[3]
+            return 1 << 30 if soft == "unlimited" else int(soft)
+    raise OSError(f"no open files limit for process {pid}")
+
+
 def raise_open_files_limit() -> int:
     """Raise this process's soft RLIMIT_NOFILE to its hard limit (children inherit it); the new limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -89,18 +108,21 @@ def free_port(host: str = "127.0.0.1") -> int:
 @contextlib.asynccontextmanager
 async def server_process(
     name: str, argv: Sequence[str], *, log_file: Path, env: Mapping[str, str] | None = None,
-    listeners: Sequence[str] = ("http",), ready_line: ReadyLine = listener_line,
+    listeners: Sequence[str] = ("http",), ready_line: ReadyLine = listener_line, stderr_too: bool = False,
+    grace: float = _LISTENER_GRACE,
 ) -> AsyncIterator[RunningServer]:
     """Run ``argv`` until the block ends, then SIGTERM it (by its PID) and wait for it.
 
     Ready once ``ready_line`` has named every one of ``listeners``: the first is
     awaited for up to two minutes (a gateway starts its database first), the
     others for a few seconds more (a server prints its listeners together).
+    ``stderr_too``: its stderr is read with its stdout (for a server that logs
+    its ready line to stderr: C's stdout is block-buffered on a pipe).
     """
     with log_file.open("ab") as log:
         process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=log,
-            env=dict(env) if env is not None else None,
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT if stderr_too else log, env=dict(env) if env is not None else None,
         )
     assert process.stdout is not None
     drain: asyncio.Task[None] | None = None
@@ -110,7 +132,7 @@ async def server_process(
         seen: list[str] = []
         for i, listener in enumerate(listeners):
             try:
-                async with asyncio.timeout(_READY_TIMEOUT if i == 0 else _LISTENER_GRACE):
+                async with asyncio.timeout(_READY_TIMEOUT if i == 0 else grace):
                     ended = await _read_until(process.stdout, listener, ready_line, urls, seen, log)
             except TimeoutError:
                 printed = f" (it printed: {', '.join(seen)})" if seen else ""

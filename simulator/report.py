@@ -114,14 +114,19 @@ def format_table(report: BenchReport) -> str:
 
 def _cells(result: LoadResult) -> tuple[str, ...]:
     latency = result.latency
+    measured = latency.count > 0  # nothing to time in an open loop at QoS 0
+
+    def ms(value: float) -> str:
+        return f"{value:.1f}" if measured else "-"
+
     return (
         str(result.connections),
         f"{result.requests_per_s:,.0f}",
         f"{result.datapoints_per_s:,.0f}" if result.datapoints_per_request else "-",
-        f"{latency.p50_ms:.1f}",
-        f"{latency.p95_ms:.1f}",
-        f"{latency.p99_ms:.1f}",
-        f"{latency.max_ms:.1f}",
+        ms(latency.p50_ms),
+        ms(latency.p95_ms),
+        ms(latency.p99_ms),
+        ms(latency.max_ms),
         str(result.error_count),
         f"{result.generator_cpu_share:.0%}",
     )

@@ -16,6 +16,9 @@ Protocol on stdin/stdout, one JSON document a line: the bench writes the spec;
 the worker opens its connections and answers ``{"ready": true}``; the bench
 writes ``go`` to every worker at once, so all measure the same window; the
 worker answers with its result (histogram included, so results merge) and exits.
+An idle run (``mode="idle"``) has one more step before the result: once its
+hold is over, the worker answers ``{"held": true}`` with its connections still
+open and waits for ``release``, so the bench can measure the server then.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import orjson
 
 from simulator import http_load, mqtt_load, runtime
 from simulator.loadspec import LoadSpec
+from simulator.processes import raise_open_files_limit
 from simulator.stats import LoadResult, merge_all
 from simulator.workloads import MqttTelemetrySpec
 
@@ -42,25 +46,43 @@ class WorkerFailed(Exception):
     """A load generator process failed or broke the protocol."""
 
 
-async def run_spec(spec: LoadSpec, ready: Callable[[], Awaitable[None]] | None = None) -> LoadResult:
-    """Run one spec in this process: connect, wait for ``ready`` (the start signal), load, close."""
+Phase = Callable[[], Awaitable[None]]
+
+
+async def run_spec(spec: LoadSpec, ready: Phase | None = None, held: Phase | None = None) -> LoadResult:
+    """Run one spec in this process: connect, wait for ``ready`` (the start signal), load,
+    (idle runs: wait for ``held`` with the connections open), close."""
     if isinstance(spec.workload, MqttTelemetrySpec):
-        return await mqtt_load.run_spec(spec, ready)
+        return await mqtt_load.run_spec(spec, ready, held)
     return await http_load.run_spec(spec, ready)
 
 
-async def run_load(spec: LoadSpec, processes: int) -> LoadResult:
-    """Run ``spec`` in ``processes`` worker processes side by side (0: in this process)."""
+async def run_load(
+    spec: LoadSpec, processes: int, *, on_ready: Phase | None = None, on_held: Phase | None = None
+) -> LoadResult:
+    """Run ``spec`` in ``processes`` worker processes side by side (0: in this process).
+
+    ``on_ready``: awaited once every connection is open, before the clock starts;
+    ``on_held``: idle runs, awaited after the hold with every connection still open.
+    """
     if processes <= 0:
-        return await run_spec(spec)
+        return await run_spec(spec, on_ready, on_held)
     specs = spec.split(processes)
     async with contextlib.AsyncExitStack() as stack:
         workers = [await stack.enter_async_context(_Worker.start()) for _ in specs]
         async with asyncio.timeout(spec.setup_timeout):
             await asyncio.gather(*(w.prepare(s) for w, s in zip(workers, specs, strict=True)))
+        if on_ready is not None:
+            await on_ready()
         for worker in workers:
             worker.go()
         async with asyncio.timeout(spec.deadline + _MARGIN):
+            if spec.mode == "idle":
+                await asyncio.gather(*(w.held() for w in workers))
+                if on_held is not None:
+                    await on_held()
+                for worker in workers:
+                    worker.release()
             results = await asyncio.gather(*(w.result() for w in workers))
     return merge_all(results)
 
@@ -97,6 +119,14 @@ class _Worker:
         assert self._process.stdin is not None
         self._process.stdin.write(b"go\n")
 
+    async def held(self) -> None:
+        if orjson.loads(await self._line()) != {"held": True}:
+            raise WorkerFailed("the load generator did not report its hold")
+
+    def release(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.write(b"release\n")
+
     async def result(self) -> LoadResult:
         return LoadResult.from_json(orjson.loads(await self._line()))
 
@@ -119,8 +149,13 @@ async def _serve_one() -> None:
         if (await reader.readline()).strip() != b"go":
             raise WorkerFailed("expected 'go' from the bench")
 
+    async def held() -> None:
+        _emit({"held": True})
+        if (await reader.readline()).strip() != b"release":
+            raise WorkerFailed("expected 'release' from the bench")
+
     async with asyncio.timeout(spec.setup_timeout + spec.deadline + _MARGIN):
-        result = await run_spec(spec, ready)
+        result = await run_spec(spec, ready, held)
     _emit(result.to_json(histogram=True))
 
 
@@ -130,6 +165,7 @@ def _emit(document: dict[str, Any]) -> None:
 
 
 def main() -> int:
+    raise_open_files_limit()  # an idle run holds thousands of connections
     runtime.run(_serve_one())
     return 0
 

@@ -188,3 +188,54 @@ async def test_shutdown_tells_mqtt5_clients_with_0x8b(database_url, tmp_path, ra
         await client.connect(token)
         await gw.stop()
         assert await client.packet() == Disconnect(Reason.SERVER_SHUTTING_DOWN)
+
+
+async def test_database_connections_killed_mid_run_lose_nothing_acknowledged(
+    base_url, gateway, database_url, raw_clients
+) -> None:
+    """PostgreSQL's connections are terminated while QoS 1 messages stream in: no PUBACK
+    leaves before a commit, the writers reconnect, and every acknowledged message is
+    stored exactly once; what was not acknowledged the client sends again (DUP) and it
+    lands too."""
+    import asyncpg
+
+    token, name, _ = await token_for(gateway, base_url)
+    client = await raw_clients(port_of(gateway))
+    assert (await client.connect(token)).reason_code == 0
+    admin = await asyncpg.connect(database_url)
+    try:
+        acknowledged: set[int] = set()
+        total = 200
+        for packet_id in range(1, total + 1):
+            reading = {"ts": 1767225600000 + packet_id, "values": {"seq": packet_id}}
+            await client.send(Publish("v1/devices/me/telemetry", orjson.dumps(reading), qos=1, packet_id=packet_id))
+            if packet_id == total // 2:
+                killed = await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE pid <> pg_backend_pid() AND datname = current_database() AND backend_type = 'client backend'")
+                assert killed >= 1
+        while len(acknowledged) < total:
+            try:
+                ack = await client.packet(timeout=10)
+            except ConnectionError:
+                break
+            assert isinstance(ack, PubAck)
+            acknowledged.add(ack.packet_id)
+        stored = {r["long_v"] for r in await gateway.services.pool.fetch(
+            "SELECT t.long_v FROM ts_kv t JOIN devices d ON d.id = t.device_id WHERE d.name = $1", name)}
+        assert acknowledged <= stored  # nothing acknowledged is missing
+        # Whatever was not acknowledged is sent again on a new connection, as a client does.
+        missing = sorted(set(range(1, total + 1)) - acknowledged)
+        if missing:
+            again = await raw_clients(port_of(gateway))
+            await again.connect(token)
+            for packet_id in missing:
+                reading = {"ts": 1767225600000 + packet_id, "values": {"seq": packet_id}}
+                await again.send(Publish("v1/devices/me/telemetry", orjson.dumps(reading), qos=1,
+                                         packet_id=packet_id, dup=True))
+            assert {(await again.packet()).packet_id for _ in missing} == set(missing)
+        count = await gateway.services.pool.fetchval(
+            "SELECT count(*) FROM ts_kv t JOIN devices d ON d.id = t.device_id WHERE d.name = $1", name)
+        assert count == total  # every message once: no loss, no duplicate
+    finally:
+        await admin.close()

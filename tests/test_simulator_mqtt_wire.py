@@ -227,7 +227,7 @@ async def test_packet_ids_cycle_and_skip_those_in_flight() -> None:
 
 
 async def test_acknowledgements_in_one_chunk_and_split() -> None:
-    conn, transport, owner = connected(version=MQTT_5)
+    conn, _, owner = connected(version=MQTT_5)
     conn.publish(4, 7)
     chunk = b"\x40\x02\x00\x01" + b"\x40\x03\x00\x02\x87" + b"\x40\x04\x00\x03\x10\x00" + b"\x40\x03\x00\x04\x00"
     for i in range(0, len(chunk), 3):

@@ -373,9 +373,18 @@ class MqttSession(asyncio.Protocol):
             self._close()
             return
         try:
-            request = request_from_json(payloads.loads(publish.payload), source="mqtt")
+            body = payloads.loads(publish.payload)
         except InvalidInput:
+            body = None
+        if not isinstance(body, dict):
             self._ack_now(publish, Reason.PAYLOAD_FORMAT_INVALID)
+            self._close()
+            return
+        try:
+            request = request_from_json(body, source="mqtt")
+        except InvalidInput:
+            # Missing key or secret, an unknown credentialsType: ThingsBoard's runtime error (spec 1.4).
+            self._ack_now(publish, Reason.IMPLEMENTATION_SPECIFIC_ERROR)
             self._close()
             return
         self._ctx.spawn(self._provision(publish, request))
@@ -400,7 +409,7 @@ class MqttSession(asyncio.Protocol):
                 self._subscriptions[subscription.topic_filter] = granted
                 codes.append(granted)
             else:
-                codes.append(Reason.NOT_AUTHORIZED if self._version == MQTT_5 else 0x80)
+                codes.append(Reason.TOPIC_FILTER_INVALID if self._version == MQTT_5 else 0x80)
         self._queue_ack(codec.encode(SubAck(subscribe.packet_id, tuple(codes)), self._version))
 
     def _may_subscribe(self, topic_filter: str) -> bool:

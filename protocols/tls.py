@@ -1,0 +1,53 @@
+"""TLS for the device listeners: TLS 1.2 at least, a client certificate optional.
+
+A certificate a client presents must chain to a trust anchor: a registered
+device certificate (X509_CERTIFICATE credentials), which is its own anchor
+thanks to VERIFY_X509_PARTIAL_CHAIN. Python's ``ssl`` hands the server only the
+leaf, so the front-end then looks the device up by that leaf's credentials hash.
+
+Anchors change while the gateway runs (a device provisions a certificate); the
+context is rebuilt and handed to each new handshake by the SNI callback, which
+OpenSSL calls for every ClientHello, with or without a server name.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Iterable
+
+log = logging.getLogger(__name__)
+
+
+class DeviceTls:
+    def __init__(self, cert_file: str, key_file: str) -> None:
+        self._cert_file, self._key_file = cert_file, key_file
+        self._current = self._build(())
+        self.context = self._build(())
+        self.context.sni_callback = self._hand_over
+
+    def set_anchors(self, certificates_pem: Iterable[str]) -> None:
+        """Trust exactly these certificates (PEM) for the handshakes from now on."""
+        self._current = self._build(certificates_pem)
+
+    def _hand_over(self, ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+        ssl_object.context = self._current
+
+    def _build(self, anchors: Iterable[str]) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self._cert_file, self._key_file)
+        # A handshake keeps the verify mode and flags of the context it began with; only
+        # the trust store follows the swap, so every context carries both.
+        context.verify_mode = ssl.CERT_OPTIONAL
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        pem = "\n".join(anchors)
+        if pem:
+            context.load_verify_locations(cadata=pem)
+        return context
+
+
+def pem_of(trimmed_base64: str) -> str:
+    """A stored certificate (Base64 body, as ThingsBoard keeps it) as PEM."""
+    lines = [trimmed_base64[i:i + 64] for i in range(0, len(trimmed_base64), 64)]
+    return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
