@@ -164,7 +164,7 @@ def _convert(key: str, raw: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
             value = _bool(raw)
         elif base in (int, float):
             if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-                raise ValueError(f"must be a number")
+                raise ValueError("must be a number")
             value = base(raw)
         elif base is str:
             if not isinstance(raw, str):

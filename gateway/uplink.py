@@ -13,9 +13,14 @@ from typing import Any
 
 from gateway import codec, metrics
 from gateway.codec import PayloadLimits
-from gateway.ingest import IngestPipeline
+from gateway.ingest import IngestPipeline, Receipt
 from gateway.model import AttributeMessage, AttributeScope, DeviceIdentity, TelemetryMessage
 from gateway.ports import AttributeReader
+
+
+# One entry per device sending server-stamped telemetry; cleared when this many, which
+# costs at most one millisecond's uniqueness for devices then sending.
+_MAX_TRACKED_DEVICES = 1_000_000
 
 
 def now_ms() -> int:
@@ -30,21 +35,45 @@ class Uplink:
         self._attributes = attributes
         self.limits = limits
         self._ack_stored = ack_stored
+        self._last_server_ts: dict[str, int] = {}
 
-    def submit_telemetry(self, device: DeviceIdentity, payload: Any, protocol: str) -> asyncio.Future[None] | None:
-        """Queue a decoded telemetry payload; raises the codec's and the queue's errors."""
-        readings = codec.telemetry_from_json(payload, now_ms(), self.limits)
-        return self._submit(TelemetryMessage(device.device_id, readings), protocol, "telemetry")
+    def submit_telemetry(
+        self, device: DeviceIdentity, payload: Any, protocol: str, receipt: Receipt | None = None
+    ) -> asyncio.Future[None] | None:
+        """Queue a decoded telemetry payload; raises the codec's and the queue's errors.
 
-    def submit_attributes(self, device: DeviceIdentity, payload: Any, protocol: str) -> asyncio.Future[None] | None:
+        With a ``receipt`` it is told when the message may be acknowledged and None is
+        returned; without one, the future returned completes then (None: at once)."""
+        readings = codec.telemetry_from_json(payload, self._server_ts(device.device_id), self.limits)
+        return self._submit(TelemetryMessage(device.device_id, readings), protocol, "telemetry", receipt)
+
+    def _server_ts(self, device_id: str) -> int:
+        """The time for readings that carry none: strictly increasing per device, so that two
+        messages stored in the same millisecond do not overwrite each other ((device, key, ts)
+        is the row's key), and each acknowledged value stays."""
+        now = now_ms()
+        last = self._last_server_ts.get(device_id, 0)
+        ts = now if now > last else last + 1
+        if len(self._last_server_ts) >= _MAX_TRACKED_DEVICES:
+            self._last_server_ts.clear()
+        self._last_server_ts[device_id] = ts
+        return ts
+
+    def submit_attributes(
+        self, device: DeviceIdentity, payload: Any, protocol: str, receipt: Receipt | None = None
+    ) -> asyncio.Future[None] | None:
         values = codec.attributes_from_json(payload, self.limits)
         message = AttributeMessage(device.device_id, AttributeScope.CLIENT, now_ms(), values)
-        return self._submit(message, protocol, "attributes")
+        return self._submit(message, protocol, "attributes", receipt)
 
     def _submit(
-        self, message: TelemetryMessage | AttributeMessage, protocol: str, kind: str
+        self, message: TelemetryMessage | AttributeMessage, protocol: str, kind: str, receipt: Receipt | None
     ) -> asyncio.Future[None] | None:
-        future = self._pipeline.submit(message, wait_stored=self._ack_stored)
+        if receipt is not None and not self._ack_stored:
+            future = self._pipeline.submit(message)
+            receipt.stored()
+        else:
+            future = self._pipeline.submit(message, wait_stored=self._ack_stored, receipt=receipt)
         metrics.MESSAGES.counts[(protocol, kind)] += 1
         metrics.DATAPOINTS.counts[(protocol,)] += message.rows
         return future

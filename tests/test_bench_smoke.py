@@ -78,3 +78,24 @@ async def test_unknown_scenario_is_a_usage_error() -> None:
         _, err = await process.communicate()
     assert process.returncode == 2
     assert b"invalid choice" in err
+
+
+async def test_bench_mqtt_against_the_gateway() -> None:
+    status, report, log = await bench("mqtt", "--devices", "20", *_LOAD)
+    assert status == 0, log
+    assert report["scenario"] == "mqtt"
+    assert {"gateway_max", "gateway_rate"} <= set(report["runs"])
+    for name in ("gateway_max", "gateway_rate"):
+        assert_run_shape(report["runs"][name])
+    # PUBACK means stored: exactly one row per acknowledged data point.
+    assert report["checks"]["rows in ts_kv"] == report["checks"]["data points acknowledged"]
+    assert report["error_count"] == 0, log
+
+
+async def test_bench_idle_connections_against_the_gateway() -> None:
+    status, report, log = await bench("idle-connections", "--connections", "200", "--duration", "1", "--json")
+    assert status == 0, log
+    assert report["error_count"] == 0, log
+    assert report["runs"]["gateway_idle"]["connections"] == 200
+    assert report["checks"]["gateway connections held"] == 200
+    assert report["checks"]["connections verified"] is True

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from protocols.mqtt.packets import (
-    MQTT_5, ConnAck, Connect, Disconnect, Property, PubAck, Publish, Reason, Will,
+    MQTT_5, Connect, Disconnect, Property, PubAck, Publish, Reason, Will,
 )
 from tests.mqtt_raw import RawMqtt
 from tests.support import gateway_settings, new_tenant, running_gateway
@@ -239,3 +239,15 @@ async def test_database_connections_killed_mid_run_lose_nothing_acknowledged(
         assert count == total  # every message once: no loss, no duplicate
     finally:
         await admin.close()
+
+
+async def test_pipelined_messages_without_ts_each_keep_their_row(base_url, gateway, raw_clients) -> None:
+    """Server-stamped readings of one device never share a millisecond: none overwrites another."""
+    token, name, _ = await token_for(gateway, base_url)
+    client = await raw_clients(port_of(gateway))
+    await client.connect(token)
+    for packet_id in range(1, 51):
+        await client.send(Publish("v1/devices/me/telemetry", orjson.dumps({"n": packet_id}), qos=1,
+                                  packet_id=packet_id))
+    assert [(await client.packet()).packet_id for _ in range(50)] == list(range(1, 51))
+    assert await rows(gateway, name) == 50

@@ -14,7 +14,8 @@ from gateway.ingest import IngestPipeline
 from gateway.provisioning import ProvisioningService
 from gateway.uplink import Uplink
 from protocols.mqtt.connect import Limits
-from protocols.mqtt.session import MqttContext, MqttSession
+from protocols.mqtt.context import MqttContext
+from protocols.mqtt.session import MqttSession
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,24 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, cast
 
 import orjson
 
 from gateway import codec as payloads
 from gateway import metrics
-from gateway.auth import DeviceAuthenticator
-from gateway.downlink import Downlink
 from gateway.errors import GatewayError, InvalidInput, Overloaded
-from gateway.ingest import IngestPipeline
 from gateway.model import DeviceIdentity
-from gateway.provision_json import request_from_json, response_to_json
-from gateway.provisioning import ProvisioningService
-from gateway.uplink import Uplink, split_keys
-from protocols.mqtt import codec, topics
-from protocols.mqtt.connect import Admitted, Limits, Refused, admit
+from gateway.provision_json import response_to_json
+from protocols.mqtt import codec, requests, topics
+from protocols.mqtt.acks import AckQueue
+from protocols.mqtt.context import MqttContext
+from protocols.mqtt.connect import Admitted, Refused, admit
+from protocols.mqtt.subscriptions import Subscriptions
 from protocols.mqtt.packets import (
     MQTT_5, Auth, ConnAck, Connect, Disconnect, Packet, PingReq, Property, PubAck, PubComp, Publish, PubRec,
     PubRel, Reason, SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -37,30 +34,6 @@ from protocols.mqtt.packets import (
 
 log = logging.getLogger(__name__)
 PROTOCOL = "mqtt"
-
-
-@dataclass(frozen=True, slots=True)
-class MqttContext:
-    """What every session shares: the core services, the limits, and its owner's task spawner."""
-
-    auth: DeviceAuthenticator
-    uplink: Uplink
-    provisioning: ProvisioningService
-    downlink: Downlink
-    pipeline: IngestPipeline
-    limits: Limits
-    connect_timeout: float
-    provision_close_after: float
-    max_connections: int
-    spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
-    sessions: set[MqttSession]
-
-
-class _Ack:
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes | None = None) -> None:
-        self.data = data
 
 
 class MqttSession(asyncio.Protocol):
@@ -73,11 +46,9 @@ class MqttSession(asyncio.Protocol):
         self._admitted: Admitted | None = None
         self._connecting = False
         self._backlog: deque[Packet] = deque()  # packets that arrived while CONNECT or the queue was pending
-        self._acks: deque[_Ack] = deque()
-        self._inflight = 0
-        self._qos2: set[int] = set()
+        self._acks = AckQueue(self._write, self._on_stored, self._close)
         self._aliases: dict[int, str] = {}
-        self._subscriptions: dict[str, int] = {}
+        self._subscriptions = Subscriptions(provisioning_only=True)
         self._next_packet_id = 0
         self._paused_for: set[str] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -186,7 +157,7 @@ class MqttSession(asyncio.Protocol):
     # CONNECT
 
     def _on_connect(self, connect: Connect) -> None:
-        self._version = connect.protocol_level
+        self._version = self._acks.version = connect.protocol_level
         self._connecting = True
         self._ctx.spawn(self._admit(connect))
 
@@ -201,6 +172,7 @@ class MqttSession(asyncio.Protocol):
             self._close()
             return
         self._admitted = decision
+        self._subscriptions = Subscriptions(provisioning_only=decision.device is None)
         self._will = connect.will if decision.will_accepted else None
         if decision.device is not None:
             self._ctx.downlink.attach(decision.device.device_id, self)
@@ -222,11 +194,11 @@ class MqttSession(asyncio.Protocol):
         topic = self._resolve_alias(publish)
         if topic is None:
             return
-        if publish.qos == 2 and publish.packet_id in self._qos2:
+        if publish.qos == 2 and publish.packet_id in self._acks.qos2:
             # A retransmission of a message already stored: answer it again, store nothing.
-            self._queue_ack(codec.encode_pubrec(publish.packet_id, Reason.SUCCESS, self._version))
+            self._acks.ready(codec.encode_pubrec(publish.packet_id, Reason.SUCCESS, self._version))
             return
-        if publish.qos and self._inflight >= self._ctx.limits.receive_maximum:
+        if publish.qos and self._acks.in_flight >= self._ctx.limits.receive_maximum:
             self._abort(Reason.RECEIVE_MAXIMUM_EXCEEDED, "more QoS 1 and 2 messages in flight than allowed")
             return
         device = self._admitted.device if self._admitted else None
@@ -241,22 +213,18 @@ class MqttSession(asyncio.Protocol):
         try:
             payload = payloads.loads(publish.payload)
             if route.kind is topics.Kind.TELEMETRY:
-                future = self._ctx.uplink.submit_telemetry(device, payload, PROTOCOL)
+                self._store(publish, self._ctx.uplink.submit_telemetry, device, payload)
             elif route.kind is topics.Kind.ATTRIBUTES:
-                future = self._ctx.uplink.submit_attributes(device, payload, PROTOCOL)
+                self._store(publish, self._ctx.uplink.submit_attributes, device, payload)
             else:
                 self._ack_now(publish, Reason.SUCCESS)
                 self._on_request(device, route, payload)
-                return
         except Overloaded:
             raise
         except InvalidInput as exc:
             self._refuse_payload(publish, device, exc)
-            return
         except GatewayError as exc:
             self._abort(Reason.SERVER_UNAVAILABLE, exc.message)
-            return
-        self._ack_when_stored(publish, future)
 
     def _resolve_alias(self, publish: Publish) -> str | None:
         alias = publish.properties.get(Property.TOPIC_ALIAS) if publish.properties else None
@@ -276,58 +244,34 @@ class MqttSession(asyncio.Protocol):
             self._abort(Reason.PROTOCOL_ERROR, f"topic alias {alias} was never set")
         return topic
 
-    def _ack_when_stored(self, publish: Publish, future: asyncio.Future[None] | None) -> None:
+    def _store(self, publish: Publish, submit: Callable[..., Any], device: DeviceIdentity, payload: Any) -> None:
+        """Hand the message to the pipeline; its acknowledgement waits in order for the commit."""
         if publish.qos == 0:
+            submit(device, payload, PROTOCOL)
             return
-        if future is None:
-            self._ack_now(publish, Reason.SUCCESS)
-            return
-        slot = _Ack()
-        self._acks.append(slot)
-        self._inflight += 1
-        if self._inflight >= self._ctx.limits.receive_maximum and self._version != MQTT_5:
+        receipt = self._acks.waiting(cast(int, publish.packet_id), publish.qos)
+        try:
+            submit(device, payload, PROTOCOL, receipt)
+        except BaseException:
+            self._acks.withdraw()
+            raise
+        if self._acks.in_flight >= self._ctx.limits.receive_maximum and self._version != MQTT_5:
             # A 3.1.1 client does not know the limit: slow it down instead (MQTT 5 clients
             # are told it in CONNACK and disconnected for exceeding it, MQTT-3.3.4-9).
             self._pause("inflight")
-        packet_id = cast(int, publish.packet_id)
-        qos = publish.qos
 
-        def stored(done: asyncio.Future[None]) -> None:
-            self._inflight -= 1
-            if done.cancelled() or done.exception() is not None:
-                # Not stored: no acknowledgement; the client retransmits after reconnecting.
-                self._close()
-                return
-            if qos == 2:
-                self._qos2.add(packet_id)
-                slot.data = codec.encode_pubrec(packet_id, Reason.SUCCESS, self._version)
-            else:
-                slot.data = codec.encode_puback(packet_id, Reason.SUCCESS, self._version)
-            self._flush_acks()
-            if "inflight" in self._paused_for and self._inflight < self._ctx.limits.receive_maximum:
-                self._resume("inflight")
-
-        future.add_done_callback(stored)
+    def _on_stored(self) -> None:
+        if "inflight" in self._paused_for and self._acks.in_flight < self._ctx.limits.receive_maximum:
+            self._resume("inflight")
 
     def _ack_now(self, publish: Publish, reason: int) -> None:
+        packet_id = cast(int, publish.packet_id)
         if publish.qos == 1:
-            self._queue_ack(codec.encode_puback(cast(int, publish.packet_id), reason, self._version))
+            self._acks.ready(codec.encode_puback(packet_id, reason, self._version))
         elif publish.qos == 2:
             if reason < 0x80:
-                self._qos2.add(cast(int, publish.packet_id))
-            self._queue_ack(codec.encode_pubrec(cast(int, publish.packet_id), reason, self._version))
-
-    def _queue_ack(self, data: bytes) -> None:
-        self._acks.append(_Ack(data))
-        self._flush_acks()
-
-    def _flush_acks(self) -> None:
-        ready = []
-        acks = self._acks
-        while acks and acks[0].data is not None:
-            ready.append(cast(bytes, acks.popleft().data))
-        if ready:
-            self._write(b"".join(ready))
+                self._acks.qos2.add(packet_id)
+            self._acks.ready(codec.encode_pubrec(packet_id, reason, self._version))
 
     def _refuse_payload(self, publish: Publish, device: DeviceIdentity, exc: InvalidInput) -> None:
         """Malformed payload: PUBACK 0x99 on MQTT 5 (or when the product asks for it), else close."""
@@ -339,10 +283,10 @@ class MqttSession(asyncio.Protocol):
             self._close()
 
     def _on_pubrel(self, pubrel: PubRel) -> None:
-        known = pubrel.packet_id in self._qos2
-        self._qos2.discard(pubrel.packet_id)
+        known = pubrel.packet_id in self._acks.qos2
+        self._acks.qos2.discard(pubrel.packet_id)
         reason = Reason.SUCCESS if known else Reason.PACKET_IDENTIFIER_NOT_FOUND
-        self._queue_ack(codec.encode_pubcomp(pubrel.packet_id, reason, self._version))
+        self._acks.ready(codec.encode_pubcomp(pubrel.packet_id, reason, self._version))
 
     # requests that are answered, not stored
 
@@ -351,40 +295,20 @@ class MqttSession(asyncio.Protocol):
         if route.kind is topics.Kind.RPC_RESPONSE:
             self._ctx.downlink.rpc_reply(device.device_id, request_id, payload)
         elif route.kind is topics.Kind.RPC_REQUEST:
-            method = payload.get("method") if isinstance(payload, dict) else None
-            reply = self._ctx.downlink.client_rpc(method, payload.get("params") if isinstance(payload, dict) else None)
-            self._publish(topics.rpc_response_topic(request_id, route.short), orjson.dumps(reply))
+            answer = requests.client_rpc_answer(self._ctx.downlink, payload)
+            self._publish(topics.rpc_response_topic(request_id, route.short), answer)
         elif route.kind is topics.Kind.ATTRIBUTE_REQUEST:
             self._ctx.spawn(self._answer_attributes(device, request_id, route.short, payload))
 
     async def _answer_attributes(self, device: DeviceIdentity, request_id: int, short: bool, payload: Any) -> None:
-        keys = payload if isinstance(payload, dict) else {}
-        client, shared = (split_keys(v) if isinstance(v, str) else None
-                          for v in (keys.get("clientKeys"), keys.get("sharedKeys")))
-        try:
-            result = await self._ctx.uplink.read_attributes(device, client, shared)
-        except GatewayError as exc:
-            result = {"error": exc.message}
-        self._publish(topics.attribute_response_topic(request_id, short), orjson.dumps(result))
+        answer = await requests.attributes_answer(self._ctx.uplink, device, payload)
+        self._publish(topics.attribute_response_topic(request_id, short), answer)
 
     def _on_provision_publish(self, publish: Publish, topic: str) -> None:
-        if topic != topics.PROVISION_REQUEST:
-            self._ack_now(publish, Reason.TOPIC_NAME_INVALID)
-            self._close()
-            return
-        try:
-            body = payloads.loads(publish.payload)
-        except InvalidInput:
-            body = None
-        if not isinstance(body, dict):
-            self._ack_now(publish, Reason.PAYLOAD_FORMAT_INVALID)
-            self._close()
-            return
-        try:
-            request = request_from_json(body, source="mqtt")
-        except InvalidInput:
-            # Missing key or secret, an unknown credentialsType: ThingsBoard's runtime error (spec 1.4).
-            self._ack_now(publish, Reason.IMPLEMENTATION_SPECIFIC_ERROR)
+        request = (requests.provision_request(publish.payload) if topic == topics.PROVISION_REQUEST
+                   else Reason.TOPIC_NAME_INVALID)
+        if isinstance(request, int):
+            self._ack_now(publish, request)
             self._close()
             return
         self._ctx.spawn(self._provision(publish, request))
@@ -402,44 +326,29 @@ class MqttSession(asyncio.Protocol):
     # SUBSCRIBE
 
     def _on_subscribe(self, subscribe: Subscribe) -> None:
-        codes = []
-        for subscription in subscribe.subscriptions:
-            if self._may_subscribe(subscription.topic_filter):
-                granted = min(subscription.qos, 1)  # as ThingsBoard: QoS 2 is granted as 1
-                self._subscriptions[subscription.topic_filter] = granted
-                codes.append(granted)
-            else:
-                codes.append(Reason.TOPIC_FILTER_INVALID if self._version == MQTT_5 else 0x80)
-        self._queue_ack(codec.encode(SubAck(subscribe.packet_id, tuple(codes)), self._version))
-
-    def _may_subscribe(self, topic_filter: str) -> bool:
-        if self.device is None:
-            return topic_filter == topics.PROVISION_RESPONSE
-        return topic_filter in topics.DEVICE_FILTERS
+        codes = tuple(self._subscriptions.subscribe(s, self._version) for s in subscribe.subscriptions)
+        self._acks.ready(codec.encode(SubAck(subscribe.packet_id, codes), self._version))
 
     def _on_unsubscribe(self, unsubscribe: Unsubscribe) -> None:
-        codes = tuple(Reason.SUCCESS if self._subscriptions.pop(f, None) is not None
-                      else Reason.NO_SUBSCRIPTION_EXISTED for f in unsubscribe.topic_filters)
-        self._queue_ack(codec.encode(UnsubAck(unsubscribe.packet_id, codes), self._version))
+        codes = tuple(self._subscriptions.unsubscribe(f) for f in unsubscribe.topic_filters)
+        self._acks.ready(codec.encode(UnsubAck(unsubscribe.packet_id, codes), self._version))
 
     # downlink (gateway.downlink.DeviceChannel)
 
     def push_attributes(self, update: dict[str, Any]) -> None:
         body = orjson.dumps(update)
-        for topic_filter, (feed, short) in topics.DEVICE_FILTERS.items():
-            if feed is topics.Feed.ATTRIBUTE_UPDATES and topic_filter in self._subscriptions:
-                self._publish(topics.attribute_update_topic(short), body)
+        for short in self._subscriptions.feeds(topics.Feed.ATTRIBUTE_UPDATES):
+            self._publish(topics.attribute_update_topic(short), body)
 
     def push_rpc(self, request_id: int, method: str, params: Any) -> None:
         # MQTT omits the id: it is in the topic.
         body = orjson.dumps({"method": method, "params": params})
-        for topic_filter, (feed, short) in topics.DEVICE_FILTERS.items():
-            if feed is topics.Feed.RPC_REQUESTS and topic_filter in self._subscriptions:
-                self._publish(topics.rpc_request_topic(request_id, short), body)
+        for short in self._subscriptions.feeds(topics.Feed.RPC_REQUESTS):
+            self._publish(topics.rpc_request_topic(request_id, short), body)
 
     def _publish(self, topic: str, payload: bytes) -> None:
         """Send to the device at the QoS its matching subscription was granted (0 without one)."""
-        qos = max((q for f, q in self._subscriptions.items() if _matches(f, topic)), default=0)
+        qos = self._subscriptions.qos_for(topic)
         packet_id = None
         if qos:
             self._next_packet_id = self._next_packet_id % 65_535 + 1
@@ -524,11 +433,3 @@ class MqttSession(asyncio.Protocol):
             self._closing = True
             self._transport.close()
 
-
-def _matches(topic_filter: str, topic: str) -> bool:
-    if topic_filter == topic:
-        return True
-    if topic_filter.endswith("/+"):
-        prefix = topic_filter[:-1]
-        return topic.startswith(prefix) and "/" not in topic[len(prefix):]
-    return False

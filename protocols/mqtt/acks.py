@@ -1,0 +1,95 @@
+"""A session's acknowledgements, leaving in the order their PUBLISHes came (MQTT-4.6.0-2).
+
+Each is ready, or waiting for its message to be stored: the waiting ones are the
+ingest pipeline's receipts, told directly when their batch commits. Those that
+are ready are written together once per event-loop pass, not once per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from protocols.mqtt import codec
+from protocols.mqtt.packets import Reason
+
+
+class PendingAck:
+    """One acknowledgement in the queue: its bytes once ready."""
+
+    __slots__ = ("data", "queue", "packet_id", "qos")
+
+    def __init__(self, data: bytes | None, queue: AckQueue | None = None, packet_id: int = 0, qos: int = 0) -> None:
+        self.data = data
+        self.queue = queue
+        self.packet_id = packet_id
+        self.qos = qos
+
+    def stored(self) -> None:
+        if self.data is None and self.queue is not None:
+            self.queue.stored(self)
+
+    def failed(self, error: BaseException) -> None:
+        if self.data is None and self.queue is not None:
+            self.queue.not_stored()
+
+
+class AckQueue:
+    def __init__(
+        self, write: Callable[[bytes], None], on_progress: Callable[[], None], on_failure: Callable[[], None]
+    ) -> None:
+        self.version = 4
+        self.in_flight = 0  # QoS 1 and 2 messages waiting for their commit
+        self.qos2: set[int] = set()  # QoS 2 packet ids stored and not yet released (PUBREL)
+        self._slots: deque[PendingAck] = deque()
+        self._write = write
+        self._on_progress = on_progress
+        self._on_failure = on_failure
+        self._scheduled = False
+        self._loop = asyncio.get_running_loop()
+
+    def ready(self, data: bytes) -> None:
+        """An acknowledgement that needs no commit: it still waits for those before it."""
+        self._slots.append(PendingAck(data))
+        self.flush()
+
+    def waiting(self, packet_id: int, qos: int) -> PendingAck:
+        """A slot for a message about to be stored: the receipt to give the pipeline."""
+        slot = PendingAck(None, self, packet_id, qos)
+        self._slots.append(slot)
+        self.in_flight += 1
+        return slot
+
+    def withdraw(self) -> None:
+        """The message of the last slot was refused before it was queued."""
+        self._slots.pop()
+        self.in_flight -= 1
+
+    def stored(self, slot: PendingAck) -> None:
+        if slot.qos == 2:
+            self.qos2.add(slot.packet_id)
+            slot.data = codec.encode_pubrec(slot.packet_id, Reason.SUCCESS, self.version)
+        else:
+            slot.data = codec.encode_puback(slot.packet_id, Reason.SUCCESS, self.version)
+        self.in_flight -= 1
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush_stored)
+
+    def not_stored(self) -> None:
+        # No acknowledgement for a message that was not stored: the client sends it again.
+        self._on_failure()
+
+    def _flush_stored(self) -> None:
+        self._scheduled = False
+        self.flush()
+        self._on_progress()
+
+    def flush(self) -> None:
+        slots = self._slots
+        ready = []
+        while slots and slots[0].data is not None:
+            ready.append(slots.popleft().data)
+        if ready:
+            self._write(b"".join(ready))  # type: ignore[arg-type]

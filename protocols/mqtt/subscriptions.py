@@ -1,0 +1,50 @@
+"""What a session has subscribed to: which filters it may have, and at which QoS the
+gateway publishes to it (ThingsBoard grants at most QoS 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from protocols.mqtt import topics
+from protocols.mqtt.packets import MQTT_5, Reason, Subscription
+
+
+class Subscriptions:
+    def __init__(self, provisioning_only: bool) -> None:
+        self._provisioning_only = provisioning_only
+        self._granted: dict[str, int] = {}
+
+    def subscribe(self, subscription: Subscription, version: int) -> int:
+        """The SUBACK code: the QoS granted, or the refusal."""
+        if not self._allowed(subscription.topic_filter):
+            return Reason.TOPIC_FILTER_INVALID if version == MQTT_5 else 0x80
+        granted = min(subscription.qos, 1)
+        self._granted[subscription.topic_filter] = granted
+        return granted
+
+    def unsubscribe(self, topic_filter: str) -> int:
+        return Reason.SUCCESS if self._granted.pop(topic_filter, None) is not None else Reason.NO_SUBSCRIPTION_EXISTED
+
+    def _allowed(self, topic_filter: str) -> bool:
+        if self._provisioning_only:
+            return topic_filter == topics.PROVISION_RESPONSE
+        return topic_filter in topics.DEVICE_FILTERS
+
+    def feeds(self, feed: topics.Feed) -> Iterator[bool]:
+        """For each granted filter delivering ``feed``: whether it is the v2 short form."""
+        for topic_filter, (delivers, short) in topics.DEVICE_FILTERS.items():
+            if delivers is feed and topic_filter in self._granted:
+                yield short
+
+    def qos_for(self, topic: str) -> int:
+        """The QoS of the best matching subscription; 0 without one (answers go out anyway)."""
+        return max((qos for f, qos in self._granted.items() if _matches(f, topic)), default=0)
+
+
+def _matches(topic_filter: str, topic: str) -> bool:
+    if topic_filter == topic:
+        return True
+    if topic_filter.endswith("/+"):
+        prefix = topic_filter[:-1]
+        return topic.startswith(prefix) and "/" not in topic[len(prefix):]
+    return False
