@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
 
 from gateway.auth import DeviceAuthenticator
 from gateway.downlink import Downlink
 from gateway.ingest import IngestPipeline
+from gateway.tasks import OwnedTasks
 from gateway.provisioning import ProvisioningService
 from gateway.uplink import Uplink
+from protocols.listeners import listen
 from protocols.mqtt.connect import Limits
 from protocols.mqtt.context import MqttContext
 from protocols.mqtt.session import MqttSession
@@ -41,28 +41,19 @@ class MqttServer:
 
     def __init__(self, services: MqttServices, settings: MqttSettings) -> None:
         self._sessions: set[MqttSession] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = OwnedTasks()
         self._context = MqttContext(
             auth=services.auth, uplink=services.uplink, provisioning=services.provisioning,
             downlink=services.downlink, pipeline=services.pipeline, limits=settings.limits,
             connect_timeout=settings.connect_timeout, provision_close_after=settings.provision_close_after,
-            max_connections=settings.max_connections, spawn=self._spawn, sessions=self._sessions,
+            max_connections=settings.max_connections, spawn=self._tasks.spawn, sessions=self._sessions,
         )
         self._servers: list[asyncio.Server] = []
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
-        server = await asyncio.get_running_loop().create_server(
-            lambda: MqttSession(self._context), host, port, ssl=ssl_context, backlog=4096, reuse_port=True,
-            ssl_handshake_timeout=10 if ssl_context else None,
-        )
+        server, bound = await listen(lambda: MqttSession(self._context), host, port, ssl_context)
         self._servers.append(server)
-        return server.sockets[0].getsockname()[1]
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return bound
 
     async def stop_accepting(self) -> None:
         for server in self._servers:
@@ -71,6 +62,4 @@ class MqttServer:
     async def close(self) -> None:
         for session in list(self._sessions):
             session.shutdown()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.finish()

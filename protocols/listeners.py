@@ -1,0 +1,22 @@
+"""A device listener's socket, the same for every TCP front-end."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+
+# Devices reconnect in storms: a deep accept backlog; a TLS handshake that never ends is refused.
+_BACKLOG = 4096
+_TLS_HANDSHAKE_SECONDS = 10
+
+
+async def listen(
+    factory: Callable[[], asyncio.BaseProtocol], host: str, port: int, ssl_context: ssl.SSLContext | None
+) -> tuple[asyncio.Server, int]:
+    """The server and the port it really bound (``port`` may be 0 for any)."""
+    server = await asyncio.get_running_loop().create_server(
+        factory, host, port, ssl=ssl_context, backlog=_BACKLOG, reuse_port=True,
+        ssl_handshake_timeout=_TLS_HANDSHAKE_SECONDS if ssl_context else None,
+    )
+    return server, server.sockets[0].getsockname()[1]
