@@ -251,3 +251,22 @@ async def test_pipelined_messages_without_ts_each_keep_their_row(base_url, gatew
                                   packet_id=packet_id))
     assert [(await client.packet()).packet_id for _ in range(50)] == list(range(1, 51))
     assert await rows(gateway, name) == 50
+
+
+async def test_nothing_larger_than_the_client_takes_is_sent(base_url, gateway, management, raw_clients) -> None:
+    token, name, tenant = await token_for(gateway, base_url)
+    client = await raw_clients(port_of(gateway), MQTT_5)
+    connack = await client.connect(token, properties={Property.MAXIMUM_PACKET_SIZE: 128})
+    assert connack.reason_code == 0
+    from protocols.mqtt.packets import Subscribe, Subscription
+
+    await client.send(Subscribe(1, (Subscription("v1/devices/me/attributes", 1),)))
+    await client.packet()  # SUBACK
+    device_id = await gateway.services.pool.fetchval("SELECT id FROM devices WHERE name = $1", name)
+    for value in ("x" * 200, "small"):
+        async with management.post(f"/v5/iot/{tenant.project_id}/devices/{device_id}/attributes",
+                                   params={"scope": "SHARED_SCOPE"}, json={"v": value},
+                                   headers={"X-Auth-Token": tenant.token}) as resp:
+            assert resp.status == 200
+    update = await client.packet()
+    assert orjson.loads(update.payload) == {"v": "small"}  # the oversize update was never sent

@@ -56,6 +56,7 @@ class MqttSession(asyncio.Protocol):
         self._closing = False
         self._clean_disconnect = False
         self._will: Any = None
+        self._client_max_packet = 0  # MQTT 5 CONNECT's Maximum Packet Size; 0: no limit
 
     @property
     def device(self) -> DeviceIdentity | None:
@@ -174,6 +175,7 @@ class MqttSession(asyncio.Protocol):
         self._admitted = decision
         self._subscriptions = Subscriptions(provisioning_only=decision.device is None)
         self._will = connect.will if decision.will_accepted else None
+        self._client_max_packet = connect.properties.get(Property.MAXIMUM_PACKET_SIZE, 0)
         if decision.device is not None:
             self._ctx.downlink.attach(decision.device.device_id, self)
         self._write(codec.encode(ConnAck(properties=decision.connack_properties), self._version))
@@ -353,7 +355,13 @@ class MqttSession(asyncio.Protocol):
         if qos:
             self._next_packet_id = self._next_packet_id % 65_535 + 1
             packet_id = self._next_packet_id
-        self._write(codec.encode(Publish(topic, payload, qos=qos, packet_id=packet_id), self._version))
+        packet = codec.encode(Publish(topic, payload, qos=qos, packet_id=packet_id), self._version)
+        if self._client_max_packet and len(packet) > self._client_max_packet:
+            # MQTT-3.1.2-24: never send a client more than it said it takes; the message is dropped.
+            metrics.BAD_REQUESTS.labels(PROTOCOL, "over_client_maximum").inc()
+            log.info("not sent: %d bytes on %s exceed the client's Maximum Packet Size", len(packet), topic)
+            return
+        self._write(packet)
 
     # flow control and timers
 
