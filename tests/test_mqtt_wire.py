@@ -270,3 +270,55 @@ async def test_nothing_larger_than_the_client_takes_is_sent(base_url, gateway, m
             assert resp.status == 200
     update = await client.packet()
     assert orjson.loads(update.payload) == {"v": "small"}  # the oversize update was never sent
+
+
+async def test_one_way_rpc_is_sent_and_answered_202(base_url, gateway, management, raw_clients) -> None:
+    token, name, tenant = await token_for(gateway, base_url)
+    client = await raw_clients(port_of(gateway))
+    await client.connect(token)
+    from protocols.mqtt.packets import Subscribe, Subscription
+
+    await client.send(Subscribe(1, (Subscription("v1/devices/me/rpc/request/+", 0),)))
+    await client.packet()  # SUBACK
+    device_id = await gateway.services.pool.fetchval("SELECT id FROM devices WHERE name = $1", name)
+    async with management.post(f"/v5/iot/{tenant.project_id}/devices/{device_id}/commands",
+                               json={"method": "blink", "params": 3, "oneway": True},
+                               headers={"X-Auth-Token": tenant.token}) as resp:
+        assert resp.status == 202
+    request = await client.packet()
+    assert request.topic.startswith("v1/devices/me/rpc/request/")
+    assert orjson.loads(request.payload) == {"method": "blink", "params": 3}
+
+
+async def test_product_switch_acknowledges_malformed_payloads_on_mqtt311(base_url, gateway, raw_clients) -> None:
+    import aiohttp
+
+    tenant = await new_tenant(gateway.services, send_ack_on_validation_error=True)
+    async with aiohttp.ClientSession(base_url) as http:
+        async with http.post("/api/v1/provision", json={
+                "deviceName": "lenient", "provisionDeviceKey": tenant.provision_key,
+                "provisionDeviceSecret": tenant.provision_secret}) as resp:
+            token = orjson.loads(await resp.read())["credentialsValue"]
+    client = await raw_clients(port_of(gateway))
+    await client.connect(token)
+    await client.send(Publish("v1/devices/me/telemetry", b"{not json", qos=1, packet_id=1))
+    assert await client.packet() == PubAck(1)
+    await client.send(Publish("v1/devices/me/telemetry", b'{"fine":1}', qos=1, packet_id=2))
+    assert await client.packet() == PubAck(2)  # still connected
+
+
+async def test_full_ingest_queue_pushes_back_and_loses_nothing(database_url, tmp_path, raw_clients) -> None:
+    settings = gateway_settings(str(tmp_path), ingest_queue_rows=6)
+    async with running_gateway(database_url, settings) as gw:
+        token, name, _ = await token_for(gw, next(l.url for l in gw.listeners if l.name == "http"))
+        client = await raw_clients(port_of(gw))
+        await client.connect(token)
+        async with writes_blocked(database_url):
+            for packet_id in range(1, 21):
+                await client.send(Publish("v1/devices/me/telemetry", b'{"a":1,"b":2,"c":3}', qos=1,
+                                          packet_id=packet_id))
+            with pytest.raises(TimeoutError):
+                await client.packet(timeout=0.5)
+        acks = [await client.packet() for _ in range(20)]
+        assert acks == [PubAck(i) for i in range(1, 21)]
+        assert await rows(gw, name) == 60
