@@ -1,10 +1,20 @@
 """The ingestion pipeline: a queue bounded in rows, one batcher, a few concurrent writers.
 
-A message's future completes once the transaction holding its rows has
-committed, which is what a stored acknowledgement waits for. When the queue is
-full, ``submit`` raises Overloaded (or ``wait_for_room`` blocks) rather than
-dropping anything; while the database is down, batches are retried with
-back-off and nothing is acknowledged.
+A message's receipt is told once the transaction holding its rows has committed,
+which is what a stored acknowledgement waits for. When the queue is full,
+``submit`` raises Overloaded (or ``wait_for_room`` blocks) rather than dropping
+anything; while the database is down, batches are retried with back-off and
+nothing is acknowledged.
+
+Batches being written at the same time never hold the same device: a message of a
+device that is in a batch still being written waits in the queue, in its place,
+for that batch to end. So a device's messages are stored in the order they came
+(a timestamp sent twice keeps the later value, as in ThingsBoard), and concurrent
+transactions never wait on each other's index entries. The queue stays one for all
+writers: one queue per writer, devices split among them by hash, reached the same
+maximum rate, but under a steady load it wrote a small batch per writer where one
+batch holds it all (at 15,000 messages/s, 197 batches a second against 92, each
+with its COPY and commit), and the PUBACK latency at 12,000 messages/s was worse.
 """
 
 from __future__ import annotations
@@ -72,14 +82,17 @@ class IngestPipeline:
     def __init__(self, writer: IngestWriter, settings: IngestSettings) -> None:
         self._writer = writer
         self._settings = settings
+        self._capacity = settings.capacity_rows
         # (message, its row count, the receipt its acknowledgement waits on)
         self._queue: deque[_Entry] = deque()
         self._queued_rows = 0
         self._inflight_rows = 0
+        self._writing: set[str] = set()  # devices in the batches being written
         self._nonempty = asyncio.Event()
         self._full = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        self._written = asyncio.Event()  # a batch ended: its devices may be taken again
         self._slots = asyncio.Semaphore(settings.writers)
         self._busy_writers = 0
         self._oldest_at = 0.0  # loop time the oldest queued message arrived
@@ -93,7 +106,7 @@ class IngestPipeline:
 
     @property
     def saturated(self) -> bool:
-        return self.depth_rows >= self._settings.capacity_rows
+        return self._queued_rows + self._inflight_rows >= self._capacity
 
     def start(self) -> None:
         # Read at scrape time: setting a gauge takes a lock, and submit is the hot path.
@@ -113,7 +126,8 @@ class IngestPipeline:
         if self._closing:
             raise Unavailable("The gateway is shutting down")
         rows = message.rows
-        if rows and self.depth_rows + rows > self._settings.capacity_rows and self.depth_rows:
+        depth = self._queued_rows + self._inflight_rows
+        if rows and depth + rows > self._capacity and depth:
             metrics.INGEST_REJECTED.inc()
             raise Overloaded("The ingest queue is full", retry_after=self._settings.retry_after)
         future = None
@@ -126,12 +140,12 @@ class IngestPipeline:
             return future
         if not self._queue:
             self._oldest_at = asyncio.get_running_loop().time()
+            self._nonempty.set()
         self._queue.append((message, rows, receipt))
         self._queued_rows += rows
-        self._nonempty.set()
         if self._queued_rows >= self._settings.batch_max_rows:
             self._full.set()
-        if self.saturated:
+        if depth + rows >= self._capacity:
             self._room.clear()
         return future
 
@@ -155,9 +169,10 @@ class IngestPipeline:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            unstored = Unavailable("The gateway shut down before the message was stored")
             for _, _, receipt in self._queue:
                 if receipt is not None:
-                    receipt.failed(Unavailable("The gateway shut down before the message was stored"))
+                    receipt.failed(unstored)
             self._queue.clear()
 
     async def _run(self) -> None:
@@ -169,15 +184,21 @@ class IngestPipeline:
                 self._nonempty.clear()
                 continue
             await self._slots.acquire()
-            self._busy_writers += 1
             if not self._full.is_set() and not self._closing:
                 try:
                     async with asyncio.timeout_at(self._oldest_at + self._settings.batch_max_age):
                         await self._full.wait()
                 except TimeoutError:
                     pass
-            batch = self._take(self._share())
-            task = asyncio.create_task(self._write(batch), name="ingest-write")
+            batch, rows, devices = self._take(self._share())
+            if not batch:
+                # Every queued message belongs to a device being written: wait for a batch to end.
+                self._slots.release()
+                self._written.clear()
+                await self._written.wait()
+                continue
+            self._busy_writers += 1
+            task = asyncio.create_task(self._write(batch, rows, devices), name="ingest-write")
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
         await asyncio.gather(*self._writes)
@@ -185,38 +206,56 @@ class IngestPipeline:
     def _share(self) -> int:
         """Rows for this batch: the queue split across the idle writers, so that a burst
         is written by all of them at once rather than by one while the others wait."""
-        idle = self._settings.writers - self._busy_writers + 1
+        idle = self._settings.writers - self._busy_writers
         share = max(-(-self._queued_rows // idle), _MIN_SHARE)
         return min(share, self._settings.batch_max_rows)
 
-    def _take(self, limit: int) -> list[_Entry]:
-        batch = []
+    def _take(self, limit: int) -> tuple[list[_Entry], int, set[str]]:
+        """Up to ``limit`` rows from the front of the queue, passing over (and leaving in
+        their places) the messages of devices that are being written."""
+        queue = self._queue
+        writing = self._writing
+        batch: list[_Entry] = []
+        devices: set[str] = set()
+        passed: list[_Entry] = []
         rows = 0
-        while self._queue and rows < limit:
-            item = self._queue.popleft()
-            batch.append(item)
-            rows += item[1]
+        while queue and rows < limit:
+            entry = queue.popleft()
+            device = entry[0].device_id
+            if device in writing:
+                passed.append(entry)
+                continue
+            devices.add(device)
+            batch.append(entry)
+            rows += entry[1]
+        if passed:
+            queue.extendleft(reversed(passed))
+        writing |= devices
         self._queued_rows -= rows
         self._inflight_rows += rows
         if self._queued_rows < self._settings.batch_max_rows:
             self._full.clear()
-        if not self._queue and not self._closing:
+        if not queue and not self._closing:
             self._nonempty.clear()
-        return batch
+        return batch, rows, devices
 
-    async def _write(self, batch: list[_Entry]) -> None:
-        rows = sum(n for _, n, _ in batch)
+    async def _write(self, batch: list[_Entry], rows: int, devices: set[str]) -> None:
         started = time.perf_counter()
         try:
             await self._store(batch)
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-        finally:
-            # Cancelled at the shutdown deadline: these rows are not stored, say so.
+        except BaseException:
+            # Cancelled at the shutdown deadline: these rows may not be stored, say so.
+            unstored = Unavailable("The gateway shut down before the message was stored")
             for _, _, receipt in batch:
                 if receipt is not None:
-                    receipt.failed(Unavailable("The gateway shut down before the message was stored"))
+                    receipt.failed(unstored)
+            raise
+        finally:
+            self._writing -= devices
+            self._written.set()
             self._inflight_rows -= rows
-            if not self.saturated:
+            if self._queued_rows + self._inflight_rows < self._capacity:
                 self._room.set()
             self._busy_writers -= 1
             self._slots.release()
@@ -224,8 +263,13 @@ class IngestPipeline:
     async def _store(self, batch: list[_Entry]) -> None:
         """Write ``batch``, retrying through database outages. Any other error splits it and
         writes the halves apart, so that one bad message is refused alone, not its batch."""
-        telemetry = [m for m, _, _ in batch if isinstance(m, TelemetryMessage)]
-        attributes = [m for m, _, _ in batch if isinstance(m, AttributeMessage)]
+        telemetry: list[TelemetryMessage] = []
+        attributes: list[AttributeMessage] = []
+        for message, _, _ in batch:
+            if isinstance(message, TelemetryMessage):
+                telemetry.append(message)
+            else:
+                attributes.append(message)
         delay = 0.05
         failures = 0
         while True:

@@ -13,10 +13,24 @@ _STAGE_TABLE = """CREATE TEMP TABLE IF NOT EXISTS ts_kv_stage (
     dbl_v double precision, str_v text, json_v text) ON COMMIT DELETE ROWS"""
 
 
+# jsonb's binary form is a version byte (1) and the JSON text. Binary rather than
+# text so that the telemetry writer can COPY rows holding JSON values straight into
+# ts_kv (binary COPY needs a binary encoder for every column). A str is taken as
+# JSON text already serialised (the codec's JSON values), anything else is dumped.
+_JSONB_VERSION = b"\x01"
+
+
+def _encode_jsonb(value: object) -> bytes:
+    return _JSONB_VERSION + (value.encode() if isinstance(value, str) else orjson.dumps(value))
+
+
+def _decode_jsonb(data: bytes) -> object:
+    return orjson.loads(data[1:])
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
-        "jsonb", schema="pg_catalog", encoder=lambda v: v if isinstance(v, str) else orjson.dumps(v).decode(),
-        decoder=orjson.loads,
+        "jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=_decode_jsonb, format="binary"
     )
     # The COPY writer stages rows here; it lives as long as the connection.
     await conn.execute(_STAGE_TABLE)

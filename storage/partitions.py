@@ -29,6 +29,11 @@ class Partitions:
     def _covered(self, ts: int) -> bool:
         return any(lo <= ts < hi for lo, hi in self._known)
 
+    def cover(self, lowest: int, highest: int) -> bool:
+        """Whether one known partition holds every timestamp from ``lowest`` to ``highest``:
+        the check for a whole batch, without looking at each of its rows."""
+        return any(lo <= lowest and highest < hi for lo, hi in self._known)
+
     async def ensure(self, pool: asyncpg.Pool, timestamps: set[int]) -> None:
         missing = {month_of(ts) for ts in timestamps if not self._covered(ts)}
         if not missing:

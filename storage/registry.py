@@ -19,7 +19,7 @@ _DETAILS = """(SELECT d.*, c.type AS credentials_type, c.client_id, c.user_name,
                FROM devices d LEFT JOIN device_credentials c ON c.device_id = d.id) AS details"""
 
 # The data tables have no foreign keys (ingest must commit for a device deleted meanwhile).
-_DATA_TABLES = ("attribute_kv", "ts_kv", "ts_kv_latest")
+_DATA_TABLES = ("attribute_kv", "ts_kv")
 
 
 def _details(r: asyncpg.Record) -> DeviceDetails:

@@ -1,4 +1,4 @@
-"""Reads of stored telemetry: latest values (ts_kv_latest) and one key's history (ts_kv)."""
+"""Reads of stored telemetry (ts_kv): each key's latest value, and one key's history."""
 
 from __future__ import annotations
 
@@ -10,9 +10,21 @@ from gateway.model import LatestTelemetry, TimeseriesPoint, TimeseriesQuery
 from storage.errors import translated
 from storage.telemetry import column_value
 
-_LATEST = """SELECT k.key, l.ts, l.bool_v, l.long_v, l.dbl_v, l.str_v, l.json_v
-             FROM ts_kv_latest l JOIN key_dictionary k ON k.key_id = l.key
-             WHERE l.device_id = $1"""
+# A device's keys, by a loose index scan of ts_kv's primary key (device_id, key, ts):
+# each step finds the next key in one index probe, however many rows each key has.
+# Then each key's newest row, one more probe. ThingsBoard's latest-value rule holds:
+# the newest timestamp wins, and a (device, key, ts) has one row, the last written.
+_LATEST = """WITH RECURSIVE device_keys(key) AS (
+                 (SELECT key FROM ts_kv WHERE device_id = $1 ORDER BY key LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT t.key FROM ts_kv t WHERE t.device_id = $1 AND t.key > d.key ORDER BY t.key LIMIT 1)
+                 FROM device_keys d WHERE d.key IS NOT NULL)
+             SELECT k.key, l.ts, l.bool_v, l.long_v, l.dbl_v, l.str_v, l.json_v
+             FROM device_keys d
+             JOIN key_dictionary k ON k.key_id = d.key
+             CROSS JOIN LATERAL (
+                 SELECT ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv t
+                 WHERE t.device_id = $1 AND t.key = d.key ORDER BY t.ts DESC LIMIT 1) l"""
 
 # A key never stored has no key_id: the subquery is NULL and nothing matches,
 # and nothing is added to key_dictionary by asking.

@@ -201,8 +201,8 @@ async def test_timestamped_array_is_stored_at_the_device_timestamps(http, gatewa
 async def test_latest_values_follow_the_newest_timestamp(http, gateway, device):
     for body in ('{"ts":1634712588000,"values":{"t":2}}', '{"ts":1634712287000,"values":{"t":1}}'):
         assert await post(http, f"/api/v1/{device.token}/telemetry", body) == (200, b"")
-    latest = await gateway.services.pool.fetchrow("SELECT ts, long_v FROM ts_kv_latest WHERE device_id = $1", device.id)
-    assert tuple(latest) == (1634712588000, 2)
+    latest = await gateway.services.telemetry_queries.latest(device.id, None)
+    assert [(v.key, v.ts, v.value) for v in latest] == [("t", 1634712588000, 2)]
 
 
 async def test_nul_characters_are_removed_from_string_values(http, gateway, device):

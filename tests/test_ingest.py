@@ -181,3 +181,97 @@ async def test_one_bad_message_is_refused_alone_not_its_batch() -> None:
     assert all(r is None for r in results.values())
     assert writer.rows == 8
     await pipeline.stop(1)
+
+
+class GatedWriter(MemoryWriter):
+    """Holds each batch until the test lets it go, and records which were being written at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: list[asyncio.Event] = []
+        self.writing: list[list[TelemetryMessage | AttributeMessage]] = []
+        self.overlaps: list[set[str]] = []
+        self.started = asyncio.Event()
+
+    async def write(self, telemetry, attributes) -> None:
+        batch = [*telemetry, *attributes]
+        devices = {m.device_id for m in batch}
+        for other in self.writing:
+            self.overlaps.append(devices & {m.device_id for m in other})
+        self.writing.append(batch)
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        self.started.set()
+        try:
+            await gate.wait()
+        finally:
+            self.writing.remove(batch)
+        self.batches.append(batch)
+
+    async def next_batch(self) -> list[TelemetryMessage | AttributeMessage]:
+        """The next batch handed to the writer (once it has been)."""
+        while len(self.gates) <= self._seen:
+            self.started.clear()
+            await self.started.wait()
+        self._seen += 1
+        return self.writing[-1]
+
+    _seen = 0
+
+
+async def test_a_device_in_a_batch_being_written_waits_and_others_pass_it() -> None:
+    writer = GatedWriter()
+    pipeline = pipeline_for(writer, writers=2, batch_max_rows=100)
+    first = pipeline.submit(message("a", ts=1), wait_stored=True)
+    assert [m.device_id for m in await writer.next_batch()] == ["a"]
+    # "a" is being written: its next message waits, "b" goes to the idle writer at once.
+    later = pipeline.submit(message("a", ts=2), wait_stored=True)
+    other = pipeline.submit(message("b", ts=1), wait_stored=True)
+    assert [m.device_id for m in await writer.next_batch()] == ["b"]
+    writer.gates[1].set()
+    await other
+    assert not later.done()
+    writer.gates[0].set()
+    await first
+    assert [(m.device_id, m.readings[0].ts) for m in await writer.next_batch()] == [("a", 2)]
+    writer.gates[2].set()
+    await later
+    assert writer.overlaps == [set()]  # "b" was written beside the first batch of "a", not the second
+    await pipeline.stop(1)
+
+
+class OverlapWriter(MemoryWriter):
+    """Takes a few event-loop turns over each batch, noting the devices it shares with the
+    batches being written at the same time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing: list[set[str]] = []
+        self.shared: set[str] = set()
+        self.most_at_once = 0
+
+    async def write(self, telemetry, attributes) -> None:
+        devices = {m.device_id for m in [*telemetry, *attributes]}
+        for other in self.writing:
+            self.shared |= devices & other
+        self.writing.append(devices)
+        self.most_at_once = max(self.most_at_once, len(self.writing))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        self.writing.remove(devices)
+        self.batches.append([*telemetry, *attributes])
+
+
+async def test_concurrent_batches_never_share_a_device_and_keep_each_devices_order() -> None:
+    writer = OverlapWriter()
+    pipeline = pipeline_for(writer, writers=4, batch_max_rows=6)
+    futures = [pipeline.submit(message(f"d{i % 20}", ts=i), wait_stored=True) for i in range(200)]
+    await asyncio.gather(*futures)
+    assert writer.most_at_once > 1
+    assert writer.shared == set()
+    stored = [(m.device_id, m.readings[0].ts) for batch in writer.batches for m in batch]
+    assert len(stored) == 200
+    for device in {d for d, _ in stored}:
+        times = [ts for d, ts in stored if d == device]
+        assert times == sorted(times)
+    await pipeline.stop(1)

@@ -37,7 +37,7 @@ async def writes_blocked(url: str):
     try:
         transaction = conn.transaction()
         await transaction.start()
-        await conn.execute("LOCK TABLE ts_kv_latest IN EXCLUSIVE MODE")
+        await conn.execute("LOCK TABLE ts_kv IN EXCLUSIVE MODE")
         try:
             yield
         finally:

@@ -242,7 +242,7 @@ async def test_delete_removes_credentials_attributes_and_telemetry(api: Manageme
     assert_error(await api.call("GET", f"/devices/{device_id}"), 404, "IOTDA.000005")
     assert_error(await api.call("DELETE", f"/devices/{device_id}"), 404, "IOTDA.000005")
     assert await post_telemetry(http, token, {"t": 2}) == 401
-    for table in ("device_credentials", "attribute_kv", "ts_kv", "ts_kv_latest"):
+    for table in ("device_credentials", "attribute_kv", "ts_kv"):
         count = await gateway.services.pool.fetchval(f"SELECT count(*) FROM {table} WHERE device_id = $1", device_id)
         assert count == 0, table
 

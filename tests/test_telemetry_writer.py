@@ -27,11 +27,15 @@ def reading(ts: int, **values: object) -> Reading:
     return Reading(ts, tuple(KeyValue(k, kinds[type(v)], v) for k, v in values.items()))
 
 
-async def rows(pool, device: str, table: str = "ts_kv") -> list[tuple]:
+async def rows(pool, device: str) -> list[tuple]:
     records = await pool.fetch(
-        f"SELECT k.key, t.ts, t.bool_v, t.long_v, t.dbl_v, t.str_v FROM {table} t "
+        "SELECT k.key, t.ts, t.bool_v, t.long_v, t.dbl_v, t.str_v FROM ts_kv t "
         "JOIN key_dictionary k ON k.key_id = t.key WHERE t.device_id = $1 ORDER BY k.key, t.ts", device)
     return [tuple(r) for r in records]
+
+
+async def latest(gateway, device: str) -> list[tuple]:
+    return [(v.key, v.ts, v.value) for v in await gateway.services.telemetry_queries.latest(device, None)]
 
 
 async def test_writing_the_same_batch_twice_leaves_the_same_rows(gateway, writer, device) -> None:
@@ -53,10 +57,10 @@ async def test_last_write_wins_within_and_across_batches(gateway, writer, device
 
 async def test_latest_values_keep_the_newest_timestamp(gateway, writer, device) -> None:
     await writer.write([TelemetryMessage(device, (reading(FEB, t=2), reading(JAN, t=1)))], [])
-    assert await rows(gateway.services.pool, device, "ts_kv_latest") == [("t", FEB, None, 2, None, None)]
+    assert await latest(gateway, device) == [("t", FEB, 2)]
     # An older reading arriving later does not replace the latest value.
     await writer.write([TelemetryMessage(device, (reading(JAN + 5, t=9),))], [])
-    assert await rows(gateway.services.pool, device, "ts_kv_latest") == [("t", FEB, None, 2, None, None)]
+    assert await latest(gateway, device) == [("t", FEB, 2)]
 
 
 async def test_rows_land_in_monthly_partitions(gateway, writer, device) -> None:
@@ -79,3 +83,23 @@ async def test_json_values_round_trip(gateway, writer, device) -> None:
     await writer.write([message], [])
     stored = await gateway.services.pool.fetchval("SELECT json_v FROM ts_kv WHERE device_id = $1", device)
     assert stored == {"a": [1, 2]}
+
+
+async def test_a_batch_meeting_stored_rows_is_merged_whole_and_moves_the_latest_values(gateway, writer, device) -> None:
+    await writer.write([TelemetryMessage(device, (reading(JAN, t=1),))], [])
+    # One row of this batch is stored already: the COPY fails, the batch is merged instead.
+    await writer.write([TelemetryMessage(device, (reading(JAN, t=5, u="x"), reading(FEB, t=7)))], [])
+    assert await rows(gateway.services.pool, device) == [
+        ("t", JAN, None, 5, None, None), ("t", FEB, None, 7, None, None), ("u", JAN, None, None, None, "x")]
+    assert await latest(gateway, device) == [("t", FEB, 7), ("u", JAN, "x")]
+    # A rewrite of the newest reading moves the latest value too (equal timestamps: the later write wins).
+    await writer.write([TelemetryMessage(device, (reading(FEB, t=8),))], [])
+    assert await latest(gateway, device) == [("t", FEB, 8), ("u", JAN, "x")]
+
+
+async def test_telemetry_and_attributes_of_one_batch_are_stored_together(gateway, writer, device) -> None:
+    await writer.write([TelemetryMessage(device, (reading(JAN, t=1),))],
+                       [AttributeMessage(device, AttributeScope.CLIENT, JAN, (KeyValue("fw", ValueType.STRING, "2.0"),))])
+    assert await rows(gateway.services.pool, device) == [("t", JAN, None, 1, None, None)]
+    values = await gateway.services.attributes.read_attributes(device, AttributeScope.CLIENT, None)
+    assert [(v.key, v.value) for v in values] == [("fw", "2.0")]
