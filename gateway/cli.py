@@ -20,6 +20,15 @@ from gateway import config
 from gateway.config import ConfigError, Settings
 from gateway.errors import GatewayError
 
+# Collect the young generation every 100,000 net allocations, not 700. At full load
+# each message in flight is a dozen objects living a few hundred milliseconds, and
+# with the default thresholds the collector kept walking (and promoting, then
+# walking again in the older generations) the 100,000 or so of them: measured with
+# `iot-gateway bench mqtt`, the gateway reached 21,100 messages/s with them and
+# 35,300 with these, on the same machine minutes apart (mosquitto 75,700 and 65,100).
+# Reference cycles are still collected, only in larger, rarer passes.
+_GC_THRESHOLDS = (100_000, 50, 100)
+
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML configuration file (or GATEWAY_CONFIG)")
@@ -126,6 +135,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             # What start-up built lives as long as the process: keep it out of every
             # later collection, whose pauses otherwise show in the latency tail.
             gc.freeze()
+            gc.set_threshold(*_GC_THRESHOLDS)
             for listener in gateway.listeners:
                 print(f"{listener.name}: {listener.url}", flush=True)
             await stop.wait()

@@ -6,15 +6,11 @@ which is what a stored acknowledgement waits for. When the queue is full,
 anything; while the database is down, batches are retried with back-off and
 nothing is acknowledged.
 
-Batches being written at the same time never hold the same device: a message of a
-device that is in a batch still being written waits in the queue, in its place,
-for that batch to end. So a device's messages are stored in the order they came
-(a timestamp sent twice keeps the later value, as in ThingsBoard), and concurrent
-transactions never wait on each other's index entries. The queue stays one for all
-writers: one queue per writer, devices split among them by hash, reached the same
-maximum rate, but under a steady load it wrote a small batch per writer where one
-batch holds it all (at 15,000 messages/s, 197 batches a second against 92, each
-with its COPY and commit), and the PUBACK latency at 12,000 messages/s was worse.
+Concurrent batches may hold messages of one device: they write disjoint rows
+unless a device sends one timestamp twice, and then the value committed last
+stays. Keeping a device's messages out of concurrent batches (tried, to keep them
+in arrival order) serialised the writers whenever the queue held more messages
+than devices: with 1,000 devices the first batch took them all, the next waited.
 """
 
 from __future__ import annotations
@@ -87,12 +83,10 @@ class IngestPipeline:
         self._queue: deque[_Entry] = deque()
         self._queued_rows = 0
         self._inflight_rows = 0
-        self._writing: set[str] = set()  # devices in the batches being written
         self._nonempty = asyncio.Event()
         self._full = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
-        self._written = asyncio.Event()  # a batch ended: its devices may be taken again
         self._slots = asyncio.Semaphore(settings.writers)
         self._busy_writers = 0
         self._oldest_at = 0.0  # loop time the oldest queued message arrived
@@ -184,21 +178,15 @@ class IngestPipeline:
                 self._nonempty.clear()
                 continue
             await self._slots.acquire()
+            self._busy_writers += 1
             if not self._full.is_set() and not self._closing:
                 try:
                     async with asyncio.timeout_at(self._oldest_at + self._settings.batch_max_age):
                         await self._full.wait()
                 except TimeoutError:
                     pass
-            batch, rows, devices = self._take(self._share())
-            if not batch:
-                # Every queued message belongs to a device being written: wait for a batch to end.
-                self._slots.release()
-                self._written.clear()
-                await self._written.wait()
-                continue
-            self._busy_writers += 1
-            task = asyncio.create_task(self._write(batch, rows, devices), name="ingest-write")
+            batch, rows = self._take(self._share())
+            task = asyncio.create_task(self._write(batch, rows), name="ingest-write")
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
         await asyncio.gather(*self._writes)
@@ -206,40 +194,27 @@ class IngestPipeline:
     def _share(self) -> int:
         """Rows for this batch: the queue split across the idle writers, so that a burst
         is written by all of them at once rather than by one while the others wait."""
-        idle = self._settings.writers - self._busy_writers
+        idle = self._settings.writers - self._busy_writers + 1
         share = max(-(-self._queued_rows // idle), _MIN_SHARE)
         return min(share, self._settings.batch_max_rows)
 
-    def _take(self, limit: int) -> tuple[list[_Entry], int, set[str]]:
-        """Up to ``limit`` rows from the front of the queue, passing over (and leaving in
-        their places) the messages of devices that are being written."""
+    def _take(self, limit: int) -> tuple[list[_Entry], int]:
         queue = self._queue
-        writing = self._writing
         batch: list[_Entry] = []
-        devices: set[str] = set()
-        passed: list[_Entry] = []
         rows = 0
         while queue and rows < limit:
             entry = queue.popleft()
-            device = entry[0].device_id
-            if device in writing:
-                passed.append(entry)
-                continue
-            devices.add(device)
             batch.append(entry)
             rows += entry[1]
-        if passed:
-            queue.extendleft(reversed(passed))
-        writing |= devices
         self._queued_rows -= rows
         self._inflight_rows += rows
         if self._queued_rows < self._settings.batch_max_rows:
             self._full.clear()
         if not queue and not self._closing:
             self._nonempty.clear()
-        return batch, rows, devices
+        return batch, rows
 
-    async def _write(self, batch: list[_Entry], rows: int, devices: set[str]) -> None:
+    async def _write(self, batch: list[_Entry], rows: int) -> None:
         started = time.perf_counter()
         try:
             await self._store(batch)
@@ -252,8 +227,6 @@ class IngestPipeline:
                     receipt.failed(unstored)
             raise
         finally:
-            self._writing -= devices
-            self._written.set()
             self._inflight_rows -= rows
             if self._queued_rows + self._inflight_rows < self._capacity:
                 self._room.set()
