@@ -322,3 +322,29 @@ async def test_full_ingest_queue_pushes_back_and_loses_nothing(database_url, tmp
         acks = [await client.packet() for _ in range(20)]
         assert acks == [PubAck(i) for i in range(1, 21)]
         assert await rows(gw, name) == 60
+
+
+async def test_downlink_keeps_to_the_clients_receive_maximum(base_url, gateway, management, raw_clients) -> None:
+    from protocols.mqtt.packets import PingReq, PingResp, Subscribe, Subscription
+
+    token, name, tenant = await token_for(gateway, base_url)
+    client = await raw_clients(port_of(gateway), MQTT_5)
+    assert (await client.connect(token, properties={Property.RECEIVE_MAXIMUM: 1})).reason_code == 0
+    await client.send(Subscribe(1, (Subscription("v1/devices/me/attributes", 1),)))
+    await client.packet()  # SUBACK
+    device_id = await gateway.services.pool.fetchval("SELECT id FROM devices WHERE name = $1", name)
+    for n in range(3):
+        async with management.post(f"/v5/iot/{tenant.project_id}/devices/{device_id}/attributes",
+                                   params={"scope": "SHARED_SCOPE"}, json={"n": n},
+                                   headers={"X-Auth-Token": tenant.token}) as resp:
+            assert resp.status == 200
+    received = []
+    for n in range(3):
+        update = await client.packet()
+        assert update.qos == 1 and orjson.loads(update.payload) == {"n": n}
+        received.append(update.packet_id)
+        # Nothing else comes before the PUBACK: the PINGRESP is next on the wire.
+        await client.send(PingReq())
+        assert isinstance(await client.packet(), PingResp)
+        await client.send(PubAck(update.packet_id))
+    assert len(set(received)) == 3

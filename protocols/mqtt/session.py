@@ -26,6 +26,7 @@ from protocols.mqtt import codec, requests, topics
 from protocols.mqtt.acks import AckQueue
 from protocols.mqtt.context import MqttContext
 from protocols.mqtt.connect import Admitted, Refused, admit
+from protocols.mqtt.outbound import DEFAULT_RECEIVE_MAXIMUM, Outbound
 from protocols.mqtt.subscriptions import Subscriptions
 from protocols.mqtt.packets import (
     MQTT_5, Auth, ConnAck, Connect, Disconnect, Packet, PingReq, Property, PubAck, PubComp, Publish, PubRec,
@@ -34,6 +35,8 @@ from protocols.mqtt.packets import (
 
 log = logging.getLogger(__name__)
 PROTOCOL = "mqtt"
+# Downlink messages a session holds while the client's Receive Maximum is used up.
+_DOWNLINK_BACKLOG = 1_000
 
 
 class MqttSession(asyncio.Protocol):
@@ -49,14 +52,13 @@ class MqttSession(asyncio.Protocol):
         self._acks = AckQueue(self._write, self._on_stored, self._close)
         self._aliases: dict[int, str] = {}
         self._subscriptions = Subscriptions(provisioning_only=True)
-        self._next_packet_id = 0
+        self._outbound = Outbound(self._write, _DOWNLINK_BACKLOG)
         self._paused_for: set[str] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._active_at = 0.0
         self._closing = False
         self._clean_disconnect = False
         self._will: Any = None
-        self._client_max_packet = 0  # MQTT 5 CONNECT's Maximum Packet Size; 0: no limit
 
     @property
     def device(self) -> DeviceIdentity | None:
@@ -147,9 +149,10 @@ class MqttSession(asyncio.Protocol):
         elif isinstance(packet, Disconnect):
             self._clean_disconnect = packet.reason_code != Reason.DISCONNECT_WITH_WILL
             self._close()
-        elif isinstance(packet, (PubAck, PubRec, PubComp)):
-            if isinstance(packet, PubRec):
-                self._write(codec.encode(PubRel(packet.packet_id), self._version))
+        elif isinstance(packet, PubAck | PubComp):
+            self._outbound.acknowledged(packet.packet_id)
+        elif isinstance(packet, PubRec):
+            self._write(codec.encode(PubRel(packet.packet_id), self._version))
         elif isinstance(packet, Auth):
             self._abort(Reason.BAD_AUTHENTICATION_METHOD, "enhanced authentication is not supported")
         else:
@@ -175,7 +178,10 @@ class MqttSession(asyncio.Protocol):
         self._admitted = decision
         self._subscriptions = Subscriptions(provisioning_only=decision.device is None)
         self._will = connect.will if decision.will_accepted else None
-        self._client_max_packet = connect.properties.get(Property.MAXIMUM_PACKET_SIZE, 0)
+        outbound = self._outbound
+        outbound.version = self._version
+        outbound.max_packet_size = connect.properties.get(Property.MAXIMUM_PACKET_SIZE, 0)
+        outbound.receive_maximum = connect.properties.get(Property.RECEIVE_MAXIMUM, DEFAULT_RECEIVE_MAXIMUM)
         if decision.device is not None:
             self._ctx.downlink.attach(decision.device.device_id, self)
         self._write(codec.encode(ConnAck(properties=decision.connack_properties), self._version))
@@ -350,18 +356,7 @@ class MqttSession(asyncio.Protocol):
 
     def _publish(self, topic: str, payload: bytes) -> None:
         """Send to the device at the QoS its matching subscription was granted (0 without one)."""
-        qos = self._subscriptions.qos_for(topic)
-        packet_id = None
-        if qos:
-            self._next_packet_id = self._next_packet_id % 65_535 + 1
-            packet_id = self._next_packet_id
-        packet = codec.encode(Publish(topic, payload, qos=qos, packet_id=packet_id), self._version)
-        if self._client_max_packet and len(packet) > self._client_max_packet:
-            # MQTT-3.1.2-24: never send a client more than it said it takes; the message is dropped.
-            metrics.BAD_REQUESTS.labels(PROTOCOL, "over_client_maximum").inc()
-            log.info("not sent: %d bytes on %s exceed the client's Maximum Packet Size", len(packet), topic)
-            return
-        self._write(packet)
+        self._outbound.publish(topic, payload, self._subscriptions.qos_for(topic))
 
     # flow control and timers
 
