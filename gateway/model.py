@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class ProvisionStrategy(enum.StrEnum):
@@ -144,8 +144,11 @@ class ValueType(enum.IntEnum):
     JSON = 5
 
 
-@dataclass(frozen=True, slots=True)
-class KeyValue:
+class KeyValue(NamedTuple):
+    """One typed data point. A named tuple, unlike the other types here: one is made for
+    every data point the gateway takes in, and a tuple is made in half the time of a
+    frozen dataclass (whose __init__ sets each field through object.__setattr__)."""
+
     key: str
     type: ValueType
     value: Any

@@ -24,7 +24,9 @@ _LATEST = """WITH RECURSIVE device_keys(key) AS (
              JOIN key_dictionary k ON k.key_id = d.key
              CROSS JOIN LATERAL (
                  SELECT ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv t
-                 WHERE t.device_id = $1 AND t.key = d.key ORDER BY t.ts DESC LIMIT 1) l"""
+                 WHERE t.device_id = $1 AND t.key = d.key ORDER BY t.ts DESC LIMIT 1) l
+             WHERE $2::text[] IS NULL OR k.key = ANY($2)
+             ORDER BY k.key"""
 
 # A key never stored has no key_id: the subquery is NULL and nothing matches,
 # and nothing is added to key_dictionary by asking.
@@ -39,13 +41,8 @@ class TelemetryQueryStore:
         self._pool = pool
 
     async def latest(self, device_id: str, keys: Sequence[str] | None) -> list[LatestTelemetry]:
-        query = _LATEST
-        args: list[object] = [device_id]
-        if keys is not None:
-            query += " AND k.key = ANY($2::text[])"
-            args.append(list(keys))
         with translated():
-            records = await self._pool.fetch(query + " ORDER BY k.key", *args)
+            records = await self._pool.fetch(_LATEST, device_id, None if keys is None else list(keys))
         return [LatestTelemetry(r["key"], r["ts"], column_value(r)) for r in records]
 
     async def history(self, device_id: str, query: TimeseriesQuery) -> list[TimeseriesPoint]:
