@@ -11,15 +11,18 @@ from aiohttp import web
 
 from gateway.attributes import AttributeService
 from gateway.auth import DeviceAuthenticator
+from gateway.autoregistration import AutoRegistration
 from gateway.codec import PayloadLimits
 from gateway.config import Settings
 from gateway.commands import CommandService
+from gateway.device_cas import CaService
 from gateway.devices import DeviceService
 from gateway.downlink import Downlink, SessionLimits
 from gateway.ingest import IngestPipeline, IngestSettings
 from gateway.products import ProductService
 from gateway.projects import ProjectService
 from gateway.provisioning import ProvisioningService
+from gateway.provisioning_templates import TemplateService
 from gateway.telemetry_queries import TelemetryQueryService
 from gateway.uplink import Uplink
 from protocols.http.connection import HttpLimits
@@ -36,12 +39,15 @@ from storage.attributes import AttributeStore
 from storage.audit import AuditStore
 from storage.certificates import CertificateWatch
 from storage.database import open_pool
+from storage.device_cas import DeviceCaStore
 from storage.devices import DeviceStore
 from storage.products import ProductStore
 from storage.projects import ProjectStore
+from storage.registrations import RegistrationStore
 from storage.registry import DeviceRegistryStore
 from storage.telemetry import KeyDictionary, TelemetryWriter
 from storage.telemetry_queries import TelemetryQueryStore
+from storage.templates import TemplateStore
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +77,13 @@ class Services:
     registry: DeviceRegistryStore
     telemetry_queries: TelemetryQueryStore
     provisioning: ProvisioningService
+    templates: TemplateService
+    cas: CaService
+    registration: AutoRegistration
 
 
-async def open_services(url: str, pool_size: int) -> Services:
+async def open_services(url: str, pool_size: int, settings: Settings | None = None) -> Services:
+    settings = settings or Settings()
     pool = await open_pool(url, pool_size)
     devices, audit = DeviceStore(pool), AuditStore(pool)
     provisioning = ProvisioningService(devices, audit)
@@ -89,6 +99,9 @@ async def open_services(url: str, pool_size: int) -> Services:
         registry=DeviceRegistryStore(pool),
         telemetry_queries=TelemetryQueryStore(pool),
         provisioning=provisioning,
+        templates=TemplateService(TemplateStore(pool), settings.max_templates_per_project),
+        cas=CaService(DeviceCaStore(pool), settings.max_device_cas_per_project),
+        registration=AutoRegistration(RegistrationStore(pool)),
     )
 
 
@@ -118,7 +131,7 @@ class Gateway:
 
     async def start(self) -> None:
         s = self.settings
-        self._services = services = await open_services(self._url, s.db_pool_size)
+        self._services = services = await open_services(self._url, s.db_pool_size, s)
         self._pipeline = IngestPipeline(
             TelemetryWriter(services.pool, services.keys),
             IngestSettings(

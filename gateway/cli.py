@@ -156,7 +156,7 @@ def _admin(action: Callable[[Any, argparse.Namespace], Awaitable[str]]) -> Calla
         url = database_url(settings)
 
         async def admin() -> str:
-            services = await open_services(url, 2)
+            services = await open_services(url, 2, settings)
             try:
                 return await action(services, args)
             finally:

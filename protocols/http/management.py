@@ -31,14 +31,24 @@ from protocols.http.iotda import (
     page_params,
 )
 from protocols.http.management_attributes import AttributeRoutes
+from protocols.http.management_certificates import CertificateRoutes
 from protocols.http.management_devices import DeviceRoutes
 from protocols.http.management_commands import CommandRoutes
 from protocols.http.management_telemetry import TelemetryRoutes
+from protocols.http.management_templates import TemplateRoutes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Subclasses before their bases: the first match wins.
 _CODES: list[tuple[type[errors.GatewayError], str]] = [
+    # This gateway's own codes for templates and device CAs (IoTDA documents none).
+    (errors.TemplateQuotaExceeded, "IOTDA.014301"),
+    (errors.TemplateNameTaken, "IOTDA.014302"),
+    (errors.TemplateInUse, "IOTDA.014303"),
+    (errors.CaNotVerified, "IOTDA.014304"),
+    (errors.VerificationFailed, "IOTDA.014305"),
+    (errors.CaTaken, "IOTDA.014306"),
+    (errors.CaQuotaExceeded, "IOTDA.014307"),
     (errors.LimitOutOfRange, "IOTDA.000017"),
     (errors.OffsetOutOfRange, "IOTDA.000018"),
     (errors.InvalidTime, "IOTDA.000009"),
@@ -95,7 +105,8 @@ class ManagementApi:
     ) -> None:
         self._s = services
         self._groups = (
-            DeviceRoutes(devices), AttributeRoutes(attributes), TelemetryRoutes(telemetry), CommandRoutes(commands)
+            DeviceRoutes(devices), AttributeRoutes(attributes), TelemetryRoutes(telemetry), CommandRoutes(commands),
+            TemplateRoutes(services.templates, services.registration), CertificateRoutes(services.cas),
         )
 
     def routes(self) -> list[web.RouteDef]:

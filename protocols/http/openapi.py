@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from gateway.telemetry_queries import DEFAULT_LIMIT, MAX_LIMIT
+from protocols.http import openapi_provisioning
 from protocols.http.iotda import NO_MARKER, PREFIX
 
 MANAGEMENT, DEVICE_API, OPERATIONS = "Management", "Device API", "Operations"
@@ -92,6 +93,8 @@ OPERATIONS_DESCRIBED: tuple[Operation, ...] = (
                             "v1/devices/me/rpc/request/{id}); a two-way call answers with the device's reply from "
                             "v1/devices/me/rpc/response/{id}, 504 (IOTDA.000021) when none came within timeout; a "
                             "one-way call answers 202 once sent. 409 (IOTDA.014016) when the device is not connected."),
+    *(_management(method, path, summary, **details)
+      for method, path, summary, details in openapi_provisioning.OPERATIONS),
     Operation("POST", "/api/v1/provision", DEVICE_API, "Claim provisioning (ThingsBoard)", body="ProvisionRequest",
               returns="ProvisionResponse", errors=(400, 413),
               description="Refusals are answered with 200 and status NOT_FOUND or FAILURE, as ThingsBoard does."),
@@ -355,8 +358,8 @@ def document() -> dict[str, Any]:
                  {"name": OPERATIONS, "description": "Health, metrics and this document"}],
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
-            "parameters": PARAMETERS,
+            "schemas": {**SCHEMAS, **openapi_provisioning.SCHEMAS},
+            "parameters": {**PARAMETERS, **openapi_provisioning.PARAMETERS},
             "responses": RESPONSES,
             "securitySchemes": {"XAuthToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}},
         },
