@@ -111,10 +111,10 @@ class AutoRegistration:
             return _refused("REVOKED", f"the CA {ca.id}'s CRL revokes serial {certificate.serial_number:x}", ca)
         if ca.product_id is not None:
             return await self._chain_strategy(certificate, ca)
-        if not ca.provision_enable:
-            return _refused("PROVISIONING_DISABLED", f"provisioning is disabled on the CA certificate {ca.id}", ca)
         if not ca.template_id:
             return _refused("TEMPLATE_UNBOUND", f"no provisioning template is bound to the CA certificate {ca.id}", ca)
+        if not ca.provision_enable:
+            return _refused("PROVISIONING_DISABLED", f"provisioning is disabled on the CA certificate {ca.id}", ca)
         if template is not None and template.id != ca.template_id:
             return _refused("TEMPLATE_UNBOUND", f"the CA certificate {ca.id} is bound to the template "
                                                 f"{ca.template_id}, not to {template.id}", ca)
