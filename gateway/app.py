@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import ssl
 from dataclasses import dataclass
 
 import asyncpg
@@ -143,7 +142,7 @@ class Gateway:
             ),
         )
         self._pipeline.start()
-        auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds)
+        auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds, certificates=services.registration)
         limits = PayloadLimits(s.max_key_length, s.max_string_length, s.max_datapoints_per_message)
         uplink = Uplink(self._pipeline, services.attributes, limits, ack_stored=s.ack == "stored")
         downlink = Downlink(SessionLimits(s.max_payload_bytes, s.mqtt_max_inflight))
@@ -152,8 +151,9 @@ class Gateway:
         if s.http_port:
             port = await self._device_http.start(s.host, s.http_port)
             self.listeners.append(Listener("http", f"http://{_display(s.host)}:{port}"))
-        if s.https_port and s.tls_cert_file and s.tls_key_file:
-            port = await self._device_http.start(s.host, s.https_port, _server_tls(s))
+        device_tls = await self._device_tls()
+        if s.https_port and device_tls is not None:
+            port = await self._device_http.start(s.host, s.https_port, device_tls.context)
             self.listeners.append(Listener("https", f"https://{_display(s.host)}:{port}"))
 
         self._mqtt = MqttServer(
@@ -167,14 +167,7 @@ class Gateway:
         if s.mqtt_port:
             port = await self._mqtt.start(s.host, s.mqtt_port)
             self.listeners.append(Listener("mqtt", f"mqtt://{_display(s.host)}:{port}"))
-        if s.mqtts_port and s.tls_cert_file and s.tls_key_file:
-            # A client certificate is optional here, as on ThingsBoard: devices with
-            # X509_CERTIFICATE credentials present theirs, others use tokens over TLS.
-            device_tls = DeviceTls(s.tls_cert_file, s.tls_key_file)
-            self._certificates = CertificateWatch(
-                self._url, lambda certificates: device_tls.set_anchors(map(pem_of, certificates))
-            )
-            await self._certificates.start()
+        if s.mqtts_port and device_tls is not None:
             port = await self._mqtt.start(s.host, s.mqtts_port, device_tls.context)
             self.listeners.append(Listener("mqtts", f"mqtts://{_display(s.host)}:{port}"))
 
@@ -191,6 +184,21 @@ class Gateway:
         if s.management_port:
             port = await self._http.start(s.host, s.management_port)
             self.listeners.append(Listener("management", f"http://{_display(s.host)}:{port}"))
+
+    async def _device_tls(self) -> DeviceTls | None:
+        """The device listeners' TLS, when a TLS listener is configured. A client certificate is
+        optional, as on ThingsBoard: devices with X509_CERTIFICATE credentials or a certificate
+        from a registered device CA present theirs, others use tokens over TLS. The trust
+        anchors follow the database without a restart."""
+        s = self.settings
+        if not (s.tls_cert_file and s.tls_key_file and (s.https_port or s.mqtts_port)):
+            return None
+        device_tls = DeviceTls(s.tls_cert_file, s.tls_key_file)
+        self._certificates = CertificateWatch(
+            self._url, lambda certificates: device_tls.set_anchors(map(pem_of, certificates))
+        )
+        await self._certificates.start()
+        return device_tls
 
     async def stop(self) -> None:
         """Stop accepting, drain the ingest queue (answering what it held), then close the pool."""
@@ -214,10 +222,3 @@ class Gateway:
 def _display(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
-
-def _server_tls(settings: Settings) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    assert settings.tls_cert_file and settings.tls_key_file
-    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
-    return context

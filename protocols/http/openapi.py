@@ -105,6 +105,15 @@ OPERATIONS_DESCRIBED: tuple[Operation, ...] = (
     Operation("GET", "/api/v1/{token}/attributes", DEVICE_API, "Request client and shared attributes",
               query=("clientKeys", "sharedKeys"), returns="DeviceAttributes", errors=(401, 503),
               description="Without keys, every client and shared attribute; sections without values are omitted."),
+    *(Operation(method, f"/api/v1/me/{feature}", DEVICE_API, f"{summary} as the device of the client certificate",
+                body=body, returns=returns, errors=(400, 401, 403, 413, 503),
+                description="HTTPS only: the device is the one its client certificate names (an X509_CERTIFICATE "
+                            "credential, or a device CA's certificate, which registers the device by the CA's "
+                            "template on its first request). 401 without a certificate, 403 when it is refused.")
+      for method, feature, summary, body, returns in (
+          ("POST", "telemetry", "Send telemetry", "TelemetryPayload", None),
+          ("POST", "attributes", "Report client attributes", "AttributeValues", None),
+          ("GET", "attributes", "Request client and shared attributes", None, "DeviceAttributes"))),
     Operation("GET", "/metrics", OPERATIONS, "Prometheus metrics", returns="Metrics", media="text/plain"),
     Operation("GET", "/healthz", OPERATIONS, "Liveness", returns="Health"),
     Operation("GET", "/openapi.json", OPERATIONS, "This document", returns="OpenApi"),
@@ -301,6 +310,7 @@ RESPONSES: dict[str, Any] = {
     "Unavailable": _iotda_error("IOTDA.000003: the database is unavailable"),
     "DeviceBadRequest": {"description": "The reason, in plain text", "content": _TEXT},
     "DeviceUnauthorized": {"description": "Unknown access token; no body"},
+    "DeviceForbidden": {"description": "The client certificate is not authorized", "content": _TEXT},
     "DevicePayloadTooLarge": {"description": "The body is over max_payload_bytes", "content": _TEXT},
     "DeviceUnavailable": {"description": "The ingest queue is full or the database down; retry after Retry-After",
                           "headers": {"Retry-After": {"schema": _s("integer")}}, "content": _TEXT},
@@ -308,7 +318,7 @@ RESPONSES: dict[str, Any] = {
 _ERROR_RESPONSES = {
     MANAGEMENT: {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
                  413: "PayloadTooLarge", 503: "Unavailable", 504: "GatewayTimeout"},
-    DEVICE_API: {400: "DeviceBadRequest", 401: "DeviceUnauthorized", 413: "DevicePayloadTooLarge",
+    DEVICE_API: {400: "DeviceBadRequest", 401: "DeviceUnauthorized", 403: "DeviceForbidden", 413: "DevicePayloadTooLarge",
                  503: "DeviceUnavailable"},
 }
 
