@@ -74,7 +74,8 @@ class RegistrationStore:
         with translated(Conflict):
             async with self._pool.acquire() as conn, conn.transaction():
                 if registration.rotate:
-                    await conn.execute("DELETE FROM device_certificates WHERE device_id = $1", d.id)
+                    # The certificates it replaces stay bound, disabled: presented again, they are refused.
+                    await conn.execute("UPDATE device_certificates SET enabled = false WHERE device_id = $1", d.id)
                 else:
                     await conn.execute(
                         """INSERT INTO devices (id, project_id, product_id, name, label, gateway, created_at)
