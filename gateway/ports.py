@@ -88,6 +88,11 @@ class ProjectStore(Protocol):
 
     async def project_of_token(self, token_hash: str) -> str | None: ...
 
+    async def add_access_key(self, access_key: str, project_id: str, secret_key: str, created_at: int) -> None: ...
+
+    async def access_key(self, access_key: str) -> tuple[str, str] | None:
+        """(project id, secret key) of an access key."""
+
 
 class ProductStore(Protocol):
     async def create_product(self, product: Product) -> None:
