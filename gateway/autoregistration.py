@@ -156,6 +156,8 @@ class AutoRegistration:
         existing = await self._store.existing_device(ca.project_id, "", ca.product_id, name, name)
         now = pki.now_ms()
         if existing is not None:
+            if existing[2] != ca.product_id:
+                return _refused("DEVICE_EXISTS", f"the device {existing[0]} belongs to another product", ca)
             device = Device(existing[0], ca.project_id, ca.product_id, name, created_at=now)
             rotate = True
         elif ca.allow_create:

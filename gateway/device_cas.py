@@ -4,6 +4,7 @@ binding a template, CRLs."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 from typing import Any
 
@@ -90,6 +91,38 @@ class CaService:
         updated = dataclasses.replace(ca, crl_pem=crl_pem)
         await self._store.update_ca(updated)
         return updated
+
+    async def set_product_chain(self, project_id: str, product_id: str, body: dict[str, Any]) -> DeviceCa:
+        """ThingsBoard's X509_CERTIFICATE_CHAIN on a product: the CA (or intermediate) its devices
+        chain to, the regular expression whose group 1 of the CN is the device name, and whether
+        unknown names create devices. Replaces the product's previous chain CA."""
+        unknown = set(body) - {"certificate", "certificate_regex", "allow_create_new_devices"}
+        if unknown:
+            raise InvalidInput(f"Unknown fields: {', '.join(sorted(unknown))}")
+        pattern = body.get("certificate_regex") or "(.*)"
+        try:
+            if not isinstance(pattern, str) or re.compile(pattern).groups < 1:
+                raise InvalidInput("certificate_regex must have a capturing group: group 1 is the device name")
+        except re.error as exc:
+            raise InvalidInput(f"certificate_regex is not a regular expression: {exc}") from None
+        allow_create = body.get("allow_create_new_devices", True)
+        if not isinstance(allow_create, bool):
+            raise InvalidInput("allow_create_new_devices must be true or false")
+        certificate = pki.load_pem(body.get("certificate"), "certificate")
+        validity = pki.validity(certificate)
+        ca = DeviceCa(
+            id=new_id(), project_id=project_id, pem=body["certificate"].strip() + "\n",
+            fingerprint=pki.fingerprint(certificate), subject=pki.subject_der(certificate),
+            cn_name=pki.common_name(certificate), owner=project_id, verified=True, verify_code="",
+            provision_enable=True, template_id=None, not_before=validity.not_before, not_after=validity.not_after,
+            created_at=pki.now_ms(), product_id=product_id, cn_pattern=pattern, allow_create=allow_create,
+        )
+        await self._store.set_product_ca(ca)
+        return ca
+
+    async def clear_product_chain(self, project_id: str, product_id: str) -> None:
+        if not await self._store.delete_product_ca(project_id, product_id):
+            raise NotFound(f"The product {product_id} has no X.509 chain certificate")
 
     async def delete(self, project_id: str, ca_id: str) -> None:
         if not await self._store.delete_ca(project_id, ca_id):

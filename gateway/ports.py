@@ -179,6 +179,12 @@ class DeviceCaStore(Protocol):
 
     async def delete_ca(self, project_id: str, ca_id: str) -> bool: ...
 
+    async def set_product_ca(self, ca: DeviceCa) -> None:
+        """Replace the product's chain CA (``ca.product_id``); NotFound for no such product,
+        CaTaken when the certificate is registered already."""
+
+    async def delete_product_ca(self, project_id: str, product_id: str) -> bool: ...
+
 
 class RegistrationStore(Protocol):
     """The certificate auto-registration path."""
@@ -191,9 +197,9 @@ class RegistrationStore(Protocol):
     async def template_by_id(self, template_id: str) -> Template | None: ...
 
     async def existing_device(self, project_id: str, device_id: str, product_id: str, node_id: str,
-                              name: str) -> tuple[str, str | None] | None:
+                              name: str) -> tuple[str, str | None, str] | None:
         """A device clashing with one to be created (same id, name, or product and node id):
-        its id and the template that registered it (None if none did)."""
+        its id, the template that registered it (None if none did) and its product."""
 
     async def product_exists(self, project_id: str, product_id: str) -> bool: ...
 

@@ -42,8 +42,8 @@ class DeviceCaStore:
 
     async def ca(self, project_id: str, ca_id: str) -> DeviceCa | None:
         with translated():
-            r = await self._pool.fetchrow("SELECT * FROM device_cas WHERE project_id = $1 AND id = $2",
-                                          project_id, ca_id)
+            r = await self._pool.fetchrow(
+                "SELECT * FROM device_cas WHERE project_id = $1 AND id = $2 AND product_id IS NULL", project_id, ca_id)
         return ca_of(r) if r else None
 
     async def list_cas(self, project_id: str, limit: int, marker: str, offset: int) -> Page:
@@ -65,10 +65,31 @@ class DeviceCaStore:
                     ca.project_id, ca.id, ca.verified, ca.provision_enable, ca.template_id, ca.crl_pem,
                     ca.cn_pattern, ca.allow_create)
 
+    async def set_product_ca(self, ca: DeviceCa) -> None:
+        with translated(CaTaken):
+            async with self._pool.acquire() as conn, conn.transaction():
+                if not await conn.fetchval("SELECT EXISTS (SELECT FROM products WHERE project_id = $1 AND id = $2)",
+                                           ca.project_id, ca.product_id):
+                    raise NotFound(f"Product {ca.product_id} does not exist")
+                await conn.execute("DELETE FROM device_cas WHERE product_id = $1", ca.product_id)
+                await conn.execute(
+                    """INSERT INTO device_cas (id, project_id, pem, fingerprint, subject, cn_name, owner, verified,
+                           verify_code, provision_enable, product_id, cn_pattern, allow_create, not_before, not_after,
+                           created_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, true, '', true, $8, $9, $10, $11, $12, $13)""",
+                    ca.id, ca.project_id, ca.pem, ca.fingerprint, ca.subject, ca.cn_name, ca.owner, ca.product_id,
+                    ca.cn_pattern, ca.allow_create, ca.not_before, ca.not_after, ca.created_at)
+
+    async def delete_product_ca(self, project_id: str, product_id: str) -> bool:
+        with translated():
+            status = await self._pool.execute("DELETE FROM device_cas WHERE project_id = $1 AND product_id = $2",
+                                              project_id, product_id)
+        return not status.endswith(" 0")
+
     async def delete_ca(self, project_id: str, ca_id: str) -> bool:
         with translated():
-            status = await self._pool.execute("DELETE FROM device_cas WHERE project_id = $1 AND id = $2",
-                                              project_id, ca_id)
+            status = await self._pool.execute(
+                "DELETE FROM device_cas WHERE project_id = $1 AND id = $2 AND product_id IS NULL", project_id, ca_id)
         return status.endswith(" 1")
 
 

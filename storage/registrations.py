@@ -43,21 +43,21 @@ class RegistrationStore:
         return template_of(r) if r else None
 
     async def existing_device(self, project_id: str, device_id: str, product_id: str, node_id: str,
-                              name: str) -> tuple[str, str | None] | None:
+                              name: str) -> tuple[str, str | None, str] | None:
         with translated():
             r = await self._pool.fetchrow(
                 # Three indexed lookups rather than one OR across the join.
-                """SELECT d.id, r.template_id FROM devices d LEFT JOIN device_registrations r ON r.device_id = d.id
-                   WHERE d.id = $1
+                """SELECT d.id, r.template_id, d.product_id FROM devices d
+                   LEFT JOIN device_registrations r ON r.device_id = d.id WHERE d.id = $1
                    UNION ALL
-                   SELECT d.id, r.template_id FROM devices d LEFT JOIN device_registrations r ON r.device_id = d.id
-                   WHERE d.project_id = $2 AND d.name = $5
+                   SELECT d.id, r.template_id, d.product_id FROM devices d
+                   LEFT JOIN device_registrations r ON r.device_id = d.id WHERE d.project_id = $2 AND d.name = $5
                    UNION ALL
-                   SELECT r.device_id, r.template_id FROM device_registrations r
+                   SELECT r.device_id, r.template_id, r.product_id FROM device_registrations r
                    WHERE r.project_id = $2 AND r.product_id = $3 AND r.node_id = $4
                    LIMIT 1""",
                 device_id, project_id, product_id, node_id, name)
-        return (r["id"], r["template_id"]) if r else None
+        return (r["id"], r["template_id"], r["product_id"]) if r else None
 
     async def product_exists(self, project_id: str, product_id: str) -> bool:
         with translated():

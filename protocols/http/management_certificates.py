@@ -45,7 +45,21 @@ class CertificateRoutes:
             ("DELETE", "/certificates/{certificate_id}", self.delete),
             ("POST", "/certificates/{certificate_id}/action", self.action),
             ("PUT", "/certificates/{certificate_id}/crl", self.upload_crl),
+            ("PUT", "/products/{product_id}/x509-chain", self.set_chain),
+            ("DELETE", "/products/{product_id}/x509-chain", self.clear_chain),
         ]
+
+    async def set_chain(self, request: web.Request, project_id: str) -> web.Response:
+        """ThingsBoard's X.509 chain strategy on a product: {certificate, certificate_regex,
+        allow_create_new_devices}."""
+        ca = await self._cas.set_product_chain(project_id, request.match_info["product_id"], await json_body(request))
+        return json_response({"product_id": ca.product_id, "certificate_id": ca.id, "cn_name": ca.cn_name,
+                              "certificate_regex": ca.cn_pattern, "allow_create_new_devices": ca.allow_create,
+                              "expiry_date": iotda_time(ca.not_after)})
+
+    async def clear_chain(self, request: web.Request, project_id: str) -> web.Response:
+        await self._cas.clear_product_chain(project_id, request.match_info["product_id"])
+        return web.Response(status=204)
 
     async def upload(self, request: web.Request, project_id: str) -> web.Response:
         body = await json_body(request)

@@ -51,6 +51,12 @@ OPERATIONS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
                      "(else 400 IOTDA.014305)."}),
     ("PUT", "/certificates/{certificate_id}/crl", "Upload the CA's certificate revocation list",
      {"body": "CrlUpload", "returns": "Certificate"}),
+    ("PUT", "/products/{product_id}/x509-chain", "ThingsBoard's X.509 chain strategy for a product",
+     {"body": "X509Chain", "returns": "X509ChainState", "errors": (409,),
+      "description": "Devices presenting a chain to this certificate are created (device name = group 1 of "
+                     "certificate_regex on the CN) or, when a device of that name exists in the product, have "
+                     "their certificate rotated."}),
+    ("DELETE", "/products/{product_id}/x509-chain", "Remove a product's X.509 chain certificate", {"status": 204}),
 )
 
 _PARAMETER = _object("type", type={"type": "string", "enum": ["String"]})
@@ -94,6 +100,11 @@ SCHEMAS: dict[str, Any] = {
         status={"type": "boolean", "description": "Verified"}, verify_code=_STRING, provision_enable=_BOOL,
         template_id=_NULLABLE, ocsp_enable=_BOOL, ocsp_server_ca_id=_NULLABLE, ocsp_ssl_enable=_BOOL,
         create_date=_TIME, effective_date=_TIME, expiry_date=_TIME, crl_uploaded=_BOOL),
+    "X509Chain": _object("certificate", certificate=_STRING,
+                         certificate_regex={"type": "string", "default": "(.*)"},
+                         allow_create_new_devices={"type": "boolean", "default": True}),
+    "X509ChainState": _object(product_id=_STRING, certificate_id=_STRING, cn_name=_STRING,
+                              certificate_regex=_STRING, allow_create_new_devices=_BOOL, expiry_date=_TIME),
     "CertificateList": _object("certificates", "page", certificates={"type": "array", "items": _ref("Certificate")},
                                page=_ref("Page")),
 }
