@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import ssl
 from dataclasses import dataclass
 
 import asyncpg
@@ -11,15 +10,18 @@ from aiohttp import web
 
 from gateway.attributes import AttributeService
 from gateway.auth import DeviceAuthenticator
+from gateway.autoregistration import AutoRegistration
 from gateway.codec import PayloadLimits
 from gateway.config import Settings
 from gateway.commands import CommandService
+from gateway.device_cas import CaService
 from gateway.devices import DeviceService
 from gateway.downlink import Downlink, SessionLimits
 from gateway.ingest import IngestPipeline, IngestSettings
 from gateway.products import ProductService
 from gateway.projects import ProjectService
 from gateway.provisioning import ProvisioningService
+from gateway.provisioning_templates import TemplateService
 from gateway.telemetry_queries import TelemetryQueryService
 from gateway.uplink import Uplink
 from protocols.http.connection import HttpLimits
@@ -36,12 +38,15 @@ from storage.attributes import AttributeStore
 from storage.audit import AuditStore
 from storage.certificates import CertificateWatch
 from storage.database import open_pool
+from storage.device_cas import DeviceCaStore
 from storage.devices import DeviceStore
 from storage.products import ProductStore
 from storage.projects import ProjectStore
+from storage.registrations import RegistrationStore
 from storage.registry import DeviceRegistryStore
 from storage.telemetry import KeyDictionary, TelemetryWriter
 from storage.telemetry_queries import TelemetryQueryStore
+from storage.templates import TemplateStore
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +76,13 @@ class Services:
     registry: DeviceRegistryStore
     telemetry_queries: TelemetryQueryStore
     provisioning: ProvisioningService
+    templates: TemplateService
+    cas: CaService
+    registration: AutoRegistration
 
 
-async def open_services(url: str, pool_size: int) -> Services:
+async def open_services(url: str, pool_size: int, settings: Settings | None = None) -> Services:
+    settings = settings or Settings()
     pool = await open_pool(url, pool_size)
     devices, audit = DeviceStore(pool), AuditStore(pool)
     provisioning = ProvisioningService(devices, audit)
@@ -89,6 +98,9 @@ async def open_services(url: str, pool_size: int) -> Services:
         registry=DeviceRegistryStore(pool),
         telemetry_queries=TelemetryQueryStore(pool),
         provisioning=provisioning,
+        templates=TemplateService(TemplateStore(pool), settings.max_templates_per_project),
+        cas=CaService(DeviceCaStore(pool), settings.max_device_cas_per_project),
+        registration=AutoRegistration(RegistrationStore(pool)),
     )
 
 
@@ -118,7 +130,7 @@ class Gateway:
 
     async def start(self) -> None:
         s = self.settings
-        self._services = services = await open_services(self._url, s.db_pool_size)
+        self._services = services = await open_services(self._url, s.db_pool_size, s)
         self._pipeline = IngestPipeline(
             TelemetryWriter(services.pool, services.keys),
             IngestSettings(
@@ -130,7 +142,7 @@ class Gateway:
             ),
         )
         self._pipeline.start()
-        auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds)
+        auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds, certificates=services.registration)
         limits = PayloadLimits(s.max_key_length, s.max_string_length, s.max_datapoints_per_message)
         uplink = Uplink(self._pipeline, services.attributes, limits, ack_stored=s.ack == "stored")
         downlink = Downlink(SessionLimits(s.max_payload_bytes, s.mqtt_max_inflight))
@@ -139,8 +151,9 @@ class Gateway:
         if s.http_port:
             port = await self._device_http.start(s.host, s.http_port)
             self.listeners.append(Listener("http", f"http://{_display(s.host)}:{port}"))
-        if s.https_port and s.tls_cert_file and s.tls_key_file:
-            port = await self._device_http.start(s.host, s.https_port, _server_tls(s))
+        device_tls = await self._device_tls()
+        if s.https_port and device_tls is not None:
+            port = await self._device_http.start(s.host, s.https_port, device_tls.context)
             self.listeners.append(Listener("https", f"https://{_display(s.host)}:{port}"))
 
         self._mqtt = MqttServer(
@@ -154,14 +167,7 @@ class Gateway:
         if s.mqtt_port:
             port = await self._mqtt.start(s.host, s.mqtt_port)
             self.listeners.append(Listener("mqtt", f"mqtt://{_display(s.host)}:{port}"))
-        if s.mqtts_port and s.tls_cert_file and s.tls_key_file:
-            # A client certificate is optional here, as on ThingsBoard: devices with
-            # X509_CERTIFICATE credentials present theirs, others use tokens over TLS.
-            device_tls = DeviceTls(s.tls_cert_file, s.tls_key_file)
-            self._certificates = CertificateWatch(
-                self._url, lambda certificates: device_tls.set_anchors(map(pem_of, certificates))
-            )
-            await self._certificates.start()
+        if s.mqtts_port and device_tls is not None:
             port = await self._mqtt.start(s.host, s.mqtts_port, device_tls.context)
             self.listeners.append(Listener("mqtts", f"mqtts://{_display(s.host)}:{port}"))
 
@@ -178,6 +184,21 @@ class Gateway:
         if s.management_port:
             port = await self._http.start(s.host, s.management_port)
             self.listeners.append(Listener("management", f"http://{_display(s.host)}:{port}"))
+
+    async def _device_tls(self) -> DeviceTls | None:
+        """The device listeners' TLS, when a TLS listener is configured. A client certificate is
+        optional, as on ThingsBoard: devices with X509_CERTIFICATE credentials or a certificate
+        from a registered device CA present theirs, others use tokens over TLS. The trust
+        anchors follow the database without a restart."""
+        s = self.settings
+        if not (s.tls_cert_file and s.tls_key_file and (s.https_port or s.mqtts_port)):
+            return None
+        device_tls = DeviceTls(s.tls_cert_file, s.tls_key_file)
+        self._certificates = CertificateWatch(
+            self._url, lambda certificates: device_tls.set_anchors(map(pem_of, certificates))
+        )
+        await self._certificates.start()
+        return device_tls
 
     async def stop(self) -> None:
         """Stop accepting, drain the ingest queue (answering what it held), then close the pool."""
@@ -201,10 +222,3 @@ class Gateway:
 def _display(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
-
-def _server_tls(settings: Settings) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    assert settings.tls_cert_file and settings.tls_key_file
-    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
-    return context

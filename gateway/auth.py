@@ -8,7 +8,7 @@ through the management API evict it at once.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from gateway import credentials as creds
 from gateway.errors import Unauthorized
@@ -18,9 +18,18 @@ from gateway.ports import DeviceAuthStore
 _MAX_ENTRIES = 200_000
 
 
+class CertificateRegistrar(Protocol):
+    """Authenticates a certificate no X509_CERTIFICATE credential names (gateway.autoregistration)."""
+
+    async def authenticate(self, der: bytes, source: str = "") -> DeviceIdentity: ...
+
+
 class DeviceAuthenticator:
-    def __init__(self, store: DeviceAuthStore, cache_seconds: float) -> None:
+    def __init__(
+        self, store: DeviceAuthStore, cache_seconds: float, certificates: CertificateRegistrar | None = None
+    ) -> None:
         self._store = store
+        self._certificates = certificates
         self._ttl = cache_seconds
         self._cache: dict[str, tuple[float, DeviceIdentity, StoredCredentials]] = {}
         self._tokens: dict[str, tuple[float, DeviceIdentity]] = {}
@@ -68,12 +77,16 @@ class DeviceAuthenticator:
             return found[0]
         return self._basic_match(found, client_id, username, given)
 
-    async def by_certificate(self, der: bytes) -> DeviceIdentity:
-        """An X509_CERTIFICATE device, by its credentials hash (SHA3-256 of the Base64 DER)."""
+    async def by_certificate(self, der: bytes, source: str = "") -> DeviceIdentity:
+        """An X509_CERTIFICATE device, by its credentials hash (SHA3-256 of the Base64 DER); else
+        a device bound to the certificate's fingerprint, registered at its first connection
+        when a device CA's template allows it."""
         found = await self._lookup(creds.certificate_lookup_from_der(der))
-        if found is None or found[1].type is not CredentialsType.X509_CERTIFICATE:
-            raise Unauthorized()
-        return found[0]
+        if found is not None and found[1].type is CredentialsType.X509_CERTIFICATE:
+            return found[0]
+        if found is None and self._certificates is not None:
+            return await self._certificates.authenticate(der, source)
+        raise Unauthorized()
 
     @staticmethod
     def _basic_match(

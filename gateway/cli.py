@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p)
     p.set_defaults(run=_admin(_create_token))
 
+    p = admin_commands.add_parser(
+        "create-access-key", help="create an access key for SDK-HMAC-SHA256 signed calls; prints 'AK SK'")
+    p.add_argument("--project", required=True, metavar="ID")
+    _add_settings(p)
+    p.set_defaults(run=_admin(_create_access_key))
+
     p = admin_commands.add_parser("create-product", help="create a product (device profile); prints its id")
     p.add_argument("--project", required=True, metavar="ID")
     p.add_argument("--name", required=True)
@@ -166,7 +172,7 @@ def _admin(action: Callable[[Any, argparse.Namespace], Awaitable[str]]) -> Calla
         url = database_url(settings)
 
         async def admin() -> str:
-            services = await open_services(url, 2)
+            services = await open_services(url, 2, settings)
             try:
                 return await action(services, args)
             finally:
@@ -192,3 +198,8 @@ async def _create_product(services: Any, args: argparse.Namespace) -> str:
         provision_key=args.provision_key, provision_secret=args.provision_secret,
     )
     return product.id
+
+
+async def _create_access_key(services: Any, args: argparse.Namespace) -> str:
+    access_key, secret_key = await services.projects.create_access_key(args.project)
+    return f"{access_key} {secret_key}"

@@ -86,6 +86,12 @@ class Settings:
     auth_cache_seconds: float = _setting(
         30.0, "How long a device's credentials are cached after a lookup; 0 disables the cache.", min=0
     )
+    max_templates_per_project: int = _setting(
+        10, "Most provisioning templates a project may have (IoTDA: 10).", min=1, max=10_000
+    )
+    max_device_cas_per_project: int = _setting(
+        100, "Most device CA certificates a project may have (IoTDA: 100).", min=1, max=10_000
+    )
     shutdown_timeout_seconds: float = _setting(30.0, "Deadline for draining the ingest queue on SIGTERM.", min=0)
     event_loop: Literal["uvloop", "asyncio"] = _setting(
         "uvloop", "Event loop: uvloop (when installed) or the standard library's asyncio."

@@ -19,6 +19,7 @@ import os
 from gateway.errors import CredentialsInvalid
 from gateway.model import Credentials, CredentialsType, MqttBasic, StoredCredentials
 
+CERTIFICATE_TOKEN = "me"
 _PEM_MARKERS = ("-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----")
 # scrypt's cost is modest on purpose: MQTT_BASIC devices reconnect in storms,
 # and a device password is checked at every CONNECT.
@@ -92,6 +93,9 @@ def validate(credentials: Credentials) -> Credentials:
                 raise CredentialsInvalid("Device credentials id should be specified!")
             if len(token) > 256:
                 raise CredentialsInvalid("Access token is longer than 256 characters!")
+            if token == CERTIFICATE_TOKEN:
+                # /api/v1/me/... is the device API for a device authenticated by its certificate.
+                raise CredentialsInvalid(f"An access token cannot be {CERTIFICATE_TOKEN!r}!")
             return credentials
         case CredentialsType.MQTT_BASIC:
             basic = credentials.value

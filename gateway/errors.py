@@ -106,3 +106,31 @@ class DeviceNotConnected(Conflict):
 
 class RpcTimeout(GatewayError):
     """The device did not answer the call in time."""
+
+
+class TemplateQuotaExceeded(QuotaExceeded):
+    """The project already has the most provisioning templates allowed."""
+
+
+class TemplateNameTaken(Conflict):
+    """A provisioning template with this name already exists in the project."""
+
+
+class TemplateInUse(Conflict):
+    """The provisioning template is bound to a device CA certificate; unbind it first."""
+
+
+class CaQuotaExceeded(QuotaExceeded):
+    """The project already has the most device CA certificates allowed."""
+
+
+class CaTaken(Conflict):
+    """This CA certificate is already registered."""
+
+
+class CaNotVerified(InvalidInput):
+    """The CA certificate is not verified: prove possession of its key first."""
+
+
+class VerificationFailed(InvalidInput):
+    """The verification certificate is not signed by the CA or its CN is not the verify code."""

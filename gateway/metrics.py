@@ -43,3 +43,7 @@ DB_ERRORS = Counter("gateway_database_errors_total", "Failed database writes (ea
 BAD_REQUESTS = Counter("gateway_bad_requests_total", "Requests refused as malformed or oversize", ["protocol", "reason"])
 AUTH_FAILURES = Counter("gateway_auth_failures_total", "Device authentication failures", ["protocol"])
 PROVISIONING = Counter("gateway_provisioning_total", "Claim provisioning outcomes", ["protocol", "status"])
+AUTO_REGISTRATION = Counter(
+    "gateway_auto_registration_total", "Certificate auto-registration decisions, by outcome and reason",
+    ["outcome", "reason"],
+)

@@ -14,7 +14,9 @@ from gateway.model import (
     AttributeScope,
     AttributeValue,
     AuditRecord,
+    BoundCertificate,
     Device,
+    DeviceCa,
     DeviceDetails,
     DeviceIdentity,
     KeyValue,
@@ -22,7 +24,9 @@ from gateway.model import (
     Page,
     Product,
     Project,
+    Registration,
     StoredCredentials,
+    Template,
     TelemetryMessage,
     TimeseriesPoint,
     TimeseriesQuery,
@@ -84,6 +88,11 @@ class ProjectStore(Protocol):
 
     async def project_of_token(self, token_hash: str) -> str | None: ...
 
+    async def add_access_key(self, access_key: str, project_id: str, secret_key: str, created_at: int) -> None: ...
+
+    async def access_key(self, access_key: str) -> tuple[str, str] | None:
+        """(project id, secret key) of an access key."""
+
 
 class ProductStore(Protocol):
     async def create_product(self, product: Product) -> None:
@@ -139,3 +148,64 @@ class TelemetryQueryStore(Protocol):
     async def latest(self, device_id: str, keys: Sequence[str] | None) -> list[LatestTelemetry]: ...
 
     async def history(self, device_id: str, query: TimeseriesQuery) -> list[TimeseriesPoint]: ...
+
+
+class TemplateStore(Protocol):
+    async def create_template(self, template: Template, max_per_project: int) -> None:
+        """TemplateQuotaExceeded when the project already has ``max_per_project``; TemplateNameTaken."""
+
+    async def template(self, project_id: str, template_id: str) -> Template | None: ...
+
+    async def list_templates(
+        self, project_id: str, limit: int, marker: str, offset: int, name: str | None
+    ) -> Page: ...
+
+    async def update_template(self, template: Template) -> bool: ...
+
+    async def delete_template(self, project_id: str, template_id: str) -> bool:
+        """False when absent; TemplateInUse while a device CA is bound to it."""
+
+
+class DeviceCaStore(Protocol):
+    async def create_ca(self, ca: DeviceCa, max_per_project: int) -> None:
+        """CaQuotaExceeded, or CaTaken when this CA is registered already (in any project)."""
+
+    async def ca(self, project_id: str, ca_id: str) -> DeviceCa | None: ...
+
+    async def list_cas(self, project_id: str, limit: int, marker: str, offset: int) -> Page: ...
+
+    async def update_ca(self, ca: DeviceCa) -> None:
+        """NotFound when ``template_id`` names no template of the CA's project."""
+
+    async def delete_ca(self, project_id: str, ca_id: str) -> bool: ...
+
+    async def set_product_ca(self, ca: DeviceCa) -> None:
+        """Replace the product's chain CA (``ca.product_id``); NotFound for no such product,
+        CaTaken when the certificate is registered already."""
+
+    async def delete_product_ca(self, project_id: str, product_id: str) -> bool: ...
+
+
+class RegistrationStore(Protocol):
+    """The certificate auto-registration path."""
+
+    async def certificate(self, fingerprint: str) -> BoundCertificate | None: ...
+
+    async def cas_with_subject(self, subject: bytes) -> list[DeviceCa]:
+        """Every registered CA whose subject is exactly this (DER), verified or not."""
+
+    async def template_by_id(self, template_id: str) -> Template | None: ...
+
+    async def existing_device(self, project_id: str, device_id: str, product_id: str, node_id: str,
+                              name: str) -> tuple[str, str | None, str] | None:
+        """A device clashing with one to be created (same id, name, or product and node id):
+        its id, the template that registered it (None if none did) and its product."""
+
+    async def product_exists(self, project_id: str, product_id: str) -> bool: ...
+
+    async def audit(self, record: AuditRecord) -> None: ...
+
+    async def register(self, registration: Registration, record: AuditRecord) -> None:
+        """In one transaction: create the device (or, when ``registration.rotate_device_id``
+        is set, rebind that device), its registration row, the certificate binding, and the
+        audit record. Conflict on any clash, storing nothing."""

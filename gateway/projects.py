@@ -7,12 +7,14 @@ import re
 import secrets
 import time
 
+from gateway import signing
 from gateway.errors import InvalidInput, NotFound, Unauthorized
 from gateway.ids import new_id
 from gateway.model import Project
 from gateway.ports import ProjectStore
 
 _NAME = re.compile(r"[\w.\-]{1,64}")
+_AK_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
 def token_hash(token: str) -> str:
@@ -37,6 +39,27 @@ class ProjectService:
         token = secrets.token_urlsafe(32)
         await self._store.add_token(project_id, token_hash(token), description, time.time_ns() // 1_000_000)
         return token
+
+    async def create_access_key(self, project_id: str) -> tuple[str, str]:
+        """A new access key id and secret key for SDK-HMAC-SHA256 signed calls to the project.
+
+        The secret is kept in clear: verifying an HMAC needs it (as every AK/SK service does)."""
+        if await self._store.project(project_id) is None:
+            raise NotFound(f"Project {project_id} does not exist")
+        access_key = "".join(secrets.choice(_AK_ALPHABET) for _ in range(20))
+        secret_key = secrets.token_urlsafe(30)
+        await self._store.add_access_key(access_key, project_id, secret_key, time.time_ns() // 1_000_000)
+        return access_key, secret_key
+
+    async def project_of_signature(self, authorization: str, request: signing.SignedRequest) -> str:
+        """The project of a request signed with an access key; Unauthorized otherwise."""
+        signature = signing.parse(authorization)
+        found = await self._store.access_key(signature.access_key)
+        if found is None:
+            raise Unauthorized("The access key is invalid")
+        project_id, secret_key = found
+        signing.verify(request, signature, secret_key)
+        return project_id
 
     async def project_of(self, token: str | None) -> str:
         if not token:

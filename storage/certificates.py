@@ -8,15 +8,19 @@ from collections.abc import Callable
 
 import asyncpg
 
+from gateway.credentials import trim_certificate
+from storage.device_cas import trusted_ca_pems
+
 log = logging.getLogger(__name__)
 CHANNEL = "device_certificates"
 
 
 async def device_certificates(pool: asyncpg.Pool | asyncpg.Connection) -> list[str]:
-    """Every X509_CERTIFICATE credential's certificate (the trimmed Base64 body)."""
+    """The trust anchors (trimmed Base64 bodies): every X509_CERTIFICATE credential's
+    certificate, and every verified device CA certificate."""
     records = await pool.fetch(
         "SELECT certificate FROM device_credentials WHERE type = 'X509_CERTIFICATE' AND certificate IS NOT NULL")
-    return [r["certificate"] for r in records]
+    return [r["certificate"] for r in records] + [trim_certificate(pem) for pem in await trusted_ca_pems(pool)]
 
 
 class CertificateWatch:

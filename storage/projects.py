@@ -37,3 +37,16 @@ class ProjectStore:
             return await self._pool.fetchval(
                 "SELECT project_id FROM management_tokens WHERE token_hash = $1", token_hash
             )
+
+    async def add_access_key(self, access_key: str, project_id: str, secret_key: str, created_at: int) -> None:
+        with translated():
+            await self._pool.execute(
+                "INSERT INTO access_keys (access_key, project_id, secret_key, created_at) VALUES ($1, $2, $3, $4)",
+                access_key, project_id, secret_key, created_at,
+            )
+
+    async def access_key(self, access_key: str) -> tuple[str, str] | None:
+        with translated():
+            r = await self._pool.fetchrow("SELECT project_id, secret_key FROM access_keys WHERE access_key = $1",
+                                          access_key)
+        return (r["project_id"], r["secret_key"]) if r else None

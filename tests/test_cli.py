@@ -121,3 +121,22 @@ async def test_embedded_database_as_an_ordinary_user(database_url) -> None:
         assert len(out.strip()) == 24
     finally:
         shutil.rmtree(data, ignore_errors=True)
+
+
+async def test_create_access_key_prints_the_key_and_the_secret(database_url, tmp_path) -> None:
+    from gateway import signing
+    from gateway.app import open_services
+
+    env = {**cli_env(str(tmp_path), 0), "GATEWAY_DATABASE_URL": database_url}
+    code, project, err = await run_cli("admin", "create-project", "ak-" + os.urandom(4).hex(), env=env)
+    assert code == 0, err
+    code, out, err = await run_cli("admin", "create-access-key", "--project", project.strip(), env=env)
+    assert code == 0, err
+    assert out.endswith("\n") and out.count("\n") == 1
+    access_key, secret_key = out.split()
+    services = await open_services(database_url, 2)
+    try:
+        assert await services.projects._store.access_key(access_key) == (project.strip(), secret_key)
+    finally:
+        await services.pool.close()
+    assert signing.is_signed(f"SDK-HMAC-SHA256 Access={access_key}, SignedHeaders=x-sdk-date, Signature=00")

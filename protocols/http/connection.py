@@ -42,7 +42,9 @@ class HttpLimits:
 class DeviceApiPort:
     """What a connection asks of the device API (protocols.http.device_api.DeviceApi)."""
 
-    def dispatch(self, method: bytes, target: bytes, body: bytes, remote: str) -> Outcome: ...
+    def dispatch(
+        self, method: bytes, target: bytes, body: bytes, remote: str, certificate: bytes | None = None
+    ) -> Outcome: ...
     def oversize(self, method: bytes, target: bytes) -> Outcome: ...
     def stored(self, future: asyncio.Future[Any]) -> Reply: ...
 
@@ -75,6 +77,7 @@ class DeviceHttpConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._remote = ""
+        self._certificate: bytes | None = None
         self._slots: deque[_Slot] = deque()
         self._paused = False
         self._closing = False
@@ -92,6 +95,10 @@ class DeviceHttpConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         peer = self._transport.get_extra_info("peername")
         self._remote = f"{peer[0]}:{peer[1]}" if peer else ""
+        # The client certificate of an HTTPS connection: the device of /api/v1/me/...
+        ssl_object = self._transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self._certificate = ssl_object.getpeercert(binary_form=True)
         self._registry.add(self)
         self._active_at = self._loop.time()
         if self._limits.idle_seconds > 0:
@@ -149,7 +156,8 @@ class DeviceHttpConnection(asyncio.Protocol):
         self._body = []
         slot = _Slot(close=not self._parser.should_keep_alive())
         self._slots.append(slot)
-        self._answer(slot, self._api.dispatch(self._parser.get_method(), self._url, body, self._remote))
+        self._answer(slot, self._api.dispatch(self._parser.get_method(), self._url, body, self._remote,
+                                              self._certificate))
         if len(self._slots) > _MAX_PIPELINED and not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()

@@ -17,7 +17,8 @@ import orjson
 
 from gateway import codec, metrics
 from gateway.auth import DeviceAuthenticator
-from gateway.errors import GatewayError, InvalidInput, MalformedPayload, PayloadTooLarge, Unauthorized
+from gateway.credentials import CERTIFICATE_TOKEN
+from gateway.errors import Forbidden, GatewayError, InvalidInput, MalformedPayload, PayloadTooLarge, Unauthorized
 from gateway.model import DeviceIdentity
 from gateway.provision_json import request_from_json, response_to_json
 from gateway.provisioning import ProvisioningService
@@ -32,6 +33,9 @@ PROTOCOL = "http"
 ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/api/v1/provision"),
     ("POST", "/api/v1/{token}/telemetry"),
+    ("POST", "/api/v1/me/telemetry"),
+    ("POST", "/api/v1/me/attributes"),
+    ("GET", "/api/v1/me/attributes"),
     ("POST", "/api/v1/{token}/attributes"),
     ("GET", "/api/v1/{token}/attributes"),
 )
@@ -61,7 +65,9 @@ class DeviceApi:
         self._uplink = uplink
         self._provisioning = provisioning
 
-    def dispatch(self, method: bytes, target: bytes, body: bytes, remote: str) -> Outcome:
+    def dispatch(
+        self, method: bytes, target: bytes, body: bytes, remote: str, certificate: bytes | None = None
+    ) -> Outcome:
         path, _, query = target.partition(b"?")
         parts = path.split(b"/")
         if len(parts) < 4 or parts[1] != b"api" or parts[2] != b"v1":
@@ -71,6 +77,8 @@ class DeviceApi:
         if len(parts) != 5:
             return _NOT_FOUND
         token, feature = _token(parts[3]), parts[4]
+        if token == CERTIFICATE_TOKEN:
+            return self._by_certificate(method, feature, body, query, certificate, remote)
         if feature == b"telemetry":
             if method != b"POST":
                 return _method_not_allowed("POST")
@@ -130,14 +138,46 @@ class DeviceApi:
             return refused(exc)
         return refused(PayloadTooLarge("The body is larger than the configured limit"))
 
+    async def _by_certificate(
+        self, method: bytes, feature: bytes, body: bytes, query: bytes, certificate: bytes | None, remote: str
+    ) -> Reply:
+        """``/api/v1/me/...``: the device is the one the HTTPS client certificate names (and
+        registers, on its first request, when a device CA's template allows). Refused: 403."""
+        if (method, feature) not in ((b"POST", b"telemetry"), (b"POST", b"attributes"), (b"GET", b"attributes")):
+            return _NOT_FOUND if feature not in (b"telemetry", b"attributes") else _method_not_allowed(
+                "POST" if feature == b"telemetry" else "GET, POST")
+        if certificate is None:
+            return refused(Unauthorized())
+        try:
+            device = await self._auth.by_certificate(certificate, f"https:{remote}")
+        except Unauthorized:
+            metrics.AUTH_FAILURES.labels(PROTOCOL).inc()
+            return refused(Forbidden("Not authorized"))
+        except GatewayError as exc:
+            return refused(exc)
+        if method == b"GET":
+            return await self._attributes_of(device, query)
+        outcome = _submitted(device, body, self._uplink.submit_telemetry if feature == b"telemetry"
+                             else self._uplink.submit_attributes)
+        if isinstance(outcome, Reply):
+            return outcome
+        await asyncio.wait([outcome])
+        return self.stored(outcome)
+
     async def _get_attributes(self, token: str, query: bytes) -> Reply:
+        try:
+            device = await self._auth.by_token(token)
+        except GatewayError as exc:
+            return refused(exc)
+        return await self._attributes_of(device, query)
+
+    async def _attributes_of(self, device: DeviceIdentity, query: bytes) -> Reply:
         params = parse_qs(query.decode("latin-1"), keep_blank_values=True)
         # The Python SDK's TBHTTPDevice spells them client_keys/shared_keys, and sends
         # lists as repeated parameters, which Spring joins with commas.
         client = split_keys(_joined(params, "clientKeys", "client_keys"))
         shared = split_keys(_joined(params, "sharedKeys", "shared_keys"))
         try:
-            device = await self._auth.by_token(token)
             result = await self._uplink.read_attributes(device, client, shared)
         except GatewayError as exc:
             return refused(exc)

@@ -6,6 +6,9 @@ from gateway import errors
 
 _STATUS: list[tuple[type[errors.GatewayError], int]] = [
     (errors.PayloadTooLarge, 413),
+    (errors.TemplateQuotaExceeded, 400),
+    (errors.CaQuotaExceeded, 400),
+    (errors.TemplateInUse, 400),
     (errors.InvalidInput, 400),
     (errors.Unauthorized, 401),
     (errors.Forbidden, 403),

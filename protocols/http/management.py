@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway import errors
+from gateway import errors, signing
 from gateway.attributes import AttributeService
 from gateway.devices import DeviceService
 from gateway.model import Product
@@ -31,14 +31,24 @@ from protocols.http.iotda import (
     page_params,
 )
 from protocols.http.management_attributes import AttributeRoutes
+from protocols.http.management_certificates import CertificateRoutes
 from protocols.http.management_devices import DeviceRoutes
 from protocols.http.management_commands import CommandRoutes
 from protocols.http.management_telemetry import TelemetryRoutes
+from protocols.http.management_templates import TemplateRoutes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Subclasses before their bases: the first match wins.
 _CODES: list[tuple[type[errors.GatewayError], str]] = [
+    # This gateway's own codes for templates and device CAs (IoTDA documents none).
+    (errors.TemplateQuotaExceeded, "IOTDA.014301"),
+    (errors.TemplateNameTaken, "IOTDA.014302"),
+    (errors.TemplateInUse, "IOTDA.014303"),
+    (errors.CaNotVerified, "IOTDA.014304"),
+    (errors.VerificationFailed, "IOTDA.014305"),
+    (errors.CaTaken, "IOTDA.014306"),
+    (errors.CaQuotaExceeded, "IOTDA.014307"),
     (errors.LimitOutOfRange, "IOTDA.000017"),
     (errors.OffsetOutOfRange, "IOTDA.000018"),
     (errors.InvalidTime, "IOTDA.000009"),
@@ -95,7 +105,8 @@ class ManagementApi:
     ) -> None:
         self._s = services
         self._groups = (
-            DeviceRoutes(devices), AttributeRoutes(attributes), TelemetryRoutes(telemetry), CommandRoutes(commands)
+            DeviceRoutes(devices), AttributeRoutes(attributes), TelemetryRoutes(telemetry), CommandRoutes(commands),
+            TemplateRoutes(services.templates, services.registration), CertificateRoutes(services.cas),
         )
 
     def routes(self) -> list[web.RouteDef]:
@@ -116,7 +127,7 @@ class ManagementApi:
 
         async def scoped(request: web.Request) -> web.StreamResponse:
             try:
-                project_id = await self._s.projects.project_of(request.headers.get("X-Auth-Token"))
+                project_id = await self._caller(request)
                 if project_id != request.match_info["project_id"]:
                     raise errors.Forbidden("The token does not grant access to this project")
                 return await handler(request, project_id)
@@ -124,6 +135,21 @@ class ManagementApi:
                 return error_response(exc)
 
         return scoped
+
+    async def _caller(self, request: web.Request) -> str:
+        """The caller's project: by X-Auth-Token, or by an SDK-HMAC-SHA256 signature (AK/SK)."""
+        authorization = request.headers.get("Authorization")
+        if not signing.is_signed(authorization) or request.headers.get("X-Auth-Token"):
+            return await self._s.projects.project_of(request.headers.get("X-Auth-Token"))
+        assert authorization is not None
+        signed = signing.SignedRequest(
+            method=request.method,
+            raw_path=request.rel_url.raw_path,
+            query=[(k, v) for k, v in request.query.items()],
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=await request.read(),
+        )
+        return await self._s.projects.project_of_signature(authorization, signed)
 
     async def create_product(self, request: web.Request, project_id: str) -> web.Response:
         body = await json_body(request)

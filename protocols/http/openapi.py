@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from gateway.telemetry_queries import DEFAULT_LIMIT, MAX_LIMIT
+from protocols.http import openapi_provisioning
 from protocols.http.iotda import NO_MARKER, PREFIX
 
 MANAGEMENT, DEVICE_API, OPERATIONS = "Management", "Device API", "Operations"
@@ -92,6 +93,8 @@ OPERATIONS_DESCRIBED: tuple[Operation, ...] = (
                             "v1/devices/me/rpc/request/{id}); a two-way call answers with the device's reply from "
                             "v1/devices/me/rpc/response/{id}, 504 (IOTDA.000021) when none came within timeout; a "
                             "one-way call answers 202 once sent. 409 (IOTDA.014016) when the device is not connected."),
+    *(_management(method, path, summary, **details)
+      for method, path, summary, details in openapi_provisioning.OPERATIONS),
     Operation("POST", "/api/v1/provision", DEVICE_API, "Claim provisioning (ThingsBoard)", body="ProvisionRequest",
               returns="ProvisionResponse", errors=(400, 413),
               description="Refusals are answered with 200 and status NOT_FOUND or FAILURE, as ThingsBoard does."),
@@ -102,6 +105,15 @@ OPERATIONS_DESCRIBED: tuple[Operation, ...] = (
     Operation("GET", "/api/v1/{token}/attributes", DEVICE_API, "Request client and shared attributes",
               query=("clientKeys", "sharedKeys"), returns="DeviceAttributes", errors=(401, 503),
               description="Without keys, every client and shared attribute; sections without values are omitted."),
+    *(Operation(method, f"/api/v1/me/{feature}", DEVICE_API, f"{summary} as the device of the client certificate",
+                body=body, returns=returns, errors=(400, 401, 403, 413, 503),
+                description="HTTPS only: the device is the one its client certificate names (an X509_CERTIFICATE "
+                            "credential, or a device CA's certificate, which registers the device by the CA's "
+                            "template on its first request). 401 without a certificate, 403 when it is refused.")
+      for method, feature, summary, body, returns in (
+          ("POST", "telemetry", "Send telemetry", "TelemetryPayload", None),
+          ("POST", "attributes", "Report client attributes", "AttributeValues", None),
+          ("GET", "attributes", "Request client and shared attributes", None, "DeviceAttributes"))),
     Operation("GET", "/metrics", OPERATIONS, "Prometheus metrics", returns="Metrics", media="text/plain"),
     Operation("GET", "/healthz", OPERATIONS, "Liveness", returns="Health"),
     Operation("GET", "/openapi.json", OPERATIONS, "This document", returns="OpenApi"),
@@ -298,6 +310,7 @@ RESPONSES: dict[str, Any] = {
     "Unavailable": _iotda_error("IOTDA.000003: the database is unavailable"),
     "DeviceBadRequest": {"description": "The reason, in plain text", "content": _TEXT},
     "DeviceUnauthorized": {"description": "Unknown access token; no body"},
+    "DeviceForbidden": {"description": "The client certificate is not authorized", "content": _TEXT},
     "DevicePayloadTooLarge": {"description": "The body is over max_payload_bytes", "content": _TEXT},
     "DeviceUnavailable": {"description": "The ingest queue is full or the database down; retry after Retry-After",
                           "headers": {"Retry-After": {"schema": _s("integer")}}, "content": _TEXT},
@@ -305,7 +318,7 @@ RESPONSES: dict[str, Any] = {
 _ERROR_RESPONSES = {
     MANAGEMENT: {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
                  413: "PayloadTooLarge", 503: "Unavailable", 504: "GatewayTimeout"},
-    DEVICE_API: {400: "DeviceBadRequest", 401: "DeviceUnauthorized", 413: "DevicePayloadTooLarge",
+    DEVICE_API: {400: "DeviceBadRequest", 401: "DeviceUnauthorized", 403: "DeviceForbidden", 413: "DevicePayloadTooLarge",
                  503: "DeviceUnavailable"},
 }
 
@@ -355,8 +368,8 @@ def document() -> dict[str, Any]:
                  {"name": OPERATIONS, "description": "Health, metrics and this document"}],
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
-            "parameters": PARAMETERS,
+            "schemas": {**SCHEMAS, **openapi_provisioning.SCHEMAS},
+            "parameters": {**PARAMETERS, **openapi_provisioning.PARAMETERS},
             "responses": RESPONSES,
             "securitySchemes": {"XAuthToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}},
         },

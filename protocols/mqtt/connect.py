@@ -50,18 +50,21 @@ def refusal_for(connect: Connect) -> int:
 
 
 async def admit(
-    connect: Connect, auth: DeviceAuthenticator, limits: Limits, peer_certificate: bytes | None
+    connect: Connect, auth: DeviceAuthenticator, limits: Limits, peer_certificate: bytes | None, source: str = ""
 ) -> Admitted | Refused:
     if connect.username == PROVISION or connect.client_id == PROVISION:
         # Provisioning comes first, before any certificate, and needs no credentials.
         return _admitted(connect, None, limits, will_accepted=False)
+    by_certificate = peer_certificate is not None and connect.username is None
     try:
-        if peer_certificate is not None and connect.username is None:
-            device = await auth.by_certificate(peer_certificate)
+        if by_certificate:
+            assert peer_certificate is not None
+            device = await auth.by_certificate(peer_certificate, source)
         else:
             device = await auth.by_mqtt(connect.client_id, connect.username, connect.password)
     except Unauthorized:
-        return Refused(refusal_for(connect), "unknown credentials")
+        # A certificate refused (unknown, disabled, not registrable) is only "not authorized".
+        return Refused(Reason.NOT_AUTHORIZED if by_certificate else refusal_for(connect), "unknown credentials")
     except GatewayError as exc:
         return Refused(Reason.SERVER_UNAVAILABLE, exc.message)
     will = connect.will

@@ -167,7 +167,7 @@ class MqttSession(asyncio.Protocol):
 
     async def _admit(self, connect: Connect) -> None:
         certificate = self._peer_certificate()
-        decision = await admit(connect, self._ctx.auth, self._ctx.limits, certificate)
+        decision = await admit(connect, self._ctx.auth, self._ctx.limits, certificate, f"mqtts:{self._peer()}")
         if self._transport is None:
             return
         if isinstance(decision, Refused):
@@ -191,6 +191,10 @@ class MqttSession(asyncio.Protocol):
         if decision.keep_alive:
             self._timer = self._loop.call_later(decision.keep_alive * 1.5, self._check_timers)
         self._drain_backlog()
+
+    def _peer(self) -> str:
+        peer = self._transport.get_extra_info("peername") if self._transport else None
+        return f"{peer[0]}:{peer[1]}" if peer else ""
 
     def _peer_certificate(self) -> bytes | None:
         ssl_object = self._transport.get_extra_info("ssl_object") if self._transport else None

@@ -1,0 +1,78 @@
+"""Provisioning templates: IoTDA's create, list, show, update and delete, with its validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from gateway import templates
+from gateway.errors import InvalidInput, NotFound
+from gateway.ids import new_id
+from gateway.model import Page, Template
+from gateway.ports import TemplateStore
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class TemplateService:
+    def __init__(self, store: TemplateStore, max_per_project: int) -> None:
+        self._store = store
+        self._max = max_per_project
+
+    async def create(self, project_id: str, body: dict[str, Any]) -> Template:
+        name = templates.check_name(body.get("template_name"))
+        description = templates.check_description(body.get("description"))
+        template_body = body.get("template_body")
+        if template_body is None:
+            raise InvalidInput("template_body is required")
+        templates.compile_body(template_body)
+        now = _now_ms()
+        template = Template(new_id(), project_id, name, description, template_body, now, now,
+                            allow_rotation=_flag(body.get("allow_certificate_rotation")))
+        await self._store.create_template(template, self._max)
+        return template
+
+    async def get(self, project_id: str, template_id: str) -> Template:
+        template = await self._store.template(project_id, template_id)
+        if template is None:
+            raise NotFound(f"The provisioning template {template_id} does not exist")
+        return template
+
+    async def list(self, project_id: str, limit: int, marker: str, offset: int, name: str | None) -> Page:
+        return await self._store.list_templates(project_id, limit, marker, offset, name or None)
+
+    async def update(self, project_id: str, template_id: str, body: dict[str, Any]) -> Template:
+        """Only description and template_body change (and this gateway's rotation switch)."""
+        unknown = set(k for k, v in body.items() if v is not None) - {
+            "description", "template_body", "allow_certificate_rotation"}
+        if unknown:
+            raise InvalidInput(f"Only description and template_body can be updated, not {', '.join(sorted(unknown))}")
+        current = await self.get(project_id, template_id)
+        changes: dict[str, Any] = {"updated_at": _now_ms()}
+        if body.get("description") is not None:
+            changes["description"] = templates.check_description(body["description"])
+        if body.get("template_body") is not None:
+            templates.compile_body(body["template_body"])
+            changes["body"] = body["template_body"]
+        if body.get("allow_certificate_rotation") is not None:
+            changes["allow_rotation"] = _flag(body["allow_certificate_rotation"])
+        updated = dataclasses.replace(current, **changes)
+        if not await self._store.update_template(updated):
+            raise NotFound(f"The provisioning template {template_id} does not exist")
+        return updated
+
+    async def delete(self, project_id: str, template_id: str) -> None:
+        """TemplateInUse while a device CA is bound to it."""
+        if not await self._store.delete_template(project_id, template_id):
+            raise NotFound(f"The provisioning template {template_id} does not exist")
+
+
+def _flag(value: Any) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidInput("allow_certificate_rotation must be true or false")
+    return value

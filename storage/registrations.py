@@ -1,0 +1,98 @@
+"""The certificate auto-registration port: fingerprints, CAs by subject, the one transaction."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+
+from gateway.errors import Conflict
+from gateway.model import AuditRecord, BoundCertificate, DeviceCa, DeviceIdentity, Registration, Template
+from storage.audit import AUDIT_COLUMNS, audit_values
+from storage.device_cas import ca_of
+from storage.errors import translated
+from storage.templates import template_of
+
+_BOUND = """SELECT c.fingerprint, c.enabled, c.template_id, c.ca_id, a.crl_pem,
+                   d.id, d.project_id, d.product_id, d.name, p.send_ack_on_validation_error
+            FROM device_certificates c JOIN devices d ON d.id = c.device_id
+            JOIN products p ON p.id = d.product_id LEFT JOIN device_cas a ON a.id = c.ca_id
+            WHERE c.fingerprint = $1"""
+
+
+class RegistrationStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def certificate(self, fingerprint: str) -> BoundCertificate | None:
+        with translated():
+            r = await self._pool.fetchrow(_BOUND, fingerprint)
+        if r is None:
+            return None
+        identity = DeviceIdentity(r["id"], r["project_id"], r["product_id"], r["name"],
+                                  r["send_ack_on_validation_error"])
+        return BoundCertificate(r["fingerprint"], identity, r["enabled"], r["template_id"], r["ca_id"], r["crl_pem"])
+
+    async def cas_with_subject(self, subject: bytes) -> list[DeviceCa]:
+        with translated():
+            return [ca_of(r) for r in await self._pool.fetch("SELECT * FROM device_cas WHERE subject = $1", subject)]
+
+    async def template_by_id(self, template_id: str) -> Template | None:
+        with translated():
+            r = await self._pool.fetchrow("SELECT * FROM provisioning_templates WHERE id = $1", template_id)
+        return template_of(r) if r else None
+
+    async def existing_device(self, project_id: str, device_id: str, product_id: str, node_id: str,
+                              name: str) -> tuple[str, str | None, str] | None:
+        with translated():
+            r = await self._pool.fetchrow(
+                # Three indexed lookups rather than one OR across the join.
+                """SELECT d.id, r.template_id, d.product_id FROM devices d
+                   LEFT JOIN device_registrations r ON r.device_id = d.id WHERE d.id = $1
+                   UNION ALL
+                   SELECT d.id, r.template_id, d.product_id FROM devices d
+                   LEFT JOIN device_registrations r ON r.device_id = d.id WHERE d.project_id = $2 AND d.name = $5
+                   UNION ALL
+                   SELECT r.device_id, r.template_id, r.product_id FROM device_registrations r
+                   WHERE r.project_id = $2 AND r.product_id = $3 AND r.node_id = $4
+                   LIMIT 1""",
+                device_id, project_id, product_id, node_id, name)
+        return (r["id"], r["template_id"], r["product_id"]) if r else None
+
+    async def product_exists(self, project_id: str, product_id: str) -> bool:
+        with translated():
+            return await self._pool.fetchval(
+                "SELECT EXISTS (SELECT FROM products WHERE project_id = $1 AND id = $2)", project_id, product_id)
+
+    async def audit(self, record: AuditRecord) -> None:
+        with translated():
+            await self._pool.execute(f"INSERT INTO {AUDIT_COLUMNS} VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                                     *audit_values(record, time.time_ns() // 1_000_000))
+
+    async def register(self, registration: Registration, record: AuditRecord) -> None:
+        d, now = registration.device, time.time_ns() // 1_000_000
+        with translated(Conflict):
+            async with self._pool.acquire() as conn, conn.transaction():
+                if registration.rotate:
+                    # The certificates it replaces stay bound, disabled: presented again, they are refused.
+                    await conn.execute("UPDATE device_certificates SET enabled = false WHERE device_id = $1", d.id)
+                else:
+                    await conn.execute(
+                        """INSERT INTO devices (id, project_id, product_id, name, label, gateway, created_at)
+                           VALUES ($1, $2, $3, $4, NULL, false, $5)""",
+                        d.id, d.project_id, d.product_id, d.name, d.created_at)
+                await conn.execute(
+                    """INSERT INTO device_registrations
+                       (device_id, project_id, product_id, node_id, template_id, ca_id, tags, policy_ids, created_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                       ON CONFLICT (device_id) DO UPDATE SET ca_id = EXCLUDED.ca_id""",
+                    d.id, d.project_id, d.product_id, registration.node_id, registration.template_id,
+                    registration.ca_id, [list(t) for t in registration.tags], list(registration.policy_ids), now)
+                await conn.execute(
+                    """INSERT INTO device_certificates
+                       (fingerprint, device_id, project_id, ca_id, template_id, common_name, not_after, created_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                    registration.fingerprint, d.id, d.project_id, registration.ca_id, registration.template_id,
+                    registration.common_name, registration.not_after, now)
+                await conn.execute(f"INSERT INTO {AUDIT_COLUMNS} VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                                   *audit_values(record, now))
