@@ -37,6 +37,7 @@ from storage import embedded
 from storage.attributes import AttributeStore
 from storage.audit import AuditStore
 from storage.certificates import CertificateWatch
+from storage.downlink_bus import PgDownlinkBus
 from storage.database import open_pool
 from storage.device_cas import DeviceCaStore
 from storage.devices import DeviceStore
@@ -115,6 +116,8 @@ class Gateway:
         self._device_http: DeviceHttpServer | None = None
         self._mqtt: MqttServer | None = None
         self._certificates: CertificateWatch | None = None
+        self._bus: PgDownlinkBus | None = None
+        self._downlink: Downlink | None = None
         self._http_app: web.Application | None = None
 
     @property
@@ -145,7 +148,10 @@ class Gateway:
         auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds, certificates=services.registration)
         limits = PayloadLimits(s.max_key_length, s.max_string_length, s.max_datapoints_per_message)
         uplink = Uplink(self._pipeline, services.attributes, limits, ack_stored=s.ack == "stored")
-        downlink = Downlink(SessionLimits(s.max_payload_bytes, s.mqtt_max_inflight))
+        self._bus = bus = PgDownlinkBus(self._url, services.pool)
+        self._downlink = downlink = Downlink(SessionLimits(s.max_payload_bytes, s.mqtt_max_inflight), bus)
+        bus.receiver = downlink.receive
+        await bus.start()
         device_api = DeviceApi(auth, uplink, services.provisioning)
         self._device_http = DeviceHttpServer(device_api, HttpLimits(s.max_payload_bytes, s.http_idle_seconds))
         if s.http_port:
@@ -213,6 +219,10 @@ class Gateway:
             await self._mqtt.close()
         if self._certificates is not None:
             await self._certificates.stop()
+        if self._downlink is not None:
+            await self._downlink.close()
+        if self._bus is not None:
+            await self._bus.stop()
         if self._http is not None:
             await self._http.close()
         if self._services is not None:

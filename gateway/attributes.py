@@ -49,7 +49,7 @@ class AttributeService:
         await require_device(self._devices, project_id, device_id)
         if values:
             await self._store.write_attributes(device_id, scope, time.time_ns() // 1_000_000, values)
-            self._changed(device_id, scope, values, ())
+            await self._changed(device_id, scope, values, ())
 
     async def delete(self, project_id: str, device_id: str, scope: AttributeScope, keys: Sequence[str]) -> None:
         _writable(scope)
@@ -58,15 +58,15 @@ class AttributeService:
         await require_device(self._devices, project_id, device_id)
         deleted = await self._store.delete_attributes(device_id, scope, keys)
         if deleted:
-            self._changed(device_id, scope, (), deleted)
+            await self._changed(device_id, scope, (), deleted)
 
-    def _changed(
+    async def _changed(
         self, device_id: str, scope: AttributeScope, updated: Sequence[KeyValue], deleted: Sequence[str]
     ) -> None:
         """The one place an operator's attribute change leaves the core, after it is stored:
         connected devices hear of shared attributes (ThingsBoard's attribute update push)."""
         if scope is AttributeScope.SHARED:
-            self._downlink.attributes_changed(device_id, updated, deleted)
+            await self._downlink.attributes_changed(device_id, updated, deleted)
 
 
 def _writable(scope: AttributeScope) -> None:

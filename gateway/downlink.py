@@ -8,9 +8,9 @@ Client-side RPC that the gateway answers itself (``getSessionLimits``) is here t
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-from collections.abc import Sequence
+import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,6 +18,8 @@ import orjson
 
 from gateway.errors import DeviceNotConnected, InvalidInput, RpcTimeout
 from gateway.model import KeyValue, ValueType
+from gateway.ports import DownlinkBus
+from gateway.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +59,51 @@ def attribute_update(updated: Sequence[KeyValue], deleted: Sequence[str]) -> dic
     return body
 
 
+_RPC_IDS = 2**31 - 1
+# How long a call waits for some process to say it handed the request to the device.
+DELIVERY_TIMEOUT = 2.0
+
+
+class LocalBus:
+    """The bus of a gateway alone: every event comes straight back to this process."""
+
+    def __init__(self) -> None:
+        self.receiver: Callable[[dict[str, Any]], None] | None = None
+
+    async def publish(self, event: dict[str, Any]) -> None:
+        if self.receiver is not None:
+            self.receiver(event)
+
+
+@dataclass(slots=True)
+class _Call:
+    delivered: asyncio.Future[None]
+    reply: asyncio.Future[Any] | None
+
+
 class Downlink:
-    def __init__(self, limits: SessionLimits) -> None:
+    """Device channels of this process, and the events that reach them from any process.
+
+    Every downlink event goes through the bus, and each process acts on the ones for
+    devices it holds: an attribute update is pushed; an RPC request is pushed and
+    "delivered" is published back, so the caller knows the device is connected; the
+    device's reply is published for whichever process waits for it. RPC ids are random
+    (31 bits), so calls made at once through different processes do not collide.
+    """
+
+    def __init__(
+        self, limits: SessionLimits, bus: DownlinkBus | None = None, delivery_timeout: float = DELIVERY_TIMEOUT
+    ) -> None:
         self.limits = limits
+        self._delivery_timeout = delivery_timeout
+        self._bus: DownlinkBus = bus if bus is not None else LocalBus()
+        self._tasks = OwnedTasks()  # publishing "delivered" and replies
         self._channels: dict[str, set[DeviceChannel]] = {}
-        self._pending: dict[tuple[str, int], asyncio.Future[Any]] = {}
-        self._ids: dict[str, itertools.count[int]] = {}
+        self._calls: dict[tuple[str, int], _Call] = {}
+
+    @property
+    def bus(self) -> DownlinkBus:
+        return self._bus
 
     def attach(self, device_id: str, channel: DeviceChannel) -> None:
         self._channels.setdefault(device_id, set()).add(channel)
@@ -75,14 +116,11 @@ class Downlink:
                 del self._channels[device_id]
 
     def connected(self, device_id: str) -> bool:
+        """Whether this process holds a connection of the device."""
         return device_id in self._channels
 
-    def attributes_changed(self, device_id: str, updated: Sequence[KeyValue], deleted: Sequence[str]) -> None:
-        channels = self._channels.get(device_id)
-        if channels:
-            update = attribute_update(updated, deleted)
-            for channel in list(channels):
-                channel.push_attributes(update)
+    async def attributes_changed(self, device_id: str, updated: Sequence[KeyValue], deleted: Sequence[str]) -> None:
+        await self._bus.publish({"t": "attributes", "d": device_id, "u": attribute_update(updated, deleted)})
 
     async def call(self, device_id: str, method: str, params: Any, *, timeout: float, oneway: bool) -> Any:
         """Send an RPC request to the device; for a two-way call, wait for its reply."""
@@ -90,36 +128,77 @@ class Downlink:
             raise InvalidInput("method is required")
         if not 0 < timeout <= MAX_RPC_TIMEOUT:
             raise InvalidInput(f"timeout must be more than 0 and at most {MAX_RPC_TIMEOUT:.0f} seconds")
+        loop = asyncio.get_running_loop()
+        key = (device_id, secrets.randbelow(_RPC_IDS) + 1)
+        call = self._calls[key] = _Call(loop.create_future(), None if oneway else loop.create_future())
+        deadline = loop.time() + timeout
+        try:
+            await self._bus.publish({"t": "rpc", "d": device_id, "i": key[1], "m": method, "p": params})
+            try:
+                async with asyncio.timeout(min(self._delivery_timeout, timeout)):
+                    await call.delivered
+            except TimeoutError:
+                raise DeviceNotConnected(f"Device {device_id} is not connected") from None
+            if call.reply is None:
+                return None
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await call.reply
+            except TimeoutError:
+                raise RpcTimeout(f"Device {device_id} did not answer {method!r} within {timeout:g} s") from None
+        finally:
+            del self._calls[key]
+
+    def rpc_reply(self, device_id: str, request_id: int, reply: Any) -> None:
+        """A device's answer to a server-side call, for whichever process waits for it."""
+        if not self._settle(device_id, request_id, reply):
+            self._tasks.spawn(self._bus.publish({"t": "reply", "d": device_id, "i": request_id, "r": reply}))
+
+    def receive(self, event: dict[str, Any]) -> None:
+        """An event from the bus (the bus calls this; malformed events are logged and dropped)."""
+        try:
+            kind, device_id = event["t"], event["d"]
+            if kind == "attributes":
+                for channel in list(self._channels.get(device_id, ())):
+                    channel.push_attributes(event["u"])
+            elif kind == "rpc":
+                self._deliver(device_id, event["i"], event["m"], event.get("p"))
+            elif kind == "delivered":
+                call = self._calls.get((device_id, event["i"]))
+                if call is not None and not call.delivered.done():
+                    call.delivered.set_result(None)
+            elif kind == "reply":
+                self._settle(device_id, event["i"], event.get("r"))
+        except (KeyError, TypeError) as exc:
+            log.warning("a malformed downlink event was dropped: %r", exc)
+
+    def _deliver(self, device_id: str, request_id: int, method: str, params: Any) -> None:
         channels = self._channels.get(device_id)
         if not channels:
-            raise DeviceNotConnected(f"Device {device_id} is not connected")
-        request_id = next(self._ids.setdefault(device_id, itertools.count(1)))
-        if oneway:
-            for channel in list(channels):
-                channel.push_rpc(request_id, method, params)
-            return None
-        key = (device_id, request_id)
-        future = self._pending[key] = asyncio.get_running_loop().create_future()
-        try:
-            for channel in list(channels):
-                channel.push_rpc(request_id, method, params)
-            async with asyncio.timeout(timeout):
-                return await future
-        except TimeoutError:
-            raise RpcTimeout(f"Device {device_id} did not answer {method!r} within {timeout:g} s") from None
-        finally:
-            self._pending.pop(key, None)
+            return
+        for channel in list(channels):
+            channel.push_rpc(request_id, method, params)
+        call = self._calls.get((device_id, request_id))
+        if call is not None:  # the call was made here: no need to tell the others
+            if not call.delivered.done():
+                call.delivered.set_result(None)
+        else:
+            self._tasks.spawn(self._bus.publish({"t": "delivered", "d": device_id, "i": request_id}))
 
-    def rpc_reply(self, device_id: str, request_id: int, reply: Any) -> bool:
-        """A device's answer to a server-side call; False when nobody waits for it (late, or one-way)."""
-        future = self._pending.get((device_id, request_id))
-        if future is None or future.done():
+    def _settle(self, device_id: str, request_id: int, reply: Any) -> bool:
+        call = self._calls.get((device_id, request_id))
+        if call is None or call.reply is None:
             return False
-        future.set_result(reply)
+        if not call.reply.done():
+            call.reply.set_result(reply)
         return True
+
+    async def close(self) -> None:
+        await self._tasks.finish(1.0)
 
     def client_rpc(self, method: Any, params: Any) -> dict[str, Any]:
         """A device's own call: the gateway answers the ones it knows and says so for the rest."""
         if method == "getSessionLimits":
             return self.limits.to_json()
         return {"error": f"Unsupported RPC method: {method}"}
+

@@ -209,3 +209,10 @@ class RegistrationStore(Protocol):
         """In one transaction: create the device (or, when ``registration.rotate_device_id``
         is set, rebind that device), its registration row, the certificate binding, and the
         audit record. Conflict on any clash, storing nothing."""
+
+
+class DownlinkBus(Protocol):
+    """Carries downlink events to every gateway process (this one included), so that a
+    device is reached whichever process holds its connection. Each event is a JSON object."""
+
+    async def publish(self, event: dict[str, object]) -> None: ...

@@ -10,6 +10,7 @@ import asyncpg
 
 from gateway.credentials import trim_certificate
 from storage.device_cas import trusted_ca_pems
+from storage.listening import ListeningConnection
 
 log = logging.getLogger(__name__)
 CHANNEL = "device_certificates"
@@ -24,60 +25,40 @@ async def device_certificates(pool: asyncpg.Pool | asyncpg.Connection) -> list[s
 
 
 class CertificateWatch:
-    """Calls ``on_change`` with the current certificates at start and after every change.
-
-    LISTEN needs a connection of its own: a pooled one would lose it at reset. When
-    that connection is lost, the watch reconnects with back-off and reloads.
-    """
+    """Calls ``on_change`` with the current certificates at start, after every change, and
+    after every reconnection of its LISTEN connection (changes may have been missed)."""
 
     def __init__(self, url: str, on_change: Callable[[list[str]], None], retry_max: float = 5.0) -> None:
-        self._url = url
         self._on_change = on_change
-        self._retry_max = retry_max
+        self._changed = asyncio.Event()
+        self._listening = ListeningConnection(url, CHANNEL, lambda _: self._changed.set(), self._load, retry_max)
+        self._querying = asyncio.Lock()  # one query at a time on the listening connection
         self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
 
     async def start(self) -> None:
         """Begin watching; returns once the first load is done (or the first attempt failed)."""
-        self._task = asyncio.create_task(self._run(), name="certificate-watch")
-        await self._ready.wait()
+        await self._listening.start()
+        self._task = asyncio.create_task(self._reload_on_change(), name="certificate-watch")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self._listening.stop()
 
-    async def _run(self) -> None:
-        delay = 0.1
+    async def _load(self, conn: asyncpg.Connection) -> None:
+        async with self._querying:
+            self._changed.clear()
+            self._on_change(await device_certificates(conn))
+
+    async def _reload_on_change(self) -> None:
         while True:
-            changed, lost = asyncio.Event(), asyncio.Event()
-            try:
-                conn = await asyncpg.connect(self._url)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("certificate watch cannot connect, retrying in %.1fs: %s", delay, exc)
-                self._ready.set()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max)
+            await self._changed.wait()
+            conn = self._listening.connection
+            if conn is None:  # reconnecting: the reconnection reloads
+                self._changed.clear()
                 continue
             try:
-                conn.add_termination_listener(lambda _: lost.set())
-                # Listen first, then load: a change in between is not missed.
-                await conn.add_listener(CHANNEL, lambda *_: changed.set())
-                self._on_change(await device_certificates(conn))
-                self._ready.set()
-                delay = 0.1
-                while not lost.is_set():
-                    waiters = [asyncio.ensure_future(changed.wait()), asyncio.ensure_future(lost.wait())]
-                    try:
-                        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        for waiter in waiters:
-                            waiter.cancel()
-                    if changed.is_set() and not lost.is_set():
-                        changed.clear()
-                        self._on_change(await device_certificates(conn))
+                await self._load(conn)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("certificate watch lost its connection: %s", exc)
-            finally:
-                if not conn.is_closed():
-                    await conn.close()
+                log.warning("certificate reload failed (the reconnection reloads): %s", exc)
