@@ -69,7 +69,7 @@ from simulator.http11 import close_all, connect_all
 from simulator.http_load import closed_loop
 from simulator.loadspec import LoadSpec
 from simulator.mosquitto import MosquittoMissing, mosquitto, mosquitto_path
-from simulator.mqtt_wire import VERSIONS
+from simulator.mqtt_packets import VERSIONS
 from simulator.processes import (
     RunningServer,
     ServerFailed,

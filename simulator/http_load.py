@@ -29,9 +29,9 @@ from typing import Protocol
 from simulator.http11 import UNOWNED, HttpConnection, close_all, connect_all
 from simulator.loadspec import LoadSpec
 from simulator.stats import LatencyRecorder, LoadResult, MeasurementWindow
+from simulator.timetable import timetable
 from simulator.workloads import ProvisionSpec, ProvisionWorkload, TelemetrySpec, TelemetryWorkload
 
-_TICK_S = 0.001  # the open loop's shortest wait: uvloop's timers have millisecond resolution
 _TIMEOUT = "no response before the deadline"
 _CONNECT_TIMEOUT = 60.0
 
@@ -101,11 +101,7 @@ class _ClosedLoop:
         for conn in self._connections:
             conn.owner = self
         self._sending = True
-        timers = [loop.call_later(warmup + duration, self._close_window)]
-        if warmup > 0:
-            timers.append(loop.call_later(warmup, self._open_window))
-        else:
-            self._open_window()
+        timers = self._window.schedule(warmup, duration, self._close_window)
         try:
             for conn in self._connections:
                 if conn.open and self._left > 0:
@@ -137,9 +133,6 @@ class _ClosedLoop:
             total_ok=self._total_ok,
             cpu_s=self._window.cpu_s,
         )
-
-    def _open_window(self) -> None:
-        self._window.open()
 
     def _close_window(self) -> None:
         self._window.close()
@@ -202,25 +195,14 @@ class _OpenLoop:
         first_in_window = math.ceil(warmup * self._rate)
         start = time.perf_counter_ns()
         self._window = (start + round(warmup * 1e9), start + round((warmup + duration) * 1e9))
-        ns_per_request = 1e9 / self._rate
         cpu = [time.process_time(), 0.0]
-        k = 0
         self._scheduling = True
         try:
             async with asyncio.timeout(warmup + duration + drain_timeout):
-                while k < total:
-                    now = time.perf_counter_ns()
-                    due = start + round(k * ns_per_request)
-                    while due <= now:
-                        if k == first_in_window:
-                            cpu[0] = time.process_time()
-                        self._dispatch(connections[k % n], due)
-                        k += 1
-                        if k == total:
-                            break
-                        due = start + round(k * ns_per_request)
-                    if k < total:
-                        await asyncio.sleep(max((due - time.perf_counter_ns()) / 1e9, _TICK_S))
+                await timetable(
+                    start, self._rate, total, lambda k, due: self._dispatch(connections[k % n], due),
+                    on_index=lambda k: cpu.__setitem__(0, time.process_time()) if k == first_in_window else None,
+                )
                 cpu[1] = time.process_time()
                 self._scheduling = False
                 if self._outstanding:
