@@ -20,7 +20,6 @@ hide its slowness by delaying the requests it would have been measured on
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,7 +28,7 @@ from typing import Protocol
 from simulator.http11 import UNOWNED, HttpConnection, close_all, connect_all
 from simulator.loadspec import LoadSpec
 from simulator.stats import LatencyRecorder, LoadResult, MeasurementWindow
-from simulator.timetable import timetable
+from simulator.timetable import OpenLoopClock
 from simulator.workloads import ProvisionSpec, ProvisionWorkload, TelemetrySpec, TelemetryWorkload
 
 _TIMEOUT = "no response before the deadline"
@@ -191,19 +190,12 @@ class _OpenLoop:
             conn.owner = self
         connections = self._connections
         n = len(connections)
-        total = min(math.ceil((warmup + duration) * self._rate), self._max_requests)
-        first_in_window = math.ceil(warmup * self._rate)
-        start = time.perf_counter_ns()
-        self._window = (start + round(warmup * 1e9), start + round((warmup + duration) * 1e9))
-        cpu = [time.process_time(), 0.0]
+        clock = OpenLoopClock(self._rate, warmup, duration, self._max_requests)
+        self._window = clock.window_ns
         self._scheduling = True
         try:
             async with asyncio.timeout(warmup + duration + drain_timeout):
-                await timetable(
-                    start, self._rate, total, lambda k, due: self._dispatch(connections[k % n], due),
-                    on_index=lambda k: cpu.__setitem__(0, time.process_time()) if k == first_in_window else None,
-                )
-                cpu[1] = time.process_time()
+                await clock.run(lambda k, due: self._dispatch(connections[k % n], due))
                 self._scheduling = False
                 if self._outstanding:
                     await self._done
@@ -211,21 +203,19 @@ class _OpenLoop:
             self._errors[_TIMEOUT] += self._outstanding
         finally:
             self._scheduling = False
-            if not cpu[1]:
-                cpu[1] = time.process_time()
+            clock.stop()
             for conn in connections:
                 conn.owner = UNOWNED
-        in_window = max(0, total - first_in_window)
         return LoadResult(
             kind="open-loop",
             connections=n,
-            window_s=in_window / self._rate,
+            window_s=clock.window_s,
             ok=self._ok,
             datapoints_per_request=self._workload.datapoints_per_request,
             histogram=self._recorder.freeze(),
             errors=dict(self._errors),
             total_ok=self._total_ok,
-            cpu_s=cpu[1] - cpu[0],
+            cpu_s=clock.cpu_s,
             target_rate=self._rate,
         )
 

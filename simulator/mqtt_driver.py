@@ -15,7 +15,6 @@ QoS 0 (simulator.mqtt_qos0) differ only in what they send and what confirms it.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from typing import ClassVar
 from simulator.mqtt_connection import UNOWNED, MqttConnection
 from simulator.mqtt_packets import reason_name
 from simulator.stats import LatencyRecorder, LoadResult, MeasurementWindow
-from simulator.timetable import timetable
+from simulator.timetable import OpenLoopClock
 
 PUBACK_TIMEOUT = "no PUBACK before the deadline"
 PING_TIMEOUT = "no PINGRESP before the deadline"
@@ -60,10 +59,15 @@ class Driver:
         if not self._outstanding and not self._sending and self._done is not None and not self._done.done():
             self._done.set_result(None)
 
-    def _count_failures(self, failures: list[int] | None) -> None:
-        if failures:
-            for code in failures:
-                self._errors[f"PUBACK refused: {reason_name(code)}"] += 1
+    def _answered(self, started: list[int], failures: list[int] | None) -> int:
+        """A chunk of PUBACKs counted: the accepted in ``total_ok``, the refused as errors by
+        reason; how many messages they answer."""
+        self._total_ok += len(started)
+        if not failures:
+            return len(started)
+        for code in failures:
+            self._errors[f"PUBACK refused: {reason_name(code)}"] += 1
+        return len(started) + len(failures)
 
     async def _drain_qos0(self, timeout: float) -> None:
         """PINGREQ on every open connection; wait for every PINGRESP (the server has read all before)."""
@@ -178,30 +182,22 @@ class OpenLoopDriver(Driver):
         self._own()
         connections = self._connections
         n = len(connections)
-        total = min(math.ceil((warmup + duration) * self._rate), self._left)
-        first_in_window = self._first_in_window = math.ceil(warmup * self._rate)
-        start = time.perf_counter_ns()
-        self._window_ns = (start + round(warmup * 1e9), start + round((warmup + duration) * 1e9))
-        cpu = [time.process_time(), 0.0]
+        clock = OpenLoopClock(self._rate, warmup, duration, self._left)
+        self._window_ns = clock.window_ns
+        self._first_in_window = clock.first_in_window
         self._sending = True
         try:
             async with asyncio.timeout(warmup + duration + drain_timeout):
-                await timetable(
-                    start, self._rate, total, lambda k, due: self._dispatch(k, connections[k % n], due),
-                    on_index=lambda k: cpu.__setitem__(0, time.process_time()) if k == first_in_window else None,
-                )
-                cpu[1] = time.process_time()
+                await clock.run(lambda k, due: self._dispatch(k, connections[k % n], due))
                 self._sending = False
                 await self._drain(drain_timeout)
         except TimeoutError:
             self._errors[self.TIMEOUT_ERROR] += self._outstanding
         finally:
             self._sending = False
-            if not cpu[1]:
-                cpu[1] = time.process_time()
+            clock.stop()
             self._release()
-        in_window = max(0, total - first_in_window)
-        return self._result(self.KIND, in_window / self._rate, cpu[1] - cpu[0], self._rate)
+        return self._result(self.KIND, clock.window_s, clock.cpu_s, self._rate)
 
     def _dispatch(self, k: int, conn: MqttConnection, due: int) -> None:
         if not conn.open:

@@ -45,15 +45,9 @@ class ClosedLoop(ClosedLoopDriver):
 
     def acked(self, conn: MqttConnection, started: list[int], failures: list[int] | None) -> None:
         now = time.perf_counter_ns()
-        n = len(started)
-        if failures:
-            self._count_failures(failures)
-            answered = n + len(failures)
-        else:
-            answered = n
-        self._total_ok += n
+        answered = self._answered(started, failures)
         if self._window.measuring:
-            self._ok += n
+            self._ok += len(started)
             record = self._recorder.record_ns
             for at in started:
                 record(now - at)
@@ -94,11 +88,7 @@ class OpenLoop(OpenLoopDriver):
 
     def acked(self, conn: MqttConnection, started: list[int], failures: list[int] | None) -> None:
         now = time.perf_counter_ns()
-        answered = len(started)
-        if failures:
-            self._count_failures(failures)
-            answered += len(failures)
-        self._total_ok += len(started)
+        answered = self._answered(started, failures)
         low, high = self._window_ns
         record = self._recorder.record_ns
         for due in started:
