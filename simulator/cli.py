@@ -72,7 +72,8 @@ def add_commands(
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from simulator.bench import BenchOptions, run
+    from simulator.bench import run
+    from simulator.bench_options import BenchOptions
 
     options = BenchOptions(
         scenario=args.scenario, devices=args.devices, duration=args.duration, warmup=args.warmup, rate=args.rate,

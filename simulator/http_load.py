@@ -20,7 +20,6 @@ hide its slowness by delaying the requests it would have been measured on
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,9 +28,9 @@ from typing import Protocol
 from simulator.http11 import UNOWNED, HttpConnection, close_all, connect_all
 from simulator.loadspec import LoadSpec
 from simulator.stats import LatencyRecorder, LoadResult, MeasurementWindow
+from simulator.timetable import OpenLoopClock
 from simulator.workloads import ProvisionSpec, ProvisionWorkload, TelemetrySpec, TelemetryWorkload
 
-_TICK_S = 0.001  # the open loop's shortest wait: uvloop's timers have millisecond resolution
 _TIMEOUT = "no response before the deadline"
 _CONNECT_TIMEOUT = 60.0
 
@@ -101,11 +100,7 @@ class _ClosedLoop:
         for conn in self._connections:
             conn.owner = self
         self._sending = True
-        timers = [loop.call_later(warmup + duration, self._close_window)]
-        if warmup > 0:
-            timers.append(loop.call_later(warmup, self._open_window))
-        else:
-            self._open_window()
+        timers = self._window.schedule(warmup, duration, self._close_window)
         try:
             for conn in self._connections:
                 if conn.open and self._left > 0:
@@ -137,9 +132,6 @@ class _ClosedLoop:
             total_ok=self._total_ok,
             cpu_s=self._window.cpu_s,
         )
-
-    def _open_window(self) -> None:
-        self._window.open()
 
     def _close_window(self) -> None:
         self._window.close()
@@ -198,30 +190,12 @@ class _OpenLoop:
             conn.owner = self
         connections = self._connections
         n = len(connections)
-        total = min(math.ceil((warmup + duration) * self._rate), self._max_requests)
-        first_in_window = math.ceil(warmup * self._rate)
-        start = time.perf_counter_ns()
-        self._window = (start + round(warmup * 1e9), start + round((warmup + duration) * 1e9))
-        ns_per_request = 1e9 / self._rate
-        cpu = [time.process_time(), 0.0]
-        k = 0
+        clock = OpenLoopClock(self._rate, warmup, duration, self._max_requests)
+        self._window = clock.window_ns
         self._scheduling = True
         try:
             async with asyncio.timeout(warmup + duration + drain_timeout):
-                while k < total:
-                    now = time.perf_counter_ns()
-                    due = start + round(k * ns_per_request)
-                    while due <= now:
-                        if k == first_in_window:
-                            cpu[0] = time.process_time()
-                        self._dispatch(connections[k % n], due)
-                        k += 1
-                        if k == total:
-                            break
-                        due = start + round(k * ns_per_request)
-                    if k < total:
-                        await asyncio.sleep(max((due - time.perf_counter_ns()) / 1e9, _TICK_S))
-                cpu[1] = time.process_time()
+                await clock.run(lambda k, due: self._dispatch(connections[k % n], due))
                 self._scheduling = False
                 if self._outstanding:
                     await self._done
@@ -229,21 +203,19 @@ class _OpenLoop:
             self._errors[_TIMEOUT] += self._outstanding
         finally:
             self._scheduling = False
-            if not cpu[1]:
-                cpu[1] = time.process_time()
+            clock.stop()
             for conn in connections:
                 conn.owner = UNOWNED
-        in_window = max(0, total - first_in_window)
         return LoadResult(
             kind="open-loop",
             connections=n,
-            window_s=in_window / self._rate,
+            window_s=clock.window_s,
             ok=self._ok,
             datapoints_per_request=self._workload.datapoints_per_request,
             histogram=self._recorder.freeze(),
             errors=dict(self._errors),
             total_ok=self._total_ok,
-            cpu_s=cpu[1] - cpu[0],
+            cpu_s=clock.cpu_s,
             target_rate=self._rate,
         )
 

@@ -12,9 +12,10 @@ theirs to the bench in that form, histogram included.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -95,6 +96,17 @@ class MeasurementWindow:
             self._ns[1] = time.perf_counter_ns()
             self._cpu[1] = time.process_time()
             self.measuring = False
+
+    def schedule(self, warmup: float, duration: float, on_end: Callable[[], None]) -> list[asyncio.TimerHandle]:
+        """Open after ``warmup`` seconds (at once without one) and call ``on_end`` after
+        ``warmup + duration``; the timers, for the caller to cancel if its run ends first."""
+        loop = asyncio.get_running_loop()
+        timers = [loop.call_later(warmup + duration, on_end)]
+        if warmup > 0:
+            timers.append(loop.call_later(warmup, self.open))
+        else:
+            self.open()
+        return timers
 
     @property
     def seconds(self) -> float:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from simulator.loadspec import LoadSpec
 from simulator.mqtt_load import run_spec
-from simulator.mqtt_wire import PINGREQ, PUBLISH, split_packets
+from simulator.mqtt_packets import PINGREQ, PUBLISH, split_packets
 from simulator.workloads import MqttTelemetrySpec
 
 Behaviour = Literal["refuse-every-third", "never-ack", "hang-up-after-5"]

