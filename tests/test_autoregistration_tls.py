@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import ssl
 from pathlib import Path
 
@@ -20,6 +21,10 @@ from tests.mqtt_raw import RawMqtt
 from tests.support import free_port, gateway_settings, new_tenant, running_gateway
 from tests.test_https import self_signed
 from tests.test_management_certificates import ready_ca, static_template, upload
+from tests.test_mqtt_tls import mosquitto_pub as publish_over_tls
+
+# Every publish here carries the reading the tests look for in ts_kv.
+mosquitto_pub = functools.partial(publish_over_tls, message=b'{"temperature":21}')
 
 SUBJECT = dict(C="CN", O="Acme", OU="Meters", dnQualifier="q1", ST="ZJ", serialNumber="s1")
 DAY = datetime.timedelta(days=1)
@@ -45,23 +50,6 @@ async def api(tls):
     tenant = await new_tenant(gw.services)
     async with aiohttp.ClientSession(url_of(gw, "management")) as http:
         yield Management(http, tenant)
-
-
-async def mosquitto_pub(gw, server_cert: str, *args: str, message: str = '{"temperature":21}') -> tuple[int, str]:
-    port = url_of(gw, "mqtts").rsplit(":", 1)[1]
-    proc = await asyncio.create_subprocess_exec(
-        "mosquitto_pub", "-h", "127.0.0.1", "-p", port, "--cafile", server_cert, "-q", "1",
-        "-t", "v1/devices/me/telemetry", "-m", message, *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        async with asyncio.timeout(15):
-            out, _ = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    return proc.returncode, out.decode()
 
 
 async def publish_as(gw, server_cert, device: pki.Issued, tmp_path, *chain: pki.Issued, version: str = "mqttv311",

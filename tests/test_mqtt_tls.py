@@ -29,6 +29,7 @@ def url_of(gw, name: str) -> str:
 
 
 async def mosquitto_pub(gw, server_cert: str, *args: str, message: bytes = b'{"over_tls":1}') -> tuple[int, str]:
+    """One QoS 1 telemetry message to the MQTTS listener with mosquitto_pub; (exit code, output)."""
     port = url_of(gw, "mqtts").rsplit(":", 1)[1]
     proc = await asyncio.create_subprocess_exec(
         "mosquitto_pub", "-h", "127.0.0.1", "-p", port, "--cafile", server_cert, "-q", "1",

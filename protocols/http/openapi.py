@@ -17,6 +17,8 @@ from aiohttp import web
 
 from gateway.telemetry_queries import DEFAULT_LIMIT, MAX_LIMIT
 from protocols.http import openapi_provisioning
+from protocols.http.schema import obj as _object
+from protocols.http.schema import ref as _ref
 from protocols.http.iotda import NO_MARKER, PREFIX
 
 MANAGEMENT, DEVICE_API, OPERATIONS = "Management", "Device API", "Operations"
@@ -124,17 +126,6 @@ def _s(kind: str | list[str], description: str = "", **more: Any) -> dict[str, A
     schema: dict[str, Any] = {"type": kind, **more}
     if description:
         schema["description"] = description
-    return schema
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _object(*required: str, **properties: Any) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
-    if required:
-        schema["required"] = list(required)
     return schema
 
 

@@ -5,21 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from protocols.http.schema import obj as _object
+from protocols.http.schema import ref as _ref
+
 _TIME = {"type": "string", "description": "UTC, yyyyMMdd'T'HHmmss'Z'", "examples": ["20230810T070547Z"]}
 _STRING = {"type": "string"}
 _NULLABLE = {"type": ["string", "null"]}
 _BOOL = {"type": "boolean"}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _object(*required: str, **properties: Any) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
-    if required:
-        schema["required"] = list(required)
-    return schema
 
 
 # (method, path, summary, details for protocols.http.openapi._management)
