@@ -46,7 +46,9 @@ class CoapServer:
     async def close(self, timeout: float = 5.0) -> None:
         await self._tasks.finish(timeout)
         self.site.end_observations()
-        for context in self._contexts:
+        # Once only: aiocoap's context cannot be shut down twice, and the gateway may be stopped twice.
+        contexts, self._contexts = self._contexts, []
+        for context in contexts:
             await context.shutdown()
 
 
