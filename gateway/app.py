@@ -24,6 +24,8 @@ from gateway.provisioning import ProvisioningService
 from gateway.provisioning_templates import TemplateService
 from gateway.telemetry_queries import TelemetryQueryService
 from gateway.uplink import Uplink
+from protocols.coap.server import CoapServer, CoapSettings
+from protocols.coap.site import CoapServices
 from protocols.http.connection import HttpLimits
 from protocols.http.device_api import DeviceApi
 from protocols.http.device_server import DeviceHttpServer
@@ -115,6 +117,7 @@ class Gateway:
         self._http: HttpServer | None = None
         self._device_http: DeviceHttpServer | None = None
         self._mqtt: MqttServer | None = None
+        self._coap: CoapServer | None = None
         self._certificates: CertificateWatch | None = None
         self._bus: PgDownlinkBus | None = None
         self._downlink: Downlink | None = None
@@ -177,6 +180,14 @@ class Gateway:
             port = await self._mqtt.start(s.host, s.mqtts_port, device_tls.context)
             self.listeners.append(Listener("mqtts", f"mqtts://{_display(s.host)}:{port}"))
 
+        if s.coap_port:
+            self._coap = CoapServer(
+                CoapServices(auth, uplink, services.provisioning, downlink),
+                CoapSettings(s.max_payload_bytes, s.coap_dedup_seconds),
+            )
+            port = await self._coap.start(s.host, s.coap_port)
+            self.listeners.append(Listener("coap", f"coap://{_display(s.host)}:{port}"))
+
         management = ManagementApi(
             services,
             devices=DeviceService(services.registry, services.products, auth),
@@ -208,7 +219,7 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop accepting, drain the ingest queue (answering what it held), then close the pool."""
-        for server in (self._device_http, self._mqtt, self._http):
+        for server in (self._device_http, self._mqtt, self._coap, self._http):
             if server is not None:
                 await server.stop_accepting()
         if self._pipeline is not None:
@@ -217,6 +228,8 @@ class Gateway:
             await self._device_http.close()
         if self._mqtt is not None:
             await self._mqtt.close()
+        if self._coap is not None:
+            await self._coap.close()
         if self._certificates is not None:
             await self._certificates.stop()
         if self._downlink is not None:

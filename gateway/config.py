@@ -51,6 +51,10 @@ class Settings:
     mqtt_port: int = _setting(1883, "MQTT port; 0 disables it.", min=0, max=65535)
     mqtts_port: int = _setting(8883, "MQTT over TLS port; 0 disables it.", min=0, max=65535)
     coap_port: int = _setting(5683, "CoAP (UDP) port; 0 disables it.", min=0, max=65535)
+    coap_dedup_seconds: float = _setting(
+        30.0, "How long a CoAP request is remembered to answer its retransmissions from the cache "
+        "(RFC 7252's EXCHANGE_LIFETIME: 247 s).", min=1, max=247,
+    )
     tls_cert_file: str | None = _setting(None, "PEM server certificate (chain) for the TLS listeners.")
     tls_key_file: str | None = _setting(None, "PEM private key of tls_cert_file.")
     ack: Literal["stored", "accepted"] = _setting(

@@ -50,6 +50,12 @@ def mqtt_port(gateway: Gateway) -> int:
     return int(listener_url(gateway, "mqtt").rsplit(":", 1)[1])
 
 
+@pytest.fixture(scope="session")
+def coap_url(gateway: Gateway) -> str:
+    """The CoAP device API, coap://127.0.0.1:port."""
+    return listener_url(gateway, "coap")
+
+
 @pytest.fixture
 async def tenant(gateway: Gateway) -> Tenant:
     return await new_tenant(gateway.services)

@@ -29,7 +29,7 @@ def gateway_settings(tmp_dir: str, **overrides: Any) -> config.Settings:
         "https_port": 0,
         "mqtt_port": free_port(),
         "mqtts_port": 0,
-        "coap_port": 0,
+        "coap_port": free_port(socket.SOCK_DGRAM),
         "batch_max_age_ms": 2,
         "shutdown_timeout_seconds": 5.0,
         "mqtt_connect_timeout_seconds": 1.0,

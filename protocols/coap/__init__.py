@@ -1,0 +1,1 @@
+"""The CoAP device transport (ThingsBoard device API, spec 1.5 and 3.5) on aiocoap."""

@@ -1,0 +1,61 @@
+"""The CoAP listener: an aiocoap server context over UDP, the device site, the tasks it runs."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+import aiocoap
+
+from gateway.tasks import OwnedTasks
+from protocols.coap.site import CoapServices, DeviceSite
+from protocols.coap.tuning import DeviceTuning, tune_incoming
+
+
+@dataclass(frozen=True, slots=True)
+class CoapSettings:
+    max_payload: int
+    dedup_seconds: float
+
+
+class CoapServer:
+    """Owns its aiocoap contexts and the tasks its handlers run. ``stop_accepting`` refuses new
+    requests (5.03), ``close`` lets running handlers finish, ends the observations and the sockets.
+
+    Only aiocoap's UDP transport is started: no CoAP over TCP, TLS or WebSockets, and no DTLS.
+    """
+
+    def __init__(self, services: CoapServices, settings: CoapSettings) -> None:
+        self._tasks = OwnedTasks()
+        self._tuning = DeviceTuning(settings.dedup_seconds)
+        self.site = DeviceSite(services, settings.max_payload, self._tasks.spawn)
+        self._contexts: list[aiocoap.Context] = []
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on UDP ``host``:``port`` (0: any free port); the port really bound."""
+        context = await aiocoap.Context.create_server_context(
+            self.site, bind=(host, port), transports=["udp6"], loggername="gateway.coap"
+        )
+        self._contexts.append(context)
+        tune_incoming(context, self._tuning)
+        return _bound_port(context)
+
+    async def stop_accepting(self) -> None:
+        self.site.accepting = False
+
+    async def close(self, timeout: float = 5.0) -> None:
+        await self._tasks.finish(timeout)
+        self.site.end_observations()
+        # Once only: aiocoap's context cannot be shut down twice, and the gateway may be stopped twice.
+        contexts, self._contexts = self._contexts, []
+        for context in contexts:
+            await context.shutdown()
+
+
+def _bound_port(context: aiocoap.Context) -> int:
+    for interface in context.request_interfaces:
+        transport = getattr(getattr(interface.token_interface, "message_interface", None), "transport", None)
+        sock: socket.socket | None = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            return int(sock.getsockname()[1])
+    raise RuntimeError("the CoAP context has no UDP socket")
