@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
+from gateway import metrics
 from gateway.attributes import AttributeService
 from gateway.auth import DeviceAuthenticator
 from gateway.codec import PayloadLimits
@@ -16,6 +17,7 @@ from gateway.config import Settings
 from gateway.commands import CommandService
 from gateway.devices import DeviceService
 from gateway.downlink import Downlink, SessionLimits
+from gateway.health import Readiness
 from gateway.ingest import IngestPipeline, IngestSettings
 from gateway.products import ProductService
 from gateway.projects import ProjectService
@@ -35,7 +37,7 @@ from storage import embedded
 from storage.attributes import AttributeStore
 from storage.audit import AuditStore
 from storage.certificates import CertificateWatch
-from storage.database import open_pool
+from storage.database import open_pool, ping
 from storage.devices import DeviceStore
 from storage.products import ProductStore
 from storage.projects import ProjectStore
@@ -172,15 +174,33 @@ class Gateway:
             telemetry=TelemetryQueryService(services.registry, services.telemetry_queries),
             commands=CommandService(services.registry, downlink),
         )
-        app = build_app([*management.routes(), openapi_route()], s.max_payload_bytes)
+        metrics.CONNECTIONS.add("http", self._count_http)
+        metrics.CONNECTIONS.add("mqtt", self._count_mqtt)
+        readiness = Readiness(
+            database=lambda: ping(services.pool),
+            queue_saturated=lambda: self._pipeline is not None and self._pipeline.saturated,
+            listening=self._listening,
+        )
+        app = build_app([*management.routes(), openapi_route()], s.max_payload_bytes, readiness.report)
         self._http_app = app
         self._http = HttpServer(app)
         if s.management_port:
             port = await self._http.start(s.host, s.management_port)
             self.listeners.append(Listener("management", f"http://{_display(s.host)}:{port}"))
 
+    def _count_http(self) -> int:
+        return self._device_http.connections if self._device_http else 0
+
+    def _count_mqtt(self) -> int:
+        return self._mqtt.connections if self._mqtt else 0
+
+    def _listening(self) -> bool:
+        return all(server.serving for server in (self._device_http, self._mqtt) if server is not None)
+
     async def stop(self) -> None:
         """Stop accepting, drain the ingest queue (answering what it held), then close the pool."""
+        metrics.CONNECTIONS.remove(self._count_http)
+        metrics.CONNECTIONS.remove(self._count_mqtt)
         for server in (self._device_http, self._mqtt, self._http):
             if server is not None:
                 await server.stop_accepting()

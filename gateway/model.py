@@ -134,6 +134,8 @@ class ProvisionResult:
     credentials: Credentials | None = None
     device: Device | None = None
     reason: str = ""
+    # A short, fixed word for the outcome (metrics label it by this, never by ``reason``).
+    code: str = ""
 
 
 class ValueType(enum.IntEnum):

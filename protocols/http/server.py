@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.health import ReadinessReport
 
 
 async def _metrics(_: web.Request) -> web.Response:
@@ -18,12 +20,31 @@ async def _healthz(_: web.Request) -> web.Response:
 
 
 MAX_PAYLOAD_BYTES = web.AppKey("max_payload_bytes", int)
+READINESS = web.AppKey("readiness", Callable[[], Awaitable[ReadinessReport]])
 
 
-def build_app(routes: Iterable[web.RouteDef], max_payload_bytes: int) -> web.Application:
+async def _readyz(request: web.Request) -> web.Response:
+    """200 when every check passes, else 503; the body names each check and its state."""
+    report = await request.app[READINESS]()
+    body = {"status": "ready" if report.ready else "not ready", "checks": report.checks}
+    return web.json_response(body, status=200 if report.ready else 503)
+
+
+async def _always_ready() -> ReadinessReport:
+    return ReadinessReport({})
+
+
+def build_app(
+    routes: Iterable[web.RouteDef],
+    max_payload_bytes: int,
+    readiness: Callable[[], Awaitable[ReadinessReport]] = _always_ready,
+) -> web.Application:
     app = web.Application(client_max_size=max_payload_bytes)
     app[MAX_PAYLOAD_BYTES] = max_payload_bytes
-    app.add_routes([*routes, web.get("/metrics", _metrics), web.get("/healthz", _healthz)])
+    app[READINESS] = readiness
+    app.add_routes([
+        *routes, web.get("/metrics", _metrics), web.get("/healthz", _healthz), web.get("/readyz", _readyz),
+    ])
     return app
 
 

@@ -323,7 +323,7 @@ class MqttSession(asyncio.Protocol):
 
     async def _provision(self, publish: Publish, request: Any) -> None:
         result = await self._ctx.provisioning.provision(request)
-        metrics.PROVISIONING.labels(PROTOCOL, result.status.value).inc()
+        metrics.PROVISIONING.labels(PROTOCOL, result.status.value, result.code).inc()
         if self._transport is None:
             return
         self._ack_now(publish, Reason.SUCCESS)
