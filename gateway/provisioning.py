@@ -48,7 +48,15 @@ class ProvisioningService:
         self._products.clear()
 
     async def provision(self, request: ProvisionRequest) -> ProvisionResult:
-        """Every outcome leaves one audit record; a success writes it with the device."""
+        """Every outcome leaves one audit record and one log record (never the secret)."""
+        result = await self._provision(request)
+        ids = {"device_id": result.device.id, "project_id": result.device.project_id} if result.device else {}
+        log.info("provisioning %s (%s) from %s", result.status.value, result.code, request.source,
+                 extra={"device": request.device_name or "", **ids})
+        return result
+
+    async def _provision(self, request: ProvisionRequest) -> ProvisionResult:
+        """A success writes its audit record with the device."""
         product = await self._matching_product(request)
         if request.device_name and not _java_trim(request.device_name):
             # ThingsBoard refuses a blank name before it even looks at the key and secret.

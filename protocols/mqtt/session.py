@@ -172,6 +172,8 @@ class MqttSession(asyncio.Protocol):
             return
         if isinstance(decision, Refused):
             metrics.AUTH_FAILURES.labels(PROTOCOL).inc()
+            log.info("MQTT connection refused: reason 0x%02X", decision.reason,
+                     extra={"client_id": connect.client_id, "remote": self._remote(), "protocol": PROTOCOL})
             self._write(codec.encode(ConnAck(reason_code=decision.reason), self._version))
             self._close()
             return
@@ -185,12 +187,20 @@ class MqttSession(asyncio.Protocol):
         if decision.device is not None:
             self._ctx.downlink.attach(decision.device.device_id, self)
         self._write(codec.encode(ConnAck(properties=decision.connack_properties), self._version))
+        log.debug("MQTT connection accepted", extra={
+            "client_id": connect.client_id, "remote": self._remote(), "protocol": PROTOCOL,
+            **({"device_id": decision.device.device_id, "device": decision.device.name} if decision.device else {}),
+        })
         self._connecting = False
         if self._timer is not None:
             self._timer.cancel()
         if decision.keep_alive:
             self._timer = self._loop.call_later(decision.keep_alive * 1.5, self._check_timers)
         self._drain_backlog()
+
+    def _remote(self) -> str:
+        peer = self._transport.get_extra_info("peername") if self._transport else None
+        return f"{peer[0]}:{peer[1]}" if peer else ""
 
     def _peer_certificate(self) -> bytes | None:
         ssl_object = self._transport.get_extra_info("ssl_object") if self._transport else None
@@ -287,7 +297,7 @@ class MqttSession(asyncio.Protocol):
         if self._version == MQTT_5 or device.send_ack_on_validation_error:
             self._ack_now(publish, Reason.PAYLOAD_FORMAT_INVALID)
         else:
-            log.info("closing %s: %s", device.name, exc.message)
+            log.info("closing %s: %s", device.name, exc.message, extra={"device_id": device.device_id})
             self._close()
 
     def _on_pubrel(self, pubrel: PubRel) -> None:
@@ -409,7 +419,8 @@ class MqttSession(asyncio.Protocol):
             else:
                 self._ctx.uplink.submit_telemetry(device, payload, PROTOCOL)
         except GatewayError as exc:
-            log.info("the last will of %s was not stored: %s", device.name, exc.message)
+            log.info("the last will of %s was not stored: %s", device.name, exc.message,
+                     extra={"device_id": device.device_id})
 
     # writing and closing
 
