@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from storage.telemetry import KeyDictionary, TelemetryWriter
 from storage.telemetry_queries import TelemetryQueryStore
 
 log = logging.getLogger(__name__)
+# The least time each closing step gets once the shutdown deadline has passed.
+_CLOSE_GRACE = 0.5
 
 
 def database_url(settings: Settings) -> str:
@@ -106,6 +109,7 @@ class Gateway:
         self._mqtt: MqttServer | None = None
         self._certificates: CertificateWatch | None = None
         self._http_app: web.Application | None = None
+        self._tls: list[DeviceTls] = []
 
     @property
     def services(self) -> Services:
@@ -142,7 +146,9 @@ class Gateway:
             port = await self._device_http.start(s.host, s.http_port)
             self.listeners.append(Listener("http", f"http://{_display(s.host)}:{port}"))
         if s.https_port and s.tls_cert_file and s.tls_key_file:
-            port = await self._device_http.start(s.host, s.https_port, _server_tls(s))
+            https_tls = DeviceTls(s.tls_cert_file, s.tls_key_file, verify_clients=False)
+            self._tls.append(https_tls)
+            port = await self._device_http.start(s.host, s.https_port, https_tls.context)
             self.listeners.append(Listener("https", f"https://{_display(s.host)}:{port}"))
 
         self._mqtt = MqttServer(
@@ -160,6 +166,7 @@ class Gateway:
             # A client certificate is optional here, as on ThingsBoard: devices with
             # X509_CERTIFICATE credentials present theirs, others use tokens over TLS.
             device_tls = DeviceTls(s.tls_cert_file, s.tls_key_file)
+            self._tls.append(device_tls)
             self._certificates = CertificateWatch(
                 self._url, lambda certificates: device_tls.set_anchors(map(pem_of, certificates))
             )
@@ -188,6 +195,21 @@ class Gateway:
             port = await self._http.start(s.host, s.management_port)
             self.listeners.append(Listener("management", f"http://{_display(s.host)}:{port}"))
 
+    def reload_tls(self) -> bool:
+        """SIGHUP: the TLS listeners read tls_cert_file and tls_key_file again; connections
+        already open keep their session. A pair that does not load is refused, logged, and
+        the one in use stays. True when every listener took the new pair."""
+        ok = True
+        for tls in self._tls:
+            try:
+                tls.reload()
+            except (OSError, ssl.SSLError) as exc:
+                log.error("TLS certificate not reloaded, the previous one stays in use: %s", exc)
+                ok = False
+        if ok and self._tls:
+            log.info("TLS certificate reloaded from %s", self.settings.tls_cert_file)
+        return ok
+
     def _count_http(self) -> int:
         return self._device_http.connections if self._device_http else 0
 
@@ -198,33 +220,38 @@ class Gateway:
         return all(server.serving for server in (self._device_http, self._mqtt) if server is not None)
 
     async def stop(self) -> None:
-        """Stop accepting, drain the ingest queue (answering what it held), then close the pool."""
+        """Stop accepting, drain the ingest queue (answering what it held), then close the pool:
+        all within shutdown_timeout_seconds (and a second's grace for the closing steps)."""
         metrics.CONNECTIONS.remove(self._count_http)
         metrics.CONNECTIONS.remove(self._count_mqtt)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_timeout_seconds
+
+        def left() -> float:
+            return max(deadline - loop.time(), _CLOSE_GRACE)
+
         for server in (self._device_http, self._mqtt, self._http):
             if server is not None:
                 await server.stop_accepting()
         if self._pipeline is not None:
             await self._pipeline.stop(self.settings.shutdown_timeout_seconds)
         if self._device_http is not None:
-            await self._device_http.close()
+            await self._device_http.close(min(left(), 5.0))
         if self._mqtt is not None:
+            # MQTT 5 clients get DISCONNECT 0x8B (server shutting down), after the
+            # acknowledgements of everything the drain stored.
             await self._mqtt.close()
         if self._certificates is not None:
             await self._certificates.stop()
         if self._http is not None:
             await self._http.close()
         if self._services is not None:
-            await self._services.pool.close()
+            try:
+                await asyncio.wait_for(self._services.pool.close(), left())
+            except TimeoutError:
+                log.warning("database connections still busy at the shutdown deadline: terminated")
+                self._services.pool.terminate()
 
 
 def _display(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
-
-
-def _server_tls(settings: Settings) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    assert settings.tls_cert_file and settings.tls_key_file
-    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
-    return context

@@ -128,6 +128,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # SIGHUP: new TLS handshakes use the certificate and key files as they are now.
+        loop.add_signal_handler(signal.SIGHUP, gateway.reload_tls)
         try:
             await gateway.start()
             # What start-up built lives as long as the process: keep it out of every

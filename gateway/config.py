@@ -86,7 +86,9 @@ class Settings:
     auth_cache_seconds: float = _setting(
         30.0, "How long a device's credentials are cached after a lookup; 0 disables the cache.", min=0
     )
-    shutdown_timeout_seconds: float = _setting(30.0, "Deadline for draining the ingest queue on SIGTERM.", min=0)
+    shutdown_timeout_seconds: float = _setting(
+        30.0, "Deadline for stopping on SIGTERM: the ingest queue drained, connections and pool closed.", min=0
+    )
     event_loop: Literal["uvloop", "asyncio"] = _setting(
         "uvloop", "Event loop: uvloop (when installed) or the standard library's asyncio."
     )
