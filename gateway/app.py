@@ -23,6 +23,7 @@ from gateway.ingest import IngestPipeline, IngestSettings
 from gateway.products import ProductService
 from gateway.projects import ProjectService
 from gateway.provisioning import ProvisioningService
+from gateway.retention import Retention
 from gateway.telemetry_queries import TelemetryQueryService
 from gateway.uplink import Uplink
 from protocols.http.connection import HttpLimits
@@ -43,6 +44,7 @@ from storage.devices import DeviceStore
 from storage.products import ProductStore
 from storage.projects import ProjectStore
 from storage.registry import DeviceRegistryStore
+from storage.retention import RetentionStore
 from storage.telemetry import KeyDictionary, TelemetryWriter
 from storage.telemetry_queries import TelemetryQueryStore
 
@@ -110,6 +112,7 @@ class Gateway:
         self._certificates: CertificateWatch | None = None
         self._http_app: web.Application | None = None
         self._tls: list[DeviceTls] = []
+        self._retention: Retention | None = None
 
     @property
     def services(self) -> Services:
@@ -136,6 +139,10 @@ class Gateway:
             ),
         )
         self._pipeline.start()
+        if s.retention_interval_seconds:
+            store = RetentionStore(services.pool, s.telemetry_ttl_days, s.audit_retention_days)
+            self._retention = Retention(store, s.retention_interval_seconds)
+            self._retention.start()
         auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds)
         limits = PayloadLimits(s.max_key_length, s.max_string_length, s.max_datapoints_per_message)
         uplink = Uplink(self._pipeline, services.attributes, limits, ack_stored=s.ack == "stored")
@@ -243,6 +250,8 @@ class Gateway:
             await self._mqtt.close()
         if self._certificates is not None:
             await self._certificates.stop()
+        if self._retention is not None:
+            await self._retention.stop()
         if self._http is not None:
             await self._http.close()
         if self._services is not None:

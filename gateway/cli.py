@@ -18,7 +18,7 @@ from typing import Any
 
 from gateway import config, logs
 from gateway.config import ConfigError, Settings
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, NotFound
 
 # Collect the young generation every 100,000 net allocations, not 700. At full load
 # each message in flight is a dozen objects living a few hundred milliseconds, and
@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["ALLOW_CREATE_NEW_DEVICES", "CHECK_PRE_PROVISIONED_DEVICES", "DISABLED"])
     _add_settings(p)
     p.set_defaults(run=_admin(_create_product))
+
+    p = admin_commands.add_parser("set-telemetry-ttl",
+                                  help="a project's telemetry time-to-live in days (0: forever); prints it")
+    p.add_argument("--project", required=True, metavar="ID")
+    p.add_argument("--days", required=True, type=int, metavar="N",
+                   help="days to keep; -1 returns the project to the telemetry_ttl_days setting")
+    _add_settings(p)
+    p.set_defaults(run=_admin(_set_telemetry_ttl))
 
     from simulator.cli import add_commands
     add_commands(commands, _add_settings)
@@ -192,3 +200,12 @@ async def _create_product(services: Any, args: argparse.Namespace) -> str:
         provision_key=args.provision_key, provision_secret=args.provision_secret,
     )
     return product.id
+
+
+async def _set_telemetry_ttl(services: Any, args: argparse.Namespace) -> str:
+    from storage.retention import set_telemetry_ttl
+
+    days = None if args.days < 0 else args.days
+    if not await set_telemetry_ttl(services.pool, args.project, days):
+        raise NotFound(f"no project {args.project}")
+    return "default" if days is None else str(days)

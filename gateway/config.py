@@ -89,6 +89,13 @@ class Settings:
     shutdown_timeout_seconds: float = _setting(
         30.0, "Deadline for stopping on SIGTERM: the ingest queue drained, connections and pool closed.", min=0
     )
+    telemetry_ttl_days: int = _setting(
+        0, "Days telemetry is kept, for projects without their own time-to-live; 0 keeps it forever.", min=0
+    )
+    audit_retention_days: int = _setting(365, "Days audit records are kept; 0 keeps them forever.", min=0)
+    retention_interval_seconds: float = _setting(
+        3600.0, "How often retention runs (expired partitions dropped, rows deleted); 0 disables it.", min=0
+    )
     event_loop: Literal["uvloop", "asyncio"] = _setting(
         "uvloop", "Event loop: uvloop (when installed) or the standard library's asyncio."
     )
