@@ -42,7 +42,7 @@ class TelemetryQueryStore:
         query = _LATEST
         args: list[object] = [device_id]
         if keys is not None:
-            query += " AND k.key = ANY($2::text[])"
+            query += " WHERE k.key = ANY($2::text[])"
             args.append(list(keys))
         with translated():
             records = await self._pool.fetch(query + " ORDER BY k.key", *args)
