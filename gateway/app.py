@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import ssl
 from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
 
+from gateway import metrics
 from gateway.attributes import AttributeService
 from gateway.auth import DeviceAuthenticator
 from gateway.autoregistration import AutoRegistration
@@ -17,11 +20,13 @@ from gateway.commands import CommandService
 from gateway.device_cas import CaService
 from gateway.devices import DeviceService
 from gateway.downlink import Downlink, SessionLimits
+from gateway.health import Readiness
 from gateway.ingest import IngestPipeline, IngestSettings
 from gateway.products import ProductService
 from gateway.projects import ProjectService
 from gateway.provisioning import ProvisioningService
 from gateway.provisioning_templates import TemplateService
+from gateway.retention import Retention
 from gateway.telemetry_queries import TelemetryQueryService
 from gateway.uplink import Uplink
 from protocols.coap.server import CoapServer, CoapSettings
@@ -40,18 +45,21 @@ from storage.attributes import AttributeStore
 from storage.audit import AuditStore
 from storage.certificates import CertificateWatch
 from storage.downlink_bus import PgDownlinkBus
-from storage.database import open_pool
+from storage.database import open_pool, ping
 from storage.device_cas import DeviceCaStore
 from storage.devices import DeviceStore
 from storage.products import ProductStore
 from storage.projects import ProjectStore
 from storage.registrations import RegistrationStore
 from storage.registry import DeviceRegistryStore
+from storage.retention import RetentionStore
 from storage.telemetry import KeyDictionary, TelemetryWriter
 from storage.telemetry_queries import TelemetryQueryStore
 from storage.templates import TemplateStore
 
 log = logging.getLogger(__name__)
+# The least time each closing step gets once the shutdown deadline has passed.
+_CLOSE_GRACE = 0.5
 
 
 def database_url(settings: Settings) -> str:
@@ -122,6 +130,8 @@ class Gateway:
         self._bus: PgDownlinkBus | None = None
         self._downlink: Downlink | None = None
         self._http_app: web.Application | None = None
+        self._tls: list[DeviceTls] = []
+        self._retention: Retention | None = None
 
     @property
     def services(self) -> Services:
@@ -148,6 +158,10 @@ class Gateway:
             ),
         )
         self._pipeline.start()
+        if s.retention_interval_seconds:
+            store = RetentionStore(services.pool, s.telemetry_ttl_days, s.audit_retention_days)
+            self._retention = Retention(store, s.retention_interval_seconds)
+            self._retention.start()
         auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds, certificates=services.registration)
         limits = PayloadLimits(s.max_key_length, s.max_string_length, s.max_datapoints_per_message)
         uplink = Uplink(self._pipeline, services.attributes, limits, ack_stored=s.ack == "stored")
@@ -195,7 +209,14 @@ class Gateway:
             telemetry=TelemetryQueryService(services.registry, services.telemetry_queries),
             commands=CommandService(services.registry, downlink),
         )
-        app = build_app([*management.routes(), openapi_route()], s.max_payload_bytes)
+        metrics.CONNECTIONS.add("http", self._count_http)
+        metrics.CONNECTIONS.add("mqtt", self._count_mqtt)
+        readiness = Readiness(
+            database=lambda: ping(services.pool),
+            queue_saturated=lambda: self._pipeline is not None and self._pipeline.saturated,
+            listening=self._listening,
+        )
+        app = build_app([*management.routes(), openapi_route()], s.max_payload_bytes, readiness.report)
         self._http_app = app
         self._http = HttpServer(app)
         if s.management_port:
@@ -211,22 +232,58 @@ class Gateway:
         if not (s.tls_cert_file and s.tls_key_file and (s.https_port or s.mqtts_port)):
             return None
         device_tls = DeviceTls(s.tls_cert_file, s.tls_key_file)
+        self._tls.append(device_tls)
         self._certificates = CertificateWatch(
             self._url, lambda certificates: device_tls.set_anchors(map(pem_of, certificates))
         )
         await self._certificates.start()
         return device_tls
 
+    def reload_tls(self) -> bool:
+        """SIGHUP: the TLS listeners read tls_cert_file and tls_key_file again; connections
+        already open keep their session. A pair that does not load is refused, logged, and
+        the one in use stays. True when every listener took the new pair."""
+        ok = True
+        for tls in self._tls:
+            try:
+                tls.reload()
+            except (OSError, ssl.SSLError) as exc:
+                log.error("TLS certificate not reloaded, the previous one stays in use: %s", exc)
+                ok = False
+        if ok and self._tls:
+            log.info("TLS certificate reloaded from %s", self.settings.tls_cert_file)
+        return ok
+
+    def _count_http(self) -> int:
+        return self._device_http.connections if self._device_http else 0
+
+    def _count_mqtt(self) -> int:
+        return self._mqtt.connections if self._mqtt else 0
+
+    def _listening(self) -> bool:
+        return all(server.serving for server in (self._device_http, self._mqtt) if server is not None)
+
     async def stop(self) -> None:
-        """Stop accepting, drain the ingest queue (answering what it held), then close the pool."""
+        """Stop accepting, drain the ingest queue (answering what it held), then close the pool:
+        all within shutdown_timeout_seconds (and a second's grace for the closing steps)."""
+        metrics.CONNECTIONS.remove(self._count_http)
+        metrics.CONNECTIONS.remove(self._count_mqtt)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_timeout_seconds
+
+        def left() -> float:
+            return max(deadline - loop.time(), _CLOSE_GRACE)
+
         for server in (self._device_http, self._mqtt, self._coap, self._http):
             if server is not None:
                 await server.stop_accepting()
         if self._pipeline is not None:
             await self._pipeline.stop(self.settings.shutdown_timeout_seconds)
         if self._device_http is not None:
-            await self._device_http.close()
+            await self._device_http.close(min(left(), 5.0))
         if self._mqtt is not None:
+            # MQTT 5 clients get DISCONNECT 0x8B (server shutting down), after the
+            # acknowledgements of everything the drain stored.
             await self._mqtt.close()
         if self._coap is not None:
             await self._coap.close()
@@ -236,12 +293,17 @@ class Gateway:
             await self._downlink.close()
         if self._bus is not None:
             await self._bus.stop()
+        if self._retention is not None:
+            await self._retention.stop()
         if self._http is not None:
             await self._http.close()
         if self._services is not None:
-            await self._services.pool.close()
+            try:
+                await asyncio.wait_for(self._services.pool.close(), left())
+            except TimeoutError:
+                log.warning("database connections still busy at the shutdown deadline: terminated")
+                self._services.pool.terminate()
 
 
 def _display(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
-

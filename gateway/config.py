@@ -96,11 +96,23 @@ class Settings:
     max_device_cas_per_project: int = _setting(
         100, "Most device CA certificates a project may have (IoTDA: 100).", min=1, max=10_000
     )
-    shutdown_timeout_seconds: float = _setting(30.0, "Deadline for draining the ingest queue on SIGTERM.", min=0)
+    shutdown_timeout_seconds: float = _setting(
+        30.0, "Deadline for stopping on SIGTERM: the ingest queue drained, connections and pool closed.", min=0
+    )
+    telemetry_ttl_days: int = _setting(
+        0, "Days telemetry is kept, for projects without their own time-to-live; 0 keeps it forever.", min=0
+    )
+    audit_retention_days: int = _setting(365, "Days audit records are kept; 0 keeps them forever.", min=0)
+    retention_interval_seconds: float = _setting(
+        3600.0, "How often retention runs (expired partitions dropped, rows deleted); 0 disables it.", min=0
+    )
     event_loop: Literal["uvloop", "asyncio"] = _setting(
         "uvloop", "Event loop: uvloop (when installed) or the standard library's asyncio."
     )
     log_level: Literal["debug", "info", "warning", "error"] = _setting("info", "Log level.")
+    log_format: Literal["text", "json"] = _setting(
+        "text", "Log records as text lines or as one JSON object a line (with device and request ids)."
+    )
 
     @property
     def embedded_database(self) -> bool:

@@ -219,6 +219,7 @@ class IngestPipeline:
         try:
             await self._store(batch)
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+            metrics.BATCH_ROWS.observe(rows)
         except BaseException:
             # Cancelled at the shutdown deadline: these rows may not be stored, say so.
             unstored = Unavailable("The gateway shut down before the message was stored")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 
@@ -29,6 +29,33 @@ class Tally(Collector):
         yield family
 
 
+class Connections(Collector):
+    """Open device connections by protocol, counted at scrape time from the servers' own sets.
+
+    Each running front-end registers a function returning its count and removes it
+    when it stops; counts of one protocol are summed (a test process may run several).
+    """
+
+    def __init__(self) -> None:
+        self._sources: list[tuple[str, Callable[[], int]]] = []
+        REGISTRY.register(self)
+
+    def add(self, protocol: str, count: Callable[[], int]) -> None:
+        self._sources.append((protocol, count))
+
+    def remove(self, count: Callable[[], int]) -> None:
+        self._sources = [(p, c) for p, c in self._sources if c != count]  # bound methods compare equal, not identical
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        totals: dict[str, int] = {}
+        for protocol, count in list(self._sources):
+            totals[protocol] = totals.get(protocol, 0) + count()
+        family = GaugeMetricFamily("gateway_connections", "Open device connections", labels=("protocol",))
+        for protocol, total in totals.items():
+            family.add_metric((protocol,), total)
+        yield family
+
+
 MESSAGES = Tally("gateway_messages", "Device messages accepted", ("protocol", "kind"))
 DATAPOINTS = Tally("gateway_datapoints", "Data points accepted", ("protocol",))
 ROWS_STORED = Counter("gateway_rows_stored_total", "Rows committed to PostgreSQL")
@@ -37,13 +64,25 @@ BATCH_SECONDS = Histogram(
     "Time to write one batch, retries included",
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+BATCH_ROWS = Histogram(
+    "gateway_batch_rows",
+    "Rows in one written batch",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+)
 QUEUE_DEPTH = Gauge("gateway_ingest_queue_rows", "Rows queued or being written")
 INGEST_REJECTED = Counter("gateway_ingest_rejected_total", "Messages refused because the queue was full")
 DB_ERRORS = Counter("gateway_database_errors_total", "Failed database writes (each retry counts)")
 BAD_REQUESTS = Counter("gateway_bad_requests_total", "Requests refused as malformed or oversize", ["protocol", "reason"])
 AUTH_FAILURES = Counter("gateway_auth_failures_total", "Device authentication failures", ["protocol"])
-PROVISIONING = Counter("gateway_provisioning_total", "Claim provisioning outcomes", ["protocol", "status"])
+PROVISIONING = Counter(
+    "gateway_provisioning_total", "Claim provisioning outcomes", ["protocol", "status", "reason"]
+)
 AUTO_REGISTRATION = Counter(
     "gateway_auto_registration_total", "Certificate auto-registration decisions, by outcome and reason",
     ["outcome", "reason"],
+)
+CONNECTIONS = Connections()
+RETENTION_DROPPED = Counter("gateway_retention_partitions_dropped_total", "Telemetry partitions dropped by retention")
+RETENTION_DELETED = Counter(
+    "gateway_retention_rows_deleted_total", "Rows deleted by retention", ["table"]
 )

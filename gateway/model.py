@@ -134,6 +134,9 @@ class ProvisionResult:
     credentials: Credentials | None = None
     device: Device | None = None
     reason: str = ""
+    # A short, fixed word for the outcome: metrics label it by this, never by ``reason``
+    # (free text). Derived from the outcome, so equality ignores it.
+    code: str = field(default="", compare=False)
 
 
 class ValueType(enum.IntEnum):

@@ -48,17 +48,27 @@ class ProvisioningService:
         self._products.clear()
 
     async def provision(self, request: ProvisionRequest) -> ProvisionResult:
-        """Every outcome leaves one audit record; a success writes it with the device."""
+        """Every outcome leaves one audit record and one log record (never the secret)."""
+        result = await self._provision(request)
+        ids = {"device_id": result.device.id, "project_id": result.device.project_id} if result.device else {}
+        log.info("provisioning %s (%s) from %s", result.status.value, result.code, request.source,
+                 extra={"device": request.device_name or "", **ids})
+        return result
+
+    async def _provision(self, request: ProvisionRequest) -> ProvisionResult:
+        """A success writes its audit record with the device."""
         product = await self._matching_product(request)
         if request.device_name and not _java_trim(request.device_name):
             # ThingsBoard refuses a blank name before it even looks at the key and secret.
-            return await self._recorded(product, request, _failure("Provision request contains empty device name!"))
+            return await self._recorded(product, request, _failure(_EMPTY_NAME, "empty_name"))
         if product is None:
-            not_found = ProvisionResult(ProvisionStatus.NOT_FOUND, reason="no product matches this key and secret")
+            not_found = ProvisionResult(
+                ProvisionStatus.NOT_FOUND, reason="no product matches this key and secret", code="unknown_key_or_secret"
+            )
             return await self._recorded(None, request, not_found)
         if "\x00" in _java_trim(request.device_name or ""):
             # PostgreSQL text cannot hold NUL; ThingsBoard's validator refuses it too.
-            return await self._recorded(product, request, _failure("Device name should not contain 0x00 symbol"))
+            return await self._recorded(product, request, _failure(_NUL_IN_NAME, "invalid_name"))
         if product.provision_strategy is ProvisionStrategy.ALLOW_CREATE_NEW_DEVICES:
             return await self._create_new(product, request)
         return await self._claim_pre_provisioned(product, request)
@@ -82,7 +92,7 @@ class ProvisioningService:
         try:
             credentials = creds.validate(_requested_credentials(request))
         except CredentialsInvalid as exc:
-            return await self._recorded(product, request, _failure(exc.message))
+            return await self._recorded(product, request, _failure(exc.message, "invalid_credentials"))
         now = _now_ms()
         device = Device(
             id=new_id(),
@@ -92,30 +102,30 @@ class ProvisioningService:
             gateway=request.gateway,
             created_at=now,
         )
-        success = ProvisionResult(ProvisionStatus.SUCCESS, credentials, device)
+        success = ProvisionResult(ProvisionStatus.SUCCESS, credentials, device, code="created")
         try:
             await self._store.create_provisioned_device(
                 device, creds.to_stored(credentials), now, _audit_record(product, request, success)
             )
         except NameTaken:
-            failure = _failure("The device is present and could not be provisioned once more!")
+            failure = _failure("The device is present and could not be provisioned once more!", "name_taken")
             return await self._recorded(product, request, failure)
         except CredentialsTaken as exc:
-            return await self._recorded(product, request, _failure(exc.message))
+            return await self._recorded(product, request, _failure(exc.message, "credentials_taken"))
         return success
 
     async def _claim_pre_provisioned(self, product: Product, request: ProvisionRequest) -> ProvisionResult:
         name = _java_trim(request.device_name or "")
         found = await self._store.device_with_credentials(product.project_id, name) if name else None
         if found is None or found[0].product_id != product.id:
-            return await self._recorded(product, request, _failure("Failed to find pre provisioned device!"))
+            return await self._recorded(product, request, _failure(_NOT_PRE_PROVISIONED, "not_pre_provisioned"))
         device, stored = found
         if stored is None or stored.pending is None:
-            return await self._recorded(product, request, _failure("The device has already been provisioned!"))
-        success = ProvisionResult(ProvisionStatus.SUCCESS, stored.pending, device)
+            return await self._recorded(product, request, _already_provisioned())
+        success = ProvisionResult(ProvisionStatus.SUCCESS, stored.pending, device, code="claimed")
         if not await self._store.mark_provisioned(device.id, _now_ms(), _audit_record(product, request, success)):
             # Another request claimed it since the lookup.
-            return await self._recorded(product, request, _failure("The device has already been provisioned!"))
+            return await self._recorded(product, request, _already_provisioned())
         return success
 
     async def _recorded(
@@ -180,8 +190,17 @@ def _java_trim(name: str) -> str:
 _JAVA_TRIMMED = "".join(map(chr, range(0x21)))
 
 
-def _failure(reason: str) -> ProvisionResult:
-    return ProvisionResult(ProvisionStatus.FAILURE, reason=reason)
+_EMPTY_NAME = "Provision request contains empty device name!"
+_NUL_IN_NAME = "Device name should not contain 0x00 symbol"
+_NOT_PRE_PROVISIONED = "Failed to find pre provisioned device!"
+
+
+def _already_provisioned() -> ProvisionResult:
+    return _failure("The device has already been provisioned!", "already_provisioned")
+
+
+def _failure(reason: str, code: str) -> ProvisionResult:
+    return ProvisionResult(ProvisionStatus.FAILURE, reason=reason, code=code)
 
 
 def _requested_credentials(request: ProvisionRequest) -> Credentials:

@@ -7,7 +7,9 @@ leaf, so the front-end then looks the device up by that leaf's credentials hash.
 
 Anchors change while the gateway runs (a device provisions a certificate); the
 context is rebuilt and handed to each new handshake by the SNI callback, which
-OpenSSL calls for every ClientHello, with or without a server name.
+OpenSSL calls for every ClientHello, with or without a server name. The same swap
+reloads the server's own certificate and key (SIGHUP): new handshakes present the
+new pair, connections already established keep theirs.
 """
 
 from __future__ import annotations
@@ -20,28 +22,42 @@ log = logging.getLogger(__name__)
 
 
 class DeviceTls:
-    def __init__(self, cert_file: str, key_file: str) -> None:
+    """The TLS context of one listener, with a client certificate optional
+    (``verify_clients``) or not asked for, swapped in per handshake."""
+
+    def __init__(self, cert_file: str, key_file: str, *, verify_clients: bool = True) -> None:
         self._cert_file, self._key_file = cert_file, key_file
-        self._current = self._build(())
-        self.context = self._build(())
+        self._verify_clients = verify_clients
+        self._anchors: tuple[str, ...] = ()
+        self._current = self._build()
+        self.context = self._build()
         self.context.sni_callback = self._hand_over
 
     def set_anchors(self, certificates_pem: Iterable[str]) -> None:
         """Trust exactly these certificates (PEM) for the handshakes from now on."""
-        self._current = self._build(certificates_pem)
+        anchors = tuple(certificates_pem)
+        self._current = self._build(anchors)
+        self._anchors = anchors
+
+    def reload(self) -> None:
+        """Read the certificate and key files again, for the handshakes from now on.
+        Raises (ssl.SSLError, OSError) and keeps the pair in use when they do not load."""
+        self._current = self._build()
 
     def _hand_over(self, ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
         ssl_object.context = self._current
 
-    def _build(self, anchors: Iterable[str]) -> ssl.SSLContext:
+    def _build(self, anchors: tuple[str, ...] | None = None) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self._cert_file, self._key_file)
+        if not self._verify_clients:
+            return context
         # A handshake keeps the verify mode and flags of the context it began with; only
         # the trust store follows the swap, so every context carries both.
         context.verify_mode = ssl.CERT_OPTIONAL
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-        pem = "\n".join(anchors)
+        pem = "\n".join(self._anchors if anchors is None else anchors)
         if pem:
             context.load_verify_locations(cadata=pem)
         return context

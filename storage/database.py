@@ -49,6 +49,11 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
+async def ping(pool: asyncpg.Pool) -> None:
+    """One round trip on a pooled connection: raises when PostgreSQL does not answer."""
+    await pool.fetchval("SELECT 1")
+
+
 async def open_pool(url: str, size: int, *, run_migrations: bool = True) -> asyncpg.Pool:
     with translated():
         if run_migrations:

@@ -26,6 +26,10 @@ class Partitions:
     def __init__(self) -> None:
         self._known: list[tuple[int, int]] = []
 
+    def forget(self) -> None:
+        """Retention dropped a partition: ask PostgreSQL again next time."""
+        self._known.clear()
+
     def _covered(self, ts: int) -> bool:
         return any(lo <= ts < hi for lo, hi in self._known)
 

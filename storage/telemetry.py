@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 
 import asyncpg
 
+from gateway.errors import Unavailable
 from gateway.model import AttributeMessage, KeyValue, TelemetryMessage, ValueType
 from storage.errors import translated
 from storage.partitions import Partitions
@@ -118,7 +119,18 @@ class TelemetryWriter:
                         return
                     except asyncpg.UniqueViolationError:
                         self._upsert_until = time.monotonic() + _UPSERT_PERIOD
-                await self._upsert(conn, telemetry, attributes)
+                    except asyncpg.CheckViolationError:
+                        raise self._partition_dropped() from None
+                try:
+                    await self._upsert(conn, telemetry, attributes)
+                except asyncpg.CheckViolationError:
+                    raise self._partition_dropped() from None
+
+    def _partition_dropped(self) -> Unavailable:
+        """A row fell in no partition: retention dropped one this process knew. Forget them
+        all; the retry makes what it needs again."""
+        self._partitions.forget()
+        return Unavailable("a telemetry partition was dropped meanwhile")
 
     async def _rows(self, telemetry: Sequence[TelemetryMessage]) -> list[tuple[object, ...]]:
         """The batch's rows, in order, duplicates included; their keys and partitions made."""

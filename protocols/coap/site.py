@@ -180,7 +180,7 @@ class DeviceSite:
 
         async def provision() -> None:
             result = await self._provisioning.provision(request)
-            metrics.PROVISIONING.labels(PROTOCOL, result.status.value).inc()
+            metrics.PROVISIONING.labels(PROTOCOL, result.status.value, result.code).inc()
             code = Code.CREATED if result.status is ProvisionStatus.SUCCESS else Code.BAD_REQUEST
             pipe.add_response(_with_block1(json_message(code, response_to_json(result)), body), is_last=True)
 

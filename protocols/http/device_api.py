@@ -189,7 +189,7 @@ class DeviceApi:
         except GatewayError as exc:
             return refused(exc)
         result = await self._provisioning.provision(request)
-        metrics.PROVISIONING.labels(PROTOCOL, result.status.value).inc()
+        metrics.PROVISIONING.labels(PROTOCOL, result.status.value, result.code).inc()
         return Reply.json(response_to_json(result))
 
 

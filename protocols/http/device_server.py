@@ -21,6 +21,15 @@ class DeviceHttpServer:
         self._connections: set[DeviceHttpConnection] = set()
         self._tasks = OwnedTasks()
 
+    @property
+    def serving(self) -> bool:
+        """Whether every listener started accepts connections."""
+        return all(server.is_serving() for server in self._servers)
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         server, bound = await listen(self._connection, host, port, ssl_context)
         self._servers.append(server)

@@ -118,6 +118,9 @@ OPERATIONS_DESCRIBED: tuple[Operation, ...] = (
           ("GET", "attributes", "Request client and shared attributes", None, "DeviceAttributes"))),
     Operation("GET", "/metrics", OPERATIONS, "Prometheus metrics", returns="Metrics", media="text/plain"),
     Operation("GET", "/healthz", OPERATIONS, "Liveness", returns="Health"),
+    Operation("GET", "/readyz", OPERATIONS, "Readiness", returns="Readiness",
+              description="200 when the database answers, the ingest queue has room and the listeners accept; "
+                          "503 otherwise, with the same body naming the failed check."),
     Operation("GET", "/openapi.json", OPERATIONS, "This document", returns="OpenApi"),
 )
 
@@ -238,6 +241,11 @@ SCHEMAS: dict[str, Any] = {
     "TimedValues": _object("ts", "values", ts=_s("integer", "Unix milliseconds"), values=_ref("AttributeValues")),
     "DeviceAttributes": _object(client=_ref("AttributeValues"), shared=_ref("AttributeValues")),
     "Health": _object("status", status=_s("string", enum=["ok"])),
+    "Readiness": _object(
+        "status", "checks", status=_s("string", enum=["ready", "not ready"]),
+        checks=_s("object", "Each check (database, ingest_queue, listeners): \"ok\" or why not",
+                  additionalProperties=_s("string")),
+    ),
     "OpenApi": _s("object", "An OpenAPI 3.1 document"),
     "Metrics": _s("string", "Prometheus' text exposition format"),
 }

@@ -2,11 +2,46 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import secrets
 import ssl
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway import logs
+from gateway.health import ReadinessReport
+
+log = logging.getLogger(__name__)
+# A caller's X-Request-Id is kept when it looks like an id (a proxy's, a trace's); else one is made.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_QUIET = frozenset({"/metrics", "/healthz", "/readyz"})
+
+
+@web.middleware
+async def _request_ids(request: web.Request, handler) -> web.StreamResponse:  # type: ignore[no-untyped-def]
+    """Every record logged while a request is served carries its id, and the answer names it.
+    The access record shows the method, the path (management paths hold no secrets; the
+    token travels in X-Auth-Token) and the status; probes and scrapes are not recorded."""
+    given = request.headers.get("X-Request-Id", "")
+    request_id = given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
+    with logs.bound(request_id=request_id):
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers["X-Request-Id"] = request_id
+            _access(request, exc.status)
+            raise
+        response.headers["X-Request-Id"] = request_id
+        _access(request, response.status)
+        return response
+
+
+def _access(request: web.Request, status: int) -> None:
+    if request.path not in _QUIET:
+        log.info("%s %s %d", request.method, request.path, status, extra={"remote": request.remote or ""})
 
 
 async def _metrics(_: web.Request) -> web.Response:
@@ -18,12 +53,31 @@ async def _healthz(_: web.Request) -> web.Response:
 
 
 MAX_PAYLOAD_BYTES = web.AppKey("max_payload_bytes", int)
+READINESS = web.AppKey("readiness", Callable[[], Awaitable[ReadinessReport]])
 
 
-def build_app(routes: Iterable[web.RouteDef], max_payload_bytes: int) -> web.Application:
-    app = web.Application(client_max_size=max_payload_bytes)
+async def _readyz(request: web.Request) -> web.Response:
+    """200 when every check passes, else 503; the body names each check and its state."""
+    report = await request.app[READINESS]()
+    body = {"status": "ready" if report.ready else "not ready", "checks": report.checks}
+    return web.json_response(body, status=200 if report.ready else 503)
+
+
+async def _always_ready() -> ReadinessReport:
+    return ReadinessReport({})
+
+
+def build_app(
+    routes: Iterable[web.RouteDef],
+    max_payload_bytes: int,
+    readiness: Callable[[], Awaitable[ReadinessReport]] = _always_ready,
+) -> web.Application:
+    app = web.Application(client_max_size=max_payload_bytes, middlewares=[_request_ids])
     app[MAX_PAYLOAD_BYTES] = max_payload_bytes
-    app.add_routes([*routes, web.get("/metrics", _metrics), web.get("/healthz", _healthz)])
+    app[READINESS] = readiness
+    app.add_routes([
+        *routes, web.get("/metrics", _metrics), web.get("/healthz", _healthz), web.get("/readyz", _readyz),
+    ])
     return app
 
 

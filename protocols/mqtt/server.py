@@ -50,6 +50,15 @@ class MqttServer:
         )
         self._servers: list[asyncio.Server] = []
 
+    @property
+    def serving(self) -> bool:
+        """Whether every listener started accepts connections."""
+        return all(server.is_serving() for server in self._servers)
+
+    @property
+    def connections(self) -> int:
+        return len(self._sessions)
+
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         server, bound = await listen(lambda: MqttSession(self._context), host, port, ssl_context)
         self._servers.append(server)

@@ -167,11 +167,13 @@ class MqttSession(asyncio.Protocol):
 
     async def _admit(self, connect: Connect) -> None:
         certificate = self._peer_certificate()
-        decision = await admit(connect, self._ctx.auth, self._ctx.limits, certificate, f"mqtts:{self._peer()}")
+        decision = await admit(connect, self._ctx.auth, self._ctx.limits, certificate, f"mqtts:{self._remote()}")
         if self._transport is None:
             return
         if isinstance(decision, Refused):
             metrics.AUTH_FAILURES.labels(PROTOCOL).inc()
+            log.info("MQTT connection refused: reason 0x%02X", decision.reason,
+                     extra={"client_id": connect.client_id, "remote": self._remote(), "protocol": PROTOCOL})
             self._write(codec.encode(ConnAck(reason_code=decision.reason), self._version))
             self._close()
             return
@@ -185,6 +187,10 @@ class MqttSession(asyncio.Protocol):
         if decision.device is not None:
             self._ctx.downlink.attach(decision.device.device_id, self)
         self._write(codec.encode(ConnAck(properties=decision.connack_properties), self._version))
+        log.debug("MQTT connection accepted", extra={
+            "client_id": connect.client_id, "remote": self._remote(), "protocol": PROTOCOL,
+            **({"device_id": decision.device.device_id, "device": decision.device.name} if decision.device else {}),
+        })
         self._connecting = False
         if self._timer is not None:
             self._timer.cancel()
@@ -192,7 +198,7 @@ class MqttSession(asyncio.Protocol):
             self._timer = self._loop.call_later(decision.keep_alive * 1.5, self._check_timers)
         self._drain_backlog()
 
-    def _peer(self) -> str:
+    def _remote(self) -> str:
         peer = self._transport.get_extra_info("peername") if self._transport else None
         return f"{peer[0]}:{peer[1]}" if peer else ""
 
@@ -291,7 +297,7 @@ class MqttSession(asyncio.Protocol):
         if self._version == MQTT_5 or device.send_ack_on_validation_error:
             self._ack_now(publish, Reason.PAYLOAD_FORMAT_INVALID)
         else:
-            log.info("closing %s: %s", device.name, exc.message)
+            log.info("closing %s: %s", device.name, exc.message, extra={"device_id": device.device_id})
             self._close()
 
     def _on_pubrel(self, pubrel: PubRel) -> None:
@@ -327,7 +333,7 @@ class MqttSession(asyncio.Protocol):
 
     async def _provision(self, publish: Publish, request: Any) -> None:
         result = await self._ctx.provisioning.provision(request)
-        metrics.PROVISIONING.labels(PROTOCOL, result.status.value).inc()
+        metrics.PROVISIONING.labels(PROTOCOL, result.status.value, result.code).inc()
         if self._transport is None:
             return
         self._ack_now(publish, Reason.SUCCESS)
@@ -413,7 +419,8 @@ class MqttSession(asyncio.Protocol):
             else:
                 self._ctx.uplink.submit_telemetry(device, payload, PROTOCOL)
         except GatewayError as exc:
-            log.info("the last will of %s was not stored: %s", device.name, exc.message)
+            log.info("the last will of %s was not stored: %s", device.name, exc.message,
+                     extra={"device_id": device.device_id})
 
     # writing and closing
 

@@ -1,0 +1,53 @@
+"""Retention, enforced at an interval by a task the gateway owns: expired telemetry
+partitions dropped (or rows deleted where a partition must stay), old audit records deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Protocol
+
+from gateway import metrics
+from gateway.errors import GatewayError
+from gateway.tasks import OwnedTasks
+
+log = logging.getLogger(__name__)
+
+
+class RetentionPort(Protocol):
+    async def enforce(self, now_ms: int) -> Any: ...
+
+
+class Retention:
+    def __init__(self, store: RetentionPort, interval: float) -> None:
+        self._store = store
+        self._interval = interval
+        self._tasks = OwnedTasks()
+
+    def start(self) -> None:
+        self._tasks.spawn(self._every_interval())
+
+    async def stop(self) -> None:
+        await self._tasks.finish()
+
+    async def run_once(self, now_ms: int | None = None) -> Any:
+        outcome = await self._store.enforce(time.time_ns() // 1_000_000 if now_ms is None else now_ms)
+        if outcome.skipped:
+            return outcome
+        metrics.RETENTION_DROPPED.inc(len(outcome.partitions_dropped))
+        metrics.RETENTION_DELETED.labels("ts_kv").inc(outcome.telemetry_rows_deleted)
+        metrics.RETENTION_DELETED.labels("audit_log").inc(outcome.audit_rows_deleted)
+        if outcome.partitions_dropped or outcome.telemetry_rows_deleted or outcome.audit_rows_deleted:
+            log.info("retention: dropped %s, deleted %d telemetry and %d audit rows",
+                     ", ".join(outcome.partitions_dropped) or "no partition", outcome.telemetry_rows_deleted,
+                     outcome.audit_rows_deleted)
+        return outcome
+
+    async def _every_interval(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except GatewayError as exc:
+                log.warning("retention not enforced this time: %s", exc.message)
+            await asyncio.sleep(self._interval)
