@@ -70,6 +70,10 @@ def add_commands(
     add_settings(bench)
     bench.set_defaults(run=_bench)
 
+    from simulator.fleet_cli import add_simulate
+
+    add_simulate(subparsers, _positive, _not_negative)
+
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from simulator.bench import run
