@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
 
+from gateway import metrics
 from gateway.attributes import AttributeService
 from gateway.auth import DeviceAuthenticator
 from gateway.autoregistration import AutoRegistration
@@ -22,6 +24,7 @@ from gateway.products import ProductService
 from gateway.projects import ProjectService
 from gateway.provisioning import ProvisioningService
 from gateway.provisioning_templates import TemplateService
+from gateway.tasks import OwnedTasks
 from gateway.telemetry_queries import TelemetryQueryService
 from gateway.uplink import Uplink
 from protocols.http.connection import HttpLimits
@@ -29,7 +32,7 @@ from protocols.http.device_api import DeviceApi
 from protocols.http.device_server import DeviceHttpServer
 from protocols.http.management import ManagementApi
 from protocols.http.openapi import openapi_route
-from protocols.http.server import HttpServer, build_app
+from protocols.http.server import Health, HttpServer, build_app
 from protocols.mqtt.connect import Limits
 from protocols.mqtt.server import MqttServer, MqttServices, MqttSettings
 from protocols.tls import DeviceTls, pem_of
@@ -106,9 +109,12 @@ async def open_services(url: str, pool_size: int, settings: Settings | None = No
 
 
 class Gateway:
-    def __init__(self, settings: Settings, url: str) -> None:
+    def __init__(self, settings: Settings, url: str, health: Health | None = None) -> None:
+        """``health``: what /healthz adds (with workers: the supervisor's view of them all)."""
         self.settings = settings
         self._url = url
+        self._health = health
+        self._tasks = OwnedTasks()
         self.listeners: list[Listener] = []
         self._services: Services | None = None
         self._pipeline: IngestPipeline | None = None
@@ -145,6 +151,8 @@ class Gateway:
             ),
         )
         self._pipeline.start()
+        if metrics.MULTIPROCESS:
+            self._tasks.spawn(_flush_metrics())
         auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds, certificates=services.registration)
         limits = PayloadLimits(s.max_key_length, s.max_string_length, s.max_datapoints_per_message)
         uplink = Uplink(self._pipeline, services.attributes, limits, ack_stored=s.ack == "stored")
@@ -184,7 +192,7 @@ class Gateway:
             telemetry=TelemetryQueryService(services.registry, services.telemetry_queries),
             commands=CommandService(services.registry, downlink),
         )
-        app = build_app([*management.routes(), openapi_route()], s.max_payload_bytes)
+        app = build_app([*management.routes(), openapi_route()], s.max_payload_bytes, self._health)
         self._http_app = app
         self._http = HttpServer(app)
         if s.management_port:
@@ -227,6 +235,16 @@ class Gateway:
             await self._http.close()
         if self._services is not None:
             await self._services.pool.close()
+        await self._tasks.finish()
+        if metrics.MULTIPROCESS:
+            metrics.flush()
+
+
+async def _flush_metrics() -> None:
+    """Workers: this process's tallies into the shared metrics files, every second (until stopped)."""
+    while True:
+        await asyncio.sleep(metrics.FLUSH_SECONDS)
+        metrics.flush()
 
 
 def _display(host: str) -> str:

@@ -1,13 +1,30 @@
-"""Process metrics, declared once; the management listener serves them on /metrics."""
+"""Process metrics, declared once; the management listener serves them on /metrics.
+
+With several worker processes (``serve --workers N``) every worker writes its
+metrics to files in PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess
+mode, chosen by that variable at import) and a scrape, whichever worker it
+lands on, reads them all: counters and histograms summed, gauges summed over
+live workers or shown per worker (``pid`` label). What is not a file-backed
+metric is written into one by :func:`flush`: tallies (their increments since the
+last flush) and sampled gauges. Each worker flushes every second and before
+serving a scrape, so other workers' tallies are at most a second old.
+"""
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+FLUSH_SECONDS = 1.0
+
+_tallies: list[Tally] = []
+_sampled: list[tuple[Gauge, Callable[[], float]]] = []
 
 
 class Tally(Collector):
@@ -15,12 +32,27 @@ class Tally(Collector):
 
     prometheus_client's counters take a lock on every increment; the event loop
     is the only writer here, so the lock buys nothing and costs a few percent.
+    In multiprocess mode the counts are flushed into a file-backed counter.
     """
 
     def __init__(self, name: str, documentation: str, labels: tuple[str, ...]) -> None:
         self._name, self._documentation, self._labels = name, documentation, labels
         self.counts: defaultdict[tuple[str, ...], int] = defaultdict(int)
-        REGISTRY.register(self)
+        self._flushed: dict[tuple[str, ...], int] = {}
+        self._counter: Counter | None = None
+        if MULTIPROCESS:
+            self._counter = Counter(name, documentation, labels)
+            _tallies.append(self)
+        else:
+            REGISTRY.register(self)
+
+    def flush(self) -> None:
+        assert self._counter is not None
+        for labels, value in list(self.counts.items()):
+            delta = value - self._flushed.get(labels, 0)
+            if delta:
+                self._counter.labels(*labels).inc(delta)
+                self._flushed[labels] = value
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
@@ -37,7 +69,11 @@ BATCH_SECONDS = Histogram(
     "Time to write one batch, retries included",
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-QUEUE_DEPTH = Gauge("gateway_ingest_queue_rows", "Rows queued or being written")
+QUEUE_DEPTH = Gauge("gateway_ingest_queue_rows", "Rows queued or being written", multiprocess_mode="livesum")
+CONNECTIONS = Gauge(
+    "gateway_connections_open", "Device connections open, by protocol (per worker: the pid label)", ["protocol"],
+    multiprocess_mode="all",
+)
 INGEST_REJECTED = Counter("gateway_ingest_rejected_total", "Messages refused because the queue was full")
 DB_ERRORS = Counter("gateway_database_errors_total", "Failed database writes (each retry counts)")
 BAD_REQUESTS = Counter("gateway_bad_requests_total", "Requests refused as malformed or oversize", ["protocol", "reason"])
@@ -47,3 +83,31 @@ AUTO_REGISTRATION = Counter(
     "gateway_auto_registration_total", "Certificate auto-registration decisions, by outcome and reason",
     ["outcome", "reason"],
 )
+
+
+def sample(gauge: Gauge, read: Callable[[], float]) -> None:
+    """A gauge whose value is read when needed: at scrape time, or at each flush with workers."""
+    if MULTIPROCESS:
+        _sampled.append((gauge, read))
+    else:
+        gauge.set_function(read)
+
+
+def flush() -> None:
+    """Write this worker's tallies and sampled gauges into the shared files (multiprocess mode)."""
+    for tally in _tallies:
+        tally.flush()
+    for gauge, read in _sampled:
+        gauge.set(read())
+
+
+def exposition() -> bytes:
+    """What /metrics answers: this process's metrics, or every worker's in multiprocess mode."""
+    if not MULTIPROCESS:
+        return generate_latest()
+    from prometheus_client import multiprocess
+
+    flush()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)

@@ -3,26 +3,38 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gateway import metrics
+
+Health = Callable[[], tuple[bool, dict[str, Any]]]
 
 
 async def _metrics(_: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def _healthz(_: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+async def _healthz(request: web.Request) -> web.Response:
+    health = request.app[HEALTH]
+    if health is None:
+        return web.json_response({"status": "ok"})
+    ok, details = health()
+    return web.json_response({"status": "ok" if ok else "degraded", **details}, status=200 if ok else 503)
 
 
 MAX_PAYLOAD_BYTES = web.AppKey("max_payload_bytes", int)
+HEALTH = web.AppKey("health", object)
 
 
-def build_app(routes: Iterable[web.RouteDef], max_payload_bytes: int) -> web.Application:
+def build_app(routes: Iterable[web.RouteDef], max_payload_bytes: int, health: Health | None = None) -> web.Application:
+    """``health``: what /healthz reports beyond this process being up (workers: all of them)."""
     app = web.Application(client_max_size=max_payload_bytes)
     app[MAX_PAYLOAD_BYTES] = max_payload_bytes
+    app[HEALTH] = health
     app.add_routes([*routes, web.get("/metrics", _metrics), web.get("/healthz", _healthz)])
     return app
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass
+from typing import Any
 
+from gateway import metrics
 from gateway.auth import DeviceAuthenticator
 from gateway.downlink import Downlink
 from gateway.ingest import IngestPipeline
@@ -15,7 +17,7 @@ from gateway.uplink import Uplink
 from protocols.listeners import listen
 from protocols.mqtt.connect import Limits
 from protocols.mqtt.context import MqttContext
-from protocols.mqtt.session import MqttSession
+from protocols.mqtt.session import PROTOCOL, MqttSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +42,7 @@ class MqttServer:
     the sockets, ``close`` tells MQTT 5 clients the server is shutting down and closes all."""
 
     def __init__(self, services: MqttServices, settings: MqttSettings) -> None:
-        self._sessions: set[MqttSession] = set()
+        self._sessions: set[MqttSession] = _CountedSessions(metrics.CONNECTIONS.labels(PROTOCOL))
         self._tasks = OwnedTasks()
         self._context = MqttContext(
             auth=services.auth, uplink=services.uplink, provisioning=services.provisioning,
@@ -63,3 +65,20 @@ class MqttServer:
         for session in list(self._sessions):
             session.shutdown()
         await self._tasks.finish()
+
+
+class _CountedSessions(set):  # type: ignore[type-arg]
+    """The open sessions, their number kept in the connections gauge as they come and go."""
+
+    def __init__(self, gauge: Any) -> None:
+        super().__init__()
+        self._gauge = gauge
+        gauge.set(0)
+
+    def add(self, session: Any) -> None:
+        super().add(session)
+        self._gauge.set(len(self))
+
+    def discard(self, session: Any) -> None:
+        super().discard(session)
+        self._gauge.set(len(self))
