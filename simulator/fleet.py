@@ -140,7 +140,9 @@ async def credentials(options: FleetOptions, scratch: Path, say: Callable[[str],
             paths = ca.write_devices(scratch / "devices", names, fleet_ca.parse_subject(options.cert_subject))
             if options.register_ca:
                 say("waiting for the gateway to trust the new CA")
-                await _trusted(options, paths[0])
+                host, port = options.endpoint
+                await wait_until_trusted(host, port, paths[0], options.server_ca, options.server_name,
+                                         VERSIONS[options.mqtt_version], f"{options.client_prefix}probe")
             return fleet_credentials.certificate_devices(paths)
 
 
@@ -166,21 +168,23 @@ async def _register(ca: fleet_ca.TestCa, options: FleetOptions, say: Callable[[s
     say(f"CA registered: certificate {registration.certificate_id}, template {registration.template_id}")
 
 
-async def _trusted(options: FleetOptions, certificate: str) -> None:
-    """Connect as the first device until the gateway accepts its certificate: a gateway loads a
-    newly verified CA into its TLS context on a database notification, a moment after the API
+async def wait_until_trusted(
+    host: str, port: int, certificate: str, server_ca: str | None, server_name: str | None, version: int,
+    client_id: str,
+) -> None:
+    """Connect with ``certificate`` until the gateway accepts it: a gateway loads a newly
+    verified CA into its TLS context on a database notification, a moment after the API
     call. Bounded: ``_TRUST_TIMEOUT`` seconds."""
-    host, port = options.endpoint
-    context = client_tls(MqttTls(options.server_ca, (certificate,), options.server_name))
+    context = client_tls(MqttTls(server_ca, (certificate,), server_name))
     assert context is not None
-    connect = encode_connect(f"{options.client_prefix}probe", keepalive=60, version=VERSIONS[options.mqtt_version])
+    connect = encode_connect(client_id, keepalive=60, version=version)
     last = "no attempt"
     try:
         async with asyncio.timeout(_TRUST_TIMEOUT):
             for attempt in itertools.count():
                 try:
                     reader, writer = await asyncio.open_connection(
-                        host, port, ssl=context(0), server_hostname=options.server_name or host)
+                        host, port, ssl=context(0), server_hostname=server_name or host)
                     try:
                         writer.write(connect)
                         connack = await reader.readexactly(4)

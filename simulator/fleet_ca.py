@@ -90,6 +90,27 @@ class TestCa:
         )
         return certificate.public_bytes(serialization.Encoding.PEM), key_pem
 
+    def write_server(self, directory: Path, host: str = "127.0.0.1") -> tuple[str, str]:
+        """A server certificate for ``host`` (an IP address), signed by this CA: (cert file, key file)."""
+        import ipaddress
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        certificate = (
+            x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+            .issuer_name(self.certificate.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=7))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        cert_file, key_file = directory / "server.pem", directory / "server.key"
+        cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        return str(cert_file), str(key_file)
+
     def write_devices(self, directory: Path, names: Sequence[str], subject: Sequence[tuple[str, str]] = ()) -> tuple[str, ...]:
         """One PEM file (certificate, then key) a device; their paths, in order."""
         directory.mkdir(parents=True, exist_ok=True)
