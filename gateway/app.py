@@ -27,6 +27,7 @@ from gateway.projects import ProjectService
 from gateway.provisioning import ProvisioningService
 from gateway.provisioning_templates import TemplateService
 from gateway.retention import Retention
+from gateway.tasks import OwnedTasks
 from gateway.telemetry_queries import TelemetryQueryService
 from gateway.uplink import Uplink
 from protocols.coap.server import CoapServer, CoapSettings
@@ -36,7 +37,7 @@ from protocols.http.device_api import DeviceApi
 from protocols.http.device_server import DeviceHttpServer
 from protocols.http.management import ManagementApi
 from protocols.http.openapi import openapi_route
-from protocols.http.server import HttpServer, build_app
+from protocols.http.server import Health, HttpServer, build_app
 from protocols.mqtt.connect import Limits
 from protocols.mqtt.server import MqttServer, MqttServices, MqttSettings
 from protocols.tls import DeviceTls, pem_of
@@ -116,9 +117,12 @@ async def open_services(url: str, pool_size: int, settings: Settings | None = No
 
 
 class Gateway:
-    def __init__(self, settings: Settings, url: str) -> None:
+    def __init__(self, settings: Settings, url: str, health: Health | None = None) -> None:
+        """``health``: what /healthz adds (with workers: the supervisor's view of them all)."""
         self.settings = settings
         self._url = url
+        self._health = health
+        self._tasks = OwnedTasks()
         self.listeners: list[Listener] = []
         self._services: Services | None = None
         self._pipeline: IngestPipeline | None = None
@@ -162,6 +166,8 @@ class Gateway:
             store = RetentionStore(services.pool, s.telemetry_ttl_days, s.audit_retention_days)
             self._retention = Retention(store, s.retention_interval_seconds)
             self._retention.start()
+        if metrics.MULTIPROCESS:
+            self._tasks.spawn(_flush_metrics())
         auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds, certificates=services.registration)
         limits = PayloadLimits(s.max_key_length, s.max_string_length, s.max_datapoints_per_message)
         uplink = Uplink(self._pipeline, services.attributes, limits, ack_stored=s.ack == "stored")
@@ -209,14 +215,12 @@ class Gateway:
             telemetry=TelemetryQueryService(services.registry, services.telemetry_queries),
             commands=CommandService(services.registry, downlink),
         )
-        metrics.CONNECTIONS.add("http", self._count_http)
-        metrics.CONNECTIONS.add("mqtt", self._count_mqtt)
         readiness = Readiness(
             database=lambda: ping(services.pool),
             queue_saturated=lambda: self._pipeline is not None and self._pipeline.saturated,
             listening=self._listening,
         )
-        app = build_app([*management.routes(), openapi_route()], s.max_payload_bytes, readiness.report)
+        app = build_app([*management.routes(), openapi_route()], s.max_payload_bytes, readiness.report, self._health)
         self._http_app = app
         self._http = HttpServer(app)
         if s.management_port:
@@ -254,20 +258,12 @@ class Gateway:
             log.info("TLS certificate reloaded from %s", self.settings.tls_cert_file)
         return ok
 
-    def _count_http(self) -> int:
-        return self._device_http.connections if self._device_http else 0
-
-    def _count_mqtt(self) -> int:
-        return self._mqtt.connections if self._mqtt else 0
-
     def _listening(self) -> bool:
         return all(server.serving for server in (self._device_http, self._mqtt) if server is not None)
 
     async def stop(self) -> None:
         """Stop accepting, drain the ingest queue (answering what it held), then close the pool:
         all within shutdown_timeout_seconds (and a second's grace for the closing steps)."""
-        metrics.CONNECTIONS.remove(self._count_http)
-        metrics.CONNECTIONS.remove(self._count_mqtt)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.shutdown_timeout_seconds
 
@@ -303,6 +299,16 @@ class Gateway:
             except TimeoutError:
                 log.warning("database connections still busy at the shutdown deadline: terminated")
                 self._services.pool.terminate()
+        await self._tasks.finish()
+        if metrics.MULTIPROCESS:
+            metrics.flush()
+
+
+async def _flush_metrics() -> None:
+    """Workers: this process's tallies into the shared metrics files, every second (until stopped)."""
+    while True:
+        await asyncio.sleep(metrics.FLUSH_SECONDS)
+        metrics.flush()
 
 
 def _display(host: str) -> str:

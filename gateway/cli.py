@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gateway")
     _add_settings(serve)
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     serve.set_defaults(run=_serve)
 
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
@@ -130,12 +131,17 @@ def run_async(coro: Awaitable[Any], event_loop: str = "uvloop") -> Any:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway import workers
     from gateway.app import Gateway, database_url
 
+    worker = args.worker_index is not None
+    if settings.workers > 1 and not worker:
+        return workers.serve_workers(settings, sys.argv[1:])
     url = database_url(settings)
-    print(f"database: {'embedded PostgreSQL in ' + settings.data_dir if settings.embedded_database else 'configured'}",
-          flush=True)
-    gateway = Gateway(settings, url)
+    if not worker:
+        print(f"database: {'embedded PostgreSQL in ' + settings.data_dir if settings.embedded_database else 'configured'}",
+              flush=True)
+    gateway = Gateway(settings, url, health=(lambda: workers.worker_health(settings.data_dir)) if worker else None)
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -152,6 +158,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             gc.set_threshold(*_GC_THRESHOLDS)
             for listener in gateway.listeners:
                 print(f"{listener.name}: {listener.url}", flush=True)
+            if worker:
+                print(workers.READY_LINE, flush=True)
             await stop.wait()
         finally:
             await gateway.stop()

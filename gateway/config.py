@@ -85,6 +85,10 @@ class Settings:
     batch_max_rows: int = _setting(5_000, "A batch is written when it holds this many rows...", min=1)
     batch_max_age_ms: int = _setting(5, "...or when its oldest row is this old (milliseconds).", min=0)
     writers: int = _setting(4, "Batches written concurrently, each on its own connection.", min=1, max=64)
+    workers: int = _setting(
+        1, "Gateway processes sharing the listening ports (SO_REUSEPORT), each with its own loop, batcher and "
+        "pool (db_pool_size each).", min=1, max=256,
+    )
     db_pool_size: int = _setting(8, "PostgreSQL connections per process (writers included).", min=2, max=200)
     db_retry_max_seconds: float = _setting(5.0, "Longest back-off between retries while PostgreSQL is down.", min=0.01)
     auth_cache_seconds: float = _setting(

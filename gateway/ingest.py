@@ -104,7 +104,7 @@ class IngestPipeline:
 
     def start(self) -> None:
         # Read at scrape time: setting a gauge takes a lock, and submit is the hot path.
-        metrics.QUEUE_DEPTH.set_function(lambda: self.depth_rows)
+        metrics.sample(metrics.QUEUE_DEPTH, lambda: self.depth_rows)
         self._batcher = asyncio.create_task(self._run(), name="ingest-batcher")
 
     def submit(

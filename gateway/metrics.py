@@ -1,13 +1,30 @@
-"""Process metrics, declared once; the management listener serves them on /metrics."""
+"""Process metrics, declared once; the management listener serves them on /metrics.
+
+With several worker processes (``serve --workers N``) every worker writes its
+metrics to files in PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess
+mode, chosen by that variable at import) and a scrape, whichever worker it
+lands on, reads them all: counters and histograms summed, gauges summed over
+live workers or shown per worker (``pid`` label). What is not a file-backed
+metric is written into one by :func:`flush`: tallies (their increments since the
+last flush) and sampled gauges. Each worker flushes every second and before
+serving a scrape, so other workers' tallies are at most a second old.
+"""
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+FLUSH_SECONDS = 1.0
+
+_tallies: list[Tally] = []
+_sampled: list[tuple[Gauge, Callable[[], float]]] = []
 
 
 class Tally(Collector):
@@ -15,44 +32,32 @@ class Tally(Collector):
 
     prometheus_client's counters take a lock on every increment; the event loop
     is the only writer here, so the lock buys nothing and costs a few percent.
+    In multiprocess mode the counts are flushed into a file-backed counter.
     """
 
     def __init__(self, name: str, documentation: str, labels: tuple[str, ...]) -> None:
         self._name, self._documentation, self._labels = name, documentation, labels
         self.counts: defaultdict[tuple[str, ...], int] = defaultdict(int)
-        REGISTRY.register(self)
+        self._flushed: dict[tuple[str, ...], int] = {}
+        self._counter: Counter | None = None
+        if MULTIPROCESS:
+            self._counter = Counter(name, documentation, labels)
+            _tallies.append(self)
+        else:
+            REGISTRY.register(self)
+
+    def flush(self) -> None:
+        assert self._counter is not None
+        for labels, value in list(self.counts.items()):
+            delta = value - self._flushed.get(labels, 0)
+            if delta:
+                self._counter.labels(*labels).inc(delta)
+                self._flushed[labels] = value
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
         for labels, value in list(self.counts.items()):
             family.add_metric(labels, value)
-        yield family
-
-
-class Connections(Collector):
-    """Open device connections by protocol, counted at scrape time from the servers' own sets.
-
-    Each running front-end registers a function returning its count and removes it
-    when it stops; counts of one protocol are summed (a test process may run several).
-    """
-
-    def __init__(self) -> None:
-        self._sources: list[tuple[str, Callable[[], int]]] = []
-        REGISTRY.register(self)
-
-    def add(self, protocol: str, count: Callable[[], int]) -> None:
-        self._sources.append((protocol, count))
-
-    def remove(self, count: Callable[[], int]) -> None:
-        self._sources = [(p, c) for p, c in self._sources if c != count]  # bound methods compare equal, not identical
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        totals: dict[str, int] = {}
-        for protocol, count in list(self._sources):
-            totals[protocol] = totals.get(protocol, 0) + count()
-        family = GaugeMetricFamily("gateway_connections", "Open device connections", labels=("protocol",))
-        for protocol, total in totals.items():
-            family.add_metric((protocol,), total)
         yield family
 
 
@@ -69,7 +74,7 @@ BATCH_ROWS = Histogram(
     "Rows in one written batch",
     buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
 )
-QUEUE_DEPTH = Gauge("gateway_ingest_queue_rows", "Rows queued or being written")
+QUEUE_DEPTH = Gauge("gateway_ingest_queue_rows", "Rows queued or being written", multiprocess_mode="livesum")
 INGEST_REJECTED = Counter("gateway_ingest_rejected_total", "Messages refused because the queue was full")
 DB_ERRORS = Counter("gateway_database_errors_total", "Failed database writes (each retry counts)")
 BAD_REQUESTS = Counter("gateway_bad_requests_total", "Requests refused as malformed or oversize", ["protocol", "reason"])
@@ -81,8 +86,55 @@ AUTO_REGISTRATION = Counter(
     "gateway_auto_registration_total", "Certificate auto-registration decisions, by outcome and reason",
     ["outcome", "reason"],
 )
-CONNECTIONS = Connections()
+# Per worker with workers (the pid label), so a scrape shows where devices are connected.
+CONNECTIONS = Gauge("gateway_connections", "Open device connections", ["protocol"], multiprocess_mode="all")
 RETENTION_DROPPED = Counter("gateway_retention_partitions_dropped_total", "Telemetry partitions dropped by retention")
 RETENTION_DELETED = Counter(
     "gateway_retention_rows_deleted_total", "Rows deleted by retention", ["table"]
 )
+
+
+class CountedSet(set):  # type: ignore[type-arg]
+    """A front-end's open connections, their number kept in the connections gauge."""
+
+    def __init__(self, protocol: str) -> None:
+        super().__init__()
+        self._gauge = CONNECTIONS.labels(protocol)
+
+    def add(self, item: object) -> None:
+        if item not in self:
+            super().add(item)
+            self._gauge.inc()
+
+    def discard(self, item: object) -> None:
+        if item in self:
+            super().discard(item)
+            self._gauge.dec()
+
+
+def sample(gauge: Gauge, read: Callable[[], float]) -> None:
+    """A gauge whose value is read when needed: at scrape time, or at each flush with workers."""
+    if MULTIPROCESS:
+        _sampled.append((gauge, read))
+    else:
+        gauge.set_function(read)
+
+
+def flush() -> None:
+    """Write this worker's tallies and sampled gauges into the shared files (multiprocess mode)."""
+    for tally in _tallies:
+        tally.flush()
+    for gauge, read in _sampled:
+        gauge.set(read())
+
+
+def exposition() -> bytes:
+    """What /metrics answers: this process's metrics, or every worker's in multiprocess mode."""
+    if not MULTIPROCESS:
+        return generate_latest()
+    from prometheus_client import multiprocess
+
+    flush()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)

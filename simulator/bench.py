@@ -3,8 +3,8 @@
 Scenarios, each a coroutine from (options, workspace) to a report:
 http and provision (simulator.bench_http), mqtt (simulator.bench_mqtt),
 idle-connections (simulator.bench_idle); what they share, the workspace with its
-database and the servers, is in simulator.bench_workspace. Later scenarios
-(coap, mtls) plug in as more entries in SCENARIOS with the same shape.
+database and the servers, is in simulator.bench_workspace. mtls (simulator.bench_mtls). Later scenarios
+(coap) plug in as more entries in SCENARIOS with the same shape.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from simulator import runtime
 from simulator.bench_http import http, provision
 from simulator.bench_idle import idle_connections
 from simulator.bench_mqtt import mqtt
+from simulator.bench_mtls import mtls
 from simulator.bench_options import BenchOptions
 from simulator.bench_workspace import BenchError, Workspace, workspace
 from simulator.mosquitto import MosquittoMissing
@@ -32,6 +33,7 @@ SCENARIOS: dict[str, Callable[[BenchOptions, Workspace], Coroutine[Any, Any, Ben
     "provision": provision,
     "mqtt": mqtt,
     "idle-connections": idle_connections,
+    "mtls": mtls,
 }
 
 

@@ -58,9 +58,10 @@ class Workspace:
     database_url: str
     load_average: tuple[float, float, float]  # of the machine before the bench started
 
-    def gateway_environment(self, port: int, mqtt_port: int = 0) -> dict[str, str]:
+    def gateway_environment(self, port: int, mqtt_port: int = 0, **more: Any) -> dict[str, str]:
         """The bench's settings as GATEWAY_* variables, with its own data dir, database and ports
-        (HTTP on ``port``, MQTT on ``mqtt_port`` or off, every other listener off)."""
+        (HTTP on ``port``, MQTT on ``mqtt_port`` or off, every other listener off unless ``more``
+        sets it)."""
         values: dict[str, Any] = {
             f.name: getattr(self.settings, f.name)
             for f in fields(Settings) if getattr(self.settings, f.name) != f.default
@@ -69,6 +70,7 @@ class Workspace:
             data_dir=str(self.root / "gateway"), database_url=self.database_url, host="127.0.0.1",
             http_port=port, https_port=0, management_port=0, mqtt_port=mqtt_port, mqtts_port=0, coap_port=0,
         )
+        values.update(more)
         return child_environment(
             {config.ENV_PREFIX + k.upper(): str(v) for k, v in values.items() if v is not None}, config.ENV_PREFIX
         )
@@ -109,13 +111,18 @@ def _stop_embedded(data_dir: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def gateway_server(space: Workspace, *, mqtt: bool = False) -> AsyncIterator[RunningServer]:
-    """The gateway under test: HTTP always (provisioning), MQTT when asked for (its ``mqtt:`` line awaited)."""
+async def gateway_server(
+    space: Workspace, *, mqtt: bool = False, listeners: tuple[str, ...] = (), **settings: Any
+) -> AsyncIterator[RunningServer]:
+    """The gateway under test: HTTP always (provisioning), MQTT when asked for (its ``mqtt:`` line
+    awaited); ``listeners`` more listeners awaited, turned on by ``settings`` (mqtts_port...).
+    With ``--workers N`` it is the supervisor; its listener lines come once every worker is up."""
     port = free_port()
     async with server_process(
         "the gateway", [sys.executable, "-m", "gateway", "serve"],
-        env=space.gateway_environment(port, free_port() if mqtt else 0), log_file=space.root / "gateway.log",
-        listeners=("http", "mqtt") if mqtt else ("http",),
+        env=space.gateway_environment(port, free_port() if mqtt else 0, **settings),
+        log_file=space.root / "gateway.log",
+        listeners=("http", "mqtt", *listeners) if mqtt else ("http", *listeners),
     ) as server:
         progress(f"gateway pid {server.pid} on {', '.join(server.urls.values())}")
         yield server
@@ -243,7 +250,7 @@ def context(options: BenchOptions, space: Workspace, **extra: Any) -> dict[str, 
     } if options.scenario in ("mqtt", "idle-connections") else {}
     return {
         **mqtt,
-        "devices": options.devices if options.scenario in ("http", "mqtt") else None,
+        "devices": options.devices if options.scenario in ("http", "mqtt", "mtls") else None,
         "connections": options.connection_count if options.scenario in ("provision", "idle-connections") else None,
         "duration_s": options.duration,
         "warmup_s": options.warmup,

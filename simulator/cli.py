@@ -8,8 +8,8 @@ from typing import Any
 
 from gateway.config import Settings
 
-# More to come with the device simulator: coap, mtls.
-SCENARIOS = ("http", "provision", "mqtt", "idle-connections")
+# More to come: coap.
+SCENARIOS = ("http", "provision", "mqtt", "idle-connections", "mtls")
 
 _BENCH_HELP = """\
 Start a gateway on loopback with a temporary embedded PostgreSQL (or the
@@ -22,8 +22,11 @@ over MQTT (one connection a device, user name = access token, QoS --qos with
 --inflight messages unacknowledged), compared with mosquitto; --target mosquitto
 measures mosquitto alone. idle-connections: --connections idle MQTT
 connections held for --duration seconds with keep-alive pings; the server's
-memory (VmRSS) before and while holding them, and so per connection, for the
-gateway and mosquitto. Gateway settings (--batch-max-rows, --writers...) are
+memory (VmRSS, summed over the gateway's processes) before and while holding
+them, and so per connection, for the gateway and mosquitto. mtls: --devices
+devices with ECDSA P-256 client certificates from a CA the bench registers,
+connecting for the first time (auto-registration), then again. --workers N runs
+the gateway with N worker processes. Gateway settings (--batch-max-rows, --writers...) are
 passed to the gateway under test. Exit status 1 if any request failed or a
 check did not hold.
 """
@@ -39,7 +42,7 @@ def add_commands(
     )
     bench.add_argument("scenario", choices=SCENARIOS, help="what to measure")
     bench.add_argument("--devices", type=_positive(int), default=1_000, metavar="N",
-                       help="http, mqtt: simulated devices, one connection each [default: 1000]")
+                       help="http, mqtt, mtls: simulated devices, one connection each [default: 1000]")
     bench.add_argument("--connections", type=_positive(int), metavar="N",
                        help="provision: concurrent connections [default: 100]; idle-connections: "
                             "idle MQTT connections [default: 50000]")
@@ -69,6 +72,10 @@ def add_commands(
                            "so the rows check is exact with several messages in flight")
     add_settings(bench)
     bench.set_defaults(run=_bench)
+
+    from simulator.fleet_cli import add_simulate
+
+    add_simulate(subparsers, _positive, _not_negative)
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:

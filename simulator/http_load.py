@@ -23,11 +23,13 @@ import asyncio
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from simulator.http11 import UNOWNED, HttpConnection, close_all, connect_all
 from simulator.loadspec import LoadSpec
 from simulator.stats import LatencyRecorder, LoadResult, MeasurementWindow
+from simulator.timeline import TimelineRecorder
 from simulator.timetable import OpenLoopClock
 from simulator.workloads import ProvisionSpec, ProvisionWorkload, TelemetrySpec, TelemetryWorkload
 
@@ -56,10 +58,11 @@ async def closed_loop(
     duration: float,
     max_requests: int,
     drain_timeout: float = 10.0,
+    recorder: LatencyRecorder | None = None,
 ) -> LoadResult:
     """Saturate: each connection keeps one request in flight until the window ends
     (or ``max_requests`` have been sent), then the answers still due are awaited."""
-    return await _ClosedLoop(connections, workload, max_requests).run(warmup, duration, drain_timeout)
+    return await _ClosedLoop(connections, workload, max_requests, recorder).run(warmup, duration, drain_timeout)
 
 
 async def open_loop(
@@ -71,21 +74,25 @@ async def open_loop(
     duration: float,
     max_requests: int,
     drain_timeout: float = 10.0,
+    recorder: LatencyRecorder | None = None,
 ) -> LoadResult:
     """Send ``rate`` requests a second on a timetable, whatever the server's pace."""
     if rate <= 0:
         raise ValueError("rate must be positive")
-    return await _OpenLoop(connections, workload, rate, max_requests).run(warmup, duration, drain_timeout)
+    return await _OpenLoop(connections, workload, rate, max_requests, recorder).run(warmup, duration, drain_timeout)
 
 
 class _ClosedLoop:
-    def __init__(self, connections: Sequence[HttpConnection], workload: Workload, max_requests: int) -> None:
+    def __init__(
+        self, connections: Sequence[HttpConnection], workload: Workload, max_requests: int,
+        recorder: LatencyRecorder | None = None,
+    ) -> None:
         self._connections = connections
         self._workload = workload
         self._request = workload.request
         self._check = workload.check
         self._left = max_requests
-        self._recorder = LatencyRecorder()
+        self._recorder = recorder or LatencyRecorder()
         self._errors: Counter[str] = Counter()
         self._active = 0  # connections whose last request is not answered yet
         self._sending = False
@@ -166,7 +173,8 @@ class _ClosedLoop:
 
 class _OpenLoop:
     def __init__(
-        self, connections: Sequence[HttpConnection], workload: Workload, rate: float, max_requests: int
+        self, connections: Sequence[HttpConnection], workload: Workload, rate: float, max_requests: int,
+        recorder: LatencyRecorder | None = None,
     ) -> None:
         self._connections = connections
         self._workload = workload
@@ -175,7 +183,7 @@ class _OpenLoop:
         self._rate = rate
         self._max_requests = max_requests
         self._queues: list[deque[int]] = [deque() for _ in connections]
-        self._recorder = LatencyRecorder()
+        self._recorder = recorder or LatencyRecorder()
         self._errors: Counter[str] = Counter()
         self._outstanding = 0  # due and not answered: in flight or queued
         self._scheduling = False
@@ -270,12 +278,17 @@ def build_workload(spec: LoadSpec) -> Workload:
 
 
 async def run_spec(
-    spec: LoadSpec, ready: Callable[[], Awaitable[None]] | None = None, workload: Workload | None = None
+    spec: LoadSpec, ready: Callable[[], Awaitable[None]] | None = None, workload: Workload | None = None,
+    recorder: LatencyRecorder | None = None,
 ) -> LoadResult:
-    """Connect, wait for ``ready`` (the start signal), run the load, close."""
+    """Connect, wait for ``ready`` (the start signal), run the load, close.
+
+    ``recorder``: where the measured run's latencies go (default: a new one)."""
     workload = workload or build_workload(spec)
+    connecting = time.perf_counter()
     async with asyncio.timeout(_CONNECT_TIMEOUT):
         connections = await connect_all(spec.host, spec.port, spec.connections)
+    connect_s = time.perf_counter() - connecting
     try:
         # One request on every connection, all answered, before the clock starts:
         # a connection the client sees as open may still wait in the server's
@@ -292,13 +305,15 @@ async def run_spec(
                 raise ValueError("an open loop needs a rate")
             result = await open_loop(
                 connections, workload, rate=spec.rate, warmup=spec.warmup, duration=spec.duration,
-                max_requests=spec.max_requests, drain_timeout=spec.drain_timeout,
+                max_requests=spec.max_requests, drain_timeout=spec.drain_timeout, recorder=recorder,
             )
         else:
             result = await closed_loop(
                 connections, workload, warmup=spec.warmup, duration=spec.duration,
-                max_requests=spec.max_requests, drain_timeout=spec.drain_timeout,
+                max_requests=spec.max_requests, drain_timeout=spec.drain_timeout, recorder=recorder,
             )
     finally:
         close_all(connections)
-    return result.with_priming(primed)
+    if isinstance(recorder, TimelineRecorder):
+        result = replace(result, timeline=recorder.timeline())
+    return replace(result.with_priming(primed), connect_s=connect_s)

@@ -27,6 +27,8 @@ class LoadSpec:
     rate: float | None = None
     max_requests: int = 10_000_000
     drain_timeout: float = 10.0
+    timeline: bool = False  # latencies a second in the result (simulator.timeline)
+    progress_interval: float = 0.0  # > 0: a generator process reports its count this often
 
     @property
     def setup_timeout(self) -> float:
@@ -45,6 +47,7 @@ class LoadSpec:
             "host": self.host, "port": self.port, "workload": self.workload.to_json(),
             "connections": self.connections, "mode": self.mode, "warmup": self.warmup, "duration": self.duration,
             "rate": self.rate, "max_requests": self.max_requests, "drain_timeout": self.drain_timeout,
+            "timeline": self.timeline, "progress_interval": self.progress_interval,
         }
 
     @classmethod
@@ -53,7 +56,8 @@ class LoadSpec:
             host=data["host"], port=int(data["port"]), workload=spec_from_json(data["workload"]),
             connections=int(data["connections"]), mode=data["mode"], warmup=float(data["warmup"]),
             duration=float(data["duration"]), rate=data["rate"], max_requests=int(data["max_requests"]),
-            drain_timeout=float(data["drain_timeout"]),
+            drain_timeout=float(data["drain_timeout"]), timeline=bool(data.get("timeline", False)),
+            progress_interval=float(data.get("progress_interval", 0.0)),
         )
 
     def split(self, parts: int) -> list[LoadSpec]:

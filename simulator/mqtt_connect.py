@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from simulator.mqtt_connection import UNOWNED, MqttConnection
@@ -42,6 +43,8 @@ async def connect_all(
     concurrency: int = 500,
     timeout: float = 30.0,
     source_hosts: Sequence[str] = (),
+    tls: Callable[[int], ssl.SSLContext] | None = None,
+    server_hostname: str | None = None,
 ) -> ConnectOutcome:
     """Connect every device on a timetable: device i starts at ``i / rate`` seconds
     (no CONNECT storm), with at most ``concurrency`` handshakes pending at once.
@@ -49,6 +52,7 @@ async def connect_all(
     Unlike HTTP's all-or-nothing, a refused or failed device is counted by kind
     and the others go on. ``source_hosts`` spreads the connections over several
     local addresses (127.0.0.2, ...): one address has about 28,000 ephemeral ports.
+    ``tls``: device index -> its TLS context (mqtts), the handshake counted in the connect.
     """
     if rate <= 0:
         raise ValueError("the connect rate must be positive")
@@ -71,7 +75,8 @@ async def connect_all(
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(
                     lambda: MqttConnection(index, connect, template, window=window, version=version),
-                    host, port, local_addr=local,
+                    host, port, local_addr=local, ssl=tls(index) if tls else None,
+                    server_hostname=(server_hostname or host) if tls else None,
                 )
                 code = await conn.connected
             if code < 0:
@@ -83,6 +88,8 @@ async def connect_all(
                 conn = None
         except TimeoutError:
             count("no CONNACK before the deadline")
+        except ssl.SSLError as exc:
+            count(f"TLS handshake failed: {exc.reason or type(exc).__name__}")
         except OSError as exc:
             count(f"connect failed: {exc.strerror or type(exc).__name__}")
         finally:

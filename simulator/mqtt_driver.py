@@ -46,6 +46,10 @@ class Driver:
         self._total_ok = 0
         self._done: asyncio.Future[None] | None = None
 
+    def use_recorder(self, recorder: LatencyRecorder) -> None:
+        """Record latencies into ``recorder`` (a timeline, read live by a progress display)."""
+        self._recorder = recorder
+
     def _own(self) -> None:
         self._done = asyncio.get_running_loop().create_future()
         for conn in self._connections:

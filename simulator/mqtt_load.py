@@ -21,14 +21,17 @@ from simulator.mqtt_packets import PublishTemplate
 from simulator.mqtt_pings import IdleHold, Pinger
 from simulator.mqtt_qos0 import Qos0ClosedLoop, Qos0OpenLoop
 from simulator.mqtt_qos1 import ClosedLoop, OpenLoop
-from simulator.stats import Histogram, LoadResult
+from simulator.mqtt_tls import client_tls
+from simulator.stats import Histogram, LatencyRecorder, LoadResult
+from simulator.timeline import TimelineRecorder
 from simulator.workloads import MqttTelemetrySpec
 
 _CONNECT_TIMEOUT = 30.0
 
 
 def devices_of(spec: MqttTelemetrySpec) -> list[Device]:
-    return [Device(f"{spec.client_prefix}{spec.first + i}", token) for i, token in enumerate(spec.tokens)]
+    """A device's user name is its access token; an empty token: none (a client certificate says who it is)."""
+    return [Device(f"{spec.client_prefix}{spec.first + i}", token or None) for i, token in enumerate(spec.tokens)]
 
 
 def template_of(spec: MqttTelemetrySpec) -> PublishTemplate:
@@ -39,12 +42,13 @@ def template_of(spec: MqttTelemetrySpec) -> PublishTemplate:
 
 async def run_spec(
     spec: LoadSpec, ready: Callable[[], Awaitable[None]] | None = None,
-    held: Callable[[], Awaitable[None]] | None = None,
+    held: Callable[[], Awaitable[None]] | None = None, recorder: LatencyRecorder | None = None,
 ) -> LoadResult:
     """Connect every device on the ramp, prime, wait for ``ready`` (the start signal), run, disconnect.
 
     ``mode="idle"``: hold the connections for ``duration`` seconds with keep-alive pings,
-    then wait for ``held`` (the server is measured then) before disconnecting."""
+    then wait for ``held`` (the server is measured then) before disconnecting.
+    ``recorder``: where the measured run's latencies go (default: a new one)."""
     workload = spec.workload
     if not isinstance(workload, MqttTelemetrySpec):
         raise TypeError(f"not an MQTT workload: {type(workload).__name__}")
@@ -54,7 +58,8 @@ async def run_spec(
         outcome = await connect_all(
             spec.host, spec.port, devices_of(workload), template_of(workload), version=workload.version,
             window=workload.inflight, keepalive=workload.keepalive, rate=workload.connect_rate,
-            timeout=_CONNECT_TIMEOUT, source_hosts=workload.source_hosts,
+            timeout=_CONNECT_TIMEOUT, source_hosts=workload.source_hosts, tls=client_tls(workload.tls),
+            server_hostname=workload.tls.server_hostname if workload.tls else None,
         )
     connections = outcome.connections
     try:
@@ -84,16 +89,22 @@ async def run_spec(
                 OpenLoop(connections, datapoints, spec.max_requests, spec.rate) if workload.qos
                 else Qos0OpenLoop(connections, datapoints, spec.max_requests, spec.rate)
             )
+            if recorder is not None:
+                driver.use_recorder(recorder)
             result = await driver.run(spec.warmup, spec.duration, spec.drain_timeout)
         else:
             driver = (
                 ClosedLoop(connections, datapoints, spec.max_requests) if workload.qos
                 else Qos0ClosedLoop(connections, datapoints, spec.max_requests, workload.inflight)
             )
+            if recorder is not None:
+                driver.use_recorder(recorder)
             result = await driver.run(spec.warmup, spec.duration, spec.drain_timeout)
     finally:
         disconnect_all(connections)
-    return result.with_priming(primed).with_errors(outcome.errors)
+    if isinstance(recorder, TimelineRecorder):
+        result = replace(result, timeline=recorder.timeline())
+    return replace(result.with_priming(primed).with_errors(outcome.errors), connect_s=outcome.elapsed_s)
 
 
 def _empty(datapoints: int) -> LoadResult:

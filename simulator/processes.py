@@ -77,6 +77,19 @@ def resident_kib(pid: int) -> int:
     raise OSError(f"no VmRSS for process {pid}")
 
 
+def tree_resident_kib(pid: int) -> int:
+    """VmRSS of a process and of its children (a gateway supervisor and its workers), in KiB."""
+    total = resident_kib(pid)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                total += resident_kib(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended meanwhile
+    return total
+
+
 def open_files_limit(pid: int | None = None) -> int:
     """The soft RLIMIT_NOFILE of a process (this one by default)."""
     if pid is None:

@@ -170,6 +170,13 @@ class Histogram:
             max(self.max_us, other.max_us),
         )
 
+    def merge_counts(self, other: Histogram) -> Histogram:
+        """Bucket counts only (a timeline's seconds keep no min, max or sum)."""
+        counts = dict(self.buckets)
+        for index, n in other.buckets:
+            counts[index] = counts.get(index, 0) + n
+        return Histogram(tuple(sorted(counts.items())), self.count + other.count)
+
     def percentile(self, q: float) -> int:
         """The nearest-rank ``q``-th percentile (0 < q <= 100) in microseconds, 0 when empty.
 
@@ -238,6 +245,8 @@ class LoadResult:
     cpu_s: float = 0.0
     processes: int = 1
     target_rate: float | None = None
+    connect_s: float = 0.0  # how long connecting took (the longest of the generator processes)
+    timeline: tuple[Histogram, ...] = ()  # latencies a second, when asked for (simulator.timeline)
 
     @property
     def requests_per_s(self) -> float:
@@ -278,6 +287,8 @@ class LoadResult:
             cpu_s=self.cpu_s + other.cpu_s,
             processes=self.processes + other.processes,
             target_rate=sum(rates) if rates else None,
+            connect_s=max(self.connect_s, other.connect_s),
+            timeline=merge_timelines(self.timeline, other.timeline),
         )
 
     def with_priming(self, primed: LoadResult) -> LoadResult:
@@ -310,9 +321,11 @@ class LoadResult:
             "generator_processes": self.processes,
             "generator_cpu_s": round(self.cpu_s, 6),
             "generator_cpu_share": round(self.generator_cpu_share, 3),
+            "connect_s": round(self.connect_s, 6),
         }
         if histogram:
             data["histogram"] = self.histogram.to_json()
+            data["timeline"] = timeline_to_json(self.timeline)
         return data
 
     @classmethod
@@ -329,7 +342,27 @@ class LoadResult:
             cpu_s=float(data["generator_cpu_s"]),
             processes=int(data["generator_processes"]),
             target_rate=data.get("target_rate"),
+            connect_s=float(data.get("connect_s", 0.0)),
+            timeline=timeline_from_json(data.get("timeline", ())),
         )
+
+
+def merge_timelines(a: tuple[Histogram, ...], b: tuple[Histogram, ...]) -> tuple[Histogram, ...]:
+    """Two processes' latencies a second (simulator.timeline), second by second."""
+    longer, shorter = (a, b) if len(a) >= len(b) else (b, a)
+    return tuple(h.merge_counts(shorter[i]) if i < len(shorter) else h for i, h in enumerate(longer))
+
+
+def timeline_to_json(timeline: tuple[Histogram, ...]) -> list[Any]:
+    return [[list(bucket) for bucket in h.buckets] for h in timeline]
+
+
+def timeline_from_json(data: Any) -> tuple[Histogram, ...]:
+    out = []
+    for buckets in data or ():
+        pairs = tuple((int(i), int(n)) for i, n in buckets)
+        out.append(Histogram(pairs, sum(n for _, n in pairs)))
+    return tuple(out)
 
 
 def merge_all(results: Iterable[LoadResult]) -> LoadResult:

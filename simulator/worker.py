@@ -18,13 +18,16 @@ writes ``go`` to every worker at once, so all measure the same window; the
 worker answers with its result (histogram included, so results merge) and exits.
 An idle run (``mode="idle"``) has one more step before the result: once its
 hold is over, the worker answers ``{"held": true}`` with its connections still
-open and waits for ``release``, so the bench can measure the server then.
+open and waits for ``release``, so the bench can measure the server then. A
+spec with a ``progress_interval`` makes the worker write ``{"progress": N}``
+(answers so far) that often while it runs, for a live display.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -34,7 +37,9 @@ import orjson
 from simulator import http_load, mqtt_load, runtime
 from simulator.loadspec import LoadSpec
 from simulator.processes import raise_open_files_limit
+from gateway.tasks import OwnedTasks
 from simulator.stats import LoadResult, merge_all
+from simulator.timeline import TimelineRecorder
 from simulator.workloads import MqttTelemetrySpec
 
 __all__ = ["LoadSpec", "WorkerFailed", "run_load", "run_spec"]
@@ -47,29 +52,66 @@ class WorkerFailed(Exception):
 
 
 Phase = Callable[[], Awaitable[None]]
+Progress = Callable[[int], None]
 
 
-async def run_spec(spec: LoadSpec, ready: Phase | None = None, held: Phase | None = None) -> LoadResult:
+async def run_spec(
+    spec: LoadSpec, ready: Phase | None = None, held: Phase | None = None, progress: Progress | None = None
+) -> LoadResult:
     """Run one spec in this process: connect, wait for ``ready`` (the start signal), load,
-    (idle runs: wait for ``held`` with the connections open), close."""
-    if isinstance(spec.workload, MqttTelemetrySpec):
-        return await mqtt_load.run_spec(spec, ready, held)
-    return await http_load.run_spec(spec, ready)
+    (idle runs: wait for ``held`` with the connections open), close. With a timeline or a
+    progress interval in the spec, latencies go to a timeline, whose count ``progress`` is
+    told every ``progress_interval`` seconds."""
+    recorder = TimelineRecorder() if spec.timeline or spec.progress_interval else None
+    ticks = OwnedTasks()
+
+    async def go() -> None:
+        if ready is not None:
+            await ready()
+        if recorder is not None:
+            recorder.begin()
+            if progress is not None and spec.progress_interval > 0:
+                ticks.spawn(_tick(recorder, spec.progress_interval, progress))
+
+    try:
+        if isinstance(spec.workload, MqttTelemetrySpec):
+            return await mqtt_load.run_spec(spec, go, held, recorder)
+        return await http_load.run_spec(spec, go, recorder=recorder)
+    finally:
+        await ticks.finish()
+
+
+async def _tick(recorder: TimelineRecorder, interval: float, progress: Progress) -> None:
+    """The display's clock: bounded by the run, which cancels it."""
+    while True:
+        await asyncio.sleep(interval)
+        progress(recorder.count)
 
 
 async def run_load(
-    spec: LoadSpec, processes: int, *, on_ready: Phase | None = None, on_held: Phase | None = None
+    spec: LoadSpec, processes: int, *, on_ready: Phase | None = None, on_held: Phase | None = None,
+    on_progress: Progress | None = None,
 ) -> LoadResult:
     """Run ``spec`` in ``processes`` worker processes side by side (0: in this process).
 
     ``on_ready``: awaited once every connection is open, before the clock starts;
-    ``on_held``: idle runs, awaited after the hold with every connection still open.
+    ``on_held``: idle runs, awaited after the hold with every connection still open;
+    ``on_progress``: with a progress interval in the spec, the answers so far, all processes.
     """
     if processes <= 0:
-        return await run_spec(spec, on_ready, on_held)
+        return await run_spec(spec, on_ready, on_held, on_progress)
     specs = spec.split(processes)
+    counts = [0] * len(specs)
+
+    def report(index: int, count: int) -> None:
+        counts[index] = count
+        if on_progress is not None:
+            on_progress(sum(counts))
+
     async with contextlib.AsyncExitStack() as stack:
-        workers = [await stack.enter_async_context(_Worker.start()) for _ in specs]
+        workers = [
+            await stack.enter_async_context(_Worker.start(functools.partial(report, i))) for i in range(len(specs))
+        ]
         async with asyncio.timeout(spec.setup_timeout):
             await asyncio.gather(*(w.prepare(s) for w, s in zip(workers, specs, strict=True)))
         if on_ready is not None:
@@ -90,18 +132,19 @@ async def run_load(
 class _Worker:
     """One ``python -m simulator.worker`` child, killed by its PID if it outlives its use."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, progress: Progress) -> None:
         self._process = process
+        self._progress = progress
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def start(cls) -> AsyncIterator[_Worker]:
+    async def start(cls, progress: Progress) -> AsyncIterator[_Worker]:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "simulator.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
         try:
-            yield cls(process)
+            yield cls(process, progress)
         finally:
             if process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -131,11 +174,15 @@ class _Worker:
         return LoadResult.from_json(orjson.loads(await self._line()))
 
     async def _line(self) -> bytes:
+        """The next line of the protocol; progress reports on the way are passed on."""
         assert self._process.stdout is not None
-        line = await self._process.stdout.readline()
-        if not line:
-            raise WorkerFailed(f"the load generator (pid {self._process.pid}) exited early; see its stderr")
-        return line
+        while True:
+            line = await self._process.stdout.readline()
+            if not line:
+                raise WorkerFailed(f"the load generator (pid {self._process.pid}) exited early; see its stderr")
+            if not line.startswith(b'{"progress":'):
+                return line
+            self._progress(int(orjson.loads(line)["progress"]))
 
 
 async def _serve_one() -> None:
@@ -155,7 +202,7 @@ async def _serve_one() -> None:
             raise WorkerFailed("expected 'release' from the bench")
 
     async with asyncio.timeout(spec.setup_timeout + spec.deadline + _MARGIN):
-        result = await run_spec(spec, ready, held)
+        result = await run_spec(spec, ready, held, lambda count: _emit({"progress": count}))
     _emit(result.to_json(histogram=True))
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from simulator.http11 import encode_post
+from simulator.mqtt_tls import MqttTls
 
 # Three data points, one of each common type: double, long, boolean.
 DEFAULT_TELEMETRY = b'{"temperature":21.5,"humidity":40,"active":true}'
@@ -71,7 +72,9 @@ class MqttTelemetrySpec:
     CONNECTs a second while connecting. ``timestamps``: send
     ``{"ts":T,"values":BODY}`` with a T in milliseconds that grows with every message of a
     device, so no two of its messages share a (device, key, ts) row. Client ids are
-    ``{client_prefix}{first + i}``.
+    ``{client_prefix}{first + i}``. ``tls``: connect over TLS (mqtts); a device whose token
+    is empty connects with no user name, its client certificate (``tls.certificates``) saying
+    who it is.
     """
 
     tokens: tuple[str, ...]
@@ -86,6 +89,7 @@ class MqttTelemetrySpec:
     client_prefix: str = "sim-"
     first: int = 0
     source_hosts: tuple[str, ...] = ()
+    tls: MqttTls | None = None
 
     def __post_init__(self) -> None:
         if self.qos not in (0, 1):
@@ -105,6 +109,7 @@ class MqttTelemetrySpec:
             "qos": self.qos, "inflight": self.inflight, "version": self.version, "connect_rate": self.connect_rate,
             "keepalive": self.keepalive, "timestamps": self.timestamps, "client_prefix": self.client_prefix,
             "first": self.first, "source_hosts": list(self.source_hosts),
+            "tls": self.tls.to_json() if self.tls else None,
         }
 
     @classmethod
@@ -113,6 +118,7 @@ class MqttTelemetrySpec:
             tuple(data["tokens"]), data["body"].encode(), data["topic"], int(data["qos"]), int(data["inflight"]),
             int(data["version"]), float(data["connect_rate"]), int(data["keepalive"]), bool(data["timestamps"]),
             data["client_prefix"], int(data["first"]), tuple(data["source_hosts"]),
+            MqttTls.from_json(data.get("tls")),
         )
 
     def split(self, parts: int) -> list[MqttTelemetrySpec]:
@@ -122,6 +128,7 @@ class MqttTelemetrySpec:
             replace(
                 self, tokens=self.tokens[i : i + size], first=self.first + i,
                 connect_rate=self.connect_rate * len(self.tokens[i : i + size]) / len(self.tokens),
+                tls=self.tls.share(i, i + size) if self.tls else None,
             )
             for i in range(0, len(self.tokens), size)
         ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 
+from gateway import metrics
 from gateway.tasks import OwnedTasks
 from protocols.http.connection import DeviceApiPort, DeviceHttpConnection, HttpLimits
 from protocols.listeners import listen
@@ -18,7 +19,7 @@ class DeviceHttpServer:
         self._api = api
         self._limits = limits
         self._servers: list[asyncio.Server] = []
-        self._connections: set[DeviceHttpConnection] = set()
+        self._connections: set[DeviceHttpConnection] = metrics.CountedSet("http")
         self._tasks = OwnedTasks()
 
     @property

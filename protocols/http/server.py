@@ -7,12 +7,15 @@ import re
 import secrets
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway import logs
+from gateway import logs, metrics
 from gateway.health import ReadinessReport
+
+Health = Callable[[], tuple[bool, dict[str, Any]]]
 
 log = logging.getLogger(__name__)
 # A caller's X-Request-Id is kept when it looks like an id (a proxy's, a trace's); else one is made.
@@ -45,14 +48,19 @@ def _access(request: web.Request, status: int) -> None:
 
 
 async def _metrics(_: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def _healthz(_: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+async def _healthz(request: web.Request) -> web.Response:
+    health = request.app[HEALTH]
+    if health is None:
+        return web.json_response({"status": "ok"})
+    ok, details = health()
+    return web.json_response({"status": "ok" if ok else "degraded", **details}, status=200 if ok else 503)
 
 
 MAX_PAYLOAD_BYTES = web.AppKey("max_payload_bytes", int)
+HEALTH = web.AppKey("health", object)
 READINESS = web.AppKey("readiness", Callable[[], Awaitable[ReadinessReport]])
 
 
@@ -71,10 +79,13 @@ def build_app(
     routes: Iterable[web.RouteDef],
     max_payload_bytes: int,
     readiness: Callable[[], Awaitable[ReadinessReport]] = _always_ready,
+    health: Health | None = None,
 ) -> web.Application:
+    """``health``: what /healthz reports beyond this process being up (workers: all of them)."""
     app = web.Application(client_max_size=max_payload_bytes, middlewares=[_request_ids])
     app[MAX_PAYLOAD_BYTES] = max_payload_bytes
     app[READINESS] = readiness
+    app[HEALTH] = health
     app.add_routes([
         *routes, web.get("/metrics", _metrics), web.get("/healthz", _healthz), web.get("/readyz", _readyz),
     ])

@@ -6,6 +6,7 @@ import asyncio
 import ssl
 from dataclasses import dataclass
 
+from gateway import metrics
 from gateway.auth import DeviceAuthenticator
 from gateway.downlink import Downlink
 from gateway.ingest import IngestPipeline
@@ -15,7 +16,7 @@ from gateway.uplink import Uplink
 from protocols.listeners import listen
 from protocols.mqtt.connect import Limits
 from protocols.mqtt.context import MqttContext
-from protocols.mqtt.session import MqttSession
+from protocols.mqtt.session import PROTOCOL, MqttSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,7 @@ class MqttServer:
     the sockets, ``close`` tells MQTT 5 clients the server is shutting down and closes all."""
 
     def __init__(self, services: MqttServices, settings: MqttSettings) -> None:
-        self._sessions: set[MqttSession] = set()
+        self._sessions: set[MqttSession] = metrics.CountedSet(PROTOCOL)
         self._tasks = OwnedTasks()
         self._context = MqttContext(
             auth=services.auth, uplink=services.uplink, provisioning=services.provisioning,

@@ -1,0 +1,223 @@
+"""``iot-gateway serve --workers N``: N gateway processes sharing every listening port.
+
+Each worker is an ordinary ``serve`` process (its own event loop, ingest
+batcher and connection pool) started with ``--worker-index I``; the listeners
+bind with SO_REUSEPORT, so the kernel spreads new connections (and CoAP's
+datagrams, by source) over the workers. Downlink reaches a device whichever
+worker holds it through PostgreSQL NOTIFY (storage.downlink_bus).
+
+The parent starts the embedded PostgreSQL and applies the migrations once,
+empties the metrics directory (prometheus_client's multiprocess mode: see
+gateway.metrics), starts the workers, waits until each has printed its
+listeners, prints them once, and then supervises: SIGTERM, SIGINT and SIGHUP
+are forwarded to every worker; a worker that exits when not asked to is
+restarted after a back-off (1 s, doubling to 30 s, back to 1 s once a worker
+has run for a minute); once asked to stop, it waits for every worker and exits
+0 if all exited cleanly. Every change is written to ``workers/state.json`` in
+the data directory, which each worker's /healthz reads to summarize them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.config import Settings
+
+log = logging.getLogger(__name__)
+
+READY_LINE = "worker: ready"
+_BACKOFF_FIRST, _BACKOFF_MAX, _STABLE_S = 1.0, 30.0, 60.0
+_READY_TIMEOUT = 120.0
+
+
+def state_path(data_dir: str) -> Path:
+    return Path(data_dir) / "workers" / "state.json"
+
+
+def metrics_path(data_dir: str) -> Path:
+    return Path(data_dir) / "workers" / "prometheus"
+
+
+def worker_health(data_dir: str) -> tuple[bool, dict[str, Any]]:
+    """For /healthz: every worker running? (read from the supervisor's state file)."""
+    try:
+        state = orjson.loads(state_path(data_dir).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return False, {"workers": "no supervisor state"}
+    running = sum(1 for w in state["workers"] if w["state"] == "running")
+    return running == state["count"] and not state["stopping"], {
+        "workers": {"count": state["count"], "running": running, "restarts": state["restarts"],
+                    "pids": [w["pid"] for w in state["workers"]], "this": os.getpid()},
+    }
+
+
+@dataclass(slots=True)
+class _Worker:
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    state: str = "starting"
+    started_at: float = 0.0
+    ready: asyncio.Future[list[str]] | None = None
+
+
+@dataclass(slots=True)
+class Supervisor:
+    settings: Settings
+    argv: Sequence[str]  # the serve command line, without the program
+    database_url: str
+    workers: list[_Worker] = field(default_factory=list)
+    stopping: bool = False
+    restarts: int = 0
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["GATEWAY_DATABASE_URL"] = self.database_url  # the parent's embedded server, started once
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_path(self.settings.data_dir))
+        return env
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        stopped = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._signal, sig, stopped)
+        self.workers = [_Worker(i) for i in range(self.settings.workers)]
+        for worker in self.workers:
+            worker.ready = loop.create_future()
+        runs = [asyncio.create_task(self._keep(worker, stopped), name=f"worker-{worker.index}")
+                for worker in self.workers]
+        try:
+            try:
+                async with asyncio.timeout(_READY_TIMEOUT):
+                    listeners = [await w.ready for w in self.workers if w.ready is not None]
+            except (TimeoutError, RuntimeError) as exc:
+                print(f"iot-gateway: the workers did not start: {exc}", file=sys.stderr, flush=True)
+                self._signal(signal.SIGTERM, stopped)
+                await asyncio.gather(*runs, return_exceptions=True)
+                return 1
+            print(f"workers: {len(self.workers)} (pids {', '.join(str(w.process.pid) for w in self.workers if w.process)})",
+                  flush=True)
+            for line in listeners[0]:
+                print(line, flush=True)
+            results = await asyncio.gather(*runs)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        return 0 if all(code == 0 for code in results) else 1
+
+    def _signal(self, sig: int, stopped: asyncio.Event) -> None:
+        if sig != signal.SIGHUP:
+            self.stopping = True
+            stopped.set()
+            self._write_state()
+        for worker in self.workers:
+            if worker.process is not None and worker.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(sig)
+
+    async def _keep(self, worker: _Worker, stopped: asyncio.Event) -> int:
+        """Run one worker until the supervisor stops; its last exit status."""
+        backoff = _BACKOFF_FIRST
+        while True:
+            code = await self._run_once(worker)
+            if self.stopping:
+                return code
+            lived = time.monotonic() - worker.started_at
+            backoff = _BACKOFF_FIRST if lived > _STABLE_S else backoff
+            log.warning("worker %d (pid %s) exited with status %s; restarting in %.0f s", worker.index,
+                        worker.process.pid if worker.process else "?", code, backoff)
+            worker.state = "restarting"
+            self.restarts += 1
+            self._write_state()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(backoff):
+                    await stopped.wait()
+            if self.stopping:
+                return 0
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def _run_once(self, worker: _Worker) -> int:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", *self.argv, "--worker-index", str(worker.index),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, env=self._environment(),
+        )
+        worker.process, worker.state, worker.started_at = process, "starting", time.monotonic()
+        assert process.stdout is not None
+        listeners: list[str] = []
+        while raw := await process.stdout.readline():
+            line = raw.decode(errors="replace").rstrip("\n")
+            if line == READY_LINE:
+                worker.state = "running"
+                self._write_state()
+                if worker.ready is not None and not worker.ready.done():
+                    worker.ready.set_result(listeners)
+                break
+            if "://" in line:
+                listeners.append(line)
+        copy = asyncio.create_task(_copy(process.stdout))
+        code = await process.wait()
+        await copy
+        worker.state = "exited"
+        self._write_state()
+        _mark_dead(process.pid, self.settings.data_dir)
+        if worker.ready is not None and not worker.ready.done():
+            worker.ready.set_exception(RuntimeError(f"worker {worker.index} exited with status {code}"))
+        return code
+
+    def _write_state(self) -> None:
+        path = state_path(self.settings.data_dir)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(orjson.dumps({
+            "count": len(self.workers), "stopping": self.stopping, "restarts": self.restarts,
+            "workers": [{"index": w.index, "pid": w.process.pid if w.process else None, "state": w.state}
+                        for w in self.workers],
+        }))
+        temporary.replace(path)
+
+
+async def _copy(stdout: asyncio.StreamReader) -> None:
+    while data := await stdout.read(65_536):
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+
+def _mark_dead(pid: int, data_dir: str) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, str(metrics_path(data_dir)))
+
+
+def prepare(settings: Settings) -> None:
+    """An empty metrics directory and state directory for this run."""
+    directory = metrics_path(settings.data_dir)
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+
+
+def serve_workers(settings: Settings, argv: Sequence[str]) -> int:
+    """The supervisor's whole life: database and migrations once, then the workers."""
+    from gateway.app import database_url, open_services
+    from gateway.cli import run_async
+
+    url = database_url(settings)
+
+    async def migrate() -> None:  # opening the services applies the migrations
+        await (await open_services(url, 2, settings)).pool.close()
+
+    run_async(migrate())
+    prepare(settings)
+    print(f"database: {'embedded PostgreSQL in ' + settings.data_dir if settings.embedded_database else 'configured'}",
+          flush=True)
+    return int(run_async(Supervisor(settings, argv, url).run(), settings.event_loop))

@@ -1,0 +1,116 @@
+"""The bench's mtls scenario: certificate auto-registration, first connections and reconnections.
+
+mtls
+    The gateway with an MQTTS listener (a server certificate from a throw-away
+    CA) and its management API; the bench creates the project and product,
+    then a device CA through the management API as an operator would (upload,
+    proof of possession, template, binding) and mints ``--devices`` ECDSA P-256
+    device certificates before any clock starts. First run: every device
+    connects for the first time over mutual TLS and is registered by the
+    gateway (a device row created from the template); second run: the same
+    devices connect again, now authenticated by their certificate's
+    fingerprint. Each figure is connections accepted (CONNACK 0) over the time
+    from the first connect to the last CONNACK, ``--connect-rate`` bounding
+    how fast they are opened (default here: no ramp, 500 handshakes in flight
+    a generator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from simulator.bench_options import BenchOptions
+from simulator.bench_workspace import (
+    BenchError,
+    Workspace,
+    context,
+    gateway_server,
+    notes,
+    progress,
+    tenant_services,
+)
+from simulator.fleet import wait_until_trusted
+from simulator.fleet_ca import TestCa, register_ca
+from simulator.loadspec import LoadSpec
+from simulator.mqtt_tls import MqttTls
+from simulator.report import BenchReport, Run, Target
+from simulator.stats import LoadResult
+from simulator.worker import run_load
+from simulator.workloads import MqttTelemetrySpec
+
+TARGET_REGISTRATIONS_PER_S = 500
+TARGET_RECONNECTIONS_PER_S = 1_000
+_NO_RAMP = 1_000_000.0
+
+
+def _as_connections(result: LoadResult) -> LoadResult:
+    """The run's figure is its connections: accepted ones over the time connecting took."""
+    return replace(result, ok=result.connections, window_s=result.connect_s, total_ok=result.connections)
+
+
+async def _connect_all(label: str, spec: LoadSpec, options: BenchOptions) -> LoadResult:
+    progress(f"{label}: {spec.connections:,} devices connecting over mutual TLS")
+    result = _as_connections(await run_load(spec, options.load_processes))
+    progress(f"{label}: {result.ok:,} in {result.window_s:.2f} s, {result.requests_per_s:,.0f}/s, "
+             f"{result.error_count} errors")
+    return result
+
+
+async def mtls(options: BenchOptions, space: Workspace) -> BenchReport:
+    server_ca = TestCa.create("bench server CA")
+    server_cert, server_key = server_ca.write_server(space.root / "server")
+    (space.root / "server" / "ca.pem").write_text(server_ca.pem)
+    devices_ca = TestCa.create("bench device CA")
+    progress(f"minting {options.devices:,} device certificates (ECDSA P-256)")
+    paths = devices_ca.write_devices(space.root / "devices", [f"meter-{i}" for i in range(options.devices + 1)])
+    probe, paths = paths[-1], paths[:-1]
+    async with tenant_services(space) as (services, tenant):
+        token = await services.projects.create_token(tenant.project_id)
+        async with gateway_server(
+            space, listeners=("mqtts", "management"), mqtts_port=_free(), management_port=_free(),
+            tls_cert_file=server_cert, tls_key_file=server_key,
+        ) as gateway:
+            host, port = gateway.endpoint("mqtts")
+            progress("registering the device CA through the management API")
+            await register_ca(devices_ca, gateway.urls["management"], tenant.project_id, token, tenant.product_id)
+            await wait_until_trusted(host, port, probe, str(space.root / "server" / "ca.pem"), None, 4, "probe")
+            workload = MqttTelemetrySpec(
+                tuple("" for _ in paths), connect_rate=options.connect_rate if options.connect_rate != 1_000.0
+                else _NO_RAMP, client_prefix="meter-",
+                tls=MqttTls(str(space.root / "server" / "ca.pem"), paths),
+            )
+            spec = LoadSpec(host, port, workload, connections=len(paths), mode="idle", warmup=0, duration=0,
+                            max_requests=len(paths))
+            first = await _connect_all("first connections (auto-registration)", spec, options)
+            again = await _connect_all("reconnections", spec, options)
+        registered = await services.pool.fetchval(
+            "SELECT count(*) FROM devices WHERE product_id = $1", tenant.product_id)
+    if not first.ok:
+        raise BenchError(f"no device was registered: {dict(first.errors)}")
+    return BenchReport(
+        scenario="mtls",
+        title=(f"iot-gateway bench mtls: {options.devices:,} devices, ECDSA P-256 client certificates, "
+               f"MQTT 3.1.1 over TLS, one gateway process unless --workers"),
+        context=context(options, space),
+        runs=(Run("first_connections", "first connections (auto-registration)", first),
+              Run("reconnections", "reconnections (registered devices)", again)),
+        targets=(
+            Target("registrations", f">= {TARGET_REGISTRATIONS_PER_S:,} first connections/s",
+                   f"{first.requests_per_s:,.0f}", first.requests_per_s >= TARGET_REGISTRATIONS_PER_S),
+            Target("reconnections", f">= {TARGET_RECONNECTIONS_PER_S:,} reconnections/s",
+                   f"{again.requests_per_s:,.0f}", again.requests_per_s >= TARGET_RECONNECTIONS_PER_S),
+        ),
+        checks={
+            "devices registered": registered,
+            "devices verified": registered == options.devices + 1,  # the trust probe is one of them
+        },
+        notes=("the gateway's CA trust probe registers one more device before the clock starts",
+               *notes((first, again))),
+        unit="connections",
+    )
+
+
+def _free() -> int:
+    from simulator.processes import free_port
+
+    return free_port()

@@ -1,0 +1,167 @@
+"""``iot-gateway serve --workers 2`` as an operator runs it: two real worker processes sharing the
+ports, metrics and health covering both, downlink through the worker that does not hold the
+device, restart of a worker that dies, and a clean exit on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from gateway.app import open_services
+from protocols.mqtt.packets import Publish, Subscribe, Subscription
+from tests.mqtt_raw import RawMqtt
+from tests.support import free_port, new_tenant
+
+ROOT = Path(__file__).resolve().parent.parent
+_SERIES = re.compile(r'gateway_connections\{pid="(\d+)",protocol="mqtt"\} ([0-9.]+)')
+
+
+@pytest.fixture(scope="module")
+async def workers(database_url, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("workers")
+    ports = {name: free_port() for name in ("http", "management", "mqtt")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "PROMETHEUS_"))}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "serve", "--workers", "2", "--data-dir", str(data_dir),
+        "--database-url", database_url, "--host", "127.0.0.1", "--http-port", str(ports["http"]),
+        "--management-port", str(ports["management"]), "--mqtt-port", str(ports["mqtt"]), "--https-port", "0",
+        "--mqtts-port", "0", "--coap-port", "0", "--batch-max-age-ms", "2", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    lines = []
+    try:
+        async with asyncio.timeout(120):
+            while not lines or not lines[-1].startswith("management:"):
+                line = await process.stdout.readline()
+                assert line, f"the supervisor exited: {lines}"
+                lines.append(line.decode().strip())
+        services = await open_services(database_url, 2)
+        try:
+            yield process, ports, services, lines
+        finally:
+            await services.pool.close()
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(30):
+                    await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def provision(ports, tenant, name: str) -> str:
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{ports['http']}") as http, http.post(
+            "/api/v1/provision", json={"deviceName": name, "provisionDeviceKey": tenant.provision_key,
+                                       "provisionDeviceSecret": tenant.provision_secret}) as resp:
+        return orjson.loads(await resp.read())["credentialsValue"]
+
+
+async def connections_by_worker(ports) -> dict[int, float]:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{ports['management']}/metrics") as r:
+        text = await r.text()
+    return {int(pid): float(value) for pid, value in _SERIES.findall(text)}
+
+
+async def test_listeners_are_printed_once_for_both_workers(workers) -> None:
+    _, ports, _, lines = workers
+    assert re.fullmatch(r"workers: 2 \(pids \d+, \d+\)", lines[-4]), lines
+    assert lines[-3:] == [f"http: http://127.0.0.1:{ports['http']}", f"mqtt: mqtt://127.0.0.1:{ports['mqtt']}",
+                          f"management: http://127.0.0.1:{ports['management']}"]
+
+
+async def test_rpc_through_the_worker_that_does_not_hold_the_device(workers) -> None:
+    _, ports, services, _ = workers
+    tenant = await new_tenant(services)
+    token = await provision(ports, tenant, "rpc-device")
+    device_id = await services.pool.fetchval("SELECT id FROM devices WHERE name = 'rpc-device' AND project_id = $1",
+                                             tenant.project_id)
+    client = await RawMqtt.open(ports["mqtt"])
+    try:
+        assert (await client.connect(token)).reason_code == 0
+        await client.send(Subscribe(1, (Subscription("v1/devices/me/rpc/request/+", 0),)))
+        await client.packet()  # SUBACK
+        holder = [pid for pid, open_ in (await connections_by_worker(ports)).items() if open_ == 1]
+        assert len(holder) == 1
+        # A management connection served by the other worker (its /healthz says which it is).
+        for _ in range(50):
+            session = aiohttp.ClientSession(f"http://127.0.0.1:{ports['management']}",
+                                            connector=aiohttp.TCPConnector(limit=1))
+            async with session.get("/healthz") as resp:
+                health = await resp.json()
+            if health["workers"]["this"] != holder[0]:
+                break
+            await session.close()
+        else:
+            pytest.fail("50 management connections all went to the worker holding the device")
+        assert health["status"] == "ok" and health["workers"]["running"] == 2
+        async with session:
+            operator = asyncio.ensure_future(session.post(
+                f"/v5/iot/{tenant.project_id}/devices/{device_id}/commands", headers={"X-Auth-Token": tenant.token},
+                json={"method": "ping", "params": {"n": 1}, "timeout": 5000}))
+            request = await client.packet(timeout=10)
+            assert orjson.loads(request.payload) == {"method": "ping", "params": {"n": 1}}
+            await client.send(Publish(f"v1/devices/me/rpc/response/{request.topic.rsplit('/', 1)[1]}",
+                                      orjson.dumps({"pong": 1})))
+            async with await operator as resp:
+                assert resp.status == 200 and await resp.json() == {"response": {"pong": 1}}
+    finally:
+        await client.close()
+
+
+async def test_metrics_cover_both_workers(workers) -> None:
+    _, ports, services, _ = workers
+    tenant = await new_tenant(services)
+    tokens = [await provision(ports, tenant, f"m-{i}") for i in range(16)]
+    clients = [await RawMqtt.open(ports["mqtt"]) for _ in tokens]
+    try:
+        for client, token in zip(clients, tokens, strict=True):
+            assert (await client.connect(token)).reason_code == 0
+        by_worker = await connections_by_worker(ports)
+        # 16 connections hashed over two workers: all on one has odds of 1 in 32,768.
+        assert len(by_worker) == 2 and sum(by_worker.values()) == 16 and all(by_worker.values()), by_worker
+        for i, client in enumerate(clients):
+            await client.send(Publish("v1/devices/me/telemetry", b'{"t":1}', qos=1, packet_id=i + 1))
+            assert (await client.packet()).packet_id == i + 1  # PUBACK: stored
+    finally:
+        for client in clients:
+            await client.close()
+    # Each worker writes its message tallies to the shared files every second.
+    pattern = re.compile(r'gateway_messages_total\{kind="telemetry",protocol="mqtt"\} ([0-9.]+)')
+    async with aiohttp.ClientSession() as http:
+        for _ in range(30):  # bounded: three seconds
+            async with http.get(f"http://127.0.0.1:{ports['management']}/metrics") as r:
+                found = pattern.findall(await r.text())
+            if found and float(found[0]) >= 16:
+                break
+            await asyncio.sleep(0.1)
+    assert found and float(found[0]) >= 16
+
+
+async def test_a_worker_that_dies_is_restarted_and_sigterm_exits_0(workers) -> None:
+    process, ports, _, _ = workers
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{ports['management']}/healthz") as r:
+        pids = (await r.json())["workers"]["pids"]
+    os.kill(pids[0], signal.SIGKILL)  # a worker this test's supervisor started
+    # The supervisor logs the restart; /healthz reports it once the new worker is up.
+    async with aiohttp.ClientSession() as http:
+        for _ in range(100):  # bounded: ten seconds (the first back-off is one)
+            async with http.get(f"http://127.0.0.1:{ports['management']}/healthz") as r:
+                health = await r.json()
+            if health["workers"]["restarts"] == 1 and health["status"] == "ok":
+                break
+            await asyncio.sleep(0.1)
+    assert health["workers"]["running"] == 2 and pids[0] not in health["workers"]["pids"], health
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        assert await process.wait() == 0
