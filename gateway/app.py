@@ -9,7 +9,10 @@ import asyncpg
 from aiohttp import web
 
 from gateway.attributes import AttributeService
+from gateway.admission import AdmissionLimits, ConnectionGate
 from gateway.auth import DeviceAuthenticator
+from gateway.backoff import FailureBackoff
+from gateway.buckets import TokenBuckets
 from gateway.autoregistration import AutoRegistration
 from gateway.codec import PayloadLimits
 from gateway.config import Settings
@@ -85,7 +88,9 @@ async def open_services(url: str, pool_size: int, settings: Settings | None = No
     settings = settings or Settings()
     pool = await open_pool(url, pool_size)
     devices, audit = DeviceStore(pool), AuditStore(pool)
-    provisioning = ProvisioningService(devices, audit)
+    attempts = (TokenBuckets(settings.provision_rate_per_key, settings.provision_burst_per_key)
+                if settings.provision_rate_per_key > 0 else None)
+    provisioning = ProvisioningService(devices, audit, attempts=attempts)
     return Services(
         pool=pool,
         projects=ProjectService(ProjectStore(pool)),
@@ -142,12 +147,23 @@ class Gateway:
             ),
         )
         self._pipeline.start()
-        auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds, certificates=services.registration)
+        backoff = (FailureBackoff(s.auth_failures_per_address, s.auth_block_seconds)
+                   if s.auth_failures_per_address else None)
+        auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds, certificates=services.registration,
+                                   backoff=backoff)
+        # One gate for every TCP device listener: a source's connections are counted together.
+        gate = ConnectionGate(AdmissionLimits(
+            s.max_connections_per_address, s.connection_rate_per_address, s.connection_burst_per_address,
+        ))
         limits = PayloadLimits(s.max_key_length, s.max_string_length, s.max_datapoints_per_message)
         uplink = Uplink(self._pipeline, services.attributes, limits, ack_stored=s.ack == "stored")
         downlink = Downlink(SessionLimits(s.max_payload_bytes, s.mqtt_max_inflight))
         device_api = DeviceApi(auth, uplink, services.provisioning)
-        self._device_http = DeviceHttpServer(device_api, HttpLimits(s.max_payload_bytes, s.http_idle_seconds))
+        self._device_http = DeviceHttpServer(
+            device_api,
+            HttpLimits(s.max_payload_bytes, s.http_idle_seconds, s.http_request_timeout_seconds, s.http_max_head_bytes),
+            gate, s.tls_handshake_timeout_seconds,
+        )
         if s.http_port:
             port = await self._device_http.start(s.host, s.http_port)
             self.listeners.append(Listener("http", f"http://{_display(s.host)}:{port}"))
@@ -160,9 +176,12 @@ class Gateway:
             MqttServices(auth, uplink, services.provisioning, downlink, self._pipeline),
             MqttSettings(
                 # The packet limit leaves room for the topic and properties around a full payload.
-                Limits(s.max_payload_bytes + 1024, s.mqtt_max_inflight, s.mqtt_topic_alias_maximum),
+                Limits(s.max_payload_bytes + 1024, s.mqtt_max_inflight, s.mqtt_topic_alias_maximum,
+                       s.mqtt_max_client_id_length, s.mqtt_max_topic_length),
                 s.mqtt_connect_timeout_seconds, s.mqtt_provision_close_seconds, s.mqtt_max_connections,
+                s.tls_handshake_timeout_seconds,
             ),
+            gate,
         )
         if s.mqtt_port:
             port = await self._mqtt.start(s.host, s.mqtt_port)

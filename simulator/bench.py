@@ -166,6 +166,9 @@ class Workspace:
         values.update(
             data_dir=str(self.root / "gateway"), database_url=self.database_url, host="127.0.0.1",
             http_port=port, https_port=0, management_port=0, mqtt_port=mqtt_port, mqtts_port=0, coap_port=0,
+            # The generator's thousands of devices all connect from 127.0.0.1.
+            max_connections_per_address=0, connection_rate_per_address=0, auth_failures_per_address=0,
+            provision_rate_per_key=0,
         )
         return child_environment(
             {config.ENV_PREFIX + k.upper(): str(v) for k, v in values.items() if v is not None}, config.ENV_PREFIX

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 
+from gateway.admission import ConnectionGate
 from gateway.tasks import OwnedTasks
 from protocols.http.connection import DeviceApiPort, DeviceHttpConnection, HttpLimits
 from protocols.listeners import listen
@@ -14,20 +15,25 @@ class DeviceHttpServer:
     """Owns its servers, its connections and the tasks its handlers run; ``stop_accepting``
     closes the sockets, ``close`` waits for in-flight answers and closes the connections."""
 
-    def __init__(self, api: DeviceApiPort, limits: HttpLimits) -> None:
+    def __init__(
+        self, api: DeviceApiPort, limits: HttpLimits, gate: ConnectionGate | None = None,
+        tls_handshake_seconds: float = 10.0,
+    ) -> None:
         self._api = api
         self._limits = limits
+        self._gate = gate
+        self._tls_handshake_seconds = tls_handshake_seconds
         self._servers: list[asyncio.Server] = []
         self._connections: set[DeviceHttpConnection] = set()
         self._tasks = OwnedTasks()
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
-        server, bound = await listen(self._connection, host, port, ssl_context)
+        server, bound = await listen(self._connection, host, port, ssl_context, self._tls_handshake_seconds)
         self._servers.append(server)
         return bound
 
     def _connection(self) -> DeviceHttpConnection:
-        return DeviceHttpConnection(self._api, self._limits, self._tasks.spawn, self._connections)
+        return DeviceHttpConnection(self._api, self._limits, self._tasks.spawn, self._connections, self._gate)
 
     async def stop_accepting(self) -> None:
         for server in self._servers:
