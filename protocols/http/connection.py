@@ -104,6 +104,7 @@ class DeviceHttpConnection(asyncio.Protocol):
         self._begun_at = 0.0  # when the request being read began; 0.0 between requests
         self._in_head = False
         self._fresh = False  # the request began in the chunk being parsed
+        self._begins = 0  # requests begun in the chunk being parsed
         self._head_chunks = 0
         self._head_parsed = 0
         self._stopped = False
@@ -150,6 +151,8 @@ class DeviceHttpConnection(asyncio.Protocol):
             return
         self._active_at = self._loop.time()
         self._fresh = False
+        self._begins = 0
+        between = not self._begun_at
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -162,8 +165,9 @@ class DeviceHttpConnection(asyncio.Protocol):
             metrics.BAD_REQUESTS.labels("http", "malformed").inc()
             self._refuse(Reply.text(400, f"Malformed HTTP request: {exc}"))
             return
-        if self._in_head and not self._fresh:
-            # A head still incomplete after this whole chunk: every byte of it was head.
+        if self._in_head and (not self._fresh or (between and self._begins == 1)):
+            # A head still incomplete after this whole chunk, which it began or continued:
+            # every byte of the chunk was head.
             self._head_chunks += len(data)
             if self._head_chunks > self._limits.max_head_bytes:
                 self._head_too_large(414 if not self._head_parsed else 431)
@@ -176,6 +180,7 @@ class DeviceHttpConnection(asyncio.Protocol):
         self._size = 0
         self._expect_continue = False
         self._in_head = self._fresh = True
+        self._begins += 1
         self._head_chunks = self._head_parsed = 0
         self._begun_at = now = self._loop.time()
         deadline = now + self._limits.request_seconds
