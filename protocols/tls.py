@@ -1,5 +1,10 @@
 """TLS for the device listeners: TLS 1.2 at least, a client certificate optional.
 
+TLS 1.2 is limited to forward-secret AEAD suites (ECDHE with AES-GCM or
+ChaCha20-Poly1305: Mozilla's "intermediate" list without the DHE ones); TLS 1.3's
+suites are all AEAD and stay OpenSSL's. The server's preference order applies,
+and renegotiation and compression are off.
+
 A certificate a client presents must chain to a trust anchor: a registered
 device certificate (X509_CERTIFICATE credentials), which is its own anchor
 thanks to VERIFY_X509_PARTIAL_CHAIN. Python's ``ssl`` hands the server only the
@@ -17,6 +22,7 @@ import ssl
 from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
 
 
 class DeviceTls:
@@ -36,6 +42,8 @@ class DeviceTls:
     def _build(self, anchors: Iterable[str]) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(TLS12_CIPHERS)
+        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
         context.load_cert_chain(self._cert_file, self._key_file)
         # A handshake keeps the verify mode and flags of the context it began with; only
         # the trust store follows the swap, so every context carries both.
