@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import asyncpg
@@ -47,6 +48,7 @@ from storage.products import ProductStore
 from storage.projects import ProjectStore
 from storage.registrations import RegistrationStore
 from storage.registry import DeviceRegistryStore
+from storage.sealing import Sealer, load_key
 from storage.telemetry import KeyDictionary, TelemetryWriter
 from storage.telemetry_queries import TelemetryQueryStore
 from storage.templates import TemplateStore
@@ -57,6 +59,10 @@ log = logging.getLogger(__name__)
 def database_url(settings: Settings) -> str:
     """The configured server, or the embedded one in data_dir (started here: blocking)."""
     return settings.database_url or embedded.start(settings.data_dir)
+
+
+def secrets_key_file(settings: Settings) -> str:
+    return settings.secrets_key_file or os.path.join(settings.data_dir, "secrets.key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,21 +92,22 @@ class Services:
 
 async def open_services(url: str, pool_size: int, settings: Settings | None = None) -> Services:
     settings = settings or Settings()
+    sealer = Sealer(load_key(secrets_key_file(settings)))
     pool = await open_pool(url, pool_size)
-    devices, audit = DeviceStore(pool), AuditStore(pool)
+    devices, audit = DeviceStore(pool, sealer), AuditStore(pool)
     attempts = (TokenBuckets(settings.provision_rate_per_key, settings.provision_burst_per_key)
                 if settings.provision_rate_per_key > 0 else None)
     provisioning = ProvisioningService(devices, audit, attempts=attempts)
     return Services(
         pool=pool,
-        projects=ProjectService(ProjectStore(pool)),
+        projects=ProjectService(ProjectStore(pool, sealer)),
         # Provisioning caches products by key: product changes evict them.
-        products=ProductService(ProductStore(pool), on_change=provisioning.forget_products),
+        products=ProductService(ProductStore(pool, sealer), on_change=provisioning.forget_products),
         devices=devices,
         attributes=AttributeStore(pool),
         audit=audit,
         keys=KeyDictionary(),
-        registry=DeviceRegistryStore(pool),
+        registry=DeviceRegistryStore(pool, sealer),
         telemetry_queries=TelemetryQueryStore(pool),
         provisioning=provisioning,
         templates=TemplateService(TemplateStore(pool), settings.max_templates_per_project),

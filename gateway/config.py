@@ -39,6 +39,11 @@ class Settings:
     database_url: str | None = _setting(
         None, "PostgreSQL URL (postgresql://user:pass@host/db). Unset: an embedded server in data_dir."
     )
+    secrets_key_file: str | None = _setting(
+        None, "File with the key (64 hex digits) that seals provision secrets, AK/SK secret keys and "
+        "pre-provisioned credentials at rest. Unset: secrets.key in data_dir, made at the first start. "
+        "Every process and replica on one database must use the same key.",
+    )
     host: str = _setting("0.0.0.0", "Address the listeners bind to.")
     http_port: int = _setting(8080, "HTTP device API port; 0 disables it.", min=0, max=65535)
     https_port: int = _setting(

@@ -273,7 +273,10 @@ async def _tenant(services: Services) -> _Tenant:
 async def _services(space: Workspace) -> AsyncIterator[Services]:
     from gateway.app import open_services
 
-    services = await open_services(space.database_url, 2)
+    # The gateway's own data dir: the key sealing provision secrets is there.
+    services = await open_services(
+        space.database_url, 2, replace(space.settings, data_dir=str(space.root / "gateway"))
+    )
     try:
         yield services
     finally:

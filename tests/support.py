@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 import secrets
 import socket
 from collections.abc import AsyncIterator
@@ -18,6 +20,9 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+TEST_SECRETS_KEY = os.path.join(tempfile.gettempdir(), f"iot-gateway-tests-{os.getpid()}.key")
 
 
 def gateway_settings(tmp_dir: str, **overrides: Any) -> config.Settings:
@@ -40,6 +45,8 @@ def gateway_settings(tmp_dir: str, **overrides: Any) -> config.Settings:
         "connection_rate_per_address": 0,
         "auth_failures_per_address": 0,
         "provision_rate_per_key": 0,
+        # Gateways of one test run share the database, so they share the key sealing its secrets.
+        "secrets_key_file": TEST_SECRETS_KEY,
     }
     values.update(overrides)
     return config.build(values)
