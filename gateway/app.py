@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from dataclasses import dataclass
 
@@ -12,7 +13,10 @@ from aiohttp import web
 
 from gateway import metrics
 from gateway.attributes import AttributeService
+from gateway.admission import AdmissionLimits, ConnectionGate
 from gateway.auth import DeviceAuthenticator
+from gateway.backoff import FailureBackoff
+from gateway.buckets import TokenBuckets
 from gateway.autoregistration import AutoRegistration
 from gateway.codec import PayloadLimits
 from gateway.config import Settings
@@ -54,6 +58,7 @@ from storage.projects import ProjectStore
 from storage.registrations import RegistrationStore
 from storage.registry import DeviceRegistryStore
 from storage.retention import RetentionStore
+from storage.sealing import Sealer, load_key
 from storage.telemetry import KeyDictionary, TelemetryWriter
 from storage.telemetry_queries import TelemetryQueryStore
 from storage.templates import TemplateStore
@@ -66,6 +71,10 @@ _CLOSE_GRACE = 0.5
 def database_url(settings: Settings) -> str:
     """The configured server, or the embedded one in data_dir (started here: blocking)."""
     return settings.database_url or embedded.start(settings.data_dir)
+
+
+def secrets_key_file(settings: Settings) -> str:
+    return settings.secrets_key_file or os.path.join(settings.data_dir, "secrets.key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,19 +104,22 @@ class Services:
 
 async def open_services(url: str, pool_size: int, settings: Settings | None = None) -> Services:
     settings = settings or Settings()
+    sealer = Sealer(load_key(secrets_key_file(settings)))
     pool = await open_pool(url, pool_size)
-    devices, audit = DeviceStore(pool), AuditStore(pool)
-    provisioning = ProvisioningService(devices, audit)
+    devices, audit = DeviceStore(pool, sealer), AuditStore(pool)
+    attempts = (TokenBuckets(settings.provision_rate_per_key, settings.provision_burst_per_key)
+                if settings.provision_rate_per_key > 0 else None)
+    provisioning = ProvisioningService(devices, audit, attempts=attempts)
     return Services(
         pool=pool,
-        projects=ProjectService(ProjectStore(pool)),
+        projects=ProjectService(ProjectStore(pool, sealer)),
         # Provisioning caches products by key: product changes evict them.
-        products=ProductService(ProductStore(pool), on_change=provisioning.forget_products),
+        products=ProductService(ProductStore(pool, sealer), on_change=provisioning.forget_products),
         devices=devices,
         attributes=AttributeStore(pool),
         audit=audit,
         keys=KeyDictionary(),
-        registry=DeviceRegistryStore(pool),
+        registry=DeviceRegistryStore(pool, sealer),
         telemetry_queries=TelemetryQueryStore(pool),
         provisioning=provisioning,
         templates=TemplateService(TemplateStore(pool), settings.max_templates_per_project),
@@ -168,7 +180,14 @@ class Gateway:
             self._retention.start()
         if metrics.MULTIPROCESS:
             self._tasks.spawn(_flush_metrics())
-        auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds, certificates=services.registration)
+        backoff = (FailureBackoff(s.auth_failures_per_address, s.auth_block_seconds)
+                   if s.auth_failures_per_address else None)
+        auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds, certificates=services.registration,
+                                   backoff=backoff)
+        # One gate for every TCP device listener: a source's connections are counted together.
+        gate = ConnectionGate(AdmissionLimits(
+            s.max_connections_per_address, s.connection_rate_per_address, s.connection_burst_per_address,
+        ))
         limits = PayloadLimits(s.max_key_length, s.max_string_length, s.max_datapoints_per_message)
         uplink = Uplink(self._pipeline, services.attributes, limits, ack_stored=s.ack == "stored")
         self._bus = bus = PgDownlinkBus(self._url, services.pool)
@@ -176,7 +195,11 @@ class Gateway:
         bus.receiver = downlink.receive
         await bus.start()
         device_api = DeviceApi(auth, uplink, services.provisioning)
-        self._device_http = DeviceHttpServer(device_api, HttpLimits(s.max_payload_bytes, s.http_idle_seconds))
+        self._device_http = DeviceHttpServer(
+            device_api,
+            HttpLimits(s.max_payload_bytes, s.http_idle_seconds, s.http_request_timeout_seconds, s.http_max_head_bytes),
+            gate, s.tls_handshake_timeout_seconds,
+        )
         if s.http_port:
             port = await self._device_http.start(s.host, s.http_port)
             self.listeners.append(Listener("http", f"http://{_display(s.host)}:{port}"))
@@ -189,9 +212,12 @@ class Gateway:
             MqttServices(auth, uplink, services.provisioning, downlink, self._pipeline),
             MqttSettings(
                 # The packet limit leaves room for the topic and properties around a full payload.
-                Limits(s.max_payload_bytes + 1024, s.mqtt_max_inflight, s.mqtt_topic_alias_maximum),
+                Limits(s.max_payload_bytes + 1024, s.mqtt_max_inflight, s.mqtt_topic_alias_maximum,
+                       s.mqtt_max_client_id_length, s.mqtt_max_topic_length),
                 s.mqtt_connect_timeout_seconds, s.mqtt_provision_close_seconds, s.mqtt_max_connections,
+                s.tls_handshake_timeout_seconds,
             ),
+            gate,
         )
         if s.mqtt_port:
             port = await self._mqtt.start(s.host, s.mqtt_port)

@@ -3,6 +3,10 @@
 High message rates over HTTP and CoAP present the token with every request, so
 an identity is cached for ``cache_seconds`` after a lookup; changes made
 through the management API evict it at once.
+
+With a :class:`~gateway.backoff.FailureBackoff`, each failed lookup counts
+against the source address the front-end names, and a blocked address is
+refused (SourceBlocked) before any lookup, cached or not.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ import time
 from typing import Any, Protocol
 
 from gateway import credentials as creds
-from gateway.errors import Unauthorized
+from gateway.backoff import FailureBackoff
+from gateway.errors import SourceBlocked, Unauthorized
 from gateway.model import CredentialsType, DeviceIdentity, StoredCredentials
 from gateway.ports import DeviceAuthStore
 
@@ -26,13 +31,27 @@ class CertificateRegistrar(Protocol):
 
 class DeviceAuthenticator:
     def __init__(
-        self, store: DeviceAuthStore, cache_seconds: float, certificates: CertificateRegistrar | None = None
+        self, store: DeviceAuthStore, cache_seconds: float, certificates: CertificateRegistrar | None = None,
+        backoff: FailureBackoff | None = None,
     ) -> None:
         self._store = store
+        self._backoff = backoff
         self._certificates = certificates
         self._ttl = cache_seconds
         self._cache: dict[str, tuple[float, DeviceIdentity, StoredCredentials]] = {}
         self._tokens: dict[str, tuple[float, DeviceIdentity]] = {}
+
+    def check_source(self, address: str) -> None:
+        """Raise SourceBlocked while ``address`` is blocked for its authentication failures."""
+        if self._backoff is not None and address:
+            left = self._backoff.blocked_for(address)
+            if left:
+                raise SourceBlocked(retry_after=left)
+
+    def _failed(self, address: str) -> Unauthorized:
+        if self._backoff is not None and address:
+            self._backoff.failed(address)
+        return Unauthorized()
 
     def cached_token(self, token: str) -> DeviceIdentity | None:
         """The device for a token seen recently, without a lookup; None means "ask by_token"."""
@@ -41,22 +60,33 @@ class DeviceAuthenticator:
             return None
         return hit[1]
 
-    async def by_token(self, token: str) -> DeviceIdentity:
-        """An ACCESS_TOKEN device, as HTTP and CoAP authenticate it; Unauthorized otherwise."""
+    async def by_token(self, token: str, address: str = "") -> DeviceIdentity:
+        """An ACCESS_TOKEN device, as HTTP and CoAP authenticate it; Unauthorized otherwise
+        (SourceBlocked while ``address`` is blocked)."""
+        self.check_source(address)
         if not token:
-            raise Unauthorized()
+            raise self._failed(address)
         cached = self.cached_token(token)
         if cached is not None:
             return cached
         found = await self._lookup(creds.token_lookup(token))
         if found is None or found[1].type is not CredentialsType.ACCESS_TOKEN:
-            raise Unauthorized()
+            raise self._failed(address)
         if self._ttl > 0:
             # Keyed by the token itself, so the per-request path hashes nothing.
             _bounded(self._tokens)[token] = (time.monotonic() + self._ttl, found[0])
         return found[0]
 
-    async def by_mqtt(self, client_id: str, username: str | None, password: bytes | None) -> DeviceIdentity:
+    async def by_mqtt(
+        self, client_id: str, username: str | None, password: bytes | None, address: str = ""
+    ) -> DeviceIdentity:
+        self.check_source(address)
+        try:
+            return await self._by_mqtt(client_id, username, password)
+        except Unauthorized:
+            raise self._failed(address) from None
+
+    async def _by_mqtt(self, client_id: str, username: str | None, password: bytes | None) -> DeviceIdentity:
         """ThingsBoard's MQTT CONNECT lookup (spec 3.1): the user name as an access token, or
         MQTT_BASIC by sha3(client id), sha3(client id|user name) or the user name alone.
 
@@ -77,10 +107,17 @@ class DeviceAuthenticator:
             return found[0]
         return self._basic_match(found, client_id, username, given)
 
-    async def by_certificate(self, der: bytes, source: str = "") -> DeviceIdentity:
+    async def by_certificate(self, der: bytes, source: str = "", address: str = "") -> DeviceIdentity:
         """An X509_CERTIFICATE device, by its credentials hash (SHA3-256 of the Base64 DER); else
         a device bound to the certificate's fingerprint, registered at its first connection
         when a device CA's template allows it."""
+        self.check_source(address)
+        try:
+            return await self._by_certificate(der, source)
+        except Unauthorized:
+            raise self._failed(address) from None
+
+    async def _by_certificate(self, der: bytes, source: str) -> DeviceIdentity:
         found = await self._lookup(creds.certificate_lookup_from_der(der))
         if found is not None and found[1].type is CredentialsType.X509_CERTIFICATE:
             return found[0]

@@ -39,6 +39,11 @@ class Settings:
     database_url: str | None = _setting(
         None, "PostgreSQL URL (postgresql://user:pass@host/db). Unset: an embedded server in data_dir."
     )
+    secrets_key_file: str | None = _setting(
+        None, "File with the key (64 hex digits) that seals provision secrets, AK/SK secret keys and "
+        "pre-provisioned credentials at rest. Unset: secrets.key in data_dir, made at the first start. "
+        "Every process and replica on one database must use the same key.",
+    )
     host: str = _setting("0.0.0.0", "Address the listeners bind to.")
     http_port: int = _setting(8080, "HTTP device API port; 0 disables it.", min=0, max=65535)
     https_port: int = _setting(
@@ -75,6 +80,49 @@ class Settings:
         60.0, "A provisioning session is closed this long after its answer (ThingsBoard: 60 s).", min=0
     )
     http_idle_seconds: float = _setting(75.0, "An idle device HTTP connection is closed after this long.", min=0)
+    http_request_timeout_seconds: float = _setting(
+        30.0, "A device HTTP request must arrive whole (head and body) within this long of its first byte; "
+        "else 408 and the connection is closed.", min=0.1,
+    )
+    http_max_head_bytes: int = _setting(
+        8_192, "Largest device HTTP request line plus headers; larger: 431 and the connection is closed.",
+        min=1_024, max=1_048_576,
+    )
+    tls_handshake_timeout_seconds: float = _setting(
+        10.0, "A TLS handshake (HTTPS, MQTTS) not finished within this long is abandoned and the socket closed.",
+        min=0.1,
+    )
+    mqtt_max_client_id_length: int = _setting(
+        256, "Longest MQTT client id, in characters; longer: CONNACK 0x85 (3.1.1: 2).", min=23, max=65_535
+    )
+    mqtt_max_topic_length: int = _setting(
+        256, "Longest MQTT topic name, in characters; longer is an unknown topic (PUBACK 0x90 on MQTT 5).",
+        min=64, max=65_535,
+    )
+    max_connections_per_address: int = _setting(
+        1_000, "Most device connections (HTTP, HTTPS, MQTT, MQTTS together) from one IP address at once; "
+        "0: no limit.", min=0,
+    )
+    connection_rate_per_address: float = _setting(
+        50.0, "New device connections a second from one IP address, sustained; 0: no limit.", min=0
+    )
+    connection_burst_per_address: int = _setting(
+        500, "New device connections one IP address may open at once before the rate applies.", min=1
+    )
+    auth_failures_per_address: int = _setting(
+        20, "Device authentication failures from one IP address that block it for auth_block_seconds; "
+        "0: never block.", min=0,
+    )
+    auth_block_seconds: float = _setting(
+        60.0, "How long an address is refused after auth_failures_per_address failures (counted over "
+        "the same time).", min=0.1,
+    )
+    provision_rate_per_key: float = _setting(
+        10.0, "Provisioning attempts a second with one provision key, sustained; 0: no limit.", min=0
+    )
+    provision_burst_per_key: int = _setting(
+        100, "Provisioning attempts one provision key may make at once before the rate applies.", min=1
+    )
     max_payload_bytes: int = _setting(65_536, "Largest accepted message body, in bytes.", min=2, max=52_428_800)
     max_key_length: int = _setting(255, "Longest telemetry or attribute key.", min=1, max=255)
     max_string_length: int = _setting(65_536, "Longest string or JSON value.", min=1)

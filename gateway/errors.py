@@ -64,6 +64,30 @@ class Overloaded(GatewayError):
         self.retry_after = retry_after
 
 
+class TooManyRequests(GatewayError):
+    """Too many requests from this source; retry later."""
+
+    def __init__(self, message: str = "", retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TooManyConnections(TooManyRequests):
+    """Too many connections from this address at once."""
+
+
+class ConnectionRateExceeded(TooManyRequests):
+    """New connections from this address come too fast."""
+
+
+class SourceBlocked(TooManyRequests):
+    """Too many authentication failures from this address; it is refused for a while."""
+
+
+class ProvisionRateExceeded(TooManyRequests):
+    """Too many provisioning attempts with this provision key; retry later."""
+
+
 class Unavailable(GatewayError):
     """A dependency (the database) is unavailable, or the gateway is shutting down."""
 

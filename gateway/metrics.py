@@ -78,6 +78,9 @@ QUEUE_DEPTH = Gauge("gateway_ingest_queue_rows", "Rows queued or being written",
 INGEST_REJECTED = Counter("gateway_ingest_rejected_total", "Messages refused because the queue was full")
 DB_ERRORS = Counter("gateway_database_errors_total", "Failed database writes (each retry counts)")
 BAD_REQUESTS = Counter("gateway_bad_requests_total", "Requests refused as malformed or oversize", ["protocol", "reason"])
+LIMIT_REFUSALS = Counter(
+    "gateway_limit_refusals_total", "Connections and requests refused by an abuse limit", ["protocol", "limit"]
+)
 AUTH_FAILURES = Counter("gateway_auth_failures_total", "Device authentication failures", ["protocol"])
 PROVISIONING = Counter(
     "gateway_provisioning_total", "Claim provisioning outcomes", ["protocol", "status", "reason"]

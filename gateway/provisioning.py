@@ -6,7 +6,8 @@ import logging
 import time
 
 from gateway import credentials as creds
-from gateway.errors import CredentialsInvalid, CredentialsTaken, NameTaken
+from gateway.buckets import TokenBuckets
+from gateway.errors import CredentialsInvalid, CredentialsTaken, NameTaken, ProvisionRateExceeded
 from gateway.ids import new_id, random_alphanumeric
 from gateway.model import (
     AuditRecord,
@@ -37,9 +38,11 @@ def _now_ms() -> int:
 
 class ProvisioningService:
     def __init__(
-        self, store: ProvisioningStore, audit: AuditLog, *, product_cache_seconds: float = PRODUCT_CACHE_SECONDS
+        self, store: ProvisioningStore, audit: AuditLog, *, product_cache_seconds: float = PRODUCT_CACHE_SECONDS,
+        attempts: TokenBuckets | None = None,
     ) -> None:
         self._store = store
+        self._attempts = attempts  # per provision key: a secret is not guessed at line rate
         self._audit = audit
         self._products = _ProductsByKey(store, product_cache_seconds)
 
@@ -48,7 +51,15 @@ class ProvisioningService:
         self._products.clear()
 
     async def provision(self, request: ProvisionRequest) -> ProvisionResult:
-        """Every outcome leaves one audit record and one log record (never the secret)."""
+        """Every outcome leaves one audit record and one log record (never the secret); a success
+        writes its audit record with the device. Past the attempts allowed for the key,
+        ProvisionRateExceeded, before any lookup and unaudited."""
+        if self._attempts is not None:
+            wait = self._attempts.take(request.provision_key)
+            if wait:
+                raise ProvisionRateExceeded(
+                    "Too many provisioning attempts with this provision key; retry later", retry_after=wait
+                )
         result = await self._provision(request)
         ids = {"device_id": result.device.id, "project_id": result.device.project_id} if result.device else {}
         log.info("provisioning %s (%s) from %s", result.status.value, result.code, request.source,

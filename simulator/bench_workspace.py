@@ -69,6 +69,9 @@ class Workspace:
         values.update(
             data_dir=str(self.root / "gateway"), database_url=self.database_url, host="127.0.0.1",
             http_port=port, https_port=0, management_port=0, mqtt_port=mqtt_port, mqtts_port=0, coap_port=0,
+            # The generator's thousands of devices all connect from 127.0.0.1.
+            max_connections_per_address=0, connection_rate_per_address=0, auth_failures_per_address=0,
+            provision_rate_per_key=0,
         )
         values.update(more)
         return child_environment(
@@ -158,7 +161,10 @@ async def tenant_services(space: Workspace) -> AsyncIterator[tuple[Services, Ten
     """The gateway's services on the workspace's database, and a new project and product in it."""
     from gateway.app import open_services
 
-    services = await open_services(space.database_url, 2)
+    # The gateway's own data dir: the key sealing provision secrets is there.
+    services = await open_services(
+        space.database_url, 2, replace(space.settings, data_dir=str(space.root / "gateway"))
+    )
     try:
         suffix = secrets.token_hex(4)
         project = await services.projects.create_project(f"bench-{suffix}")

@@ -9,6 +9,7 @@ from gateway.model import AuditRecord, Device, DeviceIdentity, Product, StoredCr
 from storage import rows
 from storage.audit import AUDIT_COLUMNS, audit_values
 from storage.errors import translated
+from storage.sealing import Sealer
 
 _INSERT_DEVICE = """INSERT INTO devices (id, project_id, product_id, name, label, gateway, created_at)
                     VALUES ($1, $2, $3, $4, $5, $6, $7)"""
@@ -17,7 +18,9 @@ _INSERT_CREDENTIALS = """INSERT INTO device_credentials
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
 
 
-async def insert_device(conn: asyncpg.Connection, device: Device, credentials: StoredCredentials) -> None:
+async def insert_device(
+    conn: asyncpg.Connection, device: Device, credentials: StoredCredentials, sealer: Sealer
+) -> None:
     """Insert a device and its credentials in the caller's transaction."""
     try:
         await conn.execute(
@@ -26,17 +29,17 @@ async def insert_device(conn: asyncpg.Connection, device: Device, credentials: S
         )
     except asyncpg.UniqueViolationError:
         raise NameTaken() from None
-    await _write_credentials(conn, _INSERT_CREDENTIALS, device.id, credentials)
+    await _write_credentials(conn, _INSERT_CREDENTIALS, device.id, credentials, sealer)
 
 
 async def _write_credentials(
-    conn: asyncpg.Connection, query: str, device_id: str, credentials: StoredCredentials
+    conn: asyncpg.Connection, query: str, device_id: str, credentials: StoredCredentials, sealer: Sealer
 ) -> None:
     try:
         await conn.execute(
             query, device_id, credentials.type.value, credentials.lookup, credentials.password_hash,
             credentials.client_id, credentials.user_name, credentials.certificate,
-            rows.pending_to_json(credentials.pending),
+            rows.pending_to_json(credentials.pending, sealer),
         )
     except asyncpg.UniqueViolationError:
         raise CredentialsTaken() from None
@@ -83,19 +86,20 @@ _CLASHES: dict[str, type[Conflict]] = {
 
 
 class DeviceStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, sealer: Sealer) -> None:
         self._pool = pool
+        self._sealer = sealer
 
     async def product_by_provision_key(self, key: str) -> Product | None:
         with translated():
             record = await self._pool.fetchrow("SELECT * FROM products WHERE provision_key = $1", key)
-        return rows.product(record) if record else None
+        return rows.product(record, self._sealer) if record else None
 
     async def create_device(self, device: Device, credentials: StoredCredentials) -> Device:
         """A device not yet provisioned, as an operator registers it."""
         with translated():
             async with self._pool.acquire() as conn, conn.transaction():
-                await insert_device(conn, device, credentials)
+                await insert_device(conn, device, credentials, self._sealer)
         return device
 
     async def create_provisioned_device(
@@ -129,7 +133,9 @@ class DeviceStore:
             )
         if record is None:
             return None
-        return rows.device(record), rows.stored_credentials(record) if record["type"] is not None else None
+        return rows.device(record), (
+            rows.stored_credentials(record, self._sealer) if record["type"] is not None else None
+        )
 
     async def mark_provisioned(self, device_id: str, ts: int, record: AuditRecord) -> bool:
         with translated():
@@ -144,7 +150,7 @@ class DeviceStore:
                    WHERE c.lookup = $1""",
                 lookup,
             )
-        return (rows.identity(record), rows.stored_credentials(record)) if record else None
+        return (rows.identity(record), rows.stored_credentials(record, self._sealer)) if record else None
 
 
 _UPSERT_CREDENTIALS = _INSERT_CREDENTIALS + """
@@ -153,7 +159,9 @@ _UPSERT_CREDENTIALS = _INSERT_CREDENTIALS + """
         certificate = EXCLUDED.certificate, pending = EXCLUDED.pending"""
 
 
-async def update_credentials(conn: asyncpg.Connection, device_id: str, credentials: StoredCredentials) -> None:
+async def update_credentials(
+    conn: asyncpg.Connection, device_id: str, credentials: StoredCredentials, sealer: Sealer
+) -> None:
     """Set a device's credentials in the caller's transaction, updating its row in place.
 
     In place because of a concurrent first provisioning:
@@ -161,7 +169,7 @@ async def update_credentials(conn: asyncpg.Connection, device_id: str, credentia
     transaction and then applies to the new row; if it committed before, the check
     below sees it. Either way a provisioned device keeps no clear credentials.
     """
-    await _write_credentials(conn, _UPSERT_CREDENTIALS, device_id, credentials)
+    await _write_credentials(conn, _UPSERT_CREDENTIALS, device_id, credentials, sealer)
     if credentials.pending is not None:
         await conn.execute(
             """UPDATE device_credentials SET pending = NULL

@@ -9,6 +9,7 @@ from gateway.model import Page, Product
 from storage import rows
 from storage.errors import translated
 from storage.pages import fetch_page
+from storage.sealing import Sealer
 
 
 def _taken(exc: asyncpg.UniqueViolationError) -> Conflict:
@@ -16,8 +17,15 @@ def _taken(exc: asyncpg.UniqueViolationError) -> Conflict:
 
 
 class ProductStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, sealer: Sealer) -> None:
         self._pool = pool
+        self._sealer = sealer
+
+    def _secret(self, product: Product) -> str | None:
+        return self._sealer.seal(product.provision_secret, rows.PROVISION_SECRET)
+
+    def _product(self, record: asyncpg.Record) -> Product:
+        return rows.product(record, self._sealer)
 
     async def create_product(self, product: Product) -> None:
         with translated():
@@ -27,7 +35,7 @@ class ProductStore:
                                              provision_secret, send_ack_on_validation_error, created_at)
                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
                     product.id, product.project_id, product.name, product.description,
-                    product.provision_strategy.value, product.provision_key, product.provision_secret,
+                    product.provision_strategy.value, product.provision_key, self._secret(product),
                     product.send_ack_on_validation_error, product.created_at,
                 )
             except asyncpg.UniqueViolationError as exc:
@@ -38,12 +46,12 @@ class ProductStore:
             r = await self._pool.fetchrow(
                 "SELECT * FROM products WHERE project_id = $1 AND id = $2", project_id, product_id
             )
-        return rows.product(r) if r else None
+        return self._product(r) if r else None
 
     async def list_products(self, project_id: str, limit: int, marker: str, offset: int) -> Page:
         with translated():
             return await fetch_page(self._pool, "products", "project_id = $1", [project_id], limit, marker, offset,
-                                    rows.product)
+                                    self._product)
 
     async def update_product(self, product: Product) -> None:
         with translated():
@@ -53,7 +61,7 @@ class ProductStore:
                                            provision_secret = $7, send_ack_on_validation_error = $8
                        WHERE project_id = $1 AND id = $2""",
                     product.project_id, product.id, product.name, product.description,
-                    product.provision_strategy.value, product.provision_key, product.provision_secret,
+                    product.provision_strategy.value, product.provision_key, self._secret(product),
                     product.send_ack_on_validation_error,
                 )
             except asyncpg.UniqueViolationError as exc:

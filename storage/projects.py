@@ -7,11 +7,14 @@ import asyncpg
 from gateway.errors import ProjectNameTaken
 from gateway.model import Project
 from storage.errors import translated
+from storage.rows import SECRET_KEY
+from storage.sealing import Sealer
 
 
 class ProjectStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, sealer: Sealer) -> None:
         self._pool = pool
+        self._sealer = sealer
 
     async def create_project(self, project: Project) -> None:
         with translated(ProjectNameTaken):
@@ -42,11 +45,11 @@ class ProjectStore:
         with translated():
             await self._pool.execute(
                 "INSERT INTO access_keys (access_key, project_id, secret_key, created_at) VALUES ($1, $2, $3, $4)",
-                access_key, project_id, secret_key, created_at,
+                access_key, project_id, self._sealer.seal(secret_key, SECRET_KEY), created_at,
             )
 
     async def access_key(self, access_key: str) -> tuple[str, str] | None:
         with translated():
             r = await self._pool.fetchrow("SELECT project_id, secret_key FROM access_keys WHERE access_key = $1",
                                           access_key)
-        return (r["project_id"], r["secret_key"]) if r else None
+        return (r["project_id"], self._sealer.open(r["secret_key"], SECRET_KEY) or "") if r else None

@@ -8,6 +8,7 @@ from gateway.errors import NameTaken
 from gateway.model import CredentialsInfo, CredentialsType, Device, DeviceDetails, Page, StoredCredentials
 from storage import rows
 from storage.devices import insert_device, update_credentials
+from storage.sealing import Sealer
 from storage.errors import translated
 from storage.pages import fetch_page
 
@@ -29,13 +30,14 @@ def _details(r: asyncpg.Record) -> DeviceDetails:
 
 
 class DeviceRegistryStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, sealer: Sealer) -> None:
         self._pool = pool
+        self._sealer = sealer
 
     async def add_device(self, device: Device, credentials: StoredCredentials) -> None:
         with translated():
             async with self._pool.acquire() as conn, conn.transaction():
-                await insert_device(conn, device, credentials)
+                await insert_device(conn, device, credentials, self._sealer)
 
     async def device(self, project_id: str, device_id: str) -> DeviceDetails | None:
         with translated():
@@ -70,7 +72,7 @@ class DeviceRegistryStore:
                 if status != "UPDATE 1":
                     return False
                 if credentials is not None:
-                    await update_credentials(conn, device.id, credentials)
+                    await update_credentials(conn, device.id, credentials, self._sealer)
         return True
 
     async def delete_device(self, project_id: str, device_id: str) -> bool:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 import asyncpg
+
+from storage.sealing import Sealer
 
 from gateway.model import (
     Credentials,
@@ -18,7 +22,12 @@ from gateway.model import (
 )
 
 
-def product(r: asyncpg.Record) -> Product:
+PROVISION_SECRET = "products.provision_secret"
+PENDING = "device_credentials.pending"
+SECRET_KEY = "access_keys.secret_key"
+
+
+def product(r: asyncpg.Record, sealer: Sealer) -> Product:
     return Product(
         id=r["id"],
         project_id=r["project_id"],
@@ -26,7 +35,7 @@ def product(r: asyncpg.Record) -> Product:
         description=r["description"],
         provision_strategy=ProvisionStrategy(r["provision_strategy"]),
         provision_key=r["provision_key"],
-        provision_secret=r["provision_secret"],
+        provision_secret=sealer.open(r["provision_secret"], PROVISION_SECRET),
         send_ack_on_validation_error=r["send_ack_on_validation_error"],
         created_at=r["created_at"],
     )
@@ -48,7 +57,7 @@ def identity(r: asyncpg.Record) -> DeviceIdentity:
     return DeviceIdentity(r["id"], r["project_id"], r["product_id"], r["name"], r["send_ack_on_validation_error"])
 
 
-def stored_credentials(r: asyncpg.Record) -> StoredCredentials:
+def stored_credentials(r: asyncpg.Record, sealer: Sealer) -> StoredCredentials:
     return StoredCredentials(
         type=CredentialsType(r["type"]),
         lookup=r["lookup"],
@@ -56,23 +65,28 @@ def stored_credentials(r: asyncpg.Record) -> StoredCredentials:
         client_id=r["client_id"],
         user_name=r["user_name"],
         certificate=r["certificate"],
-        pending=pending_from_json(r["pending"]),
+        pending=pending_from_json(r["pending"], sealer),
     )
 
 
-def pending_to_json(credentials: Credentials | None) -> dict[str, Any] | None:
+def pending_to_json(credentials: Credentials | None, sealer: Sealer) -> dict[str, Any] | None:
+    """The clear credentials kept until a pre-provisioned device claims them: sealed, as one value."""
     if credentials is None:
         return None
     value = credentials.value
     if isinstance(value, MqttBasic):
-        return {"type": credentials.type.value, "clientId": value.client_id, "userName": value.user_name,
-                "password": value.password}
-    return {"type": credentials.type.value, "value": value}
+        clear = {"type": credentials.type.value, "clientId": value.client_id, "userName": value.user_name,
+                 "password": value.password}
+    else:
+        clear = {"type": credentials.type.value, "value": value}
+    return {"sealed": sealer.seal(orjson.dumps(clear).decode(), PENDING)}
 
 
-def pending_from_json(data: dict[str, Any] | None) -> Credentials | None:
+def pending_from_json(data: dict[str, Any] | None, sealer: Sealer) -> Credentials | None:
     if data is None:
         return None
+    if "sealed" in data:
+        data = orjson.loads(sealer.open(data["sealed"], PENDING) or "null")
     kind = CredentialsType(data["type"])
     if kind is CredentialsType.MQTT_BASIC:
         return Credentials(kind, MqttBasic(data["clientId"], data["userName"], data["password"]))

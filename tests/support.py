@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 import secrets
 import socket
 from collections.abc import AsyncIterator
@@ -20,6 +22,9 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
+TEST_SECRETS_KEY = os.path.join(tempfile.gettempdir(), f"iot-gateway-tests-{os.getpid()}.key")
+
+
 def gateway_settings(tmp_dir: str, **overrides: Any) -> config.Settings:
     values: dict[str, Any] = {
         "data_dir": tmp_dir,
@@ -34,6 +39,14 @@ def gateway_settings(tmp_dir: str, **overrides: Any) -> config.Settings:
         "shutdown_timeout_seconds": 5.0,
         "mqtt_connect_timeout_seconds": 1.0,
         "mqtt_provision_close_seconds": 1.0,
+        # The suite's clients all come from 127.0.0.1 and fail authentication on purpose: the
+        # per-address and per-key limits are off here and tested on gateways of their own.
+        "max_connections_per_address": 0,
+        "connection_rate_per_address": 0,
+        "auth_failures_per_address": 0,
+        "provision_rate_per_key": 0,
+        # Gateways of one test run share the database, so they share the key sealing its secrets.
+        "secrets_key_file": TEST_SECRETS_KEY,
     }
     values.update(overrides)
     return config.build(values)

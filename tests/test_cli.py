@@ -10,6 +10,7 @@ import sys
 import aiohttp
 import orjson
 
+from gateway import config
 from tests.support import free_port
 
 
@@ -134,7 +135,7 @@ async def test_create_access_key_prints_the_key_and_the_secret(database_url, tmp
     assert code == 0, err
     assert out.endswith("\n") and out.count("\n") == 1
     access_key, secret_key = out.split()
-    services = await open_services(database_url, 2)
+    services = await open_services(database_url, 2, config.build({"data_dir": str(tmp_path)}))
     try:
         assert await services.projects._store.access_key(access_key) == (project.strip(), secret_key)
     finally:

@@ -19,6 +19,7 @@ _CODES: list[tuple[type[errors.GatewayError], Code]] = [
     (errors.NotFound, Code.NOT_FOUND),
     (errors.Conflict, Code.CONFLICT),
     (errors.QuotaExceeded, Code.FORBIDDEN),
+    (errors.TooManyRequests, Code.TOO_MANY_REQUESTS),
     (errors.RpcTimeout, Code.GATEWAY_TIMEOUT),
     (errors.Overloaded, Code.SERVICE_UNAVAILABLE),
     (errors.Unavailable, Code.SERVICE_UNAVAILABLE),
@@ -60,7 +61,7 @@ def refused(exc: errors.GatewayError, max_payload: int, *, reason: bool = True) 
         response.opt.content_format = 0  # text/plain; charset=utf-8
     if code is Code.REQUEST_ENTITY_TOO_LARGE:
         response.opt.size1 = max_payload
-    elif isinstance(exc, errors.Overloaded):
+    elif isinstance(exc, errors.Overloaded | errors.TooManyRequests):
         response.opt.max_age = max(1, round(exc.retry_after))
     elif isinstance(exc, errors.Unavailable):
         response.opt.max_age = 1
@@ -68,7 +69,9 @@ def refused(exc: errors.GatewayError, max_payload: int, *, reason: bool = True) 
 
 
 def _count(exc: errors.GatewayError) -> None:
-    if isinstance(exc, errors.PayloadTooLarge):
+    if isinstance(exc, errors.TooManyRequests):
+        metrics.LIMIT_REFUSALS.labels(PROTOCOL, type(exc).__name__).inc()
+    elif isinstance(exc, errors.PayloadTooLarge):
         metrics.BAD_REQUESTS.labels(PROTOCOL, "oversize").inc()
     elif isinstance(exc, UnknownPath):
         metrics.BAD_REQUESTS.labels(PROTOCOL, "unknown_path").inc()

@@ -137,16 +137,22 @@ class DeviceSite:
     def _as_device(self, pipe: Pipe, token: str, proceed: Callable[[DeviceIdentity], Any]) -> None:
         """Run ``proceed`` with the token's device: now if it is cached, else after a lookup.
         ``proceed`` may return a coroutine, which then runs as an owned task."""
+        address = _address(pipe)
+        try:
+            self._auth.check_source(address)  # an address blocked for its failures, cached token or not
+        except GatewayError as exc:
+            pipe.add_response(refused(exc, self._max_payload), is_last=True)
+            return
         device = self._auth.cached_token(token)
         if device is None:
-            self._spawn(self._answering(pipe, self._after_lookup(token, proceed)))
+            self._spawn(self._answering(pipe, self._after_lookup(token, address, proceed)))
             return
         outcome = proceed(device)
         if outcome is not None:
             self._spawn(self._answering(pipe, outcome))
 
-    async def _after_lookup(self, token: str, proceed: Callable[[DeviceIdentity], Any]) -> None:
-        outcome = proceed(await self._auth.by_token(token))
+    async def _after_lookup(self, token: str, address: str, proceed: Callable[[DeviceIdentity], Any]) -> None:
+        outcome = proceed(await self._auth.by_token(token, address))
         if outcome is not None:
             await outcome
 
@@ -237,3 +243,9 @@ def _query(options: tuple[str, ...]) -> dict[str, str]:
         name, _, value = option.partition("=")
         query[name] = f"{query[name]},{value}" if name in query else value
     return query
+
+
+def _address(pipe: Pipe) -> str:
+    """The requester's IP address: what the per-address authentication back-off counts."""
+    sockaddr = getattr(pipe.request.remote, "sockaddr", None)
+    return str(sockaddr[0]) if sockaddr else pipe.request.remote.hostinfo

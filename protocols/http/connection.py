@@ -10,6 +10,12 @@ once its rows are stored, is answered from a callback: no task per request.
 Responses leave in request order (HTTP/1.1 pipelining); a connection that
 pipelines more than a handful of requests stops being read until they are
 answered.
+
+Abuse limits: a connection the :class:`~gateway.admission.ConnectionGate`
+refuses gets 429 and is closed; a request head (line and headers) over
+``max_head_bytes`` gets 414/431, a request not whole ``request_seconds`` after
+its first byte (a client dribbling bytes) 408, and both close the connection;
+a connection silent for ``idle_seconds`` is closed. One timer per connection.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from typing import Any, cast
 import httptools
 
 from gateway import metrics
+from gateway.admission import ConnectionGate, address_of
+from gateway.errors import TooManyRequests
+from protocols.http.errors import retry_headers
 from protocols.http.wire import Reply, encode
 
 log = logging.getLogger(__name__)
@@ -37,6 +46,8 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class HttpLimits:
     max_body_bytes: int
     idle_seconds: float = 75.0
+    request_seconds: float = 30.0
+    max_head_bytes: int = 8_192
 
 
 class DeviceApiPort:
@@ -45,7 +56,7 @@ class DeviceApiPort:
     def dispatch(
         self, method: bytes, target: bytes, body: bytes, remote: str, certificate: bytes | None = None
     ) -> Outcome: ...
-    def oversize(self, method: bytes, target: bytes) -> Outcome: ...
+    def oversize(self, method: bytes, target: bytes, remote: str = "") -> Outcome: ...
     def stored(self, future: asyncio.Future[Any]) -> Reply: ...
 
 
@@ -57,8 +68,8 @@ class _Slot:
         self.close = close
 
 
-class _Oversize(Exception):
-    """Raised from a parser callback to stop parsing a body over the limit."""
+class _Stop(Exception):
+    """Raised from a parser callback to stop parsing: the request was refused, the connection closes."""
 
 
 class DeviceHttpConnection(asyncio.Protocol):
@@ -68,8 +79,11 @@ class DeviceHttpConnection(asyncio.Protocol):
         limits: HttpLimits,
         spawn: Callable[[Coroutine[Any, Any, Reply]], asyncio.Task[Reply]],
         registry: set[DeviceHttpConnection],
+        gate: ConnectionGate | None = None,
     ) -> None:
         self._api = api
+        self._gate = gate
+        self._address: str | None = None  # counted by the gate while open
         self._limits = limits
         self._spawn = spawn
         self._registry = registry
@@ -87,6 +101,13 @@ class DeviceHttpConnection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._expect_continue = False
+        self._begun_at = 0.0  # when the request being read began; 0.0 between requests
+        self._in_head = False
+        self._fresh = False  # the request began in the chunk being parsed
+        self._begins = 0  # requests begun in the chunk being parsed
+        self._head_chunks = 0
+        self._head_parsed = 0
+        self._stopped = False
 
     # asyncio.Protocol
 
@@ -95,6 +116,18 @@ class DeviceHttpConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         peer = self._transport.get_extra_info("peername")
         self._remote = f"{peer[0]}:{peer[1]}" if peer else ""
+        if self._gate is not None:
+            address = address_of(peer)
+            try:
+                self._gate.open(address)
+            except TooManyRequests as exc:
+                metrics.LIMIT_REFUSALS.labels("http", type(exc).__name__).inc()
+                reply = Reply.text(429, exc.message, tuple(retry_headers(exc).items()))
+                self._transport.write(encode(reply, keep_alive=False))
+                self._closing = True
+                self._transport.close()
+                return
+            self._address = address
         # The client certificate of an HTTPS connection: the device of /api/v1/me/...
         ssl_object = self._transport.get_extra_info("ssl_object")
         if ssl_object is not None:
@@ -107,21 +140,37 @@ class DeviceHttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._registry.discard(self)
         self._transport = None
+        if self._address is not None and self._gate is not None:
+            self._gate.close(self._address)
+            self._address = None
         if self._idle is not None:
             self._idle.cancel()
 
     def data_received(self, data: bytes) -> None:
+        if self._stopped:
+            return
         self._active_at = self._loop.time()
+        self._fresh = False
+        self._begins = 0
+        between = not self._begun_at
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            if not isinstance(exc.__context__, _Oversize):
+            if not isinstance(exc.__context__, _Stop):
                 raise
+            return
         except httptools.HttpParserUpgrade:
             self._refuse(Reply.text(400, "Protocol upgrades are not supported"))
         except httptools.HttpParserError as exc:
             metrics.BAD_REQUESTS.labels("http", "malformed").inc()
             self._refuse(Reply.text(400, f"Malformed HTTP request: {exc}"))
+            return
+        if self._in_head and (not self._fresh or (between and self._begins == 1)):
+            # A head still incomplete after this whole chunk, which it began or continued:
+            # every byte of the chunk was head.
+            self._head_chunks += len(data)
+            if self._head_chunks > self._limits.max_head_bytes:
+                self._head_too_large(414 if not self._head_parsed else 431)
 
     # httptools callbacks
 
@@ -130,11 +179,27 @@ class DeviceHttpConnection(asyncio.Protocol):
         self._body = []
         self._size = 0
         self._expect_continue = False
+        self._in_head = self._fresh = True
+        self._begins += 1
+        self._head_chunks = self._head_parsed = 0
+        self._begun_at = now = self._loop.time()
+        deadline = now + self._limits.request_seconds
+        if self._idle is None or self._idle.when() > deadline:
+            if self._idle is not None:
+                self._idle.cancel()
+            self._idle = self._loop.call_at(deadline, self._check_idle)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        if len(self._url) > self._limits.max_head_bytes:
+            self._head_too_large(414)
+            raise _Stop()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_parsed += len(name) + len(value) + 4
+        if len(self._url) + self._head_parsed > self._limits.max_head_bytes:
+            self._head_too_large(431)
+            raise _Stop()
         if len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
         elif len(name) == 14 and name.lower() == b"content-length" and value.isdigit():
@@ -142,6 +207,7 @@ class DeviceHttpConnection(asyncio.Protocol):
                 self._too_large()
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         if self._expect_continue and self._transport is not None:
             self._transport.write(_CONTINUE)
 
@@ -152,6 +218,7 @@ class DeviceHttpConnection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._begun_at = 0.0
         body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
         self._body = []
         slot = _Slot(close=not self._parser.should_keep_alive())
@@ -171,10 +238,19 @@ class DeviceHttpConnection(asyncio.Protocol):
             self._transport.pause_reading()
         slot = _Slot(close=True)
         self._slots.append(slot)
-        self._answer(slot, self._api.oversize(self._parser.get_method(), self._url))
-        raise _Oversize()
+        self._answer(slot, self._api.oversize(self._parser.get_method(), self._url, self._remote))
+        raise _Stop()
+
+    def _head_too_large(self, status: int) -> None:
+        metrics.BAD_REQUESTS.labels("http", "head_too_large").inc()
+        what = "request target" if status == 414 else "request head"
+        self._refuse(Reply.text(status, f"The {what} is larger than {self._limits.max_head_bytes} bytes"))
 
     def _refuse(self, reply: Reply) -> None:
+        """Answer (after any earlier answers) and close; nothing more is read."""
+        self._stopped = True
+        if self._transport is not None:
+            self._transport.pause_reading()
         slot = _Slot(close=True)
         self._slots.append(slot)
         self._complete(slot, reply)
@@ -206,15 +282,29 @@ class DeviceHttpConnection(asyncio.Protocol):
             transport.resume_reading()
 
     def _check_idle(self) -> None:
-        """One timer per connection, moved on when it fires rather than at every request."""
-        if self._transport is None:
+        """One timer per connection, for the request deadline and the idle time, moved on
+        when it fires rather than at every request."""
+        self._idle = None
+        if self._transport is None or self._stopped:
             return
-        quiet = self._loop.time() - self._active_at
-        if quiet >= self._limits.idle_seconds and not self._slots:
-            self.close_when_idle()
-            return
-        wait = self._limits.idle_seconds if self._slots else self._limits.idle_seconds - quiet
-        self._idle = self._loop.call_later(wait, self._check_idle)
+        now = self._loop.time()
+        deadlines = []
+        if self._begun_at:
+            deadline = self._begun_at + self._limits.request_seconds
+            if now >= deadline:
+                metrics.BAD_REQUESTS.labels("http", "request_timeout").inc()
+                self._refuse(Reply.text(408, "The request did not arrive in time"))
+                return
+            deadlines.append(deadline)
+        idle = self._limits.idle_seconds
+        if idle > 0:
+            quiet = now - self._active_at
+            if quiet >= idle and not self._slots and not self._begun_at:
+                self.close_when_idle()
+                return
+            deadlines.append(now + (idle if self._slots or quiet >= idle else idle - quiet))
+        if deadlines:
+            self._idle = self._loop.call_at(min(deadlines), self._check_idle)
 
     def close_when_idle(self) -> None:
         """Close now if nothing is being answered; otherwise after the last answer."""

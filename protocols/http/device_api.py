@@ -18,7 +18,10 @@ import orjson
 from gateway import codec, metrics
 from gateway.auth import DeviceAuthenticator
 from gateway.credentials import CERTIFICATE_TOKEN
-from gateway.errors import Forbidden, GatewayError, InvalidInput, MalformedPayload, PayloadTooLarge, Unauthorized
+from gateway.errors import (
+    Forbidden, GatewayError, InvalidInput, MalformedPayload, PayloadTooLarge, SourceBlocked, TooManyRequests,
+    Unauthorized,
+)
 from gateway.model import DeviceIdentity
 from gateway.provision_json import request_from_json, response_to_json
 from gateway.provisioning import ProvisioningService
@@ -54,6 +57,8 @@ def refused(exc: GatewayError) -> Reply:
         metrics.BAD_REQUESTS.labels(PROTOCOL, "malformed" if isinstance(exc, MalformedPayload) else "invalid").inc()
     elif isinstance(exc, Unauthorized):
         metrics.AUTH_FAILURES.labels(PROTOCOL).inc()
+    elif isinstance(exc, TooManyRequests):
+        metrics.LIMIT_REFUSALS.labels(PROTOCOL, type(exc).__name__).inc()
     status = status_of(exc)
     headers = tuple(retry_headers(exc).items())
     return Reply(status, headers=headers) if status == 401 else Reply.text(status, exc.message, headers)
@@ -79,25 +84,26 @@ class DeviceApi:
         token, feature = _token(parts[3]), parts[4]
         if token == CERTIFICATE_TOKEN:
             return self._by_certificate(method, feature, body, query, certificate, remote)
+        address = _address(remote)
         if feature == b"telemetry":
             if method != b"POST":
                 return _method_not_allowed("POST")
-            return self._upload(token, body, self._uplink.submit_telemetry)
+            return self._upload(token, address, body, self._uplink.submit_telemetry)
         if feature == b"attributes":
             if method == b"POST":
-                return self._upload(token, body, self._uplink.submit_attributes)
+                return self._upload(token, address, body, self._uplink.submit_attributes)
             if method == b"GET":
-                return self._get_attributes(token, query)
+                return self._get_attributes(token, address, query)
             return _method_not_allowed("GET, POST")
         return _NOT_FOUND
 
-    def oversize(self, method: bytes, target: bytes) -> Outcome:
+    def oversize(self, method: bytes, target: bytes, remote: str = "") -> Outcome:
         """A body over the limit: 401 if the token is unknown (decided before any body), else 413."""
         parts = target.partition(b"?")[0].split(b"/")
         if len(parts) == 5 and parts[1:3] == [b"api", b"v1"]:
             token = _token(parts[3])
             if self._auth.cached_token(token) is None:
-                return self._oversize_after_auth(token)
+                return self._oversize_after_auth(token, _address(remote))
         return refused(PayloadTooLarge("The body is larger than the configured limit"))
 
     def stored(self, future: asyncio.Future[Any]) -> Reply:
@@ -114,15 +120,19 @@ class DeviceApi:
 
     # handlers
 
-    def _upload(self, token: str, body: bytes, submit: Any) -> Outcome:
+    def _upload(self, token: str, address: str, body: bytes, submit: Any) -> Outcome:
+        try:
+            self._auth.check_source(address)
+        except GatewayError as exc:
+            return refused(exc)
         device = self._auth.cached_token(token)
         if device is None:
-            return self._upload_after_auth(token, body, submit)
+            return self._upload_after_auth(token, address, body, submit)
         return _submitted(device, body, submit)
 
-    async def _upload_after_auth(self, token: str, body: bytes, submit: Any) -> Reply:
+    async def _upload_after_auth(self, token: str, address: str, body: bytes, submit: Any) -> Reply:
         try:
-            device = await self._auth.by_token(token)
+            device = await self._auth.by_token(token, address)
         except GatewayError as exc:
             return refused(exc)
         outcome = _submitted(device, body, submit)
@@ -131,9 +141,9 @@ class DeviceApi:
         await asyncio.wait([outcome])
         return self.stored(outcome)
 
-    async def _oversize_after_auth(self, token: str) -> Reply:
+    async def _oversize_after_auth(self, token: str, address: str) -> Reply:
         try:
-            await self._auth.by_token(token)
+            await self._auth.by_token(token, address)
         except GatewayError as exc:
             return refused(exc)
         return refused(PayloadTooLarge("The body is larger than the configured limit"))
@@ -149,10 +159,12 @@ class DeviceApi:
         if certificate is None:
             return refused(Unauthorized())
         try:
-            device = await self._auth.by_certificate(certificate, f"https:{remote}")
+            device = await self._auth.by_certificate(certificate, f"https:{remote}", _address(remote))
         except Unauthorized:
             metrics.AUTH_FAILURES.labels(PROTOCOL).inc()
             return refused(Forbidden("Not authorized"))
+        except SourceBlocked as exc:
+            return refused(exc)
         except GatewayError as exc:
             return refused(exc)
         if method == b"GET":
@@ -164,9 +176,9 @@ class DeviceApi:
         await asyncio.wait([outcome])
         return self.stored(outcome)
 
-    async def _get_attributes(self, token: str, query: bytes) -> Reply:
+    async def _get_attributes(self, token: str, address: str, query: bytes) -> Reply:
         try:
-            device = await self._auth.by_token(token)
+            device = await self._auth.by_token(token, address)
         except GatewayError as exc:
             return refused(exc)
         return await self._attributes_of(device, query)
@@ -188,7 +200,10 @@ class DeviceApi:
             request = request_from_json(codec.loads(body), source=f"http:{remote}")
         except GatewayError as exc:
             return refused(exc)
-        result = await self._provisioning.provision(request)
+        try:
+            result = await self._provisioning.provision(request)
+        except GatewayError as exc:
+            return refused(exc)
         metrics.PROVISIONING.labels(PROTOCOL, result.status.value, result.code).inc()
         return Reply.json(response_to_json(result))
 
@@ -199,6 +214,11 @@ def _submitted(device: DeviceIdentity, body: bytes, submit: Any) -> Reply | asyn
     except GatewayError as exc:
         return refused(exc)
     return OK if future is None else future
+
+
+def _address(remote: str) -> str:
+    """The IP address of a connection's ``host:port``."""
+    return remote.rpartition(":")[0]
 
 
 def _token(segment: bytes) -> str:

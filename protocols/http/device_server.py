@@ -6,6 +6,7 @@ import asyncio
 import ssl
 
 from gateway import metrics
+from gateway.admission import ConnectionGate
 from gateway.tasks import OwnedTasks
 from protocols.http.connection import DeviceApiPort, DeviceHttpConnection, HttpLimits
 from protocols.listeners import listen
@@ -15,9 +16,14 @@ class DeviceHttpServer:
     """Owns its servers, its connections and the tasks its handlers run; ``stop_accepting``
     closes the sockets, ``close`` waits for in-flight answers and closes the connections."""
 
-    def __init__(self, api: DeviceApiPort, limits: HttpLimits) -> None:
+    def __init__(
+        self, api: DeviceApiPort, limits: HttpLimits, gate: ConnectionGate | None = None,
+        tls_handshake_seconds: float = 10.0,
+    ) -> None:
         self._api = api
         self._limits = limits
+        self._gate = gate
+        self._tls_handshake_seconds = tls_handshake_seconds
         self._servers: list[asyncio.Server] = []
         self._connections: set[DeviceHttpConnection] = metrics.CountedSet("http")
         self._tasks = OwnedTasks()
@@ -32,12 +38,12 @@ class DeviceHttpServer:
         return len(self._connections)
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
-        server, bound = await listen(self._connection, host, port, ssl_context)
+        server, bound = await listen(self._connection, host, port, ssl_context, self._tls_handshake_seconds)
         self._servers.append(server)
         return bound
 
     def _connection(self) -> DeviceHttpConnection:
-        return DeviceHttpConnection(self._api, self._limits, self._tasks.spawn, self._connections)
+        return DeviceHttpConnection(self._api, self._limits, self._tasks.spawn, self._connections, self._gate)
 
     async def stop_accepting(self) -> None:
         for server in self._servers:

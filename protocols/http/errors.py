@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from gateway import errors
 
 _STATUS: list[tuple[type[errors.GatewayError], int]] = [
@@ -15,6 +17,7 @@ _STATUS: list[tuple[type[errors.GatewayError], int]] = [
     (errors.NotFound, 404),
     (errors.Conflict, 409),
     (errors.QuotaExceeded, 403),
+    (errors.TooManyRequests, 429),
     (errors.RpcTimeout, 504),
     (errors.Overloaded, 503),
     (errors.Unavailable, 503),
@@ -29,8 +32,8 @@ def status_of(exc: errors.GatewayError) -> int:
 
 
 def retry_headers(exc: errors.GatewayError) -> dict[str, str]:
-    if isinstance(exc, errors.Overloaded):
-        return {"Retry-After": str(max(1, round(exc.retry_after)))}
+    if isinstance(exc, errors.Overloaded | errors.TooManyRequests):
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     if isinstance(exc, errors.Unavailable):
         return {"Retry-After": "1"}
     return {}

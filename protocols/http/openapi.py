@@ -146,8 +146,9 @@ _PRODUCT_FIELDS = {
     "name": _s("string", maxLength=128),
     "description": _s("string", maxLength=1024),
     "provision_strategy": _STRATEGY,
-    "provision_key": _s("string", "Required unless the strategy is DISABLED; unique across projects"),
-    "provision_secret": _s("string"),
+    # null on a product that does not provision (DISABLED, none set).
+    "provision_key": _s(["string", "null"], "Required unless the strategy is DISABLED; unique across projects"),
+    "provision_secret": _s(["string", "null"]),
     "send_ack_on_validation_error": _s("boolean"),
 }
 _DEVICE_FIELDS = {

@@ -6,7 +6,7 @@ import secrets
 from dataclasses import dataclass
 
 from gateway.auth import DeviceAuthenticator
-from gateway.errors import GatewayError, Unauthorized
+from gateway.errors import GatewayError, SourceBlocked, TooManyConnections, TooManyRequests, Unauthorized
 from gateway.model import DeviceIdentity
 from protocols.mqtt.packets import MQTT_5, Connect, Property, Properties, Reason
 from protocols.mqtt.topics import UPLINK_TOPICS
@@ -19,6 +19,8 @@ class Limits:
     max_packet_size: int
     receive_maximum: int
     topic_alias_maximum: int
+    max_client_id_length: int = 256
+    max_topic_length: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +51,23 @@ def refusal_for(connect: Connect) -> int:
     return Reason.NOT_AUTHORIZED
 
 
+def limit_reason(exc: TooManyRequests, protocol_level: int) -> int:
+    """The CONNACK reason for a connection an abuse limit refuses (the codec gives 3.1.1 clients
+    return code 3, Server unavailable, for 0x97 and 0x9F: "try again later")."""
+    if isinstance(exc, SourceBlocked):
+        # Back-off after authentication failures: MQTT 5 says why; 3.1.1 keeps hearing "not authorized".
+        return Reason.CONNECTION_RATE_EXCEEDED if protocol_level == MQTT_5 else Reason.NOT_AUTHORIZED
+    if isinstance(exc, TooManyConnections):
+        return Reason.QUOTA_EXCEEDED
+    return Reason.CONNECTION_RATE_EXCEEDED
+
+
 async def admit(
-    connect: Connect, auth: DeviceAuthenticator, limits: Limits, peer_certificate: bytes | None, source: str = ""
+    connect: Connect, auth: DeviceAuthenticator, limits: Limits, peer_certificate: bytes | None, source: str = "",
+    address: str = "",
 ) -> Admitted | Refused:
+    if len(connect.client_id) > limits.max_client_id_length:
+        return Refused(Reason.CLIENT_IDENTIFIER_NOT_VALID, f"client id longer than {limits.max_client_id_length}")
     if connect.username == PROVISION or connect.client_id == PROVISION:
         # Provisioning comes first, before any certificate, and needs no credentials.
         return _admitted(connect, None, limits, will_accepted=False)
@@ -59,12 +75,14 @@ async def admit(
     try:
         if by_certificate:
             assert peer_certificate is not None
-            device = await auth.by_certificate(peer_certificate, source)
+            device = await auth.by_certificate(peer_certificate, source, address)
         else:
-            device = await auth.by_mqtt(connect.client_id, connect.username, connect.password)
+            device = await auth.by_mqtt(connect.client_id, connect.username, connect.password, address)
     except Unauthorized:
         # A certificate refused (unknown, disabled, not registrable) is only "not authorized".
         return Refused(Reason.NOT_AUTHORIZED if by_certificate else refusal_for(connect), "unknown credentials")
+    except TooManyRequests as exc:
+        return Refused(limit_reason(exc, connect.protocol_level), exc.message)
     except GatewayError as exc:
         return Refused(Reason.SERVER_UNAVAILABLE, exc.message)
     will = connect.will

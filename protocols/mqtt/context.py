@@ -7,6 +7,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from gateway.admission import ConnectionGate
 from gateway.auth import DeviceAuthenticator
 from gateway.downlink import Downlink
 from gateway.ingest import IngestPipeline
@@ -33,3 +34,4 @@ class MqttContext:
     max_connections: int
     spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
     sessions: set[MqttSession]
+    gate: ConnectionGate | None = None

@@ -7,6 +7,7 @@ import ssl
 from dataclasses import dataclass
 
 from gateway import metrics
+from gateway.admission import ConnectionGate
 from gateway.auth import DeviceAuthenticator
 from gateway.downlink import Downlink
 from gateway.ingest import IngestPipeline
@@ -34,13 +35,14 @@ class MqttSettings:
     connect_timeout: float
     provision_close_after: float
     max_connections: int
+    tls_handshake_seconds: float = 10.0
 
 
 class MqttServer:
     """Owns its listeners, its sessions and the tasks they run; ``stop_accepting`` closes
     the sockets, ``close`` tells MQTT 5 clients the server is shutting down and closes all."""
 
-    def __init__(self, services: MqttServices, settings: MqttSettings) -> None:
+    def __init__(self, services: MqttServices, settings: MqttSettings, gate: ConnectionGate | None = None) -> None:
         self._sessions: set[MqttSession] = metrics.CountedSet(PROTOCOL)
         self._tasks = OwnedTasks()
         self._context = MqttContext(
@@ -48,7 +50,9 @@ class MqttServer:
             downlink=services.downlink, pipeline=services.pipeline, limits=settings.limits,
             connect_timeout=settings.connect_timeout, provision_close_after=settings.provision_close_after,
             max_connections=settings.max_connections, spawn=self._tasks.spawn, sessions=self._sessions,
+            gate=gate,
         )
+        self._tls_handshake_seconds = settings.tls_handshake_seconds
         self._servers: list[asyncio.Server] = []
 
     @property
@@ -61,7 +65,9 @@ class MqttServer:
         return len(self._sessions)
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
-        server, bound = await listen(lambda: MqttSession(self._context), host, port, ssl_context)
+        server, bound = await listen(
+            lambda: MqttSession(self._context), host, port, ssl_context, self._tls_handshake_seconds
+        )
         self._servers.append(server)
         return bound
 

@@ -19,13 +19,14 @@ import orjson
 
 from gateway import codec as payloads
 from gateway import metrics
-from gateway.errors import GatewayError, InvalidInput, Overloaded
+from gateway.admission import address_of
+from gateway.errors import GatewayError, InvalidInput, Overloaded, TooManyRequests
 from gateway.model import DeviceIdentity
 from gateway.provision_json import response_to_json
 from protocols.mqtt import codec, requests, topics
 from protocols.mqtt.acks import AckQueue
 from protocols.mqtt.context import MqttContext
-from protocols.mqtt.connect import Admitted, Refused, admit
+from protocols.mqtt.connect import Admitted, Refused, admit, limit_reason
 from protocols.mqtt.outbound import DEFAULT_RECEIVE_MAXIMUM, Outbound
 from protocols.mqtt.subscriptions import Subscriptions
 from protocols.mqtt.packets import (
@@ -59,6 +60,8 @@ class MqttSession(asyncio.Protocol):
         self._closing = False
         self._clean_disconnect = False
         self._will: Any = None
+        self._address: str | None = None  # counted by the connection gate while open
+        self._refusal: TooManyRequests | None = None  # a limit refused it: CONNECT gets a refusing CONNACK
 
     @property
     def device(self) -> DeviceIdentity | None:
@@ -74,12 +77,24 @@ class MqttSession(asyncio.Protocol):
             self._close()
             return
         self._ctx.sessions.add(self)
+        gate = self._ctx.gate
+        if gate is not None:
+            address = address_of(self._transport.get_extra_info("peername"))
+            try:
+                gate.open(address)
+                self._address = address
+            except TooManyRequests as exc:
+                metrics.LIMIT_REFUSALS.labels(PROTOCOL, type(exc).__name__).inc()
+                self._refusal = exc
         self._active_at = self._loop.time()
         self._timer = self._loop.call_later(self._ctx.connect_timeout, self._check_timers)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._ctx.sessions.discard(self)
+        if self._address is not None and self._ctx.gate is not None:
+            self._ctx.gate.close(self._address)
+            self._address = None
         if self._timer is not None:
             self._timer.cancel()
         admitted = self._admitted
@@ -89,7 +104,6 @@ class MqttSession(asyncio.Protocol):
                 self._publish_will()
 
     def data_received(self, data: bytes) -> None:
-        self._active_at = self._loop.time()
         try:
             packets = self._decoder.feed(data)
         except codec.ProtocolError as exc:
@@ -101,6 +115,9 @@ class MqttSession(asyncio.Protocol):
                 return
             self._abort(exc.reason_code, str(exc))
             return
+        if not packets:
+            return  # keep-alive counts whole packets: bytes dribbled into one do not keep it alive
+        self._active_at = self._loop.time()
         if self._backlog or self._connecting or self._paused_for:
             self._backlog.extend(packets)
             return
@@ -162,12 +179,17 @@ class MqttSession(asyncio.Protocol):
 
     def _on_connect(self, connect: Connect) -> None:
         self._version = self._acks.version = connect.protocol_level
+        if self._refusal is not None:
+            self._write(codec.encode(ConnAck(reason_code=limit_reason(self._refusal, self._version)), self._version))
+            self._close()
+            return
         self._connecting = True
         self._ctx.spawn(self._admit(connect))
 
     async def _admit(self, connect: Connect) -> None:
         certificate = self._peer_certificate()
-        decision = await admit(connect, self._ctx.auth, self._ctx.limits, certificate, f"mqtts:{self._remote()}")
+        decision = await admit(connect, self._ctx.auth, self._ctx.limits, certificate, f"mqtts:{self._remote()}",
+                               self._remote().rpartition(":")[0])
         if self._transport is None:
             return
         if isinstance(decision, Refused):
@@ -223,7 +245,7 @@ class MqttSession(asyncio.Protocol):
         if device is None:
             self._on_provision_publish(publish, topic)
             return
-        route = topics.route(topic)
+        route = topics.route(topic) if len(topic) <= self._ctx.limits.max_topic_length else None
         if route is None:
             metrics.BAD_REQUESTS.labels(PROTOCOL, "unknown_topic").inc()
             self._ack_now(publish, Reason.TOPIC_NAME_INVALID)
@@ -332,7 +354,17 @@ class MqttSession(asyncio.Protocol):
         self._ctx.spawn(self._provision(publish, request))
 
     async def _provision(self, publish: Publish, request: Any) -> None:
-        result = await self._ctx.provisioning.provision(request)
+        try:
+            result = await self._ctx.provisioning.provision(request)
+        except TooManyRequests as exc:
+            # Too many attempts with this key: PUBACK 0x97 (MQTT 5), a FAILURE answer, then closed.
+            metrics.LIMIT_REFUSALS.labels(PROTOCOL, type(exc).__name__).inc()
+            if self._transport is None:
+                return
+            self._ack_now(publish, Reason.QUOTA_EXCEEDED)
+            self._publish(topics.PROVISION_RESPONSE, orjson.dumps({"errorMsg": exc.message, "status": "FAILURE"}))
+            self._loop.call_later(self._ctx.provision_close_after, self._close)
+            return
         metrics.PROVISIONING.labels(PROTOCOL, result.status.value, result.code).inc()
         if self._transport is None:
             return
