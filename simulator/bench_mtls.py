@@ -33,8 +33,9 @@ from simulator.fleet import wait_until_trusted
 from simulator.fleet_ca import TestCa, register_ca
 from simulator.loadspec import LoadSpec
 from simulator.mqtt_tls import MqttTls
-from simulator.report import BenchReport, Run, Target
+from simulator.report import BenchReport, Ratio, Run, Target
 from simulator.stats import LoadResult
+from simulator.tls_ceiling import handshake_cost
 from simulator.worker import run_load
 from simulator.workloads import MqttTelemetrySpec
 
@@ -83,6 +84,10 @@ async def mtls(options: BenchOptions, space: Workspace) -> BenchReport:
                             max_requests=len(paths))
             first = await _connect_all("first connections (auto-registration)", spec, options)
             again = await _connect_all("reconnections", spec, options)
+        # The baseline, in the same run: the handshake alone, in memory, same certificates and contexts.
+        cost = handshake_cost(server_cert, server_key, server_ca.pem, devices_ca.pem, paths[0])
+        progress(f"one mutual TLS handshake, no gateway: server {cost.server_ms:.2f} ms, "
+                 f"client {cost.client_ms:.2f} ms of CPU")
         registered = await services.pool.fetchval(
             "SELECT count(*) FROM devices WHERE product_id = $1", tenant.product_id)
     if not first.ok:
@@ -100,7 +105,14 @@ async def mtls(options: BenchOptions, space: Workspace) -> BenchReport:
             Target("reconnections", f">= {TARGET_RECONNECTIONS_PER_S:,} reconnections/s",
                    f"{again.requests_per_s:,.0f}", again.requests_per_s >= TARGET_RECONNECTIONS_PER_S),
         ),
+        ratios=(
+            Ratio("reconnections / handshakes one core can do and nothing else", again.requests_per_s
+                  / cost.server_ceiling_per_s if cost.server_ceiling_per_s else 0.0),
+        ),
         checks={
+            "server CPU a handshake, ms (in memory, no gateway)": round(cost.server_ms, 2),
+            "client CPU a handshake, ms (in memory, no gateway)": round(cost.client_ms, 2),
+            "handshakes a second, one core, nothing else": round(cost.server_ceiling_per_s),
             "devices registered": registered,
             "devices verified": registered == options.devices + 1,  # the trust probe is one of them
         },

@@ -19,7 +19,11 @@ def test_bench_mtls_registers_then_reconnects_every_device() -> None:
     )
     assert run.returncode == 0, run.stderr.decode()[-2000:]
     report = orjson.loads(run.stdout)
-    assert report["checks"] == {"devices registered": 21, "devices verified": True}
+    checks = report["checks"]
+    assert (checks["devices registered"], checks["devices verified"]) == (21, True)
+    # The baseline measured in the same run: a handshake alone, in memory.
+    assert checks["server CPU a handshake, ms (in memory, no gateway)"] > 0
+    assert checks["client CPU a handshake, ms (in memory, no gateway)"] > 0
     for name in ("first_connections", "reconnections"):
         assert report["runs"][name]["requests"] == 20 and report["runs"][name]["error_count"] == 0
         assert report["runs"][name]["requests_per_s"] > 0
