@@ -25,7 +25,7 @@ from tests.faults.ledger import Clock, DeviceLog, Message
 from tests.mqtt_raw import RawMqtt
 
 TOPIC = "v1/devices/me/telemetry"
-REQUEST_TIMEOUT = 10.0  # an HTTP or CoAP request unanswered this long is sent again
+REQUEST_TIMEOUT = 4.0  # an HTTP or CoAP request unanswered this long is sent again (a device's patience)
 ACK_TIMEOUT = 45.0  # longer than the 30-s freeze: a stalled PUBACK alone is no reason to reconnect
 MAX_BACKOFF = 1.0
 RECONNECT_DELAY = 0.2

@@ -5,6 +5,7 @@ devices on MQTT, HTTP and CoAP, the load they send, and the accounting afterward
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import socket
 import time
@@ -39,7 +40,9 @@ GATEWAY_SETTINGS = {
     "ingest_queue_rows": INGEST_QUEUE_ROWS, "db_retry_max_seconds": 0.5, "writers": 2, "db_pool_size": 4,
     "shutdown_timeout_seconds": 15, "batch_max_age_ms": 5, "log_level": "warning",
 }
-CRASH_MARKS = ("Traceback", "Task exception was never retrieved", "CRITICAL")
+# A crash, or an error a crash would log. Tracebacks alone are not: asyncpg's pool logs a
+# WARNING with one each time it fails to reconnect while the database is down.
+CRASH = re.compile(r"^\S+ \S+ (ERROR|CRITICAL) |Task exception was never retrieved|Exception in callback")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,7 @@ class Rig:
         self.gateway: GatewayProcess | None = None
         self.killed: list[GatewayProcess] = []  # gateways this test SIGKILLed on purpose
         self.devices: list[Device] = []
+        self.closed = False
 
     @classmethod
     async def create(cls, root: Path) -> Rig:
@@ -144,13 +148,23 @@ class Rig:
         return account(scenario, [d.log for d in self.devices], await self.stored_rows(),
                        time.monotonic() - started, events)
 
+    def logged(self, text: str) -> int:
+        """How many lines of the gateways' logs hold ``text``."""
+        gateways = [*self.killed, *([self.gateway] if self.gateway else [])]
+        return sum(text in line for g in gateways for line in g.log)
+
     def crashes(self) -> list[str]:
         """Log lines of the gateway (and of those killed on purpose) that tell of a crash."""
         gateways = [*self.killed, *([self.gateway] if self.gateway else [])]
-        return [line for g in gateways for line in g.log if any(mark in line for mark in CRASH_MARKS)]
+        return ["".join(g.log[max(i - 2, 0):i + 25]) for g in gateways for i, line in enumerate(g.log)
+                if CRASH.search(line)]
 
     async def close(self) -> None:
-        """Stop the gateway (SIGTERM: it must exit 0) and the database."""
+        """Stop the gateway (SIGTERM: it must exit 0) and the database; the logs are kept in
+        the test's directory (gateway-N.log). Once."""
+        if self.closed:
+            return
+        self.closed = True
         try:
             if self.gateway is not None:
                 assert self.gateway.proc.returncode is None, f"the gateway exited: {self.gateway.log[-20:]}"
@@ -159,5 +173,7 @@ class Rig:
         finally:
             if self.gateway is not None:
                 await self.gateway.kill()
+            for i, g in enumerate([*self.killed, *([self.gateway] if self.gateway else [])]):
+                (self.root / f"gateway-{i}.log").write_text("".join(g.log))
             if (self.server.pgdata / "postmaster.pid").exists():
                 await self.server.stop("fast")

@@ -164,6 +164,7 @@ async def test_disk_full(rig: Rig, tmp_path) -> None:
             filled = disk.fill()
             await asyncio.sleep(OUTAGE_SECONDS)  # the outage
             disk.free()
+            assert rig.logged("DiskFullError"), "PostgreSQL never ran out of space"
             return f"disk full {OUTAGE_SECONDS}s ({filled >> 10} KiB filler)"
 
         accounting, sampler, during = await run(rig, "disk full", fault)
