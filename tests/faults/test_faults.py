@@ -71,8 +71,10 @@ async def run(rig: Rig, scenario: str, fault: Fault) -> tuple[Accounting, Sample
 
 def memory(sampler: Sampler) -> str:
     warm = max(s.rss_kib for s in sampler.of("warm"))
-    peak = max(s.rss_kib for s in sampler.of("outage"))
-    return f"rss {warm / 1024:.0f} -> {peak / 1024:.0f} MiB"
+    during = [s.rss_kib for s in sampler.of("outage") if s.rss_kib]
+    if not during:
+        return f"rss {warm / 1024:.0f} MiB before (the gateway was down during the fault)"
+    return f"rss {warm / 1024:.0f} -> {max(during) / 1024:.0f} MiB"
 
 
 def assert_nothing_lost(rig: Rig, accounting: Accounting) -> None:
