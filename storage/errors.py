@@ -14,6 +14,9 @@ _UNAVAILABLE = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # "cannot switch to state ...; another operation is in progress": a connection left
+    # mid-operation by a terminated backend (found by the fault suite, issue 8).
+    asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,

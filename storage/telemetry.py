@@ -113,18 +113,30 @@ class TelemetryWriter:
             if telemetry:
                 rows = await self._rows(telemetry)
             async with self._pool.acquire() as conn:
-                if rows and time.monotonic() >= self._upsert_until:
-                    try:
-                        await self._copy(conn, rows, attributes)
-                        return
-                    except asyncpg.UniqueViolationError:
-                        self._upsert_until = time.monotonic() + _UPSERT_PERIOD
-                    except asyncpg.CheckViolationError:
-                        raise self._partition_dropped() from None
                 try:
-                    await self._upsert(conn, telemetry, attributes)
-                except asyncpg.CheckViolationError:
-                    raise self._partition_dropped() from None
+                    await self._write_on(conn, rows, telemetry, attributes)
+                except (asyncpg.InterfaceError, asyncpg.InternalClientError):
+                    # The connection's protocol state is unknown (a COPY cut short by a
+                    # terminated backend): close it, so that the pool never hands it out again.
+                    conn.terminate()
+                    raise
+
+    async def _write_on(
+        self, conn: asyncpg.Connection, rows: list[tuple[object, ...]],
+        telemetry: Sequence[TelemetryMessage], attributes: Sequence[AttributeMessage],
+    ) -> None:
+        if rows and time.monotonic() >= self._upsert_until:
+            try:
+                await self._copy(conn, rows, attributes)
+                return
+            except asyncpg.UniqueViolationError:
+                self._upsert_until = time.monotonic() + _UPSERT_PERIOD
+            except asyncpg.CheckViolationError:
+                raise self._partition_dropped() from None
+        try:
+            await self._upsert(conn, telemetry, attributes)
+        except asyncpg.CheckViolationError:
+            raise self._partition_dropped() from None
 
     def _partition_dropped(self) -> Unavailable:
         """A row fell in no partition: retention dropped one this process knew. Forget them

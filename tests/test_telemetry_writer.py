@@ -5,8 +5,11 @@ from __future__ import annotations
 import secrets
 
 import pytest
+from asyncpg import InternalClientError
 
 from gateway.model import AttributeMessage, AttributeScope, KeyValue, Reading, TelemetryMessage, ValueType
+from gateway.errors import Unavailable
+from storage.errors import translated
 from storage.telemetry import KeyDictionary, TelemetryWriter
 
 JAN, FEB = 1_767_225_600_000, 1_769_904_000_000  # 2026-01-01, 2026-02-01 (UTC)
@@ -103,3 +106,12 @@ async def test_telemetry_and_attributes_of_one_batch_are_stored_together(gateway
     assert await rows(gateway.services.pool, device) == [("t", JAN, None, 1, None, None)]
     values = await gateway.services.attributes.read_attributes(device, AttributeScope.CLIENT, None)
     assert [(v.key, v.value) for v in values] == [("fw", "2.0")]
+
+
+def test_a_connection_left_mid_operation_is_an_outage_not_a_bad_message() -> None:
+    """Found by the fault suite (pg_terminate_backend during COPY): asyncpg's "cannot switch to
+    state ...; another operation is in progress" was taken for a bad message, so the batch
+    was split and, after three tries, a valid message refused. It is retried like an outage."""
+    with pytest.raises(Unavailable):
+        with translated():
+            raise InternalClientError("cannot switch to state 21; another operation (2) is in progress")

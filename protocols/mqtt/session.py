@@ -431,6 +431,10 @@ class MqttSession(asyncio.Protocol):
                 self._close()
             return
         limit = admitted.keep_alive * 1.5
+        if self._paused_for:
+            # Not reading (the queue is full, or too many messages await storage): the
+            # client's PINGREQs wait unread in the socket. Its silence is the gateway's.
+            self._active_at = self._loop.time()
         quiet = self._loop.time() - self._active_at
         if quiet >= limit:
             self._abort(Reason.KEEP_ALIVE_TIMEOUT, "keep-alive expired")
