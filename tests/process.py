@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+from tests.support import TEST_SECRETS_KEY
+
 _ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,7 +26,9 @@ class GatewayProcess:
     async def start(cls, database_url: str, data_dir: str, **settings: object) -> GatewayProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         env.update(GATEWAY_DATABASE_URL=database_url, GATEWAY_DATA_DIR=data_dir, GATEWAY_HOST="127.0.0.1",
-                   GATEWAY_HTTPS_PORT="0", GATEWAY_MQTTS_PORT="0", GATEWAY_COAP_PORT="0", GATEWAY_HTTP_PORT="0")
+                   GATEWAY_HTTPS_PORT="0", GATEWAY_MQTTS_PORT="0", GATEWAY_COAP_PORT="0", GATEWAY_HTTP_PORT="0",
+                   # The test run's gateways share one database, so they share the key sealing its secrets.
+                   GATEWAY_SECRETS_KEY_FILE=TEST_SECRETS_KEY)
         env.update({f"GATEWAY_{k.upper()}": str(v) for k, v in settings.items()})
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "serve", env=env, cwd=_ROOT,

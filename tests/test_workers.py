@@ -19,7 +19,7 @@ import pytest
 from gateway.app import open_services
 from protocols.mqtt.packets import Publish, Subscribe, Subscription
 from tests.mqtt_raw import RawMqtt
-from tests.support import free_port, new_tenant
+from tests.support import TEST_SECRETS_KEY, free_port, gateway_settings, new_tenant
 
 ROOT = Path(__file__).resolve().parent.parent
 _SERIES = re.compile(r'gateway_connections\{pid="(\d+)",protocol="mqtt"\} ([0-9.]+)')
@@ -34,7 +34,8 @@ async def workers(database_url, tmp_path_factory):
         sys.executable, "-m", "gateway", "serve", "--workers", "2", "--data-dir", str(data_dir),
         "--database-url", database_url, "--host", "127.0.0.1", "--http-port", str(ports["http"]),
         "--management-port", str(ports["management"]), "--mqtt-port", str(ports["mqtt"]), "--https-port", "0",
-        "--mqtts-port", "0", "--coap-port", "0", "--batch-max-age-ms", "2", cwd=ROOT, env=env,
+        "--mqtts-port", "0", "--coap-port", "0", "--batch-max-age-ms", "2",
+        "--secrets-key-file", TEST_SECRETS_KEY, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE,
     )
     lines = []
@@ -44,7 +45,8 @@ async def workers(database_url, tmp_path_factory):
                 line = await process.stdout.readline()
                 assert line, f"the supervisor exited: {lines}"
                 lines.append(line.decode().strip())
-        services = await open_services(database_url, 2)
+        # The workers' data dir: the key sealing provision secrets is there.
+        services = await open_services(database_url, 2, gateway_settings(str(data_dir)))
         try:
             yield process, ports, services, lines
         finally:
@@ -64,7 +66,9 @@ async def provision(ports, tenant, name: str) -> str:
     async with aiohttp.ClientSession(f"http://127.0.0.1:{ports['http']}") as http, http.post(
             "/api/v1/provision", json={"deviceName": name, "provisionDeviceKey": tenant.provision_key,
                                        "provisionDeviceSecret": tenant.provision_secret}) as resp:
-        return orjson.loads(await resp.read())["credentialsValue"]
+        body = await resp.read()
+        assert resp.status == 200, (resp.status, body)
+        return orjson.loads(body)["credentialsValue"]
 
 
 async def connections_by_worker(ports) -> dict[int, float]:

@@ -71,8 +71,9 @@ class Rig:
     @classmethod
     async def create(cls, root: Path) -> Rig:
         server = ControlledServer(root / "db")
+        # The same data dir as the gateway's, so both seal secrets with the same key.
         async with running_gateway(server.url, gateway_settings(
-                str(root / "setup"), http_port=0, mqtt_port=0, coap_port=0, management_port=0)) as setup:
+                str(root / "gateway"), http_port=0, mqtt_port=0, coap_port=0, management_port=0)) as setup:
             tenant = await new_tenant(setup.services)
         ports = {"http_port": free_port(), "mqtt_port": free_port(), "management_port": free_port(),
                  "coap_port": free_port(socket.SOCK_DGRAM)}
