@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import aiocoap
 
 from gateway.tasks import OwnedTasks
+from protocols.coap.dedup import DedupWindow
 from protocols.coap.site import CoapServices, DeviceSite
-from protocols.coap.tuning import DeviceTuning, tune_incoming
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,11 +23,13 @@ class CoapServer:
     requests (5.03), ``close`` lets running handlers finish, ends the observations and the sockets.
 
     Only aiocoap's UDP transport is started: no CoAP over TCP, TLS or WebSockets, and no DTLS.
+    Duplicate detection is protocols.coap.dedup's, with a ``dedup_seconds`` window.
     """
 
     def __init__(self, services: CoapServices, settings: CoapSettings) -> None:
         self._tasks = OwnedTasks()
-        self._tuning = DeviceTuning(settings.dedup_seconds)
+        self._dedup_seconds = settings.dedup_seconds
+        self.dedup_windows: list[DedupWindow] = []
         self.site = DeviceSite(services, settings.max_payload, self._tasks.spawn)
         self._contexts: list[aiocoap.Context] = []
 
@@ -37,7 +39,12 @@ class CoapServer:
             self.site, bind=(host, port), transports=["udp6"], loggername="gateway.coap"
         )
         self._contexts.append(context)
-        tune_incoming(context, self._tuning)
+        for interface in context.request_interfaces:
+            manager = getattr(interface, "token_interface", None)
+            if manager is not None and hasattr(manager, "message_interface"):  # a message manager: UDP
+                window = DedupWindow(self._dedup_seconds)
+                window.install(manager)
+                self.dedup_windows.append(window)
         return _bound_port(context)
 
     async def stop_accepting(self) -> None:
@@ -50,6 +57,8 @@ class CoapServer:
         contexts, self._contexts = self._contexts, []
         for context in contexts:
             await context.shutdown()
+        for window in self.dedup_windows:
+            window.close()
 
 
 def _bound_port(context: aiocoap.Context) -> int:
