@@ -31,10 +31,11 @@ from typing import Any
 
 import orjson
 
-from simulator import http_load, mqtt_load, runtime
+from simulator import coap_load, http_load, mqtt_load, runtime
 from simulator.loadspec import LoadSpec
 from simulator.processes import raise_open_files_limit
 from simulator.stats import LoadResult, merge_all
+from simulator.coap_packets import CoapTelemetrySpec
 from simulator.workloads import MqttTelemetrySpec
 
 __all__ = ["LoadSpec", "WorkerFailed", "run_load", "run_spec"]
@@ -54,6 +55,8 @@ async def run_spec(spec: LoadSpec, ready: Phase | None = None, held: Phase | Non
     (idle runs: wait for ``held`` with the connections open), close."""
     if isinstance(spec.workload, MqttTelemetrySpec):
         return await mqtt_load.run_spec(spec, ready, held)
+    if isinstance(spec.workload, CoapTelemetrySpec):
+        return await coap_load.run_spec(spec, ready)
     return await http_load.run_spec(spec, ready)
 
 
