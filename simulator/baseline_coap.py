@@ -3,7 +3,7 @@
 ``python -m simulator.baseline_coap --port N`` serves POST /api/v1/{token}/telemetry
 (any token) by answering 2.01, with nothing else: aiocoap's server context with its
 defaults (its own duplicate detection included), the UDP transport only, uvloop, one
-process. What the gateway adds on top (authentication, decoding, queueing, the database
+process, the gateway's socket receive buffer. What the gateway adds on top (authentication, decoding, queueing, the database
 commit before the answer) is what ``bench coap``'s ratio prices. It prints
 ``coap: coap://HOST:PORT`` once listening, as ``iot-gateway serve`` does, and stops on
 SIGTERM or SIGINT.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,7 @@ import aiocoap
 from aiocoap import Code, Message
 from aiocoap.interfaces import Resource
 
+from protocols.coap.server import RECEIVE_BUFFER
 from simulator import runtime
 
 _PATH_LENGTH = 4  # api, v1, {token}, telemetry
@@ -49,8 +51,9 @@ async def serve(host: str, port: int) -> None:
     try:
         bound = port
         for interface in context.request_interfaces:
-            transport = interface.token_interface.message_interface.transport
-            bound = transport.get_extra_info("socket").getsockname()[1]
+            sock = interface.token_interface.message_interface.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)  # as the gateway's
+            bound = sock.getsockname()[1]
         print(f"coap: coap://{host}:{bound}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -8,6 +8,12 @@ from dataclasses import dataclass
 import aiocoap
 
 from gateway.tasks import OwnedTasks
+
+# Requests arrive in bursts (a fleet reconnecting, devices on the same schedule) and the
+# kernel drops what does not fit in the socket's receive buffer, which then costs a 2-3 s
+# retransmission. Linux's default, 208 KiB, holds about 200 small datagrams; this holds
+# about 3,500 (the kernel caps it at net.core.rmem_max).
+RECEIVE_BUFFER = 4 << 20
 from protocols.coap.dedup import DedupWindow
 from protocols.coap.site import CoapServices, DeviceSite
 
@@ -39,6 +45,7 @@ class CoapServer:
             self.site, bind=(host, port), transports=["udp6"], loggername="gateway.coap"
         )
         self._contexts.append(context)
+        _socket(context).setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         for interface in context.request_interfaces:
             manager = getattr(interface, "token_interface", None)
             if manager is not None and hasattr(manager, "message_interface"):  # a message manager: UDP
@@ -62,9 +69,13 @@ class CoapServer:
 
 
 def _bound_port(context: aiocoap.Context) -> int:
+    return int(_socket(context).getsockname()[1])
+
+
+def _socket(context: aiocoap.Context) -> socket.socket:
     for interface in context.request_interfaces:
         transport = getattr(getattr(interface.token_interface, "message_interface", None), "transport", None)
         sock: socket.socket | None = transport.get_extra_info("socket") if transport is not None else None
         if sock is not None:
-            return int(sock.getsockname()[1])
+            return sock
     raise RuntimeError("the CoAP context has no UDP socket")
