@@ -32,10 +32,10 @@ from typing import Any
 import orjson
 
 from simulator import coap_load, http_load, mqtt_load, runtime
+from simulator.coap_packets import CoapTelemetrySpec
 from simulator.loadspec import LoadSpec
 from simulator.processes import raise_open_files_limit
 from simulator.stats import LoadResult, merge_all
-from simulator.coap_packets import CoapTelemetrySpec
 from simulator.workloads import MqttTelemetrySpec
 
 __all__ = ["LoadSpec", "WorkerFailed", "run_load", "run_spec"]

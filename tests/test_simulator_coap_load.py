@@ -10,8 +10,14 @@ import pytest
 from aiocoap import Code, Message
 from aiocoap.numbers.types import Type
 
-from simulator import coap_load
-from simulator.coap_packets import CoapTelemetrySpec, con_post, empty_ack, parse_header, telemetry_tail
+from simulator import coap_driver, coap_load
+from simulator.coap_packets import (
+    CoapTelemetrySpec,
+    con_post,
+    empty_ack,
+    parse_header,
+    telemetry_tail,
+)
 from simulator.loadspec import LoadSpec
 from simulator.worker import run_load
 from tests.coap_support import coap_client, provision_device
@@ -67,13 +73,13 @@ async def test_two_generator_processes_share_the_devices(gateway, coap_url, tena
 
 
 async def test_a_silent_server_is_retransmitted_to_then_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(coap_load, "ACK_TIMEOUT", 0.02)
+    monkeypatch.setattr(coap_driver, "ACK_TIMEOUT", 0.02)
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))
     silent.setblocking(False)
     try:
         workload = CoapTelemetrySpec(("t",))
-        driver = coap_load.CoapDriver(workload)
+        driver = coap_driver.CoapDriver(workload)
         await driver.open("127.0.0.1", silent.getsockname()[1])
         try:
             result = await coap_load.ClosedLoop(driver, 3, 1, 1).run(0, 5, 5)
@@ -87,6 +93,6 @@ async def test_a_silent_server_is_retransmitted_to_then_an_error(monkeypatch: py
                 break
     finally:
         silent.close()
-    assert result.errors == {coap_load.GAVE_UP: 1} and result.total_ok == 0
-    assert driver.retransmissions == coap_load.MAX_RETRANSMIT
-    assert len(received) == 1 + coap_load.MAX_RETRANSMIT and len(set(received)) == 1
+    assert result.errors == {coap_driver.GAVE_UP: 1} and result.total_ok == 0
+    assert driver.retransmissions == coap_driver.MAX_RETRANSMIT
+    assert len(received) == 1 + coap_driver.MAX_RETRANSMIT and len(set(received)) == 1

@@ -72,7 +72,7 @@ class DedupWindow:
         """Take over duplicate detection from aiocoap's message manager ``manager``."""
         for name in ("_deduplicate_message", "_store_response_for_duplicates", "_send_initially"):
             if not callable(getattr(manager, name, None)):
-                raise RuntimeError(f"aiocoap's message manager has no {name}: this aiocoap is not supported")
+                raise RuntimeError(f"aiocoap's message manager has no {name}: unsupported aiocoap version")
         self._manager = manager
         self._loop = asyncio.get_running_loop()
         manager._deduplicate_message = self.seen
