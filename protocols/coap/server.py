@@ -16,6 +16,7 @@ from gateway.tasks import OwnedTasks
 RECEIVE_BUFFER = 4 << 20
 from protocols.coap.dedup import DedupWindow
 from protocols.coap.site import CoapServices, DeviceSite
+from protocols.coap.tuning import GatewayTuning, tune_requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class CoapServer:
             if manager is not None and hasattr(manager, "message_interface"):  # a message manager: UDP
                 window = DedupWindow(self._dedup_seconds)
                 window.install(manager)
+                tune_requests(manager, GatewayTuning())
                 self.dedup_windows.append(window)
         return _bound_port(context)
 
