@@ -3,12 +3,15 @@ answer a 2.01 and every acknowledged data point stored; its datagrams; a server 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from dataclasses import replace
 
+import aiocoap
 import pytest
 from aiocoap import Code, Message
 from aiocoap.numbers.types import Type
+from aiocoap.resource import Resource, Site
 
 from simulator import coap_driver, coap_load
 from simulator.coap_packets import (
@@ -21,6 +24,7 @@ from simulator.coap_packets import (
 from simulator.loadspec import LoadSpec
 from simulator.worker import run_load
 from tests.coap_support import coap_client, provision_device
+from tests.coap_wire import RawCoap
 from tests.test_coap_wire import port_of
 
 
@@ -96,3 +100,39 @@ async def test_a_silent_server_is_retransmitted_to_then_an_error(monkeypatch: py
     assert result.errors == {coap_driver.GAVE_UP: 1} and result.total_ok == 0
     assert driver.retransmissions == coap_driver.MAX_RETRANSMIT
     assert len(received) == 1 + coap_driver.MAX_RETRANSMIT and len(set(received)) == 1
+
+
+class _Slow(Resource):
+    """Answers after aiocoap's EMPTY_ACK_DELAY (0.1 s): an empty ACK, then a separate 2.01."""
+
+    async def render_post(self, request: Message) -> Message:
+        await asyncio.sleep(0.15)  # slow work, not a wait for the test
+        return Message(code=Code.CREATED)
+
+
+async def test_separate_responses_are_counted_and_acknowledged() -> None:
+    site = Site()
+    site.add_resource(["api", "v1", "slow", "telemetry"], _Slow())
+    context = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", 0), transports=["udp6"])
+    manager = context.request_interfaces[0].token_interface
+    try:
+        port = manager.message_interface.transport.get_extra_info("socket").getsockname()[1]
+        driver = coap_driver.CoapDriver(CoapTelemetrySpec(("slow",)))
+        await driver.open("127.0.0.1", port)
+        try:
+            result = await coap_load.ClosedLoop(driver, 3, 3, 1).run(0, 10, 5)
+        finally:
+            driver.close()
+        assert result.errors == {} and result.total_ok == 3
+        assert result.histogram.min_us >= 100_000  # each waited for its separate response
+        assert driver.retransmissions == 0
+        # A CoAP ping answered means the server has read every datagram sent to it before.
+        raw = await RawCoap.open(port)
+        try:
+            raw.send(Message(_mtype=Type.CON, _mid=1, code=Code.EMPTY))
+            assert (await raw.receive()).mtype is Type.RST
+        finally:
+            raw.close()
+        assert not manager._active_exchanges  # every separate (confirmable) response was acknowledged
+    finally:
+        await context.shutdown()
