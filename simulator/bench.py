@@ -17,6 +17,7 @@ import orjson
 
 from gateway.config import Settings
 from simulator import runtime
+from simulator.bench_coap import coap
 from simulator.bench_http import http, provision
 from simulator.bench_idle import idle_connections
 from simulator.bench_mqtt import mqtt
@@ -34,6 +35,7 @@ SCENARIOS: dict[str, Callable[[BenchOptions, Workspace], Coroutine[Any, Any, Ben
     "mqtt": mqtt,
     "idle-connections": idle_connections,
     "mtls": mtls,
+    "coap": coap,
 }
 
 

@@ -27,6 +27,8 @@ class BenchOptions:
     mqtt_version: str = "3.1.1"
     connect_rate: float = 1_000.0
     timestamps: bool = False
+    requests: int = 1_000_000  # coap: the memory run's requests (0: none)
+    memory_seconds: float = 900.0  # coap: the memory run's time cap
 
     @property
     def max_requests(self) -> int:

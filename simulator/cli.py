@@ -8,8 +8,7 @@ from typing import Any
 
 from gateway.config import Settings
 
-# More to come: coap.
-SCENARIOS = ("http", "provision", "mqtt", "idle-connections", "mtls")
+SCENARIOS = ("http", "provision", "mqtt", "idle-connections", "mtls", "coap")
 
 _BENCH_HELP = """\
 Start a gateway on loopback with a temporary embedded PostgreSQL (or the
@@ -25,8 +24,10 @@ connections held for --duration seconds with keep-alive pings; the server's
 memory (VmRSS, summed over the gateway's processes) before and while holding
 them, and so per connection, for the gateway and mosquitto. mtls: --devices
 devices with ECDSA P-256 client certificates from a CA the bench registers,
-connecting for the first time (auto-registration), then again. --workers N runs
-the gateway with N worker processes. Gateway settings (--batch-max-rows, --writers...) are
+connecting for the first time (auto-registration), then again. coap: confirmable
+CoAP telemetry from --devices devices at maximum rate, compared with a bare
+aiocoap handler, then --requests more with the gateway's VmRSS before and after.
+--workers N runs the gateway with N worker processes. Gateway settings (--batch-max-rows, --writers...) are
 passed to the gateway under test. Exit status 1 if any request failed or a
 check did not hold.
 """
@@ -70,6 +71,12 @@ def add_commands(
     mqtt.add_argument("--timestamps", action="store_true",
                       help='send {"ts":T,"values":{...}} with a T unique to each message of a device, '
                            "so the rows check is exact with several messages in flight")
+    coap = bench.add_argument_group("coap")
+    coap.add_argument("--requests", type=_not_negative(int), default=1_000_000, metavar="N",
+                      help="requests of the memory run, the gateway's RSS read before and after; 0: none "
+                           "[default: 1000000]")
+    coap.add_argument("--memory-seconds", type=_positive(float), default=900.0, metavar="SECONDS",
+                      help="time cap of the memory run [default: 900]")
     add_settings(bench)
     bench.set_defaults(run=_bench)
 
@@ -86,7 +93,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         scenario=args.scenario, devices=args.devices, duration=args.duration, warmup=args.warmup, rate=args.rate,
         connections=args.connections, load_processes=args.load_processes, json=args.json,
         target=args.target, qos=args.qos, inflight=args.inflight, mqtt_version=args.mqtt_version,
-        connect_rate=args.connect_rate, timestamps=args.timestamps,
+        connect_rate=args.connect_rate, timestamps=args.timestamps, requests=args.requests,
+        memory_seconds=args.memory_seconds,
     )
     return run(options, settings)
 

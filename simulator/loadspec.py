@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from simulator.coap_packets import CoapTelemetrySpec
 from simulator.workloads import MqttTelemetrySpec, ProvisionSpec, TelemetrySpec, WorkloadSpec, spec_from_json
 
 _SETUP_TIMEOUT = 60.0
@@ -19,7 +20,7 @@ _SETUP_TIMEOUT = 60.0
 class LoadSpec:
     host: str
     port: int
-    workload: WorkloadSpec
+    workload: WorkloadSpec | CoapTelemetrySpec
     connections: int
     mode: Literal["closed", "open", "idle"] = "closed"
     warmup: float = 2.0
@@ -68,6 +69,8 @@ class LoadSpec:
         match self.workload:
             case TelemetrySpec() | MqttTelemetrySpec() as telemetry:  # one connection per device
                 shares = [(share, len(share.tokens)) for share in telemetry.split(parts)]
+            case CoapTelemetrySpec() as coap:  # connections: its UDP sockets
+                shares = [(share, share.sockets) for share in coap.split(parts)]
             case ProvisionSpec() as provision:
                 parts = min(parts, self.connections)
                 shares = [

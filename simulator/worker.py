@@ -34,7 +34,8 @@ from typing import Any
 
 import orjson
 
-from simulator import http_load, mqtt_load, runtime
+from simulator import coap_load, http_load, mqtt_load, runtime
+from simulator.coap_packets import CoapTelemetrySpec
 from simulator.loadspec import LoadSpec
 from simulator.processes import raise_open_files_limit
 from gateway.tasks import OwnedTasks
@@ -76,6 +77,8 @@ async def run_spec(
     try:
         if isinstance(spec.workload, MqttTelemetrySpec):
             return await mqtt_load.run_spec(spec, go, held, recorder)
+        if isinstance(spec.workload, CoapTelemetrySpec):
+            return await coap_load.run_spec(spec, go)
         return await http_load.run_spec(spec, go, recorder=recorder)
     finally:
         await ticks.finish()

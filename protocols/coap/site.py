@@ -69,6 +69,11 @@ class DeviceSite:
         raise NotImplementedError
 
     async def render_to_pipe(self, pipe: Pipe) -> None:
+        self.handle(pipe)
+
+    def handle(self, pipe: Pipe) -> None:
+        """Answer, or start answering, a request: synchronous, so protocols.coap.server calls it
+        for aiocoap's context without a task per request (what waits runs in owned tasks)."""
         try:
             self._dispatch(pipe)
         except GatewayError as exc:

@@ -1,43 +1,39 @@
-"""aiocoap's duplicate detection, with a window sized for a gateway rather than RFC 7252's worst case.
+"""How long the gateway holds a confirmable request's ACK while its answer is being prepared.
 
-aiocoap remembers every request it received (and the response it gave) for the
-request's ``transport_tuning.EXCHANGE_LIFETIME``, 247 s by default: at thousands
-of requests a second that is gigabytes. Each request arriving here is given a
-shared tuning whose EXCHANGE_LIFETIME is ``dedup_seconds``: a retransmitted
-confirmable request within that window is still answered from the cached
-response (and its data stored once); a copy arriving later is taken as new.
+aiocoap acknowledges a confirmable request with an empty ACK when its answer is not
+ready within EMPTY_ACK_DELAY (0.1 s); the answer then goes as a separate confirmable
+response, which the device must acknowledge. With stored acknowledgements the answer
+waits for a database commit, which under load takes longer than 0.1 s: every request
+would then cost three more datagrams (empty ACK, separate response, the device's ACK)
+and a retransmission timer. The gateway waits up to ANSWER_WAIT_S (1 s) instead, half
+of RFC 7252's shortest ACK_TIMEOUT (2 s), so the device still hears from the gateway
+before its first retransmission; only an answer slower than that is separate.
+
+Applied to each request the gateway's message manager receives, by wrapping that
+instance's ``_process_request`` (aiocoap reads the request's ``transport_tuning`` there).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aiocoap import Context
 from aiocoap.numbers.constants import TransportTuning
 
-
-class DeviceTuning(TransportTuning):
-    def __init__(self, dedup_seconds: float) -> None:
-        self._dedup_seconds = dedup_seconds
-
-    @property
-    def EXCHANGE_LIFETIME(self) -> float:  # noqa: N802 - aiocoap's name
-        return self._dedup_seconds
+ANSWER_WAIT_S = 1.0
 
 
-def tune_incoming(context: Context, tuning: TransportTuning) -> None:
-    """Give every request the context receives ``tuning`` before aiocoap's message layer sees it.
+class GatewayTuning(TransportTuning):
+    EMPTY_ACK_DELAY = ANSWER_WAIT_S
 
-    The hook is the message manager's ``dispatch_message`` (what the UDP transport
-    calls for each datagram), overridden on this context's instances only."""
-    for interface in context.request_interfaces:
-        manager = getattr(interface, "token_interface", None)
-        dispatch = getattr(manager, "dispatch_message", None)
-        if dispatch is None:
-            continue
 
-        def tuned(message: Any, dispatch: Any = dispatch) -> None:
-            message.transport_tuning = tuning
-            dispatch(message)
+def tune_requests(manager: Any, tuning: TransportTuning) -> None:
+    """Give every request ``manager`` (aiocoap's message manager) receives ``tuning``."""
+    process = getattr(manager, "_process_request", None)
+    if not callable(process):
+        raise RuntimeError("aiocoap's message manager has no _process_request: unsupported aiocoap version")
 
-        manager.dispatch_message = tuned  # type: ignore[union-attr]
+    def tuned(request: Any) -> None:
+        request.transport_tuning = tuning
+        process(request)
+
+    manager._process_request = tuned

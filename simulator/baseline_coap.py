@@ -1,0 +1,77 @@
+"""The CoAP baseline: a bare aiocoap POST handler on the gateway's telemetry path.
+
+``python -m simulator.baseline_coap --port N`` serves POST /api/v1/{token}/telemetry
+(any token) by answering 2.01, with nothing else: aiocoap's server context with its
+defaults (its own duplicate detection included), the UDP transport only, uvloop, one
+process, the gateway's socket receive buffer. What the gateway adds on top (authentication, decoding, queueing, the database
+commit before the answer) is what ``bench coap``'s ratio prices. It prints
+``coap: coap://HOST:PORT`` once listening, as ``iot-gateway serve`` does, and stops on
+SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+import aiocoap
+from aiocoap import Code, Message
+from aiocoap.interfaces import Resource
+
+from protocols.coap.server import RECEIVE_BUFFER
+from simulator import runtime
+
+_PATH_LENGTH = 4  # api, v1, {token}, telemetry
+
+
+class TelemetrySite(Resource):
+    """The root resource: 2.01 to a POST on /api/v1/*/telemetry, 4.04 elsewhere."""
+
+    async def needs_blockwise_assembly(self, request: Message) -> bool:
+        return False
+
+    async def render(self, request: Message) -> Message:
+        path = request.opt.uri_path
+        if len(path) != _PATH_LENGTH or path[:2] != ("api", "v1") or path[3] != "telemetry":
+            return Message(code=Code.NOT_FOUND)
+        if request.code != Code.POST:
+            return Message(code=Code.METHOD_NOT_ALLOWED)
+        return Message(code=Code.CREATED)
+
+    async def render_to_pipe(self, pipe) -> None:  # type: ignore[no-untyped-def]
+        pipe.add_response(await self.render(pipe.request), is_last=True)
+
+
+async def serve(host: str, port: int) -> None:
+    context = await aiocoap.Context.create_server_context(TelemetrySite(), bind=(host, port), transports=["udp6"])
+    try:
+        bound = port
+        for interface in context.request_interfaces:
+            sock = interface.token_interface.message_interface.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)  # as the gateway's
+            bound = sock.getsockname()[1]
+        print(f"coap: coap://{host}:{bound}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await context.shutdown()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulator.baseline_coap", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port (the one printed)")
+    args = parser.parse_args(argv)
+    runtime.run(serve(args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""``iot-gateway bench coap`` end to end, tiny: the figures' shape, the memory run, no failed request.
+
+No timing or memory target is asserted: they depend on the machine."""
+
+from __future__ import annotations
+
+from tests.test_bench_smoke import _LOAD, assert_run_shape, bench
+
+
+async def test_bench_coap() -> None:
+    status, report, log = await bench("coap", "--devices", "20", "--requests", "2000", "--memory-seconds", "60", *_LOAD)
+    assert status == 0, log
+    assert report["scenario"] == "coap"
+    assert set(report["runs"]) == {"gateway_max", "baseline_max", "gateway_memory"}
+    for run in report["runs"].values():
+        assert_run_shape(run)
+        assert run["connections"] == 20  # one UDP socket a device
+        assert run["datapoints_per_request"] == 3
+    assert report["runs"]["gateway_memory"]["total_ok"] >= 2000
+    checks = report["checks"]
+    assert checks["rows in ts_kv"] == checks["data points acknowledged"] > 0
+    assert checks["gateway RSS after it (MB)"] > 0 and checks["gateway RSS before the memory run (MB)"] > 0
+    assert "gateway / bare aiocoap, max throughput" in report["ratios"]
+    assert {t["name"] for t in report["targets"]} == {"against the baseline", "memory"}
