@@ -11,9 +11,6 @@ stops on SIGTERM or SIGINT.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -41,22 +38,13 @@ async def serve(host: str, port: int) -> None:
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port
         print(f"http: http://{host}:{bound}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await runtime.until_signalled()
     finally:
         await runner.cleanup()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulator.baseline", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: any free port (the one printed)")
-    args = parser.parse_args(argv)
-    runtime.run(serve(args.host, args.port))
-    return 0
+    return runtime.serve_main("python -m simulator.baseline", __doc__.splitlines()[0], serve, argv)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,6 @@ SIGTERM or SIGINT.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -55,22 +52,13 @@ async def serve(host: str, port: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)  # as the gateway's
             bound = sock.getsockname()[1]
         print(f"coap: coap://{host}:{bound}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await runtime.until_signalled()
     finally:
         await context.shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulator.baseline_coap", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: any free port (the one printed)")
-    args = parser.parse_args(argv)
-    runtime.run(serve(args.host, args.port))
-    return 0
+    return runtime.serve_main("python -m simulator.baseline_coap", __doc__.splitlines()[0], serve, argv)
 
 
 if __name__ == "__main__":
