@@ -46,3 +46,17 @@ async def test_a_product_without_provisioning_matches_its_schema(gateway, manage
     assert reply.status == 201 and reply.body["provision_key"] is None and reply.body["provision_secret"] is None
     spec = document()
     jsonschema.Draft202012Validator({**spec, "$ref": "#/components/schemas/Product"}).validate(reply.body)
+
+
+async def test_an_attribute_request_naming_an_impossible_key_is_a_documented_400(gateway, http, tenant) -> None:
+    """schemathesis, device API (ST103): GET .../attributes?sharedKeys=<U+0000> is refused with 400,
+    which the document did not list for that operation."""
+    from protocols.http.openapi import document
+
+    async with http.post("/api/v1/provision", json={
+            "deviceName": "fuzzed", "provisionDeviceKey": tenant.provision_key,
+            "provisionDeviceSecret": tenant.provision_secret}) as resp:
+        token = (await resp.json())["credentialsValue"]
+    async with http.get(f"/api/v1/{token}/attributes", params={"sharedKeys": "\x00"}) as resp:
+        assert resp.status == 400
+    assert "400" in document()["paths"]["/api/v1/{token}/attributes"]["get"]["responses"]

@@ -98,17 +98,18 @@ OPERATIONS_DESCRIBED: tuple[Operation, ...] = (
     *(_management(method, path, summary, **details)
       for method, path, summary, details in openapi_provisioning.OPERATIONS),
     Operation("POST", "/api/v1/provision", DEVICE_API, "Claim provisioning (ThingsBoard)", body="ProvisionRequest",
-              returns="ProvisionResponse", errors=(400, 413),
+              returns="ProvisionResponse", errors=(400, 413, 429),
               description="Refusals are answered with 200 and status NOT_FOUND or FAILURE, as ThingsBoard does."),
     Operation("POST", "/api/v1/{token}/telemetry", DEVICE_API, "Send telemetry", body="TelemetryPayload",
-              errors=(400, 401, 413, 503), description="Answered once the rows are stored (ack = stored)."),
+              errors=(400, 401, 413, 429, 503), description="Answered once the rows are stored (ack = stored)."),
     Operation("POST", "/api/v1/{token}/attributes", DEVICE_API, "Report client attributes",
-              body="AttributeValues", errors=(400, 401, 413, 503)),
+              body="AttributeValues", errors=(400, 401, 413, 429, 503)),
     Operation("GET", "/api/v1/{token}/attributes", DEVICE_API, "Request client and shared attributes",
-              query=("clientKeys", "sharedKeys"), returns="DeviceAttributes", errors=(401, 503),
-              description="Without keys, every client and shared attribute; sections without values are omitted."),
+              query=("clientKeys", "sharedKeys"), returns="DeviceAttributes", errors=(400, 401, 429, 503),
+              description="Without keys, every client and shared attribute; sections without values are omitted. "
+                          "400 for a key the gateway could never hold (over max_key_length, or U+0000)."),
     *(Operation(method, f"/api/v1/me/{feature}", DEVICE_API, f"{summary} as the device of the client certificate",
-                body=body, returns=returns, errors=(400, 401, 403, 413, 503),
+                body=body, returns=returns, errors=(400, 401, 403, 413, 429, 503),
                 description="HTTPS only: the device is the one its client certificate names (an X509_CERTIFICATE "
                             "credential, or a device CA's certificate, which registers the device by the CA's "
                             "template on its first request). 401 without a certificate, 403 when it is refused.")
@@ -312,6 +313,10 @@ RESPONSES: dict[str, Any] = {
     "DeviceUnauthorized": {"description": "Unknown access token; no body"},
     "DeviceForbidden": {"description": "The client certificate is not authorized", "content": _TEXT},
     "DevicePayloadTooLarge": {"description": "The body is over max_payload_bytes", "content": _TEXT},
+    "DeviceTooManyRequests": {"description": "An abuse limit (README, Limits on bad input): this address's "
+                                             "authentication failures or this provision key's attempts; retry "
+                                             "after Retry-After",
+                              "headers": {"Retry-After": {"schema": _s("integer")}}, "content": _TEXT},
     "DeviceUnavailable": {"description": "The ingest queue is full or the database down; retry after Retry-After",
                           "headers": {"Retry-After": {"schema": _s("integer")}}, "content": _TEXT},
 }
@@ -319,7 +324,7 @@ _ERROR_RESPONSES = {
     MANAGEMENT: {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
                  413: "PayloadTooLarge", 503: "Unavailable", 504: "GatewayTimeout"},
     DEVICE_API: {400: "DeviceBadRequest", 401: "DeviceUnauthorized", 403: "DeviceForbidden", 413: "DevicePayloadTooLarge",
-                 503: "DeviceUnavailable"},
+                 429: "DeviceTooManyRequests", 503: "DeviceUnavailable"},
 }
 
 
