@@ -25,13 +25,15 @@ from gateway.model import DeviceIdentity
 from gateway.provision_json import response_to_json
 from protocols.mqtt import codec, requests, topics
 from protocols.mqtt.acks import AckQueue
+from protocols.mqtt.aliases import TopicAliases
 from protocols.mqtt.context import MqttContext
 from protocols.mqtt.connect import Admitted, Refused, admit, limit_reason
 from protocols.mqtt.outbound import DEFAULT_RECEIVE_MAXIMUM, Outbound
 from protocols.mqtt.subscriptions import Subscriptions
+from protocols.mqtt.will import store_will
 from protocols.mqtt.packets import (
     MQTT_5, Auth, ConnAck, Connect, Disconnect, Packet, PingReq, Property, PubAck, PubComp, Publish, PubRec,
-    PubRel, Reason, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    PubRel, Reason, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 )
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ class MqttSession(asyncio.Protocol):
         self._connecting = False
         self._backlog: deque[Packet] = deque()  # packets that arrived while CONNECT or the queue was pending
         self._acks = AckQueue(self._write, self._on_stored, self._close)
-        self._aliases: dict[int, str] = {}
+        self._aliases = TopicAliases(context.limits.topic_alias_maximum)
         self._subscriptions = Subscriptions(provisioning_only=True)
         self._outbound = Outbound(self._write, _DOWNLINK_BACKLOG)
         self._paused_for: set[str] = set()
@@ -59,7 +61,7 @@ class MqttSession(asyncio.Protocol):
         self._active_at = 0.0
         self._closing = False
         self._clean_disconnect = False
-        self._will: Any = None
+        self._will: Will | None = None
         self._address: str | None = None  # counted by the connection gate while open
         self._refusal: TooManyRequests | None = None  # a limit refused it: CONNECT gets a refusing CONNACK
 
@@ -231,8 +233,10 @@ class MqttSession(asyncio.Protocol):
     # PUBLISH
 
     def _on_publish(self, publish: Publish) -> None:
-        topic = self._resolve_alias(publish)
-        if topic is None:
+        try:
+            topic = self._aliases.topic_of(publish)
+        except codec.ProtocolError as exc:
+            self._abort(exc.reason_code, exc.message)
             return
         if publish.qos == 2 and publish.packet_id in self._acks.qos2:
             # A retransmission of a message already stored: answer it again, store nothing.
@@ -265,24 +269,6 @@ class MqttSession(asyncio.Protocol):
             self._refuse_payload(publish, device, exc)
         except GatewayError as exc:
             self._abort(Reason.SERVER_UNAVAILABLE, exc.message)
-
-    def _resolve_alias(self, publish: Publish) -> str | None:
-        alias = publish.properties.get(Property.TOPIC_ALIAS) if publish.properties else None
-        if alias is None:
-            if not publish.topic:
-                self._abort(Reason.PROTOCOL_ERROR, "an empty topic needs a topic alias")
-                return None
-            return publish.topic
-        if not 0 < alias <= self._ctx.limits.topic_alias_maximum:
-            self._abort(Reason.TOPIC_ALIAS_INVALID, f"topic alias {alias} is out of range")
-            return None
-        if publish.topic:
-            self._aliases[alias] = publish.topic
-            return publish.topic
-        topic = self._aliases.get(alias)
-        if topic is None:
-            self._abort(Reason.PROTOCOL_ERROR, f"topic alias {alias} was never set")
-        return topic
 
     def _store(self, publish: Publish, submit: Callable[..., Any], device: DeviceIdentity, payload: Any) -> None:
         """Hand the message to the pipeline; its acknowledgement waits in order for the commit."""
@@ -442,21 +428,9 @@ class MqttSession(asyncio.Protocol):
         self._timer = self._loop.call_later(limit - quiet, self._check_timers)
 
     def _publish_will(self) -> None:
-        admitted = self._admitted
-        device = admitted.device if admitted else None
-        will = self._will
-        if device is None or will is None:
-            return
-        route = topics.route(will.topic)
-        try:
-            payload = payloads.loads(will.payload)
-            if route is not None and route.kind is topics.Kind.ATTRIBUTES:
-                self._ctx.uplink.submit_attributes(device, payload, PROTOCOL)
-            else:
-                self._ctx.uplink.submit_telemetry(device, payload, PROTOCOL)
-        except GatewayError as exc:
-            log.info("the last will of %s was not stored: %s", device.name, exc.message,
-                     extra={"device_id": device.device_id})
+        device = self._admitted.device if self._admitted else None
+        if device is not None and self._will is not None:
+            store_will(self._will, device, self._ctx.uplink, PROTOCOL)
 
     # writing and closing
 
