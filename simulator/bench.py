@@ -2,9 +2,9 @@
 
 Scenarios, each a coroutine from (options, workspace) to a report:
 http and provision (simulator.bench_http), mqtt (simulator.bench_mqtt),
-idle-connections (simulator.bench_idle); what they share, the workspace with its
-database and the servers, is in simulator.bench_workspace. mtls (simulator.bench_mtls). Later scenarios
-(coap) plug in as more entries in SCENARIOS with the same shape.
+idle-connections (simulator.bench_idle), mtls (simulator.bench_mtls), coap
+(simulator.bench_coap), soak (simulator.bench_soak); what they share, the workspace
+with its database and the servers, is in simulator.bench_workspace.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from simulator.bench_idle import idle_connections
 from simulator.bench_mqtt import mqtt
 from simulator.bench_mtls import mtls
 from simulator.bench_options import BenchOptions
+from simulator.bench_soak import soak
 from simulator.bench_workspace import BenchError, Workspace, workspace
 from simulator.mosquitto import MosquittoMissing
 from simulator.processes import ServerFailed, raise_open_files_limit
@@ -36,6 +37,7 @@ SCENARIOS: dict[str, Callable[[BenchOptions, Workspace], Coroutine[Any, Any, Ben
     "idle-connections": idle_connections,
     "mtls": mtls,
     "coap": coap,
+    "soak": soak,
 }
 
 

@@ -253,10 +253,10 @@ def context(options: BenchOptions, space: Workspace, **extra: Any) -> dict[str, 
     mqtt = {
         "target": options.target, "qos": options.qos, "inflight": options.inflight,
         "mqtt_version": options.mqtt_version, "connect_rate": options.connect_rate, "timestamps": options.timestamps,
-    } if options.scenario in ("mqtt", "idle-connections") else {}
+    } if options.scenario in ("mqtt", "idle-connections", "soak") else {}
     return {
         **mqtt,
-        "devices": options.devices if options.scenario in ("http", "mqtt", "mtls") else None,
+        "devices": options.devices if options.scenario in ("http", "mqtt", "mtls", "soak") else None,
         "connections": options.connection_count if options.scenario in ("provision", "idle-connections") else None,
         "duration_s": options.duration,
         "warmup_s": options.warmup,

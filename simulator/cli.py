@@ -8,7 +8,7 @@ from typing import Any
 
 from gateway.config import Settings
 
-SCENARIOS = ("http", "provision", "mqtt", "idle-connections", "mtls", "coap")
+SCENARIOS = ("http", "provision", "mqtt", "idle-connections", "mtls", "coap", "soak")
 
 _BENCH_HELP = """\
 Start a gateway on loopback with a temporary embedded PostgreSQL (or the
@@ -27,6 +27,9 @@ devices with ECDSA P-256 client certificates from a CA the bench registers,
 connecting for the first time (auto-registration), then again. coap: confirmable
 CoAP telemetry from --devices devices at maximum rate, compared with a bare
 aiocoap handler, then --requests more with the gateway's VmRSS before and after.
+soak: MQTT telemetry for --duration seconds (issue 6: 1800) at --rate (default:
+half the maximum a 10-second closed loop measures), the gateway's VmRSS read 30
+times; it must end within 10% of the reading after the first sixth.
 --workers N runs the gateway with N worker processes. Gateway settings (--batch-max-rows, --writers...) are
 passed to the gateway under test. Exit status 1 if any request failed or a
 check did not hold.
@@ -43,16 +46,16 @@ def add_commands(
     )
     bench.add_argument("scenario", choices=SCENARIOS, help="what to measure")
     bench.add_argument("--devices", type=_positive(int), default=1_000, metavar="N",
-                       help="http, mqtt, mtls: simulated devices, one connection each [default: 1000]")
+                       help="http, mqtt, mtls, soak: simulated devices, one connection each [default: 1000]")
     bench.add_argument("--connections", type=_positive(int), metavar="N",
                        help="provision: concurrent connections [default: 100]; idle-connections: "
                             "idle MQTT connections [default: 50000]")
     bench.add_argument("--duration", type=_positive(float), default=10.0, metavar="SECONDS",
-                       help="measured time of each run [default: 10]")
+                       help="measured time of each run; soak: the soak's length [default: 10]")
     bench.add_argument("--warmup", type=_not_negative(float), default=2.0, metavar="SECONDS",
                        help="load before each measurement, not counted [default: 2]")
     bench.add_argument("--rate", type=_positive(float), metavar="PER_SECOND",
-                       help="http, mqtt: requests (messages) a second of the latency runs "
+                       help="http, mqtt, soak: requests (messages) a second of the latency runs "
                             "[default: half the measured maximum]")
     bench.add_argument("--load-processes", type=_not_negative(int), default=1, metavar="N",
                        help="load generator processes; 0 runs the load in the bench process [default: 1]")

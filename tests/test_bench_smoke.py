@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 import orjson
+import pytest
 
 _DEADLINE = 180.0
 _LOAD = ["--duration", "1", "--warmup", "0.2", "--json"]
@@ -99,3 +100,15 @@ async def test_bench_idle_connections_against_the_gateway() -> None:
     assert report["runs"]["gateway_idle"]["connections"] == 200
     assert report["checks"]["gateway connections held"] == 200
     assert report["checks"]["connections verified"] is True
+
+
+async def test_bench_soak() -> None:
+    status, report, log = await bench("soak", "--devices", "10", "--duration", "3", "--warmup", "0.2", "--json")
+    assert status == 0, log
+    assert set(report["runs"]) == {"gateway_max", "soak"}
+    assert report["context"]["rate"] == pytest.approx(report["runs"]["gateway_max"]["requests_per_s"] / 2, rel=1e-3)
+    readings = report["context"]["rss_kib"]
+    assert len(readings) >= 3 and readings[0][0] == 0  # at the start, every 0.1 s, at the end
+    assert report["checks"]["RSS KiB at the end"] == readings[-1][1] > 0
+    assert report["checks"]["rows verified"] is True
+    assert [t["name"] for t in report["targets"]] == ["memory"]
