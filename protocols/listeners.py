@@ -1,5 +1,6 @@
-"""A device listener's socket, the same for every front-end: TCP (HTTP, MQTT) and UDP (CoAP), all bound
-with SO_REUSEPORT so that `serve --workers N` shares every port among its workers."""
+"""A TCP device listener's socket, the same for HTTP and MQTT, bound with SO_REUSEPORT so that
+`serve --workers N` shares every port among its workers (aiocoap binds CoAP's UDP socket with
+SO_REUSEPORT itself)."""
 
 from __future__ import annotations
 
@@ -23,15 +24,3 @@ async def listen(
         ssl_handshake_timeout=tls_handshake_seconds if ssl_context else None,
     )
     return server, server.sockets[0].getsockname()[1]
-
-
-async def listen_datagram(
-    factory: Callable[[], asyncio.DatagramProtocol], host: str, port: int
-) -> tuple[asyncio.DatagramTransport, int]:
-    """A UDP listener (CoAP), shared with the other workers like the TCP ones (SO_REUSEPORT:
-    the kernel spreads datagrams over the workers by source address and port); the transport
-    and the port it really bound."""
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        factory, local_addr=(host, port), reuse_port=True,
-    )
-    return transport, transport.get_extra_info("sockname")[1]

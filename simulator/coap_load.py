@@ -18,11 +18,13 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from simulator.coap_driver import CoapDriver
 from simulator.coap_packets import CoapTelemetrySpec
 from simulator.loadspec import LoadSpec
 from simulator.stats import Histogram, LatencyRecorder, LoadResult, MeasurementWindow
+from simulator.timeline import TimelineRecorder
 from simulator.timetable import OpenLoopClock
 
 TIMEOUT = "no response before the deadline"
@@ -34,13 +36,16 @@ class _Loop:
 
     KIND = ""
 
-    def __init__(self, driver: CoapDriver, datapoints: int, max_requests: int, inflight: int) -> None:
+    def __init__(
+        self, driver: CoapDriver, datapoints: int, max_requests: int, inflight: int,
+        recorder: LatencyRecorder | None = None,
+    ) -> None:
         self._driver = driver
         self._datapoints = datapoints
         self._left = max_requests
         self._inflight = inflight
         self._busy = [0] * driver.devices  # unanswered requests of each device
-        self._recorder = LatencyRecorder()
+        self._recorder = recorder if recorder is not None else LatencyRecorder()
         self._ok = 0
         self._total_ok = 0
         self._outstanding = 0
@@ -82,8 +87,11 @@ class _Loop:
 class ClosedLoop(_Loop):
     KIND = "closed-loop"
 
-    def __init__(self, driver: CoapDriver, datapoints: int, max_requests: int, inflight: int) -> None:
-        super().__init__(driver, datapoints, max_requests, inflight)
+    def __init__(
+        self, driver: CoapDriver, datapoints: int, max_requests: int, inflight: int,
+        recorder: LatencyRecorder | None = None,
+    ) -> None:
+        super().__init__(driver, datapoints, max_requests, inflight, recorder)
         self._window = MeasurementWindow()
 
     async def run(self, warmup: float, duration: float, drain_timeout: float) -> LoadResult:
@@ -133,8 +141,11 @@ class ClosedLoop(_Loop):
 class OpenLoop(_Loop):
     KIND = "open-loop"
 
-    def __init__(self, driver: CoapDriver, datapoints: int, max_requests: int, inflight: int, rate: float) -> None:
-        super().__init__(driver, datapoints, max_requests, inflight)
+    def __init__(
+        self, driver: CoapDriver, datapoints: int, max_requests: int, inflight: int, rate: float,
+        recorder: LatencyRecorder | None = None,
+    ) -> None:
+        super().__init__(driver, datapoints, max_requests, inflight, recorder)
         if rate <= 0:
             raise ValueError("rate must be positive")
         self._rate = rate
@@ -187,8 +198,11 @@ class OpenLoop(_Loop):
             self._driver.errors[TIMEOUT] += queued
 
 
-async def run_spec(spec: LoadSpec, ready: Callable[[], Awaitable[None]] | None = None) -> LoadResult:
-    """Open the sockets, prime every device, wait for ``ready`` (the start signal), run, close."""
+async def run_spec(
+    spec: LoadSpec, ready: Callable[[], Awaitable[None]] | None = None, recorder: LatencyRecorder | None = None,
+) -> LoadResult:
+    """Open the sockets, prime every device, wait for ``ready`` (the start signal), run, close.
+    ``recorder``: where the measured run's latencies go (a timeline for ``simulate``)."""
     workload = spec.workload
     if not isinstance(workload, CoapTelemetrySpec):
         raise TypeError(f"not a CoAP workload: {type(workload).__name__}")
@@ -206,13 +220,16 @@ async def run_spec(spec: LoadSpec, ready: Callable[[], Awaitable[None]] | None =
         if spec.mode == "open":
             if not spec.rate:
                 raise ValueError("an open loop needs a rate")
-            loop: ClosedLoop | OpenLoop = OpenLoop(driver, datapoints, spec.max_requests, workload.inflight, spec.rate)
+            loop: ClosedLoop | OpenLoop = OpenLoop(
+                driver, datapoints, spec.max_requests, workload.inflight, spec.rate, recorder)
         else:
-            loop = ClosedLoop(driver, datapoints, spec.max_requests, workload.inflight)
+            loop = ClosedLoop(driver, datapoints, spec.max_requests, workload.inflight, recorder)
         result = await loop.run(spec.warmup, spec.duration, spec.drain_timeout)
         retransmitted = driver.retransmissions - primed_retransmissions
         if retransmitted:
             print(f"coap load: {retransmitted} retransmissions", file=sys.stderr, flush=True)
     finally:
         driver.close()
+    if isinstance(recorder, TimelineRecorder):
+        result = replace(result, timeline=recorder.timeline())
     return result.with_priming(primed)

@@ -26,6 +26,7 @@ import orjson
 
 from gateway.errors import GatewayError
 from simulator import fleet_ca, fleet_credentials
+from simulator.coap_packets import CoapTelemetrySpec
 from simulator.fleet_credentials import FleetCredentials
 from simulator.fleet_protocols import PROTOCOLS
 from simulator.loadspec import LoadSpec
@@ -67,6 +68,7 @@ class FleetOptions:
     payload_bytes: int | None = None
     qos: int = 1
     inflight: int = 1
+    devices_per_socket: int = 1  # CoAP: devices sharing a UDP socket (one source port), as behind a NAT
     mqtt_version: str = "3.1.1"
     duration: float | None = None
     messages: int | None = None
@@ -120,10 +122,10 @@ async def credentials(options: FleetOptions, scratch: Path, say: Callable[[str],
             assert options.tokens_file is not None
             return fleet_credentials.tokens_from_file(options.tokens_file, options.devices)
         case "provision":
-            url = options.provision_url or (options.url if options.scheme == "http" else None)
+            url = options.provision_url or (options.url if options.scheme in ("http", "coap") else None)
             if url is None or options.provision_key is None or options.provision_secret is None:
-                raise FleetError("claim provisioning needs --provision-key, --provision-secret and, for a "
-                                 "non-HTTP target, --provision-url (the device API's http:// URL)")
+                raise FleetError("claim provisioning needs --provision-key, --provision-secret and, for an "
+                                 "MQTT target, --provision-url (the device API's http:// or coap:// URL)")
             say(f"provisioning {options.devices} devices through {url}")
             return await fleet_credentials.provision(
                 url, options.provision_key, options.provision_secret, options.devices,
@@ -205,8 +207,10 @@ def load_spec(options: FleetOptions, creds: FleetCredentials) -> LoadSpec:
     host, port = options.endpoint
     protocol = PROTOCOLS[options.scheme]
     body = telemetry_body(options.datapoints, options.payload_bytes)
+    workload = protocol.workload(options, creds, body)
     return LoadSpec(
-        host, port, protocol.workload(options, creds, body), connections=len(creds.tokens),
+        host, port, workload,
+        connections=workload.sockets if isinstance(workload, CoapTelemetrySpec) else len(creds.tokens),
         mode="open" if options.rate else "closed", warmup=0.0, duration=options.run_duration,
         rate=options.rate * len(creds.tokens) if options.rate else None, max_requests=options.max_messages,
         timeline=True, progress_interval=PROGRESS_INTERVAL,

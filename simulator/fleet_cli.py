@@ -19,9 +19,10 @@ from simulator.worker import WorkerFailed, run_load
 
 _HELP = """\
 Simulate a fleet of devices against a gateway (this one, or any ThingsBoard-compatible
-server): URL is mqtt://HOST[:PORT], mqtts://HOST[:PORT] or http://HOST[:PORT]. Credentials
-come from a file of access tokens (--tokens), from claim provisioning (--provision-key and
---provision-secret, through --provision-url or the http:// target), or from client
+server): URL is mqtt://HOST[:PORT], mqtts://HOST[:PORT], http://HOST[:PORT] or
+coap://HOST[:PORT]. Credentials come from a file of access tokens (--tokens), from claim
+provisioning (--provision-key and --provision-secret, through --provision-url or the http://
+or coap:// target), or from client
 certificates minted from a local test CA (--ca-cert/--ca-key, mqtts only: the gateway
 registers each device on its first connection once the CA is uploaded, verified and bound
 to a template; --register-ca does that through the management API). Devices send telemetry
@@ -37,14 +38,15 @@ def add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     p = subparsers.add_parser("simulate", help="load a gateway with a simulated fleet", description=_HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(run=_simulate, config=None)
-    p.add_argument("url", help="mqtt://, mqtts:// or http:// URL of the gateway's device listener")
+    p.add_argument("url", help="mqtt://, mqtts://, http:// or coap:// URL of the gateway's device listener")
     p.add_argument("--devices", type=positive(int), default=100, metavar="N", help="devices [default: 100]")
     creds = p.add_argument_group("credentials (one of)")
     creds.add_argument("--tokens", dest="tokens_file", metavar="FILE", help="access tokens, one a line")
     creds.add_argument("--provision-key", metavar="KEY", help="claim provisioning: the product's provision key")
     creds.add_argument("--provision-secret", metavar="SECRET", help="claim provisioning: its secret")
     creds.add_argument("--provision-url", metavar="URL",
-                       help="the device API (http://HOST:PORT) to provision through [default: the target, if http]")
+                       help="the device API (http://HOST:PORT or coap://HOST:PORT) to provision through "
+                            "[default: the target, if http or coap]")
     creds.add_argument("--ca-cert", metavar="PEM", help="client certificates: the test CA's certificate")
     creds.add_argument("--ca-key", metavar="PEM", help="client certificates: the test CA's private key (EC)")
     creds.add_argument("--cert-subject", default="", metavar="FIELDS",
@@ -69,7 +71,9 @@ def add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
                       help="pad each message's JSON to this size (the last value becomes a string)")
     load.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS [default: 1]")
     load.add_argument("--inflight", type=positive(int), default=1, metavar="N",
-                      help="MQTT QoS 1 messages a device may have unacknowledged [default: 1]")
+                      help="MQTT QoS 1 messages (CoAP requests) a device may have unacknowledged [default: 1]")
+    load.add_argument("--devices-per-socket", type=positive(int), default=1, metavar="N",
+                      help="CoAP: devices sharing one UDP socket, as behind a NAT [default: 1]")
     load.add_argument("--mqtt-version", choices=tuple(VERSIONS), default="3.1.1", help="[default: 3.1.1]")
     load.add_argument("--duration", type=positive(float), metavar="SECONDS",
                       help="how long to send [default: 10, or until --messages are sent]")
@@ -98,7 +102,7 @@ def _options(args: argparse.Namespace) -> FleetOptions:
         management_url=args.management_url, project_id=args.project_id, project_token=args.project_token,
         product_id=args.product_id, server_ca=args.server_ca, server_name=args.server_name, rate=args.rate,
         datapoints=args.datapoints, payload_bytes=args.payload_bytes, qos=args.qos, inflight=args.inflight,
-        mqtt_version=args.mqtt_version, duration=args.duration, messages=args.messages,
+        devices_per_socket=args.devices_per_socket, mqtt_version=args.mqtt_version, duration=args.duration, messages=args.messages,
         connect_rate=args.connect_rate, processes=args.processes, credential_source=sources[0],  # type: ignore[arg-type]
     )
 
@@ -151,6 +155,7 @@ async def _run(options: FleetOptions, live: bool, *, quiet: bool) -> FleetReport
         url=options.url, protocol=options.scheme, devices=options.devices, mode="rate" if options.rate else "max",
         qos=options.qos if fleet.PROTOCOLS[options.scheme].qos else None, result=result,
         provisioned=creds.provisioned, provision_s=creds.provision_s, provision_errors=creds.errors,
+        connections=spec.connections,
     )
 
 

@@ -1,8 +1,8 @@
 """The transports a simulated fleet can use, chosen by the target URL's scheme.
 
 Each entry says how to turn the fleet's options and credentials into the
-workload a generator process runs (simulator.workloads). CoAP plugs in as one
-more entry (``coap``: its workload spec and driver, as the MQTT ones are).
+workload a generator process runs (simulator.workloads; CoAP's is in
+simulator.coap_packets).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from simulator.coap_packets import CoapTelemetrySpec
 from simulator.mqtt_packets import VERSIONS
 from simulator.mqtt_tls import MqttTls
 from simulator.workloads import MqttTelemetrySpec, TelemetrySpec, WorkloadSpec
@@ -46,8 +47,15 @@ def _http(options: FleetOptions, credentials: FleetCredentials, body: bytes) -> 
     return TelemetrySpec(credentials.tokens, body)
 
 
+def _coap(options: FleetOptions, credentials: FleetCredentials, body: bytes) -> CoapTelemetrySpec:
+    return CoapTelemetrySpec(
+        credentials.tokens, body, devices_per_socket=options.devices_per_socket, inflight=options.inflight,
+    )
+
+
 PROTOCOLS: dict[str, FleetProtocol] = {
     "mqtt": FleetProtocol("mqtt", 1883, certificates=False, qos=True, workload=_mqtt),
     "mqtts": FleetProtocol("mqtts", 8883, certificates=True, qos=True, workload=_mqtts),
     "http": FleetProtocol("http", 80, certificates=False, qos=False, workload=_http),
+    "coap": FleetProtocol("coap", 5683, certificates=False, qos=False, workload=_coap),
 }

@@ -78,7 +78,7 @@ async def run_spec(
         if isinstance(spec.workload, MqttTelemetrySpec):
             return await mqtt_load.run_spec(spec, go, held, recorder)
         if isinstance(spec.workload, CoapTelemetrySpec):
-            return await coap_load.run_spec(spec, go)
+            return await coap_load.run_spec(spec, go, recorder)
         return await http_load.run_spec(spec, go, recorder=recorder)
     finally:
         await ticks.finish()

@@ -124,3 +124,36 @@ async def test_plain_options_errors_exit_2() -> None:
     assert code == 2 and report is None and "expected" in err
     code, report, err = await simulate("mqtt://127.0.0.1:1", "--devices", "1")
     assert code == 2 and "credentials" in err
+
+
+async def test_coap_fleet_provisioned_over_coap(gateway, tenant, coap_url) -> None:
+    code, report, err = await simulate(
+        coap_url, "--devices", "6", "--messages", "90", "--provision-key", tenant.provision_key,
+        "--provision-secret", tenant.provision_secret, "--inflight", "2")
+    assert code == 0, err
+    assert report["protocol"] == "coap" and report["qos"] is None
+    assert report["connected"] == 6 and report["provisioned"] == 6  # one UDP socket a device by default
+    assert report["messages"] == 90 and report["error_count"] == 0
+    assert sum(second["messages"] for second in report["timeline"]) == 90
+    assert await rows_of(gateway, tenant) == (90 + 6) * 3
+
+
+async def test_coap_fleet_at_a_rate_sharing_sockets_from_two_processes(gateway, tenant, coap_url) -> None:
+    code, report, err = await simulate(
+        coap_url, "--devices", "8", "--devices-per-socket", "2", "--rate", "10", "--duration", "1",
+        "--processes", "2", "--provision-key", tenant.provision_key, "--provision-secret", tenant.provision_secret)
+    assert code == 0, (err, {k: v for k, v in report.items() if k != "timeline"})
+    assert report["connected"] == 4 and report["messages"] == 80 and report["target_rate"] == 80
+    assert await rows_of(gateway, tenant) == (80 + 8) * 3
+
+
+async def test_coap_fleet_with_wrong_credentials_says_why(gateway, tenant, coap_url, tmp_path) -> None:
+    code, report, err = await simulate(coap_url, "--devices", "3", "--provision-key", tenant.provision_key,
+                                       "--provision-secret", "wrong")
+    assert code == 1 and report is None
+    assert "no device could be provisioned: {'coap 4.00 NOT_FOUND': 3}" in err
+    (tmp_path / "tokens").write_text("nobody-1\nnobody-2\n")
+    code, report, err = await simulate(coap_url, "--tokens", str(tmp_path / "tokens"), "--devices", "2",
+                                       "--messages", "10")
+    assert code == 1 and report["messages"] == 0
+    assert report["errors"] == {"CoAP 4.01": 12}  # each device's first request, then the 10

@@ -10,8 +10,10 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import aiocoap
 import aiohttp
 import orjson
 import pytest
@@ -28,13 +30,13 @@ _SERIES = re.compile(r'gateway_connections\{pid="(\d+)",protocol="mqtt"\} ([0-9.
 @pytest.fixture(scope="module")
 async def workers(database_url, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("workers")
-    ports = {name: free_port() for name in ("http", "management", "mqtt")}
+    ports = {name: free_port() for name in ("http", "management", "mqtt", "coap")}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "PROMETHEUS_"))}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "serve", "--workers", "2", "--data-dir", str(data_dir),
         "--database-url", database_url, "--host", "127.0.0.1", "--http-port", str(ports["http"]),
         "--management-port", str(ports["management"]), "--mqtt-port", str(ports["mqtt"]), "--https-port", "0",
-        "--mqtts-port", "0", "--coap-port", "0", "--batch-max-age-ms", "2",
+        "--mqtts-port", "0", "--coap-port", str(ports["coap"]), "--batch-max-age-ms", "2",
         "--secrets-key-file", TEST_SECRETS_KEY, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -77,10 +79,26 @@ async def connections_by_worker(ports) -> dict[int, float]:
     return {int(pid): float(value) for pid, value in _SERIES.findall(text)}
 
 
+async def management_session(ports, wanted: Callable[[int], bool]) -> aiohttp.ClientSession:
+    """One keep-alive management connection served by a worker ``wanted`` accepts (its
+    /healthz says which worker it is): SO_REUSEPORT picks the worker by the connection's hash."""
+    for _ in range(50):
+        session = aiohttp.ClientSession(f"http://127.0.0.1:{ports['management']}",
+                                        connector=aiohttp.TCPConnector(limit=1))
+        async with session.get("/healthz") as resp:
+            health = await resp.json()
+        if wanted(health["workers"]["this"]):
+            assert health["status"] == "ok" and health["workers"]["running"] == 2
+            return session
+        await session.close()
+    pytest.fail("50 management connections all went to the other worker")
+
+
 async def test_listeners_are_printed_once_for_both_workers(workers) -> None:
     _, ports, _, lines = workers
-    assert re.fullmatch(r"workers: 2 \(pids \d+, \d+\)", lines[-4]), lines
-    assert lines[-3:] == [f"http: http://127.0.0.1:{ports['http']}", f"mqtt: mqtt://127.0.0.1:{ports['mqtt']}",
+    assert re.fullmatch(r"workers: 2 \(pids \d+, \d+\)", lines[-5]), lines
+    assert lines[-4:] == [f"http: http://127.0.0.1:{ports['http']}", f"mqtt: mqtt://127.0.0.1:{ports['mqtt']}",
+                          f"coap: coap://127.0.0.1:{ports['coap']}",
                           f"management: http://127.0.0.1:{ports['management']}"]
 
 
@@ -97,18 +115,7 @@ async def test_rpc_through_the_worker_that_does_not_hold_the_device(workers) -> 
         await client.packet()  # SUBACK
         holder = [pid for pid, open_ in (await connections_by_worker(ports)).items() if open_ == 1]
         assert len(holder) == 1
-        # A management connection served by the other worker (its /healthz says which it is).
-        for _ in range(50):
-            session = aiohttp.ClientSession(f"http://127.0.0.1:{ports['management']}",
-                                            connector=aiohttp.TCPConnector(limit=1))
-            async with session.get("/healthz") as resp:
-                health = await resp.json()
-            if health["workers"]["this"] != holder[0]:
-                break
-            await session.close()
-        else:
-            pytest.fail("50 management connections all went to the worker holding the device")
-        assert health["status"] == "ok" and health["workers"]["running"] == 2
+        session = await management_session(ports, lambda pid: pid != holder[0])
         async with session:
             operator = asyncio.ensure_future(session.post(
                 f"/v5/iot/{tenant.project_id}/devices/{device_id}/commands", headers={"X-Auth-Token": tenant.token},
@@ -121,6 +128,51 @@ async def test_rpc_through_the_worker_that_does_not_hold_the_device(workers) -> 
                 assert resp.status == 200 and await resp.json() == {"response": {"pong": 1}}
     finally:
         await client.close()
+
+
+async def test_coap_telemetry_and_rpc_through_either_worker(workers) -> None:
+    """CoAP's UDP port is shared too: the kernel keeps each client socket on one worker, and an
+    operator's RPC reaches the device's observation through whichever worker serves the call."""
+    _, ports, services, _ = workers
+    tenant = await new_tenant(services)
+    tokens = [await provision(ports, tenant, f"coap-{i}") for i in range(8)]
+    base = f"coap://127.0.0.1:{ports['coap']}/api/v1"
+    clients = [await aiocoap.Context.create_client_context(transports=["udp6"]) for _ in tokens]
+    try:
+        async with asyncio.timeout(30):
+            for client, token in zip(clients, tokens, strict=True):  # 8 source ports: both workers
+                answer = await client.request(aiocoap.Message(
+                    code=aiocoap.POST, uri=f"{base}/{token}/telemetry", payload=b'{"t":1}')).response
+                assert answer.code == aiocoap.CREATED
+            device_id = await services.pool.fetchval(
+                "SELECT id FROM devices WHERE name = 'coap-0' AND project_id = $1", tenant.project_id)
+            observed = clients[0].request(aiocoap.Message(code=aiocoap.GET, uri=f"{base}/{tokens[0]}/rpc", observe=0))
+            assert (await observed.response).code == aiocoap.CONTENT
+            notifications = aiter(observed.observation)
+            pids: set[int] = set()
+            for n in range(2):  # one call through each worker: one of them does not hold the observation
+                session = await management_session(ports, lambda pid: pid not in pids)
+                async with session, session.get("/healthz") as health:
+                    pids.add((await health.json())["workers"]["this"])
+                    call = asyncio.ensure_future(session.post(
+                        f"/v5/iot/{tenant.project_id}/devices/{device_id}/commands",
+                        headers={"X-Auth-Token": tenant.token}, json={"method": "ping", "params": n, "timeout": 5000}))
+                    pushed = orjson.loads((await anext(notifications)).payload)
+                    assert pushed["method"] == "ping" and pushed["params"] == n
+                    reply = await clients[0].request(aiocoap.Message(
+                        code=aiocoap.POST, uri=f"{base}/{tokens[0]}/rpc/{pushed['id']}", payload=b'{"pong":1}')).response
+                    assert reply.code == aiocoap.CREATED
+                    async with await call as resp:
+                        assert resp.status == 200 and await resp.json() == {"response": {"pong": 1}}
+            assert len(pids) == 2
+            observed.observation.cancel()
+    finally:
+        for client in clients:
+            await client.shutdown()
+    stored = await services.pool.fetchval(
+        "SELECT count(*) FROM ts_kv WHERE device_id IN (SELECT id FROM devices WHERE project_id = $1)",
+        tenant.project_id)
+    assert stored == len(tokens)
 
 
 async def test_metrics_cover_both_workers(workers) -> None:
