@@ -54,6 +54,23 @@ class AckQueue:
         self._slots.append(PendingAck(data))
         self.flush()
 
+    def answer(self, packet_id: int, qos: int, reason: int) -> None:
+        """An acknowledgement decided without storage (a refusal, a request): PUBACK for
+        QoS 1, PUBREC for QoS 2 (remembered until PUBREL when it succeeded), none for QoS 0."""
+        if qos == 1:
+            self.ready(codec.encode_puback(packet_id, reason, self.version))
+        elif qos == 2:
+            if reason < 0x80:
+                self.qos2.add(packet_id)
+            self.ready(codec.encode_pubrec(packet_id, reason, self.version))
+
+    def released(self, packet_id: int) -> None:
+        """PUBREL: PUBCOMP, with 0x92 (MQTT 5) for an id that was never received."""
+        known = packet_id in self.qos2
+        self.qos2.discard(packet_id)
+        reason = Reason.SUCCESS if known else Reason.PACKET_IDENTIFIER_NOT_FOUND
+        self.ready(codec.encode_pubcomp(packet_id, reason, self.version))
+
     def waiting(self, packet_id: int, qos: int) -> PendingAck:
         """A slot for a message about to be stored: the receipt to give the pipeline."""
         slot = PendingAck(None, self, packet_id, qos)

@@ -22,12 +22,12 @@ from gateway import metrics
 from gateway.admission import address_of
 from gateway.errors import GatewayError, InvalidInput, Overloaded, TooManyRequests
 from gateway.model import DeviceIdentity
-from gateway.provision_json import response_to_json
-from protocols.mqtt import codec, requests, topics
+from protocols.mqtt import codec, provisioning, requests, topics
 from protocols.mqtt.acks import AckQueue
 from protocols.mqtt.aliases import TopicAliases
 from protocols.mqtt.context import MqttContext
 from protocols.mqtt.connect import Admitted, Refused, admit, limit_reason
+from protocols.mqtt.keepalive import KeepAlive
 from protocols.mqtt.outbound import DEFAULT_RECEIVE_MAXIMUM, Outbound
 from protocols.mqtt.subscriptions import Subscriptions
 from protocols.mqtt.will import store_will
@@ -57,8 +57,7 @@ class MqttSession(asyncio.Protocol):
         self._subscriptions = Subscriptions(provisioning_only=True)
         self._outbound = Outbound(self._write, _DOWNLINK_BACKLOG)
         self._paused_for: set[str] = set()
-        self._timer: asyncio.TimerHandle | None = None
-        self._active_at = 0.0
+        self._clock: KeepAlive | None = None
         self._closing = False
         self._clean_disconnect = False
         self._will: Will | None = None
@@ -88,8 +87,7 @@ class MqttSession(asyncio.Protocol):
             except TooManyRequests as exc:
                 metrics.LIMIT_REFUSALS.labels(PROTOCOL, type(exc).__name__).inc()
                 self._refusal = exc
-        self._active_at = self._loop.time()
-        self._timer = self._loop.call_later(self._ctx.connect_timeout, self._check_timers)
+        self._clock = KeepAlive(self._ctx.connect_timeout, self._expired, lambda: bool(self._paused_for))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -97,8 +95,8 @@ class MqttSession(asyncio.Protocol):
         if self._address is not None and self._ctx.gate is not None:
             self._ctx.gate.close(self._address)
             self._address = None
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._clock is not None:
+            self._clock.cancel()
         admitted = self._admitted
         if admitted is not None and admitted.device is not None:
             self._ctx.downlink.detach(admitted.device.device_id, self)
@@ -118,8 +116,9 @@ class MqttSession(asyncio.Protocol):
             self._abort(exc.reason_code, str(exc))
             return
         if not packets:
-            return  # keep-alive counts whole packets: bytes dribbled into one do not keep it alive
-        self._active_at = self._loop.time()
+            return
+        if self._clock is not None:
+            self._clock.packet()
         if self._backlog or self._connecting or self._paused_for:
             self._backlog.extend(packets)
             return
@@ -158,7 +157,7 @@ class MqttSession(asyncio.Protocol):
         if isinstance(packet, Publish):
             self._on_publish(packet)
         elif isinstance(packet, PubRel):
-            self._on_pubrel(packet)
+            self._acks.released(packet.packet_id)
         elif isinstance(packet, PingReq):
             self._write(codec.PINGRESP)
         elif isinstance(packet, Subscribe):
@@ -216,10 +215,8 @@ class MqttSession(asyncio.Protocol):
             **({"device_id": decision.device.device_id, "device": decision.device.name} if decision.device else {}),
         })
         self._connecting = False
-        if self._timer is not None:
-            self._timer.cancel()
-        if decision.keep_alive:
-            self._timer = self._loop.call_later(decision.keep_alive * 1.5, self._check_timers)
+        if self._clock is not None:
+            self._clock.start(decision.keep_alive)
         self._drain_backlog()
 
     def _remote(self) -> str:
@@ -291,13 +288,7 @@ class MqttSession(asyncio.Protocol):
             self._resume("inflight")
 
     def _ack_now(self, publish: Publish, reason: int) -> None:
-        packet_id = cast(int, publish.packet_id)
-        if publish.qos == 1:
-            self._acks.ready(codec.encode_puback(packet_id, reason, self._version))
-        elif publish.qos == 2:
-            if reason < 0x80:
-                self._acks.qos2.add(packet_id)
-            self._acks.ready(codec.encode_pubrec(packet_id, reason, self._version))
+        self._acks.answer(cast(int, publish.packet_id), publish.qos, reason)
 
     def _refuse_payload(self, publish: Publish, device: DeviceIdentity, exc: InvalidInput) -> None:
         """Malformed payload: PUBACK 0x99 on MQTT 5 (or when the product asks for it), else close."""
@@ -307,12 +298,6 @@ class MqttSession(asyncio.Protocol):
         else:
             log.info("closing %s: %s", device.name, exc.message, extra={"device_id": device.device_id})
             self._close()
-
-    def _on_pubrel(self, pubrel: PubRel) -> None:
-        known = pubrel.packet_id in self._acks.qos2
-        self._acks.qos2.discard(pubrel.packet_id)
-        reason = Reason.SUCCESS if known else Reason.PACKET_IDENTIFIER_NOT_FOUND
-        self._acks.ready(codec.encode_pubcomp(pubrel.packet_id, reason, self._version))
 
     # requests that are answered, not stored
 
@@ -340,22 +325,11 @@ class MqttSession(asyncio.Protocol):
         self._ctx.spawn(self._provision(publish, request))
 
     async def _provision(self, publish: Publish, request: Any) -> None:
-        try:
-            result = await self._ctx.provisioning.provision(request)
-        except TooManyRequests as exc:
-            # Too many attempts with this key: PUBACK 0x97 (MQTT 5), a FAILURE answer, then closed.
-            metrics.LIMIT_REFUSALS.labels(PROTOCOL, type(exc).__name__).inc()
-            if self._transport is None:
-                return
-            self._ack_now(publish, Reason.QUOTA_EXCEEDED)
-            self._publish(topics.PROVISION_RESPONSE, orjson.dumps({"errorMsg": exc.message, "status": "FAILURE"}))
-            self._loop.call_later(self._ctx.provision_close_after, self._close)
-            return
-        metrics.PROVISIONING.labels(PROTOCOL, result.status.value, result.code).inc()
+        reason, body = await provisioning.answer(self._ctx.provisioning, request)
         if self._transport is None:
             return
-        self._ack_now(publish, Reason.SUCCESS)
-        self._publish(topics.PROVISION_RESPONSE, response_to_json(result))
+        self._ack_now(publish, reason)
+        self._publish(topics.PROVISION_RESPONSE, body)
         # ThingsBoard closes a provisioning session a while after answering.
         self._loop.call_later(self._ctx.provision_close_after, self._close)
 
@@ -407,25 +381,12 @@ class MqttSession(asyncio.Protocol):
         backlog, self._backlog = self._backlog, deque()
         self._handle_all(backlog)
 
-    def _check_timers(self) -> None:
-        """The CONNECT deadline, then keep-alive: 1.5 times the interval without a packet."""
-        if self._transport is None:
-            return
-        admitted = self._admitted
-        if admitted is None:
-            if not self._connecting:
-                self._close()
-            return
-        limit = admitted.keep_alive * 1.5
-        if self._paused_for:
-            # Not reading (the queue is full, or too many messages await storage): the
-            # client's PINGREQs wait unread in the socket. Its silence is the gateway's.
-            self._active_at = self._loop.time()
-        quiet = self._loop.time() - self._active_at
-        if quiet >= limit:
+    def _expired(self) -> None:
+        """No CONNECT in time (unless one is being admitted), or the client went quiet."""
+        if self._admitted is not None:
             self._abort(Reason.KEEP_ALIVE_TIMEOUT, "keep-alive expired")
-            return
-        self._timer = self._loop.call_later(limit - quiet, self._check_timers)
+        elif not self._connecting:
+            self._close()
 
     def _publish_will(self) -> None:
         device = self._admitted.device if self._admitted else None
