@@ -15,6 +15,7 @@ import time
 from typing import Any, Protocol
 
 from gateway import credentials as creds
+from gateway import pki
 from gateway.backoff import FailureBackoff
 from gateway.errors import SourceBlocked, Unauthorized
 from gateway.model import CredentialsType, DeviceIdentity, StoredCredentials
@@ -107,12 +108,21 @@ class DeviceAuthenticator:
             return found[0]
         return self._basic_match(found, client_id, username, given)
 
-    async def by_certificate(self, der: bytes, source: str = "", address: str = "") -> DeviceIdentity:
+    async def by_certificate(
+        self, der: bytes, source: str = "", address: str = "", *, resumed: bool = False
+    ) -> DeviceIdentity:
         """An X509_CERTIFICATE device, by its credentials hash (SHA3-256 of the Base64 DER); else
         a device bound to the certificate's fingerprint, registered at its first connection
-        when a device CA's template allows it."""
+        when a device CA's template allows it.
+
+        ``resumed``: the TLS session was resumed from a ticket, so no handshake checked the
+        certificate this time; its dates are checked here (the ticket may have been issued
+        while it was valid). Revocation and disabling are looked up on every connection anyway.
+        """
         self.check_source(address)
         try:
+            if resumed and not pki.valid_at(pki.load_der(der), pki.now_ms()):
+                raise Unauthorized()
             return await self._by_certificate(der, source)
         except Unauthorized:
             raise self._failed(address) from None

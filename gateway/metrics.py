@@ -81,6 +81,15 @@ BAD_REQUESTS = Counter("gateway_bad_requests_total", "Requests refused as malfor
 LIMIT_REFUSALS = Counter(
     "gateway_limit_refusals_total", "Connections and requests refused by an abuse limit", ["protocol", "limit"]
 )
+TLS_HANDSHAKES = Counter(
+    "gateway_tls_handshakes_total", "TLS handshakes completed, full or resumed from a session ticket",
+    ["protocol", "resumed"],
+)
+TLS_REFUSALS = Counter(
+    "gateway_tls_handshake_failures_total",
+    "TLS handshakes that failed, by OpenSSL's reason (an expired or unknown client certificate, an old protocol...)",
+    ["reason"],
+)
 AUTH_FAILURES = Counter("gateway_auth_failures_total", "Device authentication failures", ["protocol"])
 PROVISIONING = Counter(
     "gateway_provisioning_total", "Claim provisioning outcomes", ["protocol", "status", "reason"]

@@ -133,6 +133,11 @@ def validity(certificate: x509.Certificate) -> Validity:
     return Validity(_ms(certificate.not_valid_before_utc), _ms(certificate.not_valid_after_utc))
 
 
+def valid_at(certificate: x509.Certificate, moment_ms: int) -> bool:
+    dates = validity(certificate)
+    return dates.not_before <= moment_ms <= dates.not_after
+
+
 def usage_problem(certificate: x509.Certificate) -> str | None:
     """Why the leaf may not authenticate a TLS client, or None: a CA certificate, a key usage
     without digitalSignature, an extended key usage without clientAuth."""

@@ -15,6 +15,13 @@ context is rebuilt and handed to each new handshake by the SNI callback, which
 OpenSSL calls for every ClientHello, with or without a server name. The same swap
 reloads the server's own certificate and key (SIGHUP): new handshakes present the
 new pair, connections already established keep theirs.
+
+A full handshake ends with one TLS 1.3 session ticket, not OpenSSL's default two:
+each costs the server about a quarter of a handshake's CPU here (the session,
+client certificate included, serialised and encrypted), and a device resumes
+with one. The ticket keys belong to the entry context, which the swap keeps, so
+tickets outlive anchor changes. A resumed session skips the certificate checks;
+the core checks the dates again (gateway.auth) and revocation on every connection.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Iterable
+
+from gateway import metrics
 
 log = logging.getLogger(__name__)
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
@@ -38,6 +47,8 @@ class DeviceTls:
         self._current = self._build()
         self.context = self._build()
         self.context.sni_callback = self._hand_over
+        self.context.num_tickets = 1
+        self.context.sslobject_class = _CountedHandshake
 
     def set_anchors(self, certificates_pem: Iterable[str]) -> None:
         """Trust exactly these certificates (PEM) for the handshakes from now on."""
@@ -77,6 +88,28 @@ class DeviceTls:
         if pem:
             context.load_verify_locations(cadata=pem)
         return context
+
+
+class _CountedHandshake(ssl.SSLObject):
+    """The server side of one connection: a failed handshake is counted by its reason.
+
+    OpenSSL refuses an expired, revoked or unknown client certificate inside the
+    handshake, and asyncio and uvloop drop such failures silently (an OSError on a
+    connection no protocol has seen yet); the loop's transport calls this object's
+    ``do_handshake`` (SSLContext.sslobject_class), so this is where they can be seen.
+    """
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLCertVerificationError as exc:
+            metrics.TLS_REFUSALS.labels(exc.verify_message or "certificate verify failed").inc()
+            raise
+        except ssl.SSLError as exc:
+            metrics.TLS_REFUSALS.labels(exc.reason or type(exc).__name__).inc()
+            raise
 
 
 def pem_of(trimmed_base64: str) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from simulator.mqtt_connection import UNOWNED, MqttConnection
 from simulator.mqtt_packets import MQTT_311, PublishTemplate, connack_error, encode_connect
+from simulator.mqtt_tls import remember_session
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,8 @@ async def connect_all(
             elif code:
                 count(connack_error(version, code))
             else:
+                if tls is not None:
+                    remember_session(conn.transport)
                 accepted.append(conn)
                 conn = None
         except TimeoutError:

@@ -198,6 +198,10 @@ class MqttConnection(asyncio.Protocol):
         if self._transport is not None and self.open:
             self._transport.write(data)
 
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._transport
+
     def disconnect(self) -> None:
         """DISCONNECT, then close once written; what is still unacknowledged is the owner's to count."""
         if self._transport is not None:

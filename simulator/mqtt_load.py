@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from simulator.loadspec import LoadSpec
-from simulator.mqtt_connect import Device, connect_all, disconnect_all
+from simulator.mqtt_connect import ConnectOutcome, Device, connect_all, disconnect_all
 from simulator.mqtt_driver import ClosedLoopDriver, OpenLoopDriver
 from simulator.mqtt_packets import PublishTemplate
 from simulator.mqtt_pings import IdleHold, Pinger
@@ -54,13 +54,25 @@ async def run_spec(
         raise TypeError(f"not an MQTT workload: {type(workload).__name__}")
     datapoints = workload.datapoints
     ramp = len(workload.tokens) / workload.connect_rate
-    async with asyncio.timeout(ramp + _CONNECT_TIMEOUT * 2):
-        outcome = await connect_all(
-            spec.host, spec.port, devices_of(workload), template_of(workload), version=workload.version,
-            window=workload.inflight, keepalive=workload.keepalive, rate=workload.connect_rate,
-            timeout=_CONNECT_TIMEOUT, source_hosts=workload.source_hosts, tls=client_tls(workload.tls),
-            server_hostname=workload.tls.server_hostname if workload.tls else None,
-        )
+    tls = client_tls(workload.tls)
+
+    async def connect() -> ConnectOutcome:
+        async with asyncio.timeout(ramp + _CONNECT_TIMEOUT * 2):
+            return await connect_all(
+                spec.host, spec.port, devices_of(workload), template_of(workload), version=workload.version,
+                window=workload.inflight, keepalive=workload.keepalive, rate=workload.connect_rate,
+                timeout=_CONNECT_TIMEOUT, source_hosts=workload.source_hosts, tls=tls,
+                server_hostname=workload.tls.server_hostname if workload.tls else None,
+            )
+
+    if workload.tls is not None and workload.tls.resume:
+        # Each device connects once first, unmeasured, and keeps that session's ticket:
+        # the measured connections below resume it.
+        earlier = await connect()
+        disconnect_all(earlier.connections)
+        if earlier.errors:
+            return replace(_empty(datapoints), errors={f"first connection: {k}": n for k, n in earlier.errors.items()})
+    outcome = await connect()
     connections = outcome.connections
     try:
         if not connections:

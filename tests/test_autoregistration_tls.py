@@ -116,7 +116,8 @@ async def test_an_intermediate_ca_is_an_anchor_and_the_chain_is_accepted(tls, ap
 NEGATIVE = ["expired", "not_yet_valid", "unknown_ca", "fake_root", "revoked", "ca_unverified",
             "provisioning_disabled", "template_unbound", "missing_parameter"]
 # Refused inside the TLS handshake by OpenSSL (the CA is not an anchor, or the dates are wrong):
-# the gateway's code never sees these certificates, so there is no audit record for them.
+# the gateway's code never sees these certificates, so there is no audit record for them (they are
+# counted by reason: tests/test_tls_resumption.py).
 IN_HANDSHAKE = {"expired", "not_yet_valid", "unknown_ca", "fake_root", "ca_unverified"}
 
 

@@ -1,5 +1,6 @@
 """``iot-gateway bench mtls`` end to end with a handful of devices: CA registered through the
-management API, every device registered on its first mutual-TLS connection, then reconnected."""
+management API, every device registered on its first mutual-TLS connection, then reconnected
+with a full handshake, then with its TLS session resumed (the gateway counts the resumptions)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def test_bench_mtls_registers_then_reconnects_every_device() -> None:
     # The baseline measured in the same run: a handshake alone, in memory.
     assert checks["server CPU a handshake, ms (in memory, no gateway)"] > 0
     assert checks["client CPU a handshake, ms (in memory, no gateway)"] > 0
-    for name in ("first_connections", "reconnections"):
+    assert (checks["handshakes the gateway resumed"], checks["resumptions verified"]) == (20, True)
+    for name in ("first_connections", "reconnections", "reconnections_resumed"):
         assert report["runs"][name]["requests"] == 20 and report["runs"][name]["error_count"] == 0
         assert report["runs"][name]["requests_per_s"] > 0

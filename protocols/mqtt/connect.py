@@ -64,7 +64,7 @@ def limit_reason(exc: TooManyRequests, protocol_level: int) -> int:
 
 async def admit(
     connect: Connect, auth: DeviceAuthenticator, limits: Limits, peer_certificate: bytes | None, source: str = "",
-    address: str = "",
+    address: str = "", *, resumed: bool = False,
 ) -> Admitted | Refused:
     if len(connect.client_id) > limits.max_client_id_length:
         return Refused(Reason.CLIENT_IDENTIFIER_NOT_VALID, f"client id longer than {limits.max_client_id_length}")
@@ -75,7 +75,7 @@ async def admit(
     try:
         if by_certificate:
             assert peer_certificate is not None
-            device = await auth.by_certificate(peer_certificate, source, address)
+            device = await auth.by_certificate(peer_certificate, source, address, resumed=resumed)
         else:
             device = await auth.by_mqtt(connect.client_id, connect.username, connect.password, address)
     except Unauthorized:

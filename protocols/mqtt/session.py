@@ -88,6 +88,9 @@ class MqttSession(asyncio.Protocol):
                 metrics.LIMIT_REFUSALS.labels(PROTOCOL, type(exc).__name__).inc()
                 self._refusal = exc
         self._clock = KeepAlive(self._ctx.connect_timeout, self._expired, lambda: bool(self._paused_for))
+        ssl_object = self._transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            metrics.TLS_HANDSHAKES.labels(PROTOCOL, "true" if ssl_object.session_reused else "false").inc()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -188,9 +191,11 @@ class MqttSession(asyncio.Protocol):
         self._ctx.spawn(self._admit(connect))
 
     async def _admit(self, connect: Connect) -> None:
-        certificate = self._peer_certificate()
+        ssl_object = self._transport.get_extra_info("ssl_object") if self._transport else None
+        certificate = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         decision = await admit(connect, self._ctx.auth, self._ctx.limits, certificate, f"mqtts:{self._remote()}",
-                               self._remote().rpartition(":")[0])
+                               self._remote().rpartition(":")[0],
+                               resumed=ssl_object is not None and ssl_object.session_reused)
         if self._transport is None:
             return
         if isinstance(decision, Refused):
@@ -222,10 +227,6 @@ class MqttSession(asyncio.Protocol):
     def _remote(self) -> str:
         peer = self._transport.get_extra_info("peername") if self._transport else None
         return f"{peer[0]}:{peer[1]}" if peer else ""
-
-    def _peer_certificate(self) -> bytes | None:
-        ssl_object = self._transport.get_extra_info("ssl_object") if self._transport else None
-        return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
 
     # PUBLISH
 
