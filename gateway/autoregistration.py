@@ -67,11 +67,13 @@ class AutoRegistration:
         if bound is not None:
             return await self._bound(bound, der, source)
         lock = self._locks.setdefault(fingerprint, asyncio.Lock())
+        waited = lock.locked()
         try:
             async with lock:
-                bound = await self._store.certificate(fingerprint)
-                if bound is not None:
-                    return await self._bound(bound, der, source)
+                if waited:  # the connection before may have registered it meanwhile
+                    bound = await self._store.certificate(fingerprint)
+                    if bound is not None:
+                        return await self._bound(bound, der, source)
                 return await self._register(der, fingerprint, source)
         finally:
             if not lock.locked() and self._locks.get(fingerprint) is lock:

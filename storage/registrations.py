@@ -20,6 +20,31 @@ _BOUND = """SELECT c.fingerprint, c.enabled, c.template_id, c.ca_id, a.crl_pem,
             WHERE c.fingerprint = $1"""
 
 
+# $1-$5 the device, $6-$11 its registration, $12-$14 the certificate binding, $15-$21 the audit
+# record (at $11). Data-modifying CTEs all run, in one snapshot: the rotation's UPDATE does not
+# see the certificate inserted beside it.
+_REST = """
+    registration AS (
+        INSERT INTO device_registrations
+            (device_id, project_id, product_id, node_id, template_id, ca_id, tags, policy_ids, created_at)
+        VALUES ($1, $2, $3, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT (device_id) DO UPDATE SET ca_id = EXCLUDED.ca_id),
+    binding AS (
+        INSERT INTO device_certificates
+            (fingerprint, device_id, project_id, ca_id, template_id, common_name, not_after, created_at)
+        VALUES ($12, $1, $2, $8, $7, $13, $14, $11))
+    INSERT INTO """ + AUDIT_COLUMNS + " VALUES ($11, $15, $16, $17, $18, $19, $20, $21)"
+_CREATE = """
+    WITH device AS (
+        INSERT INTO devices (id, project_id, product_id, name, label, gateway, created_at)
+        VALUES ($1, $2, $3, $4, NULL, false, $5)),""" + _REST
+# The certificates it replaces stay bound, disabled: presented again, they are refused.
+# The device exists: its name and creation time ($4, $5) are only typed, never used.
+_ROTATE = """
+    WITH unused AS (SELECT $4::text, $5::bigint),
+    disabled AS (UPDATE device_certificates SET enabled = false WHERE device_id = $1),""" + _REST
+
+
 class RegistrationStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -70,29 +95,13 @@ class RegistrationStore:
                                      *audit_values(record, time.time_ns() // 1_000_000))
 
     async def register(self, registration: Registration, record: AuditRecord) -> None:
+        """One statement, so one round trip and its own transaction: a registration is four
+        rows (or, rotating, the old certificates disabled and three), all or none."""
         d, now = registration.device, time.time_ns() // 1_000_000
         with translated(Conflict):
-            async with self._pool.acquire() as conn, conn.transaction():
-                if registration.rotate:
-                    # The certificates it replaces stay bound, disabled: presented again, they are refused.
-                    await conn.execute("UPDATE device_certificates SET enabled = false WHERE device_id = $1", d.id)
-                else:
-                    await conn.execute(
-                        """INSERT INTO devices (id, project_id, product_id, name, label, gateway, created_at)
-                           VALUES ($1, $2, $3, $4, NULL, false, $5)""",
-                        d.id, d.project_id, d.product_id, d.name, d.created_at)
-                await conn.execute(
-                    """INSERT INTO device_registrations
-                       (device_id, project_id, product_id, node_id, template_id, ca_id, tags, policy_ids, created_at)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                       ON CONFLICT (device_id) DO UPDATE SET ca_id = EXCLUDED.ca_id""",
-                    d.id, d.project_id, d.product_id, registration.node_id, registration.template_id,
-                    registration.ca_id, [list(t) for t in registration.tags], list(registration.policy_ids), now)
-                await conn.execute(
-                    """INSERT INTO device_certificates
-                       (fingerprint, device_id, project_id, ca_id, template_id, common_name, not_after, created_at)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-                    registration.fingerprint, d.id, d.project_id, registration.ca_id, registration.template_id,
-                    registration.common_name, registration.not_after, now)
-                await conn.execute(f"INSERT INTO {AUDIT_COLUMNS} VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                                   *audit_values(record, now))
+            await self._pool.execute(
+                _ROTATE if registration.rotate else _CREATE,
+                d.id, d.project_id, d.product_id, d.name, d.created_at, registration.node_id,
+                registration.template_id, registration.ca_id, [list(t) for t in registration.tags],
+                list(registration.policy_ids), now, registration.fingerprint, registration.common_name,
+                registration.not_after, *audit_values(record, now)[1:])
