@@ -80,14 +80,40 @@ def resident_kib(pid: int) -> int:
 def tree_resident_kib(pid: int) -> int:
     """VmRSS of a process and of its children (a gateway supervisor and its workers), in KiB."""
     total = resident_kib(pid)
+    for child in _tree(pid)[1:]:
+        try:
+            total += resident_kib(child)
+        except OSError:
+            continue  # a process that ended meanwhile
+    return total
+
+
+def tree_proportional_kib(pid: int) -> int:
+    """Pss of a process and of its children, in KiB: each page shared by n of them (the
+    interpreter, the extension modules) counted 1/n in each, so the sum counts it once."""
+    total = 0
+    for member in _tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
+        except OSError:
+            continue  # a process that ended meanwhile
+    return total
+
+
+def _tree(pid: int) -> list[int]:
+    """The process and its children."""
+    members = [pid]
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             if int(fields[1]) == pid:
-                total += resident_kib(int(stat.parent.name))
+                members.append(int(stat.parent.name))
         except (OSError, IndexError, ValueError):
             continue  # a process that ended meanwhile
-    return total
+    return members
 
 
 def open_files_limit(pid: int | None = None) -> int:

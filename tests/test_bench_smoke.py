@@ -99,6 +99,7 @@ async def test_bench_idle_connections_against_the_gateway() -> None:
     assert report["error_count"] == 0, log
     assert report["runs"]["gateway_idle"]["connections"] == 200
     assert report["checks"]["gateway connections held"] == 200
+    assert 0 < report["checks"]["gateway PSS holding them, KiB"] <= report["checks"]["gateway RSS holding them, KiB"]
     assert report["checks"]["connections verified"] is True
 
 
