@@ -5,6 +5,7 @@ devices on MQTT, HTTP and CoAP, the load they send, and the accounting afterward
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 import socket
@@ -78,8 +79,14 @@ class Rig:
         ports = {"http_port": free_port(), "mqtt_port": free_port(), "management_port": free_port(),
                  "coap_port": free_port(socket.SOCK_DGRAM)}
         rig = cls(root, server, ports, tenant.project_id)
-        await rig.start_gateway()
-        await rig._provision(tenant, LoadShape())
+        try:
+            await rig.start_gateway()
+            await rig._provision(tenant, LoadShape())
+        except BaseException:
+            # The fixture never gets the rig to close: stop what it started here.
+            with contextlib.suppress(Exception):
+                await rig.close()
+            raise
         return rig
 
     @property
