@@ -100,7 +100,7 @@ class AutoRegistration:
         candidates = await self._store.cas_with_subject(pki.issuer_der(certificate))
         if template is not None:
             candidates = [ca for ca in candidates if ca.project_id == template.project_id]
-        ca = next((c for c in candidates if pki.issued_by(certificate, pki.load_pem(c.pem))), None)
+        ca = next((c for c in candidates if pki.issued_by(certificate, pki.stored_certificate(c.pem))), None)
         if ca is None:
             if candidates:
                 return _refused("UNKNOWN_CA", "the issuer's name matches a registered CA but its key does not")

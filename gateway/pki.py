@@ -44,6 +44,13 @@ def load_pem(pem: str, what: str = "certificate") -> x509.Certificate:
     return certificates[0]
 
 
+@functools.lru_cache(maxsize=256)
+def stored_certificate(pem: str) -> x509.Certificate:
+    """A CA certificate the database holds, parsed once: every first connection checks its
+    certificate against the CAs with its issuer's name."""
+    return load_pem(pem)
+
+
 def load_der(der: bytes) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 

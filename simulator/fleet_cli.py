@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from simulator import fleet, runtime
-from simulator.fleet import FleetError, FleetOptions
-from simulator.fleet_ca import CaError
-from simulator.fleet_credentials import CredentialsError
-from simulator.fleet_report import FleetReport, PlotUnavailable, check_plotting, format_report, plot
 from simulator.mqtt_packets import VERSIONS
-from simulator.processes import raise_open_files_limit
-from simulator.worker import WorkerFailed, run_load
+
+if TYPE_CHECKING:
+    from simulator.fleet import FleetOptions
+    from simulator.fleet_report import FleetReport
+
+# The fleet's modules are imported when the command runs, not when the parser is built:
+# every `iot-gateway serve` process (each worker) builds this parser too.
 
 _HELP = """\
 Simulate a fleet of devices against a gateway (this one, or any ThingsBoard-compatible
@@ -89,6 +87,8 @@ def add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _options(args: argparse.Namespace) -> FleetOptions:
+    from simulator.fleet import FleetError, FleetOptions
+
     sources = [name for name, given in (
         ("tokens", args.tokens_file), ("provision", args.provision_key),
         ("certificates", args.ca_cert or args.register_ca)) if given]
@@ -108,6 +108,16 @@ def _options(args: argparse.Namespace) -> FleetOptions:
 
 
 def _simulate(args: argparse.Namespace, _settings: Any) -> int:
+    import orjson
+
+    from simulator import runtime
+    from simulator.fleet import FleetError
+    from simulator.fleet_ca import CaError
+    from simulator.fleet_credentials import CredentialsError
+    from simulator.fleet_report import PlotUnavailable, check_plotting, format_report, plot
+    from simulator.processes import raise_open_files_limit
+    from simulator.worker import WorkerFailed
+
     try:
         options = _options(args)
         options.endpoint  # noqa: B018 - validates the URL before anything starts
@@ -137,6 +147,10 @@ def _simulate(args: argparse.Namespace, _settings: Any) -> int:
 
 
 async def _run(options: FleetOptions, live: bool, *, quiet: bool) -> FleetReport:
+    from simulator import fleet
+    from simulator.fleet_report import FleetReport
+    from simulator.worker import run_load
+
     def say(message: str) -> None:
         if not quiet:
             print(f"simulate: {message}", file=sys.stderr, flush=True)
