@@ -15,6 +15,9 @@ from protocols.mqtt import codec
 from protocols.mqtt.packets import Reason
 
 
+_NO_IDS: frozenset[int] = frozenset()
+
+
 class PendingAck:
     """One acknowledgement in the queue: its bytes once ready."""
 
@@ -36,13 +39,18 @@ class PendingAck:
 
 
 class AckQueue:
+    # One a connection, most of them idle: the queue is made on first use (an empty deque is 600 bytes).
+    __slots__ = ("_loop", "_on_failure", "_on_progress", "_scheduled", "_slots", "_write", "in_flight", "qos2",
+                 "version")
+
     def __init__(
         self, write: Callable[[bytes], None], on_progress: Callable[[], None], on_failure: Callable[[], None]
     ) -> None:
         self.version = 4
         self.in_flight = 0  # QoS 1 and 2 messages waiting for their commit
-        self.qos2: set[int] = set()  # QoS 2 packet ids stored and not yet released (PUBREL)
-        self._slots: deque[PendingAck] = deque()
+        # QoS 2 packet ids stored and not yet released (PUBREL); a set once there is one.
+        self.qos2: set[int] | frozenset[int] = _NO_IDS
+        self._slots: deque[PendingAck] | None = None
         self._write = write
         self._on_progress = on_progress
         self._on_failure = on_failure
@@ -51,7 +59,7 @@ class AckQueue:
 
     def ready(self, data: bytes) -> None:
         """An acknowledgement that needs no commit: it still waits for those before it."""
-        self._slots.append(PendingAck(data))
+        self._queue().append(PendingAck(data))
         self.flush()
 
     def answer(self, packet_id: int, qos: int, reason: int) -> None:
@@ -61,31 +69,32 @@ class AckQueue:
             self.ready(codec.encode_puback(packet_id, reason, self.version))
         elif qos == 2:
             if reason < 0x80:
-                self.qos2.add(packet_id)
+                self._stored_qos2(packet_id)
             self.ready(codec.encode_pubrec(packet_id, reason, self.version))
 
     def released(self, packet_id: int) -> None:
         """PUBREL: PUBCOMP, with 0x92 (MQTT 5) for an id that was never received."""
         known = packet_id in self.qos2
-        self.qos2.discard(packet_id)
+        if known:
+            self.qos2.remove(packet_id)  # type: ignore[union-attr]
         reason = Reason.SUCCESS if known else Reason.PACKET_IDENTIFIER_NOT_FOUND
         self.ready(codec.encode_pubcomp(packet_id, reason, self.version))
 
     def waiting(self, packet_id: int, qos: int) -> PendingAck:
         """A slot for a message about to be stored: the receipt to give the pipeline."""
         slot = PendingAck(None, self, packet_id, qos)
-        self._slots.append(slot)
+        self._queue().append(slot)
         self.in_flight += 1
         return slot
 
     def withdraw(self) -> None:
         """The message of the last slot was refused before it was queued."""
-        self._slots.pop()
+        self._queue().pop()
         self.in_flight -= 1
 
     def stored(self, slot: PendingAck) -> None:
         if slot.qos == 2:
-            self.qos2.add(slot.packet_id)
+            self._stored_qos2(slot.packet_id)
             slot.data = codec.encode_pubrec(slot.packet_id, Reason.SUCCESS, self.version)
         else:
             slot.data = codec.encode_puback(slot.packet_id, Reason.SUCCESS, self.version)
@@ -103,8 +112,20 @@ class AckQueue:
         self.flush()
         self._on_progress()
 
+    def _stored_qos2(self, packet_id: int) -> None:
+        if self.qos2 is _NO_IDS:
+            self.qos2 = set()
+        self.qos2.add(packet_id)  # type: ignore[union-attr]
+
+    def _queue(self) -> deque[PendingAck]:
+        if self._slots is None:
+            self._slots = deque()
+        return self._slots
+
     def flush(self) -> None:
         slots = self._slots
+        if not slots:
+            return
         ready = []
         while slots and slots[0].data is not None:
             ready.append(slots.popleft().data)

@@ -7,6 +7,8 @@ from protocols.mqtt.packets import Property, Publish, Reason
 
 
 class TopicAliases:
+    __slots__ = ("_maximum", "_topics")
+
     def __init__(self, maximum: int) -> None:
         self._maximum = maximum  # the Topic Alias Maximum the gateway advertised
         self._topics: dict[int, str] = {}

@@ -28,26 +28,32 @@ _MAX_PACKET_ID = 65_535
 
 
 class Outbound:
+    # One a connection, most of them idle: the set and the queue are made on first use.
+    __slots__ = ("_backlog", "_backlog_limit", "_last_id", "_outstanding", "_write", "max_packet_size",
+                 "receive_maximum", "version")
+
     def __init__(self, write: Callable[[bytes], None], backlog_limit: int) -> None:
         self._write = write
         self._backlog_limit = backlog_limit
         self.version = 4
         self.receive_maximum = DEFAULT_RECEIVE_MAXIMUM
         self.max_packet_size = 0  # the client's Maximum Packet Size; 0: no limit
-        self._outstanding: set[int] = set()
-        self._backlog: deque[tuple[str, bytes, int]] = deque()
+        self._outstanding: set[int] | None = None
+        self._backlog: deque[tuple[str, bytes, int]] | None = None
         self._last_id = 0
 
     @property
     def outstanding(self) -> int:
-        return len(self._outstanding)
+        return len(self._outstanding) if self._outstanding else 0
 
     @property
     def waiting(self) -> int:
-        return len(self._backlog)
+        return len(self._backlog) if self._backlog else 0
 
     def publish(self, topic: str, payload: bytes, qos: int) -> None:
-        if qos and (self._backlog or len(self._outstanding) >= self.receive_maximum):
+        if qos and (self._backlog or self.outstanding >= self.receive_maximum):
+            if self._backlog is None:
+                self._backlog = deque()
             if len(self._backlog) >= self._backlog_limit:
                 metrics.BAD_REQUESTS.labels(PROTOCOL, "downlink_backlog_full").inc()
                 log.warning("not sent on %s: %d messages already wait for the client's acknowledgements",
@@ -59,6 +65,8 @@ class Outbound:
 
     def acknowledged(self, packet_id: int) -> None:
         """The client's PUBACK or PUBCOMP: that message is done, the next waiting one goes."""
+        if self._outstanding is None:
+            return
         self._outstanding.discard(packet_id)
         backlog = self._backlog
         while backlog and len(self._outstanding) < self.receive_maximum:
@@ -73,6 +81,8 @@ class Outbound:
             log.info("not sent: %d bytes on %s exceed the client's Maximum Packet Size", len(packet), topic)
             return
         if packet_id is not None:
+            if self._outstanding is None:
+                self._outstanding = set()
             self._outstanding.add(packet_id)
         self._write(packet)
 
@@ -81,6 +91,6 @@ class Outbound:
         packet_id = self._last_id
         while True:
             packet_id = packet_id % _MAX_PACKET_ID + 1
-            if packet_id not in self._outstanding:
+            if not self._outstanding or packet_id not in self._outstanding:
                 self._last_id = packet_id
                 return packet_id

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -43,6 +42,11 @@ _DOWNLINK_BACKLOG = 1_000
 
 
 class MqttSession(asyncio.Protocol):
+    # Tens of thousands of these sit idle: slots, and nothing allocated that an idle one does not use.
+    __slots__ = ("_acks", "_address", "_admitted", "_aliases", "_backlog", "_clean_disconnect", "_clock",
+                 "_closing", "_connecting", "_ctx", "_decoder", "_loop", "_outbound", "_paused_for", "_refusal",
+                 "_subscriptions", "_transport", "_version", "_will")
+
     def __init__(self, context: MqttContext) -> None:
         self._ctx = context
         self._loop = asyncio.get_running_loop()
@@ -51,12 +55,12 @@ class MqttSession(asyncio.Protocol):
         self._version = 4
         self._admitted: Admitted | None = None
         self._connecting = False
-        self._backlog: deque[Packet] = deque()  # packets that arrived while CONNECT or the queue was pending
+        self._backlog: list[Packet] = []  # packets that arrived while CONNECT or the queue was pending
         self._acks = AckQueue(self._write, self._on_stored, self._close)
         self._aliases = TopicAliases(context.limits.topic_alias_maximum)
         self._subscriptions = Subscriptions(provisioning_only=True)
         self._outbound = Outbound(self._write, _DOWNLINK_BACKLOG)
-        self._paused_for: set[str] = set()
+        self._paused_for: tuple[str, ...] = ()  # why reading stopped: "queue", "inflight"
         self._clock: KeepAlive | None = None
         self._closing = False
         self._clean_disconnect = False
@@ -87,7 +91,7 @@ class MqttSession(asyncio.Protocol):
             except TooManyRequests as exc:
                 metrics.LIMIT_REFUSALS.labels(PROTOCOL, type(exc).__name__).inc()
                 self._refusal = exc
-        self._clock = KeepAlive(self._ctx.connect_timeout, self._expired, lambda: bool(self._paused_for))
+        self._clock = KeepAlive(self._ctx.connect_timeout, self._expired, self._paused)
         ssl_object = self._transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             metrics.TLS_HANDSHAKES.labels(PROTOCOL, "true" if ssl_object.session_reused else "false").inc()
@@ -132,19 +136,19 @@ class MqttSession(asyncio.Protocol):
 
     # dispatch
 
-    def _handle_all(self, packets: list[Packet] | deque[Packet]) -> None:
+    def _handle_all(self, packets: list[Packet]) -> None:
         for index, packet in enumerate(packets):
             if self._transport is None or self._closing:
                 return
             if self._connecting or self._paused_for:
-                self._backlog.extend(list(packets)[index:])
+                self._backlog.extend(packets[index:])
                 return
             try:
                 self._handle(packet)
             except Overloaded:
                 # The queue had no room for this one: keep it, and everything after it,
                 # and stop reading until it has.
-                self._backlog.extend(list(packets)[index:])
+                self._backlog.extend(packets[index:])
                 if "queue" not in self._paused_for:
                     self._pause("queue")
                     self._ctx.spawn(self._await_room())
@@ -366,20 +370,24 @@ class MqttSession(asyncio.Protocol):
     def _pause(self, why: str) -> None:
         if not self._paused_for and self._transport is not None:
             self._transport.pause_reading()
-        self._paused_for.add(why)
+        if why not in self._paused_for:
+            self._paused_for += (why,)
 
     def _resume(self, why: str) -> None:
-        self._paused_for.discard(why)
+        self._paused_for = tuple(reason for reason in self._paused_for if reason != why)
         if not self._paused_for and self._transport is not None:
             self._transport.resume_reading()
             self._drain_backlog()
+
+    def _paused(self) -> bool:
+        return bool(self._paused_for)
 
     async def _await_room(self) -> None:
         await self._ctx.pipeline.wait_for_room()
         self._resume("queue")
 
     def _drain_backlog(self) -> None:
-        backlog, self._backlog = self._backlog, deque()
+        backlog, self._backlog = self._backlog, []
         self._handle_all(backlog)
 
     def _expired(self) -> None:

@@ -10,6 +10,8 @@ from protocols.mqtt.packets import MQTT_5, Reason, Subscription
 
 
 class Subscriptions:
+    __slots__ = ("_granted", "_provisioning_only")
+
     def __init__(self, provisioning_only: bool) -> None:
         self._provisioning_only = provisioning_only
         self._granted: dict[str, int] = {}
