@@ -62,6 +62,42 @@ async def test_aiocoap_client_provisions_and_sends_telemetry(gateway, coap_url, 
     assert "4.04" in output
 
 
+async def test_aiocoap_client_block1_rpc_and_attributes(gateway, coap_url, tenant, tmp_path) -> None:
+    name = "aiocoap-cli-blocks-" + secrets.token_hex(3)
+    code, output = await run("aiocoap-client", "-m", "POST", "--payload", provision_body(tenant, name),
+                             f"{coap_url}/api/v1/provision")
+    token = orjson.loads(output.strip().splitlines()[-1])["credentialsValue"]
+
+    # A file payload over one block is sent with Block1 (256-byte blocks: SZX 4).
+    within = tmp_path / "within.json"
+    within.write_bytes(orjson.dumps({f"a{i:03d}": i for i in range(300)}))
+    code, output = await run("aiocoap-client", "-m", "POST", "--payload-initial-szx", "4", "--payload", f"@{within}",
+                             f"{coap_url}/api/v1/{token}/telemetry")
+    assert code == 0, output
+    values = await stored(gateway, tenant, name)
+    assert len(values) == 300 and values["a299"] == "299"
+
+    over = tmp_path / "over.json"
+    over.write_bytes(orjson.dumps({"big": "y" * 70_000}))
+    code, output = await run("aiocoap-client", "-m", "POST", "--payload", f"@{over}",
+                             f"{coap_url}/api/v1/{token}/telemetry")
+    assert "4.13" in output, output
+    assert await key_rows(gateway, tenant, name, "big") == 0
+
+    # Client-side RPC, answered by the gateway itself.
+    code, output = await run("aiocoap-client", "-m", "POST", "--payload", '{"method":"getSessionLimits","params":{}}',
+                             f"{coap_url}/api/v1/{token}/rpc")
+    assert code == 0, output
+    assert "maxPayloadSize" in orjson.loads(output.strip().splitlines()[-1])
+
+    code, output = await run("aiocoap-client", "-m", "POST", "--payload", '{"fw":"1.2"}',
+                             f"{coap_url}/api/v1/{token}/attributes")
+    assert code == 0, output
+    code, output = await run("aiocoap-client", f"{coap_url}/api/v1/{token}/attributes?clientKeys=fw")
+    assert code == 0, output
+    assert orjson.loads(output.strip().splitlines()[-1]) == {"client": {"fw": 1.2}}  # type cast, as ThingsBoard
+
+
 # Not tested: aiocoap-client 0.4.17's --observe. Its main() cancels the observation as soon as the
 # first response is in (the ``finally`` after ``await requester.response``), so later notifications,
 # though acknowledged by its library, are never printed. aiocoap's client API (test_coap_device.py)

@@ -142,7 +142,7 @@ async def test_shared_attribute_changes_are_observed_until_deregistration(
         assert orjson.loads(read.payload) == {"shared": {"mode": "eco"}}
 
         # aiocoap's client keeps acknowledging after cancel(); deregistration (Observe=1, and a
-        # Reset) is tested on the wire in test_coap_wire.py and with libcoap in test_coap_libcoap.py.
+        # Reset) is tested on the wire in test_coap_wire.py and with libcoap in test_coap_cli_clients.py.
         observed.observation.cancel()
 
 

@@ -92,7 +92,9 @@ def image(tmp_path_factory):
         pytest.skip("buildah and mmdebstrap are needed (apt-get install buildah mmdebstrap; .ci/run does)")
     base = base_image()
     context = build_context(tmp_path_factory.mktemp("image"))
-    run("buildah", "bud", "--isolation", "chroot", "--layers=false", "--quiet", "-f", "deploy/Dockerfile",
+    # Docker's format: OCI's has no HEALTHCHECK (buildah drops it with a warning).
+    run("buildah", "bud", "--isolation", "chroot", "--format", "docker", "--layers=false", "--quiet",
+        "-f", "deploy/Dockerfile",
         "--build-arg", f"PYTHON_IMAGE={base}",
         "--build-arg", "PIP_OPTIONS=--no-index --find-links=/src/wheels", "-t", IMAGE, ".", cwd=context)
     yield IMAGE
@@ -100,7 +102,10 @@ def image(tmp_path_factory):
 
 
 async def test_the_image_starts_and_answers_its_health_endpoints(image, tmp_path) -> None:
-    config = json.loads(run("buildah", "inspect", "--type", "image", image))["OCIv1"]["config"]
+    inspected = json.loads(run("buildah", "inspect", "--type", "image", image))
+    config = inspected["OCIv1"]["config"]
+    healthcheck = inspected["Docker"]["config"]["Healthcheck"]
+    assert healthcheck["Test"][0] == "CMD" and "/healthz" in healthcheck["Test"][-1]
     assert config["User"] == "10001:10001"
     assert {"1883/tcp", "8883/tcp", "8080/tcp", "8443/tcp", "8081/tcp", "5683/udp"} <= set(config["ExposedPorts"])
     entry_point = config["Entrypoint"] + config["Cmd"]
@@ -138,6 +143,12 @@ async def test_the_image_starts_and_answers_its_health_endpoints(image, tmp_path
                 assert resp.status == 200
             async with client.get("/readyz") as resp:
                 assert resp.status == 200, await resp.text()
+        # The image's own HEALTHCHECK command, run in the container beside the gateway.
+        check = await asyncio.create_subprocess_exec(
+            "buildah", "run", "--isolation", "chroot", *flags, container, "--", *healthcheck["Test"][1:],
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        check_output, _ = await check.communicate()
+        assert check.returncode == 0, check_output.decode()
         os.kill(pid, signal.SIGTERM)
         async with asyncio.timeout(60):
             assert await proc.wait() == 0

@@ -8,15 +8,15 @@ from dataclasses import dataclass
 import aiocoap
 
 from gateway.tasks import OwnedTasks
+from protocols.coap.dedup import DedupWindow
+from protocols.coap.site import CoapServices, DeviceSite
+from protocols.coap.tuning import GatewayTuning, tune_requests
 
 # Requests arrive in bursts (a fleet reconnecting, devices on the same schedule) and the
 # kernel drops what does not fit in the socket's receive buffer, which then costs a 2-3 s
 # retransmission. Linux's default, 208 KiB, holds about 200 small datagrams; this holds
 # about 3,500 (the kernel caps it at net.core.rmem_max).
 RECEIVE_BUFFER = 4 << 20
-from protocols.coap.dedup import DedupWindow
-from protocols.coap.site import CoapServices, DeviceSite
-from protocols.coap.tuning import GatewayTuning, tune_requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,8 @@ class CoapServer:
         # task after the request's repr and runs the site's coroutine in it: about a quarter of
         # the gateway's CPU under load. The site answers synchronously (what waits runs in its
         # owned tasks, and it turns its own errors into responses), so it is called directly.
+        if not hasattr(context, "render_to_pipe"):
+            raise RuntimeError("aiocoap's Context has no render_to_pipe: unsupported aiocoap version")
         context.render_to_pipe = self.site.handle  # type: ignore[method-assign]
         _socket(context).setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         for interface in context.request_interfaces:
