@@ -156,7 +156,7 @@ class Settings:
     )
     audit_retention_days: int = _setting(365, "Days audit records are kept; 0 keeps them forever.", min=0)
     retention_interval_seconds: float = _setting(
-        3600.0, "How often retention runs (expired partitions dropped, rows deleted); 0 disables it.", min=0
+        3600.0, "How often retention runs (expired telemetry partitions dropped, old audit records deleted); 0 disables it.", min=0
     )
     event_loop: Literal["uvloop", "asyncio"] = _setting(
         "uvloop", "Event loop: uvloop (when installed) or the standard library's asyncio."

@@ -1,5 +1,5 @@
-"""Retention, enforced at an interval by a task the gateway owns: expired telemetry
-partitions dropped (or rows deleted where a partition must stay), old audit records deleted."""
+"""Retention, enforced at an interval by a task the gateway owns: each project's expired
+telemetry partitions dropped (whole months, never rows), old audit records deleted."""
 
 from __future__ import annotations
 
@@ -35,13 +35,12 @@ class Retention:
         outcome = await self._store.enforce(time.time_ns() // 1_000_000 if now_ms is None else now_ms)
         if outcome.skipped:
             return outcome
+        # Telemetry is only ever dropped by the partition: no ts_kv rows are counted.
         metrics.RETENTION_DROPPED.inc(len(outcome.partitions_dropped))
-        metrics.RETENTION_DELETED.labels("ts_kv").inc(outcome.telemetry_rows_deleted)
         metrics.RETENTION_DELETED.labels("audit_log").inc(outcome.audit_rows_deleted)
-        if outcome.partitions_dropped or outcome.telemetry_rows_deleted or outcome.audit_rows_deleted:
-            log.info("retention: dropped %s, deleted %d telemetry and %d audit rows",
-                     ", ".join(outcome.partitions_dropped) or "no partition", outcome.telemetry_rows_deleted,
-                     outcome.audit_rows_deleted)
+        if outcome.partitions_dropped or outcome.audit_rows_deleted:
+            log.info("retention: dropped %s, deleted %d audit rows",
+                     ", ".join(outcome.partitions_dropped) or "no partition", outcome.audit_rows_deleted)
         return outcome
 
     async def _every_interval(self) -> None:

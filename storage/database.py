@@ -9,7 +9,7 @@ from storage.errors import translated
 from storage.migrate import migrate
 
 _STAGE_TABLE = """CREATE TEMP TABLE IF NOT EXISTS ts_kv_stage (
-    device_id text COLLATE "C", key integer, ts bigint, bool_v boolean, long_v bigint,
+    device_id text COLLATE "C", key integer, ts bigint, project_no integer, bool_v boolean, long_v bigint,
     dbl_v double precision, str_v text, json_v text) ON COMMIT DELETE ROWS"""
 
 

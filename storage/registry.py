@@ -19,8 +19,11 @@ _DETAILS = """(SELECT d.*, c.type AS credentials_type, c.client_id, c.user_name,
                               AND a.key = 'provisionState') AS provisioned
                FROM devices d LEFT JOIN device_credentials c ON c.device_id = d.id) AS details"""
 
-# The data tables have no foreign keys (ingest must commit for a device deleted meanwhile).
-_DATA_TABLES = ("attribute_kv", "ts_kv")
+# The data tables have no foreign keys (ingest must commit for a device deleted meanwhile),
+# so a device's rows are deleted with it. ts_kv's are looked for with the device's project
+# number: only that project's partitions are searched (ts_kv is partitioned by project).
+_DELETE_ATTRIBUTES = "DELETE FROM attribute_kv WHERE device_id = $1"
+_DELETE_TELEMETRY = "DELETE FROM ts_kv WHERE project_no = $2 AND device_id = $1"
 
 
 def _details(r: asyncpg.Record) -> DeviceDetails:
@@ -79,10 +82,11 @@ class DeviceRegistryStore:
         with translated():
             async with self._pool.acquire() as conn, conn.transaction():
                 # device_credentials goes with the device (ON DELETE CASCADE).
-                if await conn.fetchval(
-                    "DELETE FROM devices WHERE project_id = $1 AND id = $2 RETURNING id", project_id, device_id
-                ) is None:
+                project_no = await conn.fetchval(
+                    "DELETE FROM devices d USING projects p WHERE d.project_id = $1 AND d.id = $2 AND p.id = d.project_id "
+                    "RETURNING p.no", project_id, device_id)
+                if project_no is None:
                     return False
-                for table in _DATA_TABLES:
-                    await conn.execute(f"DELETE FROM {table} WHERE device_id = $1", device_id)
+                await conn.execute(_DELETE_ATTRIBUTES, device_id)
+                await conn.execute(_DELETE_TELEMETRY, device_id, project_no)
         return True

@@ -1,11 +1,17 @@
 """Retention of telemetry (per project) and of the audit log.
 
-ts_kv is partitioned by month and a partition holds every project's rows, so a
-partition is dropped only when it is expired for every project: its upper bound
-lies before the cutoff (now minus time-to-live) of the project keeping data the
-longest. A project with a shorter time-to-live does not wait for that: its
-expired rows in partitions that must stay are deleted, in bounded batches.
-A project keeping telemetry forever (TTL 0) means no partition is ever dropped.
+ts_kv is partitioned by project, then by month (migration 0006), so a project's
+expired telemetry goes by DROP TABLE of its month partitions that end before its
+cutoff (now minus its time-to-live): whole partitions, whatever other projects keep
+of the same months. A project keeping telemetry forever (TTL 0) has none dropped. The
+partitions of a project that no longer exists are dropped whole.
+
+A time-to-live is honoured by the month, not by the day, and is a minimum: a month
+goes once its last day is past the time-to-live, so a row is kept at least its
+project's time-to-live and at most 31 days longer (a row of a month's first moment),
+plus up to one retention interval. The partly expired month is not thinned out row by
+row: a DELETE writes WAL for every row and leaves dead rows for vacuum, competing with
+the writers, which is what partitions by project are there to avoid.
 
 One process enforces at a time (an advisory lock), whatever the replica count.
 """
@@ -18,19 +24,38 @@ from dataclasses import dataclass
 import asyncpg
 
 from storage.errors import translated
+from storage.partitions import LOCK_TS_KV
 
 _LOCK_KEY = 0x7A_B1_E6
 _DAY_MS = 86_400_000
-_DELETE_BATCH = 10_000
-_PARTITION = re.compile(r"ts_kv_\d{4}_\d{2}")
+_PROJECT = re.compile(r"ts_kv_p(\d+)")
+_MONTH = re.compile(r"ts_kv_p\d+_\d{4}_\d{2}")
+
+# Both levels of ts_kv's partitions: a project's (level 1) and its months (level 2). From
+# the catalog, not pg_partition_tree(), which locks every partition until the commit: a
+# writer making a partition under its lock on ts_kv would then wait for this transaction
+# while it waits for that lock.
+_TREE = """SELECT c.relname AS name, CASE WHEN i.inhparent = 'ts_kv'::regclass THEN 1 ELSE 2 END AS level,
+                  parent.relname AS parent, pg_get_expr(c.relpartbound, c.oid) AS bound
+           FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class parent ON parent.oid = i.inhparent
+           WHERE i.inhparent = 'ts_kv'::regclass
+              OR i.inhparent IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'ts_kv'::regclass)"""
 
 
 @dataclass(frozen=True, slots=True)
 class RetentionOutcome:
     partitions_dropped: tuple[str, ...] = ()
-    telemetry_rows_deleted: int = 0
     audit_rows_deleted: int = 0
     skipped: bool = False  # another process held the lock
+
+
+@dataclass(frozen=True, slots=True)
+class _Month:
+    name: str
+    project_no: int
+    lower: int
+    upper: int
 
 
 class RetentionStore:
@@ -44,35 +69,33 @@ class RetentionStore:
             async with self._pool.acquire() as conn, conn.transaction():
                 if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK_KEY):
                     return RetentionOutcome(skipped=True)
-                dropped, deleted = await self._telemetry(conn, now_ms)
+                # The audit log first: dropping partitions locks ts_kv until the commit,
+                # and the writers should not wait for a long DELETE too.
                 audit = await self._audit(conn, now_ms)
-        return RetentionOutcome(dropped, deleted, audit)
+                dropped = await self._telemetry(conn, now_ms)
+        return RetentionOutcome(dropped, audit)
 
-    async def _telemetry(self, conn: asyncpg.Connection, now_ms: int) -> tuple[tuple[str, ...], int]:
-        ttls = [
-            (r["id"], r["ttl"]) for r in await conn.fetch(
-                "SELECT id, coalesce(telemetry_ttl_days, $1) AS ttl FROM projects", self._default_ttl_days)
-        ]
-        if not ttls:
-            return (), 0
-        partitions = await _partitions(conn)
-        keeps_forever = any(ttl == 0 for _, ttl in ttls)
-        longest_cutoff = now_ms - max(ttl for _, ttl in ttls) * _DAY_MS
-        dropped = []
-        for name, _, upper in partitions:
-            if not keeps_forever and upper <= longest_cutoff:
-                await conn.execute(f"DROP TABLE {name}")
-                dropped.append(name)
-        deleted = 0
-        for project_id, ttl in ttls:
-            if ttl == 0:
-                continue
-            cutoff = now_ms - ttl * _DAY_MS
-            for name, lower, _ in partitions:
-                if name in dropped or lower >= cutoff:
-                    continue
-                deleted += await _delete_expired(conn, name, project_id, cutoff)
-        return tuple(dropped), deleted
+    async def _telemetry(self, conn: asyncpg.Connection, now_ms: int) -> tuple[str, ...]:
+        # Partitions before projects: a project's partition is made after the project
+        # (it needs a device of the project), so each one listed has its project below
+        # unless that project is gone.
+        projects, months = await _partitions(conn)
+        ttls = {r["no"]: r["ttl"] for r in await conn.fetch(
+            "SELECT no, coalesce(telemetry_ttl_days, $1) AS ttl FROM projects", self._default_ttl_days)}
+        doomed = [name for no, name in sorted(projects.items()) if no not in ttls]
+        for month in months:
+            # None: the project is gone, its months go with its partition above. 0: forever.
+            ttl = ttls.get(month.project_no)
+            if ttl and month.upper <= now_ms - ttl * _DAY_MS:
+                doomed.append(month.name)
+        if doomed:
+            # Writers COPY through ts_kv and lock the partitions they route rows to as they
+            # go: locking ts_kv first keeps a drop from deadlocking with them
+            # (storage/partitions.py). The lock is held until the commit, a few milliseconds.
+            await conn.execute(LOCK_TS_KV)
+            for name in doomed:
+                await conn.execute(f"DROP TABLE IF EXISTS {name}")
+        return tuple(doomed)
 
     async def _audit(self, conn: asyncpg.Connection, now_ms: int) -> int:
         if self._audit_days == 0:
@@ -81,33 +104,23 @@ class RetentionStore:
         return int(status.split()[-1])
 
 
-async def _partitions(conn: asyncpg.Connection) -> list[tuple[str, int, int]]:
-    """ts_kv's partitions as (name, lower bound, upper bound), bounds in Unix milliseconds."""
-    rows = await conn.fetch(
-        """SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound
-           FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-           WHERE i.inhparent = 'ts_kv'::regclass ORDER BY c.relname""")
-    found = []
-    for r in rows:
+async def _partitions(conn: asyncpg.Connection) -> tuple[dict[int, str], list[_Month]]:
+    """ts_kv's project partitions (number -> name) and month partitions, oldest first,
+    bounds in Unix milliseconds. Tables not named as the writer names them are left alone."""
+    projects: dict[int, str] = {}
+    months = []
+    for r in await conn.fetch(_TREE):
+        if r["level"] == 1:
+            match = _PROJECT.fullmatch(r["name"])
+            if match:
+                projects[int(match[1])] = r["name"]
+            continue
+        parent = _PROJECT.fullmatch(r["parent"])
         bounds = re.findall(r"'?(-?\d+)'?", r["bound"])
-        if _PARTITION.fullmatch(r["name"]) and len(bounds) == 2:
-            found.append((r["name"], int(bounds[0]), int(bounds[1])))
-    return found
-
-
-async def _delete_expired(conn: asyncpg.Connection, partition: str, project_id: str, cutoff: int) -> int:
-    """The project's rows older than ``cutoff`` in one partition, a batch at a time."""
-    total = 0
-    while True:
-        status = await conn.execute(
-            f"""DELETE FROM {partition} WHERE ctid = ANY(ARRAY(
-                    SELECT t.ctid FROM {partition} t JOIN devices d ON d.id = t.device_id
-                    WHERE d.project_id = $1 AND t.ts < $2 LIMIT {_DELETE_BATCH}))""",
-            project_id, cutoff)
-        count = int(status.split()[-1])
-        total += count
-        if count < _DELETE_BATCH:
-            return total
+        if parent and _MONTH.fullmatch(r["name"]) and len(bounds) == 2:
+            months.append(_Month(r["name"], int(parent[1]), int(bounds[0]), int(bounds[1])))
+    months.sort(key=lambda m: (m.project_no, m.lower))
+    return projects, months
 
 
 async def set_telemetry_ttl(pool: asyncpg.Pool, project_id: str, days: int | None) -> bool:

@@ -17,6 +17,11 @@ batch. Measured on the project's 2-core machine (5,000-row batches, one
 connection): 3.2 microseconds of PostgreSQL time a row; and one round trip a
 batch instead of five (BEGIN, COPY, upserts, COMMIT), each of which waits for a
 turn of a busy event loop.
+
+Each row carries its device's project number (ts_kv is partitioned by project, then
+by month: migration 0006): one dict lookup a message, in a per-process cache of device
+id -> project number. A message of a device no longer registered has its rows left
+out: deleting a device deletes its telemetry, and its project is not known any more.
 """
 
 from __future__ import annotations
@@ -31,14 +36,19 @@ from gateway.model import AttributeMessage, KeyValue, TelemetryMessage, ValueTyp
 from storage.errors import translated
 from storage.partitions import Partitions
 
-_COLUMNS = ("device_id", "key", "ts", "bool_v", "long_v", "dbl_v", "str_v", "json_v")
+_COLUMNS = ("device_id", "key", "ts", "project_no", "bool_v", "long_v", "dbl_v", "str_v", "json_v")
 # After a batch met rows already stored, the upsert path is used this long.
 _UPSERT_PERIOD = 1.0
+# How long a device's project number is trusted: a deleted device's id may be
+# registered again in another project (a template's device_id), and the cache should
+# not keep every device ever deleted. Looking them up again costs a query a batch for
+# the first batches after.
+_DEVICE_PROJECT_SECONDS = 3600.0
 
 _UPSERT_TS = """
-INSERT INTO ts_kv
-SELECT device_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v::jsonb FROM ts_kv_stage
-ON CONFLICT (device_id, key, ts) DO UPDATE SET
+INSERT INTO ts_kv (device_id, key, ts, project_no, bool_v, long_v, dbl_v, str_v, json_v)
+SELECT device_id, key, ts, project_no, bool_v, long_v, dbl_v, str_v, json_v::jsonb FROM ts_kv_stage
+ON CONFLICT (device_id, key, ts, project_no) DO UPDATE SET
     bool_v = EXCLUDED.bool_v, long_v = EXCLUDED.long_v, dbl_v = EXCLUDED.dbl_v,
     str_v = EXCLUDED.str_v, json_v = EXCLUDED.json_v"""
 
@@ -100,10 +110,45 @@ class KeyDictionary:
         return self._ids
 
 
+class DeviceProjects:
+    """Device id -> its project's number (projects.no), cached a while (``_DEVICE_PROJECT_SECONDS``).
+
+    Keyed by device rather than project because that is what a message carries. A device
+    never changes project, and a project is never renumbered.
+    """
+
+    def __init__(self, max_age: float = _DEVICE_PROJECT_SECONDS) -> None:
+        self._numbers: dict[str, int] = {}
+        self._max_age = max_age
+        self._until = time.monotonic() + max_age
+
+    @property
+    def numbers(self) -> Mapping[str, int]:
+        """The devices resolved so far."""
+        if time.monotonic() >= self._until:
+            # A new dict, not clear(): a batch holding the old one keeps a consistent view.
+            self._numbers = {}
+            self._until = time.monotonic() + self._max_age
+        return self._numbers
+
+    async def resolve(self, pool: asyncpg.Pool | asyncpg.Connection, devices: set[str]) -> Mapping[str, int]:
+        """Looks up the devices not known yet; one not registered stays unknown."""
+        missing = [d for d in devices if d not in self._numbers]
+        if missing:
+            found = {r["id"]: r["no"] for r in await pool.fetch(
+                "SELECT d.id, p.no FROM devices d JOIN projects p ON p.id = d.project_id WHERE d.id = ANY($1::text[])",
+                missing,
+            )}
+            # Keyed by the messages' own strings, which the device's session holds anyway.
+            self._numbers.update((d, found[d]) for d in missing if d in found)
+        return self._numbers
+
+
 class TelemetryWriter:
-    def __init__(self, pool: asyncpg.Pool, keys: KeyDictionary) -> None:
+    def __init__(self, pool: asyncpg.Pool, keys: KeyDictionary, projects: DeviceProjects | None = None) -> None:
         self._pool = pool
         self._keys = keys
+        self._projects = projects or DeviceProjects()
         self._partitions = Partitions()
         self._upsert_until = 0.0  # time.monotonic() until which batches take the upsert path
 
@@ -114,7 +159,7 @@ class TelemetryWriter:
                 rows = await self._rows(telemetry)
             async with self._pool.acquire() as conn:
                 try:
-                    await self._write_on(conn, rows, telemetry, attributes)
+                    await self._write_on(conn, rows, attributes)
                 except (asyncpg.InterfaceError, asyncpg.InternalClientError):
                     # The connection's protocol state is unknown (a COPY cut short by a
                     # terminated backend): close it, so that the pool never hands it out again.
@@ -122,8 +167,7 @@ class TelemetryWriter:
                     raise
 
     async def _write_on(
-        self, conn: asyncpg.Connection, rows: list[tuple[object, ...]],
-        telemetry: Sequence[TelemetryMessage], attributes: Sequence[AttributeMessage],
+        self, conn: asyncpg.Connection, rows: list[tuple[object, ...]], attributes: Sequence[AttributeMessage]
     ) -> None:
         if rows and time.monotonic() >= self._upsert_until:
             try:
@@ -134,7 +178,7 @@ class TelemetryWriter:
             except asyncpg.CheckViolationError:
                 raise self._partition_dropped() from None
         try:
-            await self._upsert(conn, telemetry, attributes)
+            await self._upsert(conn, rows, attributes)
         except asyncpg.CheckViolationError:
             raise self._partition_dropped() from None
 
@@ -146,13 +190,17 @@ class TelemetryWriter:
 
     async def _rows(self, telemetry: Sequence[TelemetryMessage]) -> list[tuple[object, ...]]:
         """The batch's rows, in order, duplicates included; their keys and partitions made."""
+        numbers = self._projects.numbers
         try:
-            rows, lowest, highest = _rows(telemetry, self._keys.ids)
-        except KeyError:  # a key never seen by this process: rare, so looked up only then
+            rows, projects, lowest, highest = _rows(telemetry, self._keys.ids, numbers)
+        except KeyError:  # a key or device never seen by this process: rare, so looked up only then
             names = {kv.key for m in telemetry for r in m.readings for kv in r.values}
-            rows, lowest, highest = _rows(telemetry, await self._keys.resolve(self._pool, names))
-        if rows and not self._partitions.cover(lowest, highest):
-            await self._partitions.ensure(self._pool, {r.ts for m in telemetry for r in m.readings})
+            ids = await self._keys.resolve(self._pool, names)
+            numbers = await self._projects.resolve(self._pool, {m.device_id for m in telemetry})
+            rows, projects, lowest, highest = _rows(telemetry, ids, numbers, strict=False)
+        if rows and not self._partitions.cover(projects, lowest, highest):
+            await self._partitions.ensure(self._pool, {
+                (numbers[m.device_id], r.ts) for m in telemetry if m.device_id in numbers for r in m.readings})
         return rows
 
     async def _copy(
@@ -168,35 +216,45 @@ class TelemetryWriter:
             await conn.execute(_UPSERT_ATTRIBUTES, *_attribute_columns(attributes))
 
     async def _upsert(
-        self, conn: asyncpg.Connection, telemetry: Sequence[TelemetryMessage], attributes: Sequence[AttributeMessage]
+        self, conn: asyncpg.Connection, rows: list[tuple[object, ...]], attributes: Sequence[AttributeMessage]
     ) -> None:
         """Stage the rows, then merge them: later rows win over earlier ones and over stored ones."""
-        rows = _unique_rows(telemetry, self._keys.ids) if telemetry else []
         if not rows:
             if attributes:
                 await conn.execute(_UPSERT_ATTRIBUTES, *_attribute_columns(attributes))
             return
+        # One INSERT ... ON CONFLICT may not touch a row twice: the last of the batch's
+        # rows for a (device, key, ts) is kept (a device is in one project).
+        unique = list({row[:3]: row for row in rows}.values())
         async with conn.transaction():
-            await conn.copy_records_to_table("ts_kv_stage", records=rows, columns=_COLUMNS)
+            await conn.copy_records_to_table("ts_kv_stage", records=unique, columns=_COLUMNS)
             await conn.execute(_UPSERT_TS)
             if attributes:
                 await conn.execute(_UPSERT_ATTRIBUTES, *_attribute_columns(attributes))
 
 
 def _rows(
-    telemetry: Sequence[TelemetryMessage], ids: Mapping[str, int]
-) -> tuple[list[tuple[object, ...]], int, int]:
-    """(rows, lowest ts, highest ts). Raises KeyError for a key not in ``ids``.
+    telemetry: Sequence[TelemetryMessage], ids: Mapping[str, int], projects: Mapping[str, int], *, strict: bool = True
+) -> tuple[list[tuple[object, ...]], set[int], int, int]:
+    """(rows, project numbers, lowest ts, highest ts). Raises KeyError for a key not in
+    ``ids``, and, if ``strict``, for a device not in ``projects``; else leaves its rows out.
 
     This loop runs for every row the gateway stores: one tuple a row, typed_columns()
-    inlined, and the timestamp range kept per reading rather than per row.
+    inlined, the project looked up once a message and the timestamp range kept per reading.
     """
     rows: list[tuple[object, ...]] = []
     append = rows.append
+    numbers: set[int] = set()
     lowest, highest = 1 << 63, -(1 << 63)
     double, long, boolean, string = ValueType.DOUBLE, ValueType.LONG, ValueType.BOOLEAN, ValueType.STRING
     for message in telemetry:
         device = message.device_id
+        no = projects.get(device)
+        if no is None:
+            if strict:
+                raise KeyError(device)
+            continue
+        numbers.add(no)
         for reading in message.readings:
             ts = reading.ts
             if ts < lowest:
@@ -206,23 +264,16 @@ def _rows(
             for kv in reading.values:
                 kind = kv.type
                 if kind is double:
-                    append((device, ids[kv.key], ts, None, None, kv.value, None, None))
+                    append((device, ids[kv.key], ts, no, None, None, kv.value, None, None))
                 elif kind is long:
-                    append((device, ids[kv.key], ts, None, kv.value, None, None, None))
+                    append((device, ids[kv.key], ts, no, None, kv.value, None, None, None))
                 elif kind is boolean:
-                    append((device, ids[kv.key], ts, kv.value, None, None, None, None))
+                    append((device, ids[kv.key], ts, no, kv.value, None, None, None, None))
                 elif kind is string:
-                    append((device, ids[kv.key], ts, None, None, None, kv.value, None))
+                    append((device, ids[kv.key], ts, no, None, None, None, kv.value, None))
                 else:
-                    append((device, ids[kv.key], ts, None, None, None, None, kv.value))
-    return rows, lowest, highest
-
-
-def _unique_rows(telemetry: Sequence[TelemetryMessage], ids: Mapping[str, int]) -> list[tuple[object, ...]]:
-    """The rows with one per (device, key, ts), the last of the batch: one INSERT ... ON
-    CONFLICT may not touch a row twice."""
-    rows, _, _ = _rows(telemetry, ids)
-    return list({row[:3]: row for row in rows}.values())
+                    append((device, ids[kv.key], ts, no, None, None, None, None, kv.value))
+    return rows, numbers, lowest, highest
 
 
 def _attribute_columns(messages: Sequence[AttributeMessage]) -> list[list[object]]:

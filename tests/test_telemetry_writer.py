@@ -1,4 +1,5 @@
-"""The COPY writer against a real PostgreSQL: idempotent, last write wins, latest values, partitions."""
+"""The COPY writer against a real PostgreSQL: idempotent, last write wins, latest values,
+partitions by project and month."""
 
 from __future__ import annotations
 
@@ -10,14 +11,27 @@ from asyncpg import InternalClientError
 from gateway.model import AttributeMessage, AttributeScope, KeyValue, Reading, TelemetryMessage, ValueType
 from gateway.errors import Unavailable
 from storage.errors import translated
-from storage.telemetry import KeyDictionary, TelemetryWriter
+from storage.telemetry import DeviceProjects, KeyDictionary, TelemetryWriter
+from tests.support import new_tenant
 
 JAN, FEB = 1_767_225_600_000, 1_769_904_000_000  # 2026-01-01, 2026-02-01 (UTC)
 
 
+async def register(pool, tenant) -> str:
+    """A device of the tenant's project: the writer stores the rows of registered devices only."""
+    device_id = "dev-" + secrets.token_hex(8)
+    await pool.execute("INSERT INTO devices (id, project_id, product_id, name, created_at) VALUES ($1, $2, $3, $1, 0)",
+                       device_id, tenant.project_id, tenant.product_id)
+    return device_id
+
+
+async def project_no(pool, tenant) -> int:
+    return await pool.fetchval("SELECT no FROM projects WHERE id = $1", tenant.project_id)
+
+
 @pytest.fixture
-def device() -> str:
-    return "dev-" + secrets.token_hex(8)
+async def device(gateway, tenant) -> str:
+    return await register(gateway.services.pool, tenant)
 
 
 @pytest.fixture
@@ -66,11 +80,39 @@ async def test_latest_values_keep_the_newest_timestamp(gateway, writer, device) 
     assert await latest(gateway, device) == [("t", FEB, 2)]
 
 
-async def test_rows_land_in_monthly_partitions(gateway, writer, device) -> None:
-    await writer.write([TelemetryMessage(device, (reading(JAN, t=1), reading(FEB, t=2)))], [])
-    partitions = await gateway.services.pool.fetch(
-        "SELECT tableoid::regclass::text AS part FROM ts_kv WHERE device_id = $1 ORDER BY ts", device)
-    assert [p["part"] for p in partitions] == ["ts_kv_2026_01", "ts_kv_2026_02"]
+async def partitions_of(pool, device: str) -> list[str]:
+    return [r["part"] for r in await pool.fetch(
+        "SELECT tableoid::regclass::text AS part FROM ts_kv WHERE device_id = $1 ORDER BY ts", device)]
+
+
+async def test_rows_land_in_their_projects_monthly_partitions(gateway, writer, tenant, device) -> None:
+    pool = gateway.services.pool
+    other = await new_tenant(gateway.services)
+    neighbour = await register(pool, other)
+    no, other_no = await project_no(pool, tenant), await project_no(pool, other)
+    await writer.write([TelemetryMessage(device, (reading(JAN, t=1), reading(FEB, t=2))),
+                        TelemetryMessage(neighbour, (reading(JAN, t=3),))], [])
+    assert await partitions_of(pool, device) == [f"ts_kv_p{no}_2026_01", f"ts_kv_p{no}_2026_02"]
+    assert await partitions_of(pool, neighbour) == [f"ts_kv_p{other_no}_2026_01"]
+    parents = {r["relid"]: r["parentrelid"] for r in await pool.fetch(
+        "SELECT relid::text, parentrelid::text FROM pg_partition_tree('ts_kv')")}
+    assert parents[f"ts_kv_p{no}_2026_01"] == f"ts_kv_p{no}" and parents[f"ts_kv_p{no}"] == "ts_kv"
+
+
+async def test_the_rows_of_a_device_not_registered_are_left_out(gateway, writer, device) -> None:
+    """Deleting a device deletes its telemetry; what was queued for it is not stored after."""
+    gone = "dev-" + secrets.token_hex(8)
+    await writer.write([TelemetryMessage(gone, (reading(JAN, t=1),)), TelemetryMessage(device, (reading(JAN, t=2),))], [])
+    assert await rows(gateway.services.pool, gone) == []
+    assert await rows(gateway.services.pool, device) == [("t", JAN, None, 2, None, None)]
+
+
+async def test_a_device_whose_project_is_looked_up_again_is_written_the_same(gateway, tenant, device) -> None:
+    # Trusted for no time at all: every batch looks the project up again.
+    writer = TelemetryWriter(gateway.services.pool, KeyDictionary(), DeviceProjects(max_age=0))
+    await writer.write([TelemetryMessage(device, (reading(JAN, t=1),))], [])
+    await writer.write([TelemetryMessage(device, (reading(JAN + 1, t=2),))], [])
+    assert await rows(gateway.services.pool, device) == [("t", JAN, None, 1, None, None), ("t", JAN + 1, None, 2, None, None)]
 
 
 async def test_client_attributes_are_upserted_in_the_same_write(gateway, writer, device) -> None:
@@ -88,7 +130,8 @@ async def test_json_values_round_trip(gateway, writer, device) -> None:
     assert stored == {"a": [1, 2]}
 
 
-async def test_a_batch_meeting_stored_rows_is_merged_whole_and_moves_the_latest_values(gateway, writer, device) -> None:
+async def test_a_batch_meeting_stored_rows_is_merged_whole_and_moves_the_latest_values(
+        gateway, writer, tenant, device) -> None:
     await writer.write([TelemetryMessage(device, (reading(JAN, t=1),))], [])
     # One row of this batch is stored already: the COPY fails, the batch is merged instead.
     await writer.write([TelemetryMessage(device, (reading(JAN, t=5, u="x"), reading(FEB, t=7)))], [])
@@ -98,6 +141,10 @@ async def test_a_batch_meeting_stored_rows_is_merged_whole_and_moves_the_latest_
     # A rewrite of the newest reading moves the latest value too (equal timestamps: the later write wins).
     await writer.write([TelemetryMessage(device, (reading(FEB, t=8),))], [])
     assert await latest(gateway, device) == [("t", FEB, 8), ("u", JAN, "x")]
+    # The merge stored the project's number as the COPY does.
+    assert [r["project_no"] for r in await gateway.services.pool.fetch(
+        "SELECT DISTINCT project_no FROM ts_kv WHERE device_id = $1", device)] == [
+        await project_no(gateway.services.pool, tenant)]
 
 
 async def test_telemetry_and_attributes_of_one_batch_are_stored_together(gateway, writer, device) -> None:

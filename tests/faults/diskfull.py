@@ -1,8 +1,8 @@
-"""The disk-full case: ts_kv's partitions and indexes in a tablespace on a small filesystem
-(a tmpfs of a few MiB, mounted for the test), which the fault fills with a file and then
-frees. PostgreSQL then fails to extend ts_kv ("No space left on device", SQLSTATE 53100)
-while its WAL, on the main data directory, is untouched: the data disk is full, the
-server is up.
+"""The disk-full case: ts_kv's partitions (a project's, and its months) and their indexes in
+a tablespace on a small filesystem (a tmpfs of a few MiB, mounted for the test), which the
+fault fills with a file and then frees. PostgreSQL then fails to extend ts_kv ("No space
+left on device", SQLSTATE 53100) while its WAL, on the main data directory, is untouched:
+the data disk is full, the server is up.
 
 Mounting needs root (CAP_SYS_ADMIN); ``unavailable`` says why it cannot be made when not.
 """
@@ -78,14 +78,15 @@ class SmallDisk:
 
 
 async def move_ts_kv(url: str, location: Path) -> None:
-    """Create the tablespace and move ts_kv there: its partitions, their indexes, and the
-    default of partitions made later."""
+    """Create the tablespace and move ts_kv there, at both levels of its partitions (a
+    project's, then its months): the tables, their indexes, and so the default of the
+    partitions made later (a partition is made in its parent's tablespace, its index in
+    its parent index's)."""
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(f"CREATE TABLESPACE small_disk LOCATION '{location}'")
-        tables = ["ts_kv", *[r["name"] for r in await conn.fetch(
-            "SELECT c.oid::regclass::text AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = 'ts_kv'::regclass")]]
+        tables = [r["name"] for r in await conn.fetch(
+            "SELECT relid::regclass::text AS name FROM pg_partition_tree('ts_kv') ORDER BY level")]
         for table in tables:
             await conn.execute(f"ALTER TABLE {table} SET TABLESPACE small_disk")
             for index in await conn.fetch(
