@@ -97,7 +97,7 @@ class Settings:
     )
     mqtt_max_topic_length: int = _setting(
         256, "Longest MQTT topic name, in characters; longer is an unknown topic (PUBACK 0x90 on MQTT 5).",
-        min=64, max=65_535,
+        min=16, max=65_535,
     )
     max_connections_per_address: int = _setting(
         1_000, "Most device connections (HTTP, HTTPS, MQTT, MQTTS together) from one IP address at once; "

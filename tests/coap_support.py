@@ -43,3 +43,16 @@ async def provision_device(context: aiocoap.Context, coap_url: str, tenant: Tena
 async def device_id_of(gateway: Any, tenant: Tenant, name: str) -> str:
     return await gateway.services.pool.fetchval(
         "SELECT id FROM devices WHERE name = $1 AND project_id = $2", name, tenant.project_id)
+
+
+def coap_url_of(gateway: Any) -> str:
+    """A gateway's CoAP listener, coap://127.0.0.1:port (for gateways other than the shared one)."""
+    return next(listener.url for listener in gateway.listeners if listener.name == "coap")
+
+
+async def observe(context: aiocoap.Context, uri: str, **options: Any) -> tuple[Message, Any, Any]:
+    """A GET with Observe: 0: its first response, an iterator of the notifications that follow, and
+    the request (``request.observation.cancel()`` stops it on this side)."""
+    started = context.request(Message(code=Code.GET, uri=uri, observe=0, **options))
+    first = await started.response
+    return first, aiter(started.observation), started

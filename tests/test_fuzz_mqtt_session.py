@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from typing import Any
 
 import aiohttp
@@ -26,6 +27,7 @@ from hypothesis.stateful import (
     RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test,
 )
 
+from fuzz.summary import report
 from gateway import codec as payloads
 from gateway.app import Gateway
 from gateway.errors import InvalidInput
@@ -322,14 +324,16 @@ def machine(live: Live) -> type[RuleBasedStateMachine]:
     return MqttSessionMachine
 
 
-def test_mqtt_session_state_machine(database_url, tmp_path) -> None:
+def test_mqtt_session_state_machine(database_url, tmp_path, pytestconfig) -> None:
     errors = ErrorLog()
     for name in ("gateway", "protocols", "storage"):
         logging.getLogger(name).addHandler(errors)
     live = Live(database_url, str(tmp_path))
     try:
+        started = time.monotonic()
         run_state_machine_as_test(machine(live), settings=SETTINGS)
-        print("MQTT session state machine, packets sent by kind:", dict(sorted(STEPS.items())))
+        report(pytestconfig, f"MQTT session state machine (hypothesis): {sum(STEPS.values())} packets in "
+                             f"{time.monotonic() - started:.0f} s, by kind {dict(sorted(STEPS.items()))}")
         assert sum(STEPS.values()) > SETTINGS.max_examples
         # Whatever happened, a device still connects and stores.
         client = live.run(RawMqtt.open(live.port, 5))

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from fuzz.summary import report
 from tests import pki
 from tests.management_client import Management
 from tests.support import Tenant
@@ -45,14 +46,18 @@ async def schemathesis(config: Path, schema_url: str, *options: str) -> tuple[in
 
 
 def summary(out: str) -> str:
-    lines = [line for line in out.splitlines() if re.search(r"\d+ (passed|failed|skipped|generated)|Test cases|"
-                                                             r"API Operations|Seed", line)]
-    return " | ".join(line.strip() for line in lines[-6:])
+    """"34 operations, 1069 cases: 1069 generated, 1069 passed (seed ...)", from the command's report."""
+    operations = re.search(r"Operations:\s+(\d+) selected", out)
+    cases = re.search(r"Test cases:\s*\n\s*(.+)", out)
+    seed = re.search(r"Seed: (\d+)", out)
+    total = re.match(r"(\d+) generated", cases.group(1).strip()) if cases else None
+    return (f"{operations.group(1) if operations else '?'} operations, {total.group(1) if total else '?'} cases: "
+            f"{cases.group(1).strip() if cases else '?'} (seed {seed.group(1) if seed else '?'})")
 
 
 @pytest.mark.skipif(SCHEMATHESIS is None, reason="schemathesis is not installed (the dev extra installs it)")
 async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
-    gateway, management_url, base_url, tenant: Tenant, http, management, tmp_path
+    gateway, management_url, base_url, tenant: Tenant, http, management, tmp_path, pytestconfig
 ) -> None:
     management_client = management
     name = "st-" + secrets.token_hex(4)
@@ -95,7 +100,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         schemathesis(device, str(device_schema), "--url", base_url, "--include-tag", "Device API"),
     )
     for name, (code, out) in zip(("management API", "device API"), runs):
-        print(f"schemathesis {name}: {summary(out)}")
+        report(pytestconfig, f"schemathesis {name}: {summary(out)}")
         assert code == 0, f"schemathesis found problems in the {name}:\n{out[-12000:]}"
         if os.environ.get("FUZZ_VERBOSE"):
             print(out)

@@ -1,14 +1,17 @@
 """Device isolation: a device cannot publish, subscribe or read as another device, over MQTT
-(topics) or HTTP (tokens), whatever topic or path it names."""
+(topics), HTTP or CoAP (tokens), whatever topic or path it names."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import orjson
 import pytest
+from aiocoap import Code, Message
 
 from protocols.mqtt.packets import PubAck, Publish, Reason, SubAck, Subscribe, Subscription
+from tests.coap_support import coap_client, observe, request
 from tests.management_client import Management
 from tests.mqtt_raw import RawMqtt
 
@@ -137,3 +140,133 @@ async def test_mqtt_token_of_one_device_is_not_another_s_client_id(gateway, mqtt
     await client.close()
     assert await stored_keys(gateway, victim["id"]) == set()
     assert "mine" in await stored_keys(gateway, attacker["id"])
+
+
+# CoAP: the token is a segment of every path, so it is the only credential; it names one device.
+
+async def attributes_of(gateway, device_id: str) -> dict:
+    rows = await gateway.services.pool.fetch(
+        "SELECT scope, key, coalesce(long_v::text, dbl_v::text, str_v, bool_v::text, json_v::text) AS v "
+        "FROM attribute_kv WHERE device_id = $1", device_id)
+    return {(r["scope"], r["key"]): r["v"] for r in rows}
+
+
+def guesses(attacker: dict, victim: dict) -> list[str]:
+    """Tokens that are not the victim's: its id, its name, variations of its token, an unknown one."""
+    return [victim["id"], victim["name"], victim["token"].upper(), victim["token"] + "x", victim["token"][:-1],
+            "no-such-token", attacker["token"] + victim["token"]]
+
+
+async def test_coap_token_names_exactly_one_device(gateway, coap_url, management, tenant, pair) -> None:
+    """With its own token a device posts telemetry and attributes and reads attributes as itself
+    only; any other token is refused 4.01 (a path with more segments 4.04), and the victim's
+    rows and attributes are as they were."""
+    attacker, victim = pair
+    api = Management(management, tenant)
+    await api.call("POST", f"/devices/{victim['id']}/attributes", params={"scope": "SHARED_SCOPE"},
+                   json={"victim_secret": "s3"})
+    victim_attributes = await attributes_of(gateway, victim["id"])
+    forged = orjson.dumps({"forged": 1})
+    async with coap_client() as client, asyncio.timeout(30):
+        base = f"{coap_url}/api/v1"
+        for resource in ("telemetry", "attributes"):
+            own = await request(client, Code.POST, f"{base}/{attacker['token']}/{resource}", b'{"own":1}')
+            assert own.code == Code.CREATED, own
+        read = await request(client, Code.GET, f"{base}/{attacker['token']}/attributes",
+                             uri_query=("sharedKeys=victim_secret", "clientKeys=forged"))
+        assert read.code == Code.CONTENT and b"s3" not in read.payload and orjson.loads(read.payload) == {}, read
+        for guess in guesses(attacker, victim):
+            for resource in ("telemetry", "attributes"):
+                answer = await request(client, Code.POST, f"{base}/{guess}/{resource}", forged)
+                assert answer.code == Code.UNAUTHORIZED and not answer.payload, (guess, resource, answer)
+            answer = await request(client, Code.GET, f"{base}/{guess}/attributes", uri_query=("sharedKeys=victim_secret",))
+            assert answer.code == Code.UNAUTHORIZED and not answer.payload, (guess, answer)
+        # Segments around a token are not a path to another device (CoAP paths are not normalised).
+        for path in ((attacker["token"], "..", victim["token"], "telemetry"), (victim["token"], "telemetry", "x"),
+                     (attacker["token"], victim["token"], "telemetry")):
+            answer = await client.request(Message(code=Code.POST, uri=coap_url, uri_path=("api", "v1", *path),
+                                                  payload=forged)).response
+            assert answer.code == Code.NOT_FOUND, (path, answer)
+    assert await stored_keys(gateway, victim["id"]) == set()
+    assert await stored_keys(gateway, attacker["id"]) == {"own"}
+    assert await attributes_of(gateway, victim["id"]) == victim_attributes
+    assert ("CLIENT_SCOPE", "own") in await attributes_of(gateway, attacker["id"])
+
+
+async def test_coap_observations_reach_only_the_token_s_device(gateway, coap_url, management, tenant,
+                                                               pair) -> None:
+    """An Observe on attributes or RPC with another token is refused 4.01 and starts nothing; with
+    its own token a device is sent its own shared-attribute updates and RPC requests, never the
+    victim's (the victim observing alongside gets those)."""
+    attacker, victim = pair
+    api = Management(management, tenant)
+    async with coap_client() as client, asyncio.timeout(30):
+        base = f"{coap_url}/api/v1"
+        for guess in guesses(attacker, victim):
+            for resource in ("attributes", "rpc"):
+                first, _, started = await observe(client, f"{base}/{guess}/{resource}")
+                assert first.code == Code.UNAUTHORIZED and first.opt.observe is None, (guess, resource, first)
+        assert not gateway._coap.site.observing(victim["id"])
+        first, attacker_attributes, attacker_watch = await observe(client, f"{base}/{attacker['token']}/attributes")
+        assert first.code == Code.CONTENT and first.opt.observe is not None, first
+        first, attacker_rpc, attacker_rpc_watch = await observe(client, f"{base}/{attacker['token']}/rpc")
+        assert first.code == Code.CONTENT and first.opt.observe is not None, first
+        first, victim_rpc, victim_rpc_watch = await observe(client, f"{base}/{victim['token']}/rpc")
+        assert first.code == Code.CONTENT, first
+
+        # Attributes: the victim's update first, then the attacker's marker, which must come first.
+        await api.call("POST", f"/devices/{victim['id']}/attributes", params={"scope": "SHARED_SCOPE"},
+                       json={"victim_only": 1})
+        await api.call("POST", f"/devices/{attacker['id']}/attributes", params={"scope": "SHARED_SCOPE"},
+                       json={"attacker_marker": 1})
+        assert orjson.loads((await anext(attacker_attributes)).payload) == {"attacker_marker": 1}
+
+        # RPC: a call to the victim reaches the victim's observation only.
+        async def call(device: dict, method: str) -> tuple[int, dict]:
+            reply = await api.call("POST", f"/devices/{device['id']}/commands",
+                                   json={"method": method, "params": {}, "timeout": 5000})
+            return reply.status, reply.body
+
+        victim_call = asyncio.ensure_future(call(victim, "victimOnly"))
+        pushed = orjson.loads((await anext(victim_rpc)).payload)
+        assert pushed["method"] == "victimOnly", pushed
+        answer = await request(client, Code.POST, f"{base}/{victim['token']}/rpc/{pushed['id']}", b'{"ok":1}')
+        assert answer.code == Code.CREATED, answer
+        assert await victim_call == (200, {"response": {"ok": 1}})
+        attacker_call = asyncio.ensure_future(call(attacker, "attackerMarker"))
+        mine = orjson.loads((await anext(attacker_rpc)).payload)
+        assert mine["method"] == "attackerMarker", mine  # nothing of the victim's came before it
+        answer = await request(client, Code.POST, f"{base}/{attacker['token']}/rpc/{mine['id']}", b"{}")
+        assert answer.code == Code.CREATED, answer
+        assert (await attacker_call)[0] == 200
+        for started in (attacker_watch, attacker_rpc_watch, victim_rpc_watch):
+            started.observation.cancel()
+
+
+async def test_coap_rpc_reply_only_settles_the_token_s_own_call(gateway, coap_url, management, tenant,
+                                                                 pair) -> None:
+    """A reply posted with the attacker's token, or with a token that is not the victim's, to the
+    id of a call made to the victim settles nothing (2.01 and dropped, as a late reply; 4.01):
+    the operator gets the victim's own reply."""
+    attacker, victim = pair
+    api = Management(management, tenant)
+    async with coap_client() as client, asyncio.timeout(30):
+        base = f"{coap_url}/api/v1"
+        first, victim_rpc, watch = await observe(client, f"{base}/{victim['token']}/rpc")
+        assert first.code == Code.CONTENT, first
+        operator = asyncio.ensure_future(api.call("POST", f"/devices/{victim['id']}/commands",
+                                                  json={"method": "read", "params": {}, "timeout": 5000}))
+        pushed = orjson.loads((await anext(victim_rpc)).payload)
+        forged = orjson.dumps({"forged": True})
+        answer = await request(client, Code.POST, f"{base}/{attacker['token']}/rpc/{pushed['id']}", forged)
+        assert answer.code == Code.CREATED, answer  # the attacker's own (unknown) call: dropped
+        for guess in guesses(attacker, victim):
+            answer = await request(client, Code.POST, f"{base}/{guess}/rpc/{pushed['id']}", forged)
+            assert answer.code == Code.UNAUTHORIZED, (guess, answer)
+        assert not operator.done()
+        answer = await request(client, Code.POST, f"{base}/{victim['token']}/rpc/{pushed['id']}", b'{"real":1}')
+        assert answer.code == Code.CREATED, answer
+        reply = await operator
+        assert (reply.status, reply.body) == (200, {"response": {"real": 1}})
+        watch.observation.cancel()
+    assert await stored_keys(gateway, victim["id"]) == set()

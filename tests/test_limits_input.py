@@ -1,22 +1,29 @@
-"""Limits on bad input (README "Limits" table): sizes and lengths, on HTTP and MQTT (3.1.1 and 5)."""
+"""Limits on bad input (README "Limits" table): sizes and lengths, on HTTP, MQTT (3.1.1 and 5) and CoAP."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+
 import orjson
 import pytest
+from aiocoap import Code
 
 from protocols.mqtt.packets import Disconnect, PubAck, Publish, Reason
+from tests.coap_support import TIMEOUT, coap_client, coap_url_of, request
 from tests.limits_support import (
     http_request, limited_gateway, mqtt_device, open_raw, post, provisioned_token, publish_qos1, read_to_eof,
     status_of,
 )
 from tests.mqtt_raw import RawMqtt
 
+TELEMETRY = "v1/devices/me/telemetry"
 LIMITS = {
     "max_payload_bytes": 4096, "max_key_length": 32, "max_string_length": 100, "max_datapoints_per_message": 10,
-    "http_max_head_bytes": 2048, "mqtt_max_client_id_length": 64, "mqtt_max_topic_length": 64,
+    "http_max_head_bytes": 2048, "mqtt_max_client_id_length": 64,
+    # Exactly the telemetry topic's length (23): every MQTT test here publishes at the limit.
+    "mqtt_max_topic_length": len(TELEMETRY),
 }
-TELEMETRY = "v1/devices/me/telemetry"
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +90,39 @@ async def test_http_head_over_limit(gw, token) -> None:
     assert status_of(await http_request(gw, ok)) == 200
 
 
+@pytest.fixture(scope="module")
+async def short_topics(database_url, tmp_path_factory):
+    """A gateway whose topic limit (16, the least allowed) is under the telemetry topic's length."""
+    async with limited_gateway(database_url, tmp_path_factory.mktemp("limits-topic"),
+                               mqtt_max_topic_length=16) as running:
+        yield running, await provisioned_token(running)
+
+
+async def rows_with_key(gw, key: str) -> int:
+    return await gw.services.pool.fetchval(
+        "SELECT count(*) FROM ts_kv t JOIN key_dictionary k ON k.key_id = t.key WHERE k.key = $1", key)
+
+
 @pytest.mark.parametrize("level", [4, 5])
-async def test_mqtt_topic_too_long(gw, token, level: int) -> None:
-    client = await mqtt_device(gw, token, level)
-    # An RPC request topic with an id is a known shape; one over the topic limit is an unknown topic.
-    long_topic = "v1/devices/me/attributes/request/" + "1" * 40
-    ack = await publish_qos1(client, long_topic, b"{}")
+async def test_mqtt_topic_too_long(gw, token, short_topics, level: int) -> None:
+    """v1/devices/me/telemetry (23 characters) is a valid topic: over a limit of 16 it is refused
+    as an unknown topic (MQTT 5 PUBACK 0x90; 3.1.1 PUBACK and dropped) and nothing is stored,
+    while a shorter topic (v2/t) on the same connection is stored; at a limit of 23 the same
+    topic is accepted and stored."""
+    short_gw, short_token = short_topics
+    over, under, edge = (f"{name}_{level}_{secrets.token_hex(3)}" for name in ("over", "under", "edge"))
+    client = await mqtt_device(short_gw, short_token, level)
+    ack = await publish_qos1(client, TELEMETRY, orjson.dumps({over: 1}))
     assert ack == PubAck(1, Reason.TOPIC_NAME_INVALID if level == 5 else Reason.SUCCESS)
-    assert (await publish_qos1(client, TELEMETRY, b'{"a":1}', 2)) == PubAck(2)
+    assert (await publish_qos1(client, "v2/t", orjson.dumps({under: 1}), 2)) == PubAck(2)  # stored, then acked
     await client.close()
+    assert await rows_with_key(short_gw, under) == 1
+    assert await rows_with_key(short_gw, over) == 0
+
+    client = await mqtt_device(gw, token, level)
+    assert (await publish_qos1(client, TELEMETRY, orjson.dumps({edge: 1}))) == PubAck(1)
+    await client.close()
+    assert await rows_with_key(gw, edge) == 1
 
 
 @pytest.mark.parametrize("level", [4, 5])
@@ -123,6 +154,22 @@ async def test_http_payload_limits(gw, token, case: str) -> None:
 
 
 @pytest.mark.parametrize("case", BAD_PAYLOADS)
+async def test_coap_payload_limits(gw, token, case: str) -> None:
+    """CoAP (aiocoap's client over UDP): 4.13 with Size1 for too many data points, 4.00 with the
+    reason for a key or a string too long; telemetry and attributes alike."""
+    body, status = BAD_PAYLOADS[case]
+    expected = Code.REQUEST_ENTITY_TOO_LARGE if status == 413 else Code.BAD_REQUEST
+    async with coap_client() as client, asyncio.timeout(TIMEOUT):
+        for resource in ("telemetry", "attributes"):
+            answer = await request(client, Code.POST, f"{coap_url_of(gw)}/api/v1/{token}/{resource}", body)
+            assert answer.code == expected, (resource, answer, answer.payload)
+            if expected == Code.REQUEST_ENTITY_TOO_LARGE:
+                assert answer.opt.size1 == LIMITS["max_payload_bytes"]
+            else:
+                assert answer.payload, "a 4.00 says why"
+
+
+@pytest.mark.parametrize("case", BAD_PAYLOADS)
 async def test_mqtt_payload_limits(gw, token, case: str) -> None:
     body, _ = BAD_PAYLOADS[case]
     client = await mqtt_device(gw, token, 5)
@@ -139,3 +186,10 @@ async def test_limits_at_the_edge_pass(gw, token) -> None:
     client = await mqtt_device(gw, token, 5)
     assert (await publish_qos1(client, TELEMETRY, body)) == PubAck(1)
     await client.close()
+    marker = "e" * 24 + secrets.token_hex(4)  # 32 characters, at the key limit
+    edge = orjson.dumps({**{f"k{i}": i for i in range(9)}, marker: "x" * 100})
+    async with coap_client() as coap, asyncio.timeout(TIMEOUT):
+        for resource in ("telemetry", "attributes"):
+            answer = await request(coap, Code.POST, f"{coap_url_of(gw)}/api/v1/{token}/{resource}", edge)
+            assert answer.code == Code.CREATED, (resource, answer, answer.payload)
+    assert await rows_with_key(gw, marker) == 1

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import aiocoap
 
 from gateway.tasks import OwnedTasks
+from protocols.coap.decoding import guard_decoding
 from protocols.coap.dedup import DedupWindow
 from protocols.coap.site import CoapServices, DeviceSite
 from protocols.coap.tuning import GatewayTuning, tune_requests
@@ -60,6 +61,7 @@ class CoapServer:
                 window = DedupWindow(self._dedup_seconds)
                 window.install(manager)
                 tune_requests(manager, GatewayTuning())
+                guard_decoding(manager.message_interface)
                 self.dedup_windows.append(window)
         return _bound_port(context)
 
