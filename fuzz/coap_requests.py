@@ -64,6 +64,7 @@ with atheris.instrument_imports():
     from protocols.coap.paths import Feature, route_of
     from protocols.coap.site import CoapServices, DeviceSite
 
+from fuzz.logrecords import Recorded
 from gateway import credentials as creds  # imported (so instrumented) by gateway.auth above
 
 MAX_PAYLOAD = 256
@@ -179,16 +180,7 @@ class Remote:
 REMOTES = [Remote("127.0.0.1", 40000), Remote("127.0.0.2", 40000), Remote("::1", 40001)]
 
 
-class Errors(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-ERRORS = Errors()
+ERRORS = Recorded(logging.WARNING)
 LOGGERS = ("gateway", "protocols", "aiocoap", "fuzz.coap")
 PIPE_LOG = logging.getLogger("fuzz.coap")
 

@@ -27,6 +27,7 @@ from hypothesis.stateful import (
     RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test,
 )
 
+from fuzz.logrecords import Recorded
 from fuzz.summary import report
 from gateway import codec as payloads
 from gateway.app import Gateway
@@ -91,15 +92,6 @@ def acceptable(topic: str, payload: bytes) -> bool:
     except InvalidInput:
         return False
     return True
-
-
-class ErrorLog(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 class Live:
@@ -325,7 +317,7 @@ def machine(live: Live) -> type[RuleBasedStateMachine]:
 
 
 def test_mqtt_session_state_machine(database_url, tmp_path, pytestconfig) -> None:
-    errors = ErrorLog()
+    errors = Recorded(logging.ERROR)
     for name in ("gateway", "protocols", "storage"):
         logging.getLogger(name).addHandler(errors)
     live = Live(database_url, str(tmp_path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 from fuzz import mqtt_codec
+from fuzz.logrecords import Recorded
 from protocols.mqtt import codec
 from protocols.mqtt.packets import ConnAck, Disconnect, Reason
 
@@ -86,15 +87,7 @@ async def test_a_string_option_that_is_not_utf8_is_dropped_without_an_error(gate
     else:  # pragma: no cover - aiocoap fixed it: the guard is then harmless
         raise AssertionError("aiocoap now decodes a Uri-Path that is not UTF-8")
 
-    class Errors(logging.Handler):
-        def __init__(self) -> None:
-            super().__init__(logging.ERROR)
-            self.records: list[logging.LogRecord] = []
-
-        def emit(self, record: logging.LogRecord) -> None:
-            self.records.append(record)
-
-    errors = Errors()
+    errors = Recorded(logging.ERROR)
     for name in ("asyncio", "gateway", "protocols"):
         logging.getLogger(name).addHandler(errors)
     client = await RawCoap.open(int(coap_url.rsplit(":", 1)[1]))
