@@ -9,9 +9,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import credentials as creds
-from gateway.errors import NameTaken, Overloaded, Unavailable
-from gateway.model import (
+from fleetgate.core import credentials as creds
+from fleetgate.core.errors import NameTaken, Overloaded, Unavailable
+from fleetgate.core.model import (
     AttributeValue,
     CredentialsType,
     DeviceIdentity,

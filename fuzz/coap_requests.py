@@ -46,14 +46,14 @@ from aiocoap.optiontypes import BlockOption
 from aiocoap.pipe import Pipe
 
 with atheris.instrument_imports():
-    from gateway.auth import DeviceAuthenticator
-    from gateway.codec import PayloadLimits
-    from gateway.downlink import Downlink, LocalBus, SessionLimits
-    from gateway.provisioning import ProvisioningService
-    from gateway.uplink import Uplink
-    from protocols.coap.errors import UnknownPath
-    from protocols.coap.paths import Feature, route_of
-    from protocols.coap.site import CoapServices, DeviceSite
+    from fleetgate.core.auth import DeviceAuthenticator
+    from fleetgate.core.codec import PayloadLimits
+    from fleetgate.core.downlink import Downlink, LocalBus, SessionLimits
+    from fleetgate.core.provisioning import ProvisioningService
+    from fleetgate.core.uplink import Uplink
+    from fleetgate.protocols.coap.errors import UnknownPath
+    from fleetgate.protocols.coap.paths import Feature, route_of
+    from fleetgate.protocols.coap.site import CoapServices, DeviceSite
 
 # The fakes import the gateway's model and errors, instrumented by the imports above.
 from fuzz.coap_fakes import (
@@ -75,7 +75,7 @@ CODES = [Code.GET, Code.POST, Code.PUT, Code.DELETE, Code.FETCH, Code.PATCH, Cod
 
 
 ERRORS = Recorded(logging.WARNING)
-LOGGERS = ("gateway", "protocols", "aiocoap", "fuzz.coap")
+LOGGERS = ("fleetgate", "aiocoap", "fuzz.coap")
 PIPE_LOG = logging.getLogger("fuzz.coap")
 
 LOOP = asyncio.new_event_loop()  # the harness's own; importing this module changes no global state

@@ -20,8 +20,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from protocols.mqtt import codec
-    from protocols.mqtt.packets import Connect
+    from fleetgate.protocols.mqtt import codec
+    from fleetgate.protocols.mqtt.packets import Connect
 
 
 def decode_stream(data: bytes, level: int | None, cuts: list[int]) -> tuple[list, int | None, bool]:

@@ -16,9 +16,9 @@ import atheris
 import orjson
 
 with atheris.instrument_imports():
-    from gateway import codec
-    from gateway.errors import InvalidInput
-    from gateway.model import ValueType
+    from fleetgate.core import codec
+    from fleetgate.core.errors import InvalidInput
+    from fleetgate.core.model import ValueType
 
 LIMITS = codec.PayloadLimits(max_key_length=16, max_string_length=64, max_datapoints=8)
 NOW = 1_700_000_000_000

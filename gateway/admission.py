@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.buckets import TokenBuckets
-from gateway.errors import ConnectionRateExceeded, TooManyConnections
+from fleetgate.core.buckets import TokenBuckets
+from fleetgate.core.errors import ConnectionRateExceeded, TooManyConnections
 
 
 @dataclass(frozen=True, slots=True)

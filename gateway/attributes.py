@@ -9,13 +9,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from gateway import codec
-from gateway.codec import PayloadLimits
-from gateway.devices import require_device
-from gateway.downlink import Downlink
-from gateway.errors import InvalidInput
-from gateway.model import AttributeScope, AttributeValue, KeyValue
-from gateway.ports import AttributeStore, DeviceLookup
+from fleetgate.core import codec
+from fleetgate.core.codec import PayloadLimits
+from fleetgate.core.devices import require_device
+from fleetgate.core.downlink import Downlink
+from fleetgate.core.errors import InvalidInput
+from fleetgate.core.model import AttributeScope, AttributeValue, KeyValue
+from fleetgate.core.ports import AttributeStore, DeviceLookup
 
 _SCOPES = tuple(s.value for s in AttributeScope)
 

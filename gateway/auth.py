@@ -14,12 +14,12 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from gateway import credentials as creds
-from gateway import pki
-from gateway.backoff import FailureBackoff
-from gateway.errors import SourceBlocked, Unauthorized
-from gateway.model import CredentialsType, DeviceIdentity, StoredCredentials
-from gateway.ports import DeviceAuthStore
+from fleetgate.core import credentials as creds
+from fleetgate.core import pki
+from fleetgate.core.backoff import FailureBackoff
+from fleetgate.core.errors import SourceBlocked, Unauthorized
+from fleetgate.core.model import CredentialsType, DeviceIdentity, StoredCredentials
+from fleetgate.core.ports import DeviceAuthStore
 
 _MAX_ENTRIES = 200_000
 

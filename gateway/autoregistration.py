@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from gateway import metrics, pki, templates
-from gateway.errors import Conflict, InvalidInput, Unauthorized
-from gateway.ids import new_id
-from gateway.model import AuditRecord, BoundCertificate, Device, DeviceCa, DeviceIdentity, Registration, Template
-from gateway.ports import RegistrationStore
+from fleetgate.core import metrics, pki, templates
+from fleetgate.core.errors import Conflict, InvalidInput, Unauthorized
+from fleetgate.core.ids import new_id
+from fleetgate.core.model import AuditRecord, BoundCertificate, Device, DeviceCa, DeviceIdentity, Registration, Template
+from fleetgate.core.ports import RegistrationStore
 
 ACTION = "AUTO_REGISTER"
 

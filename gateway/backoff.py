@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from gateway.buckets import DEFAULT_CAPACITY
+from fleetgate.core.buckets import DEFAULT_CAPACITY
 
 
 class FailureBackoff:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.devices import require_device
-from gateway.downlink import Downlink
-from gateway.ports import DeviceLookup
+from fleetgate.core.devices import require_device
+from fleetgate.core.downlink import Downlink
+from fleetgate.core.ports import DeviceLookup
 
 
 class CommandService:

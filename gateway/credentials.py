@@ -16,8 +16,8 @@ import hashlib
 import hmac
 import os
 
-from gateway.errors import CredentialsInvalid
-from gateway.model import Credentials, CredentialsType, MqttBasic, StoredCredentials
+from fleetgate.core.errors import CredentialsInvalid
+from fleetgate.core.model import Credentials, CredentialsType, MqttBasic, StoredCredentials
 
 CERTIFICATE_TOKEN = "me"
 _PEM_MARKERS = ("-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----")

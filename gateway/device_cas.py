@@ -8,11 +8,11 @@ import re
 import secrets
 from typing import Any
 
-from gateway import pki
-from gateway.errors import CaNotVerified, InvalidInput, NotFound, VerificationFailed
-from gateway.ids import new_id
-from gateway.model import DeviceCa, Page
-from gateway.ports import DeviceCaStore
+from fleetgate.core import pki
+from fleetgate.core.errors import CaNotVerified, InvalidInput, NotFound, VerificationFailed
+from fleetgate.core.ids import new_id
+from fleetgate.core.model import DeviceCa, Page
+from fleetgate.core.ports import DeviceCaStore
 
 
 class CaService:

@@ -6,10 +6,10 @@ import dataclasses
 import re
 import time
 
-from gateway import credentials as creds
-from gateway.errors import InvalidInput, NotFound
-from gateway.ids import new_id, random_alphanumeric
-from gateway.model import (
+from fleetgate.core import credentials as creds
+from fleetgate.core.errors import InvalidInput, NotFound
+from fleetgate.core.ids import new_id, random_alphanumeric
+from fleetgate.core.model import (
     Credentials,
     CredentialsInfo,
     CredentialsType,
@@ -21,8 +21,8 @@ from gateway.model import (
     ProvisionStrategy,
     StoredCredentials,
 )
-from gateway.ports import CredentialsCache, DeviceLookup, DeviceRegistry
-from gateway.products import ProductService
+from fleetgate.core.ports import CredentialsCache, DeviceLookup, DeviceRegistry
+from fleetgate.core.products import ProductService
 
 _NAME = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 _MAX_DESCRIPTION = 2048

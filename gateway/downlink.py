@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.errors import DeviceNotConnected, InvalidInput, RpcTimeout
-from gateway.model import KeyValue, ValueType
-from gateway.ports import DownlinkBus
-from gateway.tasks import OwnedTasks
+from fleetgate.core.errors import DeviceNotConnected, InvalidInput, RpcTimeout
+from fleetgate.core.model import KeyValue, ValueType
+from fleetgate.core.ports import DownlinkBus
+from fleetgate.core.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway import metrics
-from gateway.errors import Overloaded, Unavailable
-from gateway.model import AttributeMessage, TelemetryMessage
-from gateway.ports import IngestWriter
+from fleetgate.core import metrics
+from fleetgate.core.errors import Overloaded, Unavailable
+from fleetgate.core.model import AttributeMessage, TelemetryMessage
+from fleetgate.core.ports import IngestWriter
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.errors import InvalidInput
+from fleetgate.core.errors import InvalidInput
 
 # Huawei's certificate parameters, by the subject attribute each one reads.
 SUBJECT_PARAMETERS: dict[str, x509.ObjectIdentifier] = {

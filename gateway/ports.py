@@ -1,7 +1,7 @@
 """What the core needs from storage, as structural types.
 
 The composition root hands implementations from ``storage`` to the core; tests
-may hand in-memory fakes. Methods raise only errors from :mod:`gateway.errors`.
+may hand in-memory fakes. Methods raise only errors from :mod:`fleetgate.core.errors`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from gateway.model import (
+from fleetgate.core.model import (
     AttributeMessage,
     AttributeScope,
     AttributeValue,

@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway.errors import InvalidInput, NotFound
-from gateway.ids import new_id
-from gateway.model import Page, Product, ProvisionStrategy
-from gateway.ports import ProductStore
+from fleetgate.core.errors import InvalidInput, NotFound
+from fleetgate.core.ids import new_id
+from fleetgate.core.model import Page, Product, ProvisionStrategy
+from fleetgate.core.ports import ProductStore
 
 _NAME = re.compile(r"[^\x00-\x1f]{1,128}")
 

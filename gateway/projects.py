@@ -7,11 +7,11 @@ import re
 import secrets
 import time
 
-from gateway import signing
-from gateway.errors import InvalidInput, NotFound, Unauthorized
-from gateway.ids import new_id
-from gateway.model import Project
-from gateway.ports import ProjectStore
+from fleetgate.core import signing
+from fleetgate.core.errors import InvalidInput, NotFound, Unauthorized
+from fleetgate.core.ids import new_id
+from fleetgate.core.model import Project
+from fleetgate.core.ports import ProjectStore
 
 _NAME = re.compile(r"[\w.\-]{1,64}")
 _AK_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"

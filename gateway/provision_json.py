@@ -6,9 +6,9 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import MalformedPayload
-from gateway.model import CredentialsType, MqttBasic, ProvisionRequest, ProvisionResult, ProvisionStatus
-from gateway.provisioning import FAILURE_MSG, NOT_FOUND_MSG
+from fleetgate.core.errors import MalformedPayload
+from fleetgate.core.model import CredentialsType, MqttBasic, ProvisionRequest, ProvisionResult, ProvisionStatus
+from fleetgate.core.provisioning import FAILURE_MSG, NOT_FOUND_MSG
 
 
 def request_from_json(root: Any, source: str = "") -> ProvisionRequest:

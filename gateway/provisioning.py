@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
-from gateway import credentials as creds
-from gateway.buckets import TokenBuckets
-from gateway.errors import CredentialsInvalid, CredentialsTaken, NameTaken, ProvisionRateExceeded
-from gateway.ids import new_id, random_alphanumeric
-from gateway.model import (
+from fleetgate.core import credentials as creds
+from fleetgate.core.buckets import TokenBuckets
+from fleetgate.core.errors import CredentialsInvalid, CredentialsTaken, NameTaken, ProvisionRateExceeded
+from fleetgate.core.ids import new_id, random_alphanumeric
+from fleetgate.core.model import (
     AuditRecord,
     Credentials,
     CredentialsType,
@@ -21,7 +21,7 @@ from gateway.model import (
     ProvisionStatus,
     ProvisionStrategy,
 )
-from gateway.ports import AuditLog, ProvisioningStore
+from fleetgate.core.ports import AuditLog, ProvisioningStore
 
 log = logging.getLogger(__name__)
 

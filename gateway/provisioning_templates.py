@@ -6,11 +6,11 @@ import dataclasses
 import time
 from typing import Any
 
-from gateway import templates
-from gateway.errors import InvalidInput, NotFound
-from gateway.ids import new_id
-from gateway.model import Page, Template
-from gateway.ports import TemplateStore
+from fleetgate.core import templates
+from fleetgate.core.errors import InvalidInput, NotFound
+from fleetgate.core.ids import new_id
+from fleetgate.core.model import Page, Template
+from fleetgate.core.ports import TemplateStore
 
 
 def _now_ms() -> int:

@@ -8,9 +8,9 @@ import logging
 import time
 from typing import Any, Protocol
 
-from gateway import metrics
-from gateway.errors import GatewayError
-from gateway.tasks import OwnedTasks
+from fleetgate.core import metrics
+from fleetgate.core.errors import GatewayError
+from fleetgate.core.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.devices import require_device
-from gateway.errors import InvalidInput, InvalidTimeRange
-from gateway.model import LatestTelemetry, SortOrder, TimeseriesPoint, TimeseriesQuery
-from gateway.ports import DeviceLookup, TelemetryQueryStore
+from fleetgate.core.devices import require_device
+from fleetgate.core.errors import InvalidInput, InvalidTimeRange
+from fleetgate.core.model import LatestTelemetry, SortOrder, TimeseriesPoint, TimeseriesQuery
+from fleetgate.core.ports import DeviceLookup, TelemetryQueryStore
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000

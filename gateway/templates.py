@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import InvalidInput
-from gateway.pki import SUBJECT_ABBREVIATIONS, SUBJECT_PARAMETERS
+from fleetgate.core.errors import InvalidInput
+from fleetgate.core.pki import SUBJECT_ABBREVIATIONS, SUBJECT_PARAMETERS
 
 _CJK = "\u4e00-\u9fa5"
 TEMPLATE_NAME = re.compile(rf"[{_CJK}A-Za-z0-9_-]{{1,128}}")

@@ -11,11 +11,11 @@ import asyncio
 import time
 from typing import Any
 
-from gateway import codec, metrics
-from gateway.codec import PayloadLimits
-from gateway.ingest import IngestPipeline, Receipt
-from gateway.model import AttributeMessage, AttributeScope, DeviceIdentity, TelemetryMessage
-from gateway.ports import AttributeReader
+from fleetgate.core import codec, metrics
+from fleetgate.core.codec import PayloadLimits
+from fleetgate.core.ingest import IngestPipeline, Receipt
+from fleetgate.core.model import AttributeMessage, AttributeScope, DeviceIdentity, TelemetryMessage
+from fleetgate.core.ports import AttributeReader
 
 
 # One entry per device sending server-stamped telemetry; cleared when this many, which

@@ -30,7 +30,7 @@ import logging
 import ssl
 from collections.abc import Iterable
 
-from gateway import metrics
+from fleetgate.core import metrics
 
 log = logging.getLogger(__name__)
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"

@@ -1,6 +1,6 @@
 """The baseline: a bare aiohttp handler on the gateway's telemetry path.
 
-``python -m simulator.baseline --port N`` serves POST /api/v1/{token}/telemetry
+``python -m fleetgate.simulator.baseline --port N`` serves POST /api/v1/{token}/telemetry
 by reading the body and answering 200, with nothing else: one process, uvloop,
 no access log, the same listener options as the gateway. What the gateway adds
 on top (authentication, decoding, queueing, the database commit before the
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from simulator import runtime
+from fleetgate.simulator import runtime
 
 
 async def _telemetry(request: web.Request) -> web.Response:
@@ -44,7 +44,7 @@ async def serve(host: str, port: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return runtime.serve_main("python -m simulator.baseline", __doc__.splitlines()[0], serve, argv)
+    return runtime.serve_main("python -m fleetgate.simulator.baseline", __doc__.splitlines()[0], serve, argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The CoAP baseline: a bare aiocoap POST handler on the gateway's telemetry path.
 
-``python -m simulator.baseline_coap --port N`` serves POST /api/v1/{token}/telemetry
+``python -m fleetgate.simulator.baseline_coap --port N`` serves POST /api/v1/{token}/telemetry
 (any token) by answering 2.01, with nothing else: aiocoap's server context with its
 defaults (its own duplicate detection included), the UDP transport only, uvloop, one
 process, the gateway's socket receive buffer. What the gateway adds on top (authentication, decoding, queueing, the database
@@ -19,8 +19,8 @@ import aiocoap
 from aiocoap import Code, Message
 from aiocoap.interfaces import Resource
 
-from protocols.coap.server import RECEIVE_BUFFER
-from simulator import runtime
+from fleetgate.protocols.coap.server import RECEIVE_BUFFER
+from fleetgate.simulator import runtime
 
 _PATH_LENGTH = 4  # api, v1, {token}, telemetry
 
@@ -58,7 +58,7 @@ async def serve(host: str, port: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return runtime.serve_main("python -m simulator.baseline_coap", __doc__.splitlines()[0], serve, argv)
+    return runtime.serve_main("python -m fleetgate.simulator.baseline_coap", __doc__.splitlines()[0], serve, argv)
 
 
 if __name__ == "__main__":

@@ -15,20 +15,20 @@ from typing import Any
 
 import orjson
 
-from gateway.config import Settings
-from simulator import runtime
-from simulator.bench_coap import coap
-from simulator.bench_http import http, provision
-from simulator.bench_idle import idle_connections
-from simulator.bench_mqtt import mqtt
-from simulator.bench_mtls import mtls
-from simulator.bench_options import BenchOptions
-from simulator.bench_soak import soak
-from simulator.bench_workspace import BenchError, Workspace, workspace
-from simulator.mosquitto import MosquittoMissing
-from simulator.processes import ServerFailed, raise_open_files_limit
-from simulator.report import BenchReport, format_table
-from simulator.worker import WorkerFailed
+from fleetgate.config import Settings
+from fleetgate.simulator import runtime
+from fleetgate.simulator.bench_coap import coap
+from fleetgate.simulator.bench_http import http, provision
+from fleetgate.simulator.bench_idle import idle_connections
+from fleetgate.simulator.bench_mqtt import mqtt
+from fleetgate.simulator.bench_mtls import mtls
+from fleetgate.simulator.bench_options import BenchOptions
+from fleetgate.simulator.bench_soak import soak
+from fleetgate.simulator.bench_workspace import BenchError, Workspace, workspace
+from fleetgate.simulator.mosquitto import MosquittoMissing
+from fleetgate.simulator.processes import ServerFailed, raise_open_files_limit
+from fleetgate.simulator.report import BenchReport, format_table
+from fleetgate.simulator.worker import WorkerFailed
 
 SCENARIOS: dict[str, Callable[[BenchOptions, Workspace], Coroutine[Any, Any, BenchReport]]] = {
     "http": http,

@@ -20,9 +20,9 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from gateway import config
-from simulator.bench_options import BenchOptions
-from simulator.bench_workspace import (
+from fleetgate import config
+from fleetgate.simulator.bench_options import BenchOptions
+from fleetgate.simulator.bench_workspace import (
     BenchError,
     Workspace,
     acknowledged_datapoints,
@@ -34,10 +34,10 @@ from simulator.bench_workspace import (
     stored_rows,
     tenant_services,
 )
-from simulator.coap_packets import CoapTelemetrySpec
-from simulator.loadspec import LoadSpec
-from simulator.processes import RunningServer, free_port, resident_kib, server_process
-from simulator.report import BenchReport, Ratio, Run, Target
+from fleetgate.simulator.coap_packets import CoapTelemetrySpec
+from fleetgate.simulator.loadspec import LoadSpec
+from fleetgate.simulator.processes import RunningServer, free_port, resident_kib, server_process
+from fleetgate.simulator.report import BenchReport, Ratio, Run, Target
 
 # The figures for CoAP (1,000 devices, confirmable POSTs, stored acknowledgements).
 TARGET_BASELINE_SHARE = 0.90
@@ -62,7 +62,7 @@ async def coap_gateway(space: Workspace) -> AsyncIterator[RunningServer]:
     env = space.gateway_environment(free_port())
     env[config.ENV_PREFIX + "COAP_PORT"] = str(_free_udp_port())
     async with server_process(
-        "the gateway", [sys.executable, "-m", "gateway", "serve"], env=env, log_file=space.root / "gateway.log",
+        "the gateway", [sys.executable, "-m", "fleetgate", "serve"], env=env, log_file=space.root / "gateway.log",
         listeners=("http", "coap"),
     ) as server:
         progress(f"gateway pid {server.pid} on {', '.join(server.urls.values())}")
@@ -72,7 +72,7 @@ async def coap_gateway(space: Workspace) -> AsyncIterator[RunningServer]:
 @contextlib.asynccontextmanager
 async def coap_baseline(space: Workspace) -> AsyncIterator[RunningServer]:
     async with server_process(
-        "the aiocoap baseline", [sys.executable, "-m", "simulator.baseline_coap", "--port", "0"],
+        "the aiocoap baseline", [sys.executable, "-m", "fleetgate.simulator.baseline_coap", "--port", "0"],
         log_file=space.root / "baseline-coap.log", listeners=("coap",),
     ) as server:
         progress(f"aiocoap baseline pid {server.pid} on {server.url}")

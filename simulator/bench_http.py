@@ -17,8 +17,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import replace
 
-from simulator.bench_options import BenchOptions
-from simulator.bench_workspace import (
+from fleetgate.simulator.bench_options import BenchOptions
+from fleetgate.simulator.bench_workspace import (
     BenchError,
     Workspace,
     acknowledged_datapoints,
@@ -32,9 +32,9 @@ from simulator.bench_workspace import (
     stored_rows,
     tenant_services,
 )
-from simulator.loadspec import LoadSpec
-from simulator.report import BenchReport, Run, Target
-from simulator.workloads import ProvisionSpec, TelemetrySpec
+from fleetgate.simulator.loadspec import LoadSpec
+from fleetgate.simulator.report import BenchReport, Run, Target
+from fleetgate.simulator.workloads import ProvisionSpec, TelemetrySpec
 
 # The figures for the HTTP device API, on the project's 2-core machine.
 TARGET_REQUESTS_PER_S = 15_000

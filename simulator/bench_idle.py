@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from simulator.bench_mqtt import mqtt_workload
-from simulator.bench_options import BenchOptions
-from simulator.bench_workspace import (
+from fleetgate.simulator.bench_mqtt import mqtt_workload
+from fleetgate.simulator.bench_options import BenchOptions
+from fleetgate.simulator.bench_workspace import (
     NO_MOSQUITTO,
     Workspace,
     context,
@@ -28,12 +28,12 @@ from simulator.bench_workspace import (
     provision_devices,
     tenant_services,
 )
-from simulator.loadspec import LoadSpec
-from simulator.mosquitto import mosquitto, mosquitto_path
-from simulator.processes import RunningServer, raise_open_files_limit, tree_proportional_kib, tree_resident_kib
-from simulator.report import BenchReport, Ratio, Run, Target
-from simulator.stats import LoadResult
-from simulator.worker import run_load
+from fleetgate.simulator.loadspec import LoadSpec
+from fleetgate.simulator.mosquitto import mosquitto, mosquitto_path
+from fleetgate.simulator.processes import RunningServer, raise_open_files_limit, tree_proportional_kib, tree_resident_kib
+from fleetgate.simulator.report import BenchReport, Ratio, Run, Target
+from fleetgate.simulator.stats import LoadResult
+from fleetgate.simulator.worker import run_load
 
 # The figure for idle MQTT connections: the gateway's memory for each.
 TARGET_IDLE_KIB_PER_CONNECTION = 10.0

@@ -17,8 +17,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import replace
 
-from simulator.bench_options import BenchOptions
-from simulator.bench_workspace import (
+from fleetgate.simulator.bench_options import BenchOptions
+from fleetgate.simulator.bench_workspace import (
     NO_MOSQUITTO,
     BenchError,
     Workspace,
@@ -34,13 +34,13 @@ from simulator.bench_workspace import (
     stored_rows,
     tenant_services,
 )
-from simulator.loadspec import LoadSpec
-from simulator.mosquitto import mosquitto_path
-from simulator.mqtt_packets import VERSIONS
-from simulator.processes import RunningServer
-from simulator.report import BenchReport, Ratio, Run, Target
-from simulator.stats import LoadResult
-from simulator.workloads import MqttTelemetrySpec
+from fleetgate.simulator.loadspec import LoadSpec
+from fleetgate.simulator.mosquitto import mosquitto_path
+from fleetgate.simulator.mqtt_packets import VERSIONS
+from fleetgate.simulator.processes import RunningServer
+from fleetgate.simulator.report import BenchReport, Ratio, Run, Target
+from fleetgate.simulator.stats import LoadResult
+from fleetgate.simulator.workloads import MqttTelemetrySpec
 
 # The figures for MQTT (1,000 devices, QoS 1, stored acknowledgements).
 TARGET_MQTT_MESSAGES_PER_S = 50_000

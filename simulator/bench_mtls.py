@@ -25,8 +25,8 @@ from dataclasses import replace
 
 import aiohttp
 
-from simulator.bench_options import BenchOptions
-from simulator.bench_workspace import (
+from fleetgate.simulator.bench_options import BenchOptions
+from fleetgate.simulator.bench_workspace import (
     BenchError,
     Workspace,
     context,
@@ -35,15 +35,15 @@ from simulator.bench_workspace import (
     progress,
     tenant_services,
 )
-from simulator.fleet import wait_until_trusted
-from simulator.fleet_ca import TestCa, register_ca
-from simulator.loadspec import LoadSpec
-from simulator.mqtt_tls import MqttTls
-from simulator.report import BenchReport, Ratio, Run, Target
-from simulator.stats import LoadResult
-from simulator.tls_ceiling import handshake_cost
-from simulator.worker import run_load
-from simulator.workloads import MqttTelemetrySpec
+from fleetgate.simulator.fleet import wait_until_trusted
+from fleetgate.simulator.fleet_ca import TestCa, register_ca
+from fleetgate.simulator.loadspec import LoadSpec
+from fleetgate.simulator.mqtt_tls import MqttTls
+from fleetgate.simulator.report import BenchReport, Ratio, Run, Target
+from fleetgate.simulator.stats import LoadResult
+from fleetgate.simulator.tls_ceiling import handshake_cost
+from fleetgate.simulator.worker import run_load
+from fleetgate.simulator.workloads import MqttTelemetrySpec
 
 TARGET_REGISTRATIONS_PER_S = 500
 TARGET_RECONNECTIONS_PER_S = 1_000
@@ -149,6 +149,6 @@ async def mtls(options: BenchOptions, space: Workspace) -> BenchReport:
 
 
 def _free() -> int:
-    from simulator.processes import free_port
+    from fleetgate.simulator.processes import free_port
 
     return free_port()

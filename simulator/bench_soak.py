@@ -17,9 +17,9 @@ import asyncio
 import time
 from dataclasses import dataclass, replace
 
-from simulator.bench_mqtt import mqtt_workload
-from simulator.bench_options import BenchOptions
-from simulator.bench_workspace import (
+from fleetgate.simulator.bench_mqtt import mqtt_workload
+from fleetgate.simulator.bench_options import BenchOptions
+from fleetgate.simulator.bench_workspace import (
     BenchError,
     Workspace,
     acknowledged_datapoints,
@@ -32,9 +32,9 @@ from simulator.bench_workspace import (
     stored_rows,
     tenant_services,
 )
-from simulator.loadspec import LoadSpec
-from simulator.processes import tree_resident_kib
-from simulator.report import BenchReport, Run, Target
+from fleetgate.simulator.loadspec import LoadSpec
+from fleetgate.simulator.processes import tree_resident_kib
+from fleetgate.simulator.report import BenchReport, Run, Target
 
 TARGET_RSS_GROWTH = 0.10  # issue 6: the end within 10% of the reading after the first 5 minutes of 30
 _MAXIMUM_PROBE_S = 10.0

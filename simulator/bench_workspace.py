@@ -24,22 +24,22 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway import config
-from gateway.config import Settings
-from gateway.errors import GatewayError
-from simulator.bench_options import BenchOptions
-from simulator.http11 import close_all, connect_all
-from simulator.http_load import closed_loop
-from simulator.loadspec import LoadSpec
-from simulator.mosquitto import mosquitto
-from simulator.processes import RunningServer, child_environment, free_port, server_process
-from simulator.report import Ratio
-from simulator.stats import LoadResult
-from simulator.worker import run_load
-from simulator.workloads import ProvisionSpec, ProvisionWorkload
+from fleetgate import config
+from fleetgate.config import Settings
+from fleetgate.core.errors import GatewayError
+from fleetgate.simulator.bench_options import BenchOptions
+from fleetgate.simulator.http11 import close_all, connect_all
+from fleetgate.simulator.http_load import closed_loop
+from fleetgate.simulator.loadspec import LoadSpec
+from fleetgate.simulator.mosquitto import mosquitto
+from fleetgate.simulator.processes import RunningServer, child_environment, free_port, server_process
+from fleetgate.simulator.report import Ratio
+from fleetgate.simulator.stats import LoadResult
+from fleetgate.simulator.worker import run_load
+from fleetgate.simulator.workloads import ProvisionSpec, ProvisionWorkload
 
 if TYPE_CHECKING:
-    from gateway.app import Services
+    from fleetgate.app import Services
 
 NO_MOSQUITTO = "no baseline: mosquitto is not installed (Debian: apt-get install mosquitto)"
 
@@ -93,7 +93,7 @@ def workspace(settings: Settings, *, database: bool = True) -> Iterator[Workspac
         settings = replace(settings, data_dir=str(root))
         url = ""
         if database:
-            from gateway.app import database_url
+            from fleetgate.app import database_url
 
             progress("starting PostgreSQL" if own_database else "using the configured PostgreSQL")
             url = database_url(settings)
@@ -122,7 +122,7 @@ async def gateway_server(
     With ``--workers N`` it is the supervisor; its listener lines come once every worker is up."""
     port = free_port()
     async with server_process(
-        "the gateway", [sys.executable, "-m", "gateway", "serve"],
+        "the gateway", [sys.executable, "-m", "fleetgate", "serve"],
         env=space.gateway_environment(port, free_port() if mqtt else 0, **settings),
         log_file=space.root / "gateway.log",
         listeners=("http", "mqtt", *listeners) if mqtt else ("http", *listeners),
@@ -134,7 +134,7 @@ async def gateway_server(
 @contextlib.asynccontextmanager
 async def baseline_server(space: Workspace) -> AsyncIterator[RunningServer]:
     async with server_process(
-        "the baseline", [sys.executable, "-m", "simulator.baseline", "--port", "0"],
+        "the baseline", [sys.executable, "-m", "fleetgate.simulator.baseline", "--port", "0"],
         log_file=space.root / "baseline.log",
     ) as server:
         progress(f"baseline pid {server.pid} on {server.url}")
@@ -159,7 +159,7 @@ class Tenant:
 @contextlib.asynccontextmanager
 async def tenant_services(space: Workspace) -> AsyncIterator[tuple[Services, Tenant]]:
     """The gateway's services on the workspace's database, and a new project and product in it."""
-    from gateway.app import open_services
+    from fleetgate.app import open_services
 
     # The gateway's own data dir: the key sealing provision secrets is there.
     services = await open_services(

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from gateway.config import Settings
+from fleetgate.config import Settings
 
 SCENARIOS = ("http", "provision", "mqtt", "idle-connections", "mtls", "coap", "soak")
 
@@ -83,14 +83,14 @@ def add_commands(
     add_settings(bench)
     bench.set_defaults(run=_bench)
 
-    from simulator.fleet_cli import add_simulate
+    from fleetgate.simulator.fleet_cli import add_simulate
 
     add_simulate(subparsers, _positive, _not_negative)
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from simulator.bench import run
-    from simulator.bench_options import BenchOptions
+    from fleetgate.simulator.bench import run
+    from fleetgate.simulator.bench_options import BenchOptions
 
     options = BenchOptions(
         scenario=args.scenario, devices=args.devices, duration=args.duration, warmup=args.warmup, rate=args.rate,

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from simulator.coap_packets import (
+from fleetgate.simulator.coap_packets import (
     ACK,
     CON,
     CREATED,

@@ -20,12 +20,12 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from simulator.coap_driver import CoapDriver
-from simulator.coap_packets import CoapTelemetrySpec
-from simulator.loadspec import LoadSpec
-from simulator.stats import Histogram, LatencyRecorder, LoadResult, MeasurementWindow
-from simulator.timeline import TimelineRecorder
-from simulator.timetable import OpenLoopClock
+from fleetgate.simulator.coap_driver import CoapDriver
+from fleetgate.simulator.coap_packets import CoapTelemetrySpec
+from fleetgate.simulator.loadspec import LoadSpec
+from fleetgate.simulator.stats import Histogram, LatencyRecorder, LoadResult, MeasurementWindow
+from fleetgate.simulator.timeline import TimelineRecorder
+from fleetgate.simulator.timetable import OpenLoopClock
 
 TIMEOUT = "no response before the deadline"
 _SETUP_TIMEOUT = 60.0

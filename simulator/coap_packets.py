@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass, replace
 from typing import Any
 
-from simulator.workloads import DEFAULT_TELEMETRY, TelemetrySpec
+from fleetgate.simulator.workloads import DEFAULT_TELEMETRY, TelemetrySpec
 
 VERSION = 1
 CON, NON, ACK, RST = 0, 1, 2, 3

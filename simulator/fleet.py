@@ -24,16 +24,16 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from gateway.errors import GatewayError
-from simulator import fleet_ca, fleet_credentials
-from simulator.coap_packets import CoapTelemetrySpec
-from simulator.fleet_credentials import FleetCredentials
-from simulator.fleet_protocols import PROTOCOLS
-from simulator.loadspec import LoadSpec
-from simulator.mqtt_packets import VERSIONS, encode_connect
-from simulator.mqtt_tls import MqttTls, client_tls
-from simulator.stats import LoadResult
-from simulator.workloads import DEFAULT_TELEMETRY
+from fleetgate.core.errors import GatewayError
+from fleetgate.simulator import fleet_ca, fleet_credentials
+from fleetgate.simulator.coap_packets import CoapTelemetrySpec
+from fleetgate.simulator.fleet_credentials import FleetCredentials
+from fleetgate.simulator.fleet_protocols import PROTOCOLS
+from fleetgate.simulator.loadspec import LoadSpec
+from fleetgate.simulator.mqtt_packets import VERSIONS, encode_connect
+from fleetgate.simulator.mqtt_tls import MqttTls, client_tls
+from fleetgate.simulator.stats import LoadResult
+from fleetgate.simulator.workloads import DEFAULT_TELEMETRY
 
 _MAX_DURATION = 24 * 3600.0  # the time bound of a run given only a message count
 _MAX_RATE = 1_000_000  # messages a second: the count bound of a run given only a duration

@@ -6,11 +6,11 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from simulator.mqtt_packets import VERSIONS
+from fleetgate.simulator.mqtt_packets import VERSIONS
 
 if TYPE_CHECKING:
-    from simulator.fleet import FleetOptions
-    from simulator.fleet_report import FleetReport
+    from fleetgate.simulator.fleet import FleetOptions
+    from fleetgate.simulator.fleet_report import FleetReport
 
 # The fleet's modules are imported when the command runs, not when the parser is built:
 # every `iot-gateway serve` process (each worker) builds this parser too.
@@ -87,7 +87,7 @@ def add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _options(args: argparse.Namespace) -> FleetOptions:
-    from simulator.fleet import FleetError, FleetOptions
+    from fleetgate.simulator.fleet import FleetError, FleetOptions
 
     sources = [name for name, given in (
         ("tokens", args.tokens_file), ("provision", args.provision_key),
@@ -110,13 +110,13 @@ def _options(args: argparse.Namespace) -> FleetOptions:
 def _simulate(args: argparse.Namespace, _settings: Any) -> int:
     import orjson
 
-    from simulator import runtime
-    from simulator.fleet import FleetError
-    from simulator.fleet_ca import CaError
-    from simulator.fleet_credentials import CredentialsError
-    from simulator.fleet_report import PlotUnavailable, check_plotting, format_report, plot
-    from simulator.processes import raise_open_files_limit
-    from simulator.worker import WorkerFailed
+    from fleetgate.simulator import runtime
+    from fleetgate.simulator.fleet import FleetError
+    from fleetgate.simulator.fleet_ca import CaError
+    from fleetgate.simulator.fleet_credentials import CredentialsError
+    from fleetgate.simulator.fleet_report import PlotUnavailable, check_plotting, format_report, plot
+    from fleetgate.simulator.processes import raise_open_files_limit
+    from fleetgate.simulator.worker import WorkerFailed
 
     try:
         options = _options(args)
@@ -147,9 +147,9 @@ def _simulate(args: argparse.Namespace, _settings: Any) -> int:
 
 
 async def _run(options: FleetOptions, live: bool, *, quiet: bool) -> FleetReport:
-    from simulator import fleet
-    from simulator.fleet_report import FleetReport
-    from simulator.worker import run_load
+    from fleetgate.simulator import fleet
+    from fleetgate.simulator.fleet_report import FleetReport
+    from fleetgate.simulator.worker import run_load
 
     def say(message: str) -> None:
         if not quiet:

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from gateway.errors import GatewayError
-from simulator.http11 import close_all, connect_all
-from simulator.http_load import closed_loop
-from simulator.workloads import ProvisionSpec, ProvisionWorkload
+from fleetgate.core.errors import GatewayError
+from fleetgate.simulator.http11 import close_all, connect_all
+from fleetgate.simulator.http_load import closed_loop
+from fleetgate.simulator.workloads import ProvisionSpec, ProvisionWorkload
 
 _PROVISION_CONNECTIONS = 50
 _PROVISION_TIMEOUT = 600.0

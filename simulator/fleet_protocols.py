@@ -11,14 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from simulator.coap_packets import CoapTelemetrySpec
-from simulator.mqtt_packets import VERSIONS
-from simulator.mqtt_tls import MqttTls
-from simulator.workloads import MqttTelemetrySpec, TelemetrySpec, WorkloadSpec
+from fleetgate.simulator.coap_packets import CoapTelemetrySpec
+from fleetgate.simulator.mqtt_packets import VERSIONS
+from fleetgate.simulator.mqtt_tls import MqttTls
+from fleetgate.simulator.workloads import MqttTelemetrySpec, TelemetrySpec, WorkloadSpec
 
 if TYPE_CHECKING:
-    from simulator.fleet import FleetOptions
-    from simulator.fleet_credentials import FleetCredentials
+    from fleetgate.simulator.fleet import FleetOptions
+    from fleetgate.simulator.fleet_credentials import FleetCredentials
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from simulator.stats import LoadResult
-from simulator.timeline import per_second
+from fleetgate.simulator.stats import LoadResult
+from fleetgate.simulator.timeline import per_second
 
 
 class PlotUnavailable(Exception):

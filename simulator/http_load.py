@@ -26,12 +26,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from simulator.http11 import UNOWNED, HttpConnection, close_all, connect_all
-from simulator.loadspec import LoadSpec
-from simulator.stats import LatencyRecorder, LoadResult, MeasurementWindow
-from simulator.timeline import TimelineRecorder
-from simulator.timetable import OpenLoopClock
-from simulator.workloads import ProvisionSpec, ProvisionWorkload, TelemetrySpec, TelemetryWorkload
+from fleetgate.simulator.http11 import UNOWNED, HttpConnection, close_all, connect_all
+from fleetgate.simulator.loadspec import LoadSpec
+from fleetgate.simulator.stats import LatencyRecorder, LoadResult, MeasurementWindow
+from fleetgate.simulator.timeline import TimelineRecorder
+from fleetgate.simulator.timetable import OpenLoopClock
+from fleetgate.simulator.workloads import ProvisionSpec, ProvisionWorkload, TelemetrySpec, TelemetryWorkload
 
 _TIMEOUT = "no response before the deadline"
 _CONNECT_TIMEOUT = 60.0

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from simulator.coap_packets import CoapTelemetrySpec
-from simulator.workloads import MqttTelemetrySpec, ProvisionSpec, TelemetrySpec, WorkloadSpec, spec_from_json
+from fleetgate.simulator.coap_packets import CoapTelemetrySpec
+from fleetgate.simulator.workloads import MqttTelemetrySpec, ProvisionSpec, TelemetrySpec, WorkloadSpec, spec_from_json
 
 _SETUP_TIMEOUT = 60.0
 

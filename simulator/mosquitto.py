@@ -22,7 +22,7 @@ import shutil
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from simulator.processes import RunningServer, free_port, server_process
+from fleetgate.simulator.processes import RunningServer, free_port, server_process
 
 # Debian installs the broker in /usr/sbin, which is not on every user's PATH.
 _FALLBACK_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")

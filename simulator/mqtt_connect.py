@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from simulator.mqtt_connection import UNOWNED, MqttConnection
-from simulator.mqtt_packets import MQTT_311, PublishTemplate, connack_error, encode_connect
-from simulator.mqtt_tls import remember_session
+from fleetgate.simulator.mqtt_connection import UNOWNED, MqttConnection
+from fleetgate.simulator.mqtt_packets import MQTT_311, PublishTemplate, connack_error, encode_connect
+from fleetgate.simulator.mqtt_tls import remember_session
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from itertools import repeat
 from typing import Protocol, cast
 
-from simulator.mqtt_packets import (
+from fleetgate.simulator.mqtt_packets import (
     CONNACK,
     DISCONNECT,
     DISCONNECT_PACKET,

@@ -20,10 +20,10 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import ClassVar
 
-from simulator.mqtt_connection import UNOWNED, MqttConnection
-from simulator.mqtt_packets import reason_name
-from simulator.stats import LatencyRecorder, LoadResult, MeasurementWindow
-from simulator.timetable import OpenLoopClock
+from fleetgate.simulator.mqtt_connection import UNOWNED, MqttConnection
+from fleetgate.simulator.mqtt_packets import reason_name
+from fleetgate.simulator.stats import LatencyRecorder, LoadResult, MeasurementWindow
+from fleetgate.simulator.timetable import OpenLoopClock
 
 PUBACK_TIMEOUT = "no PUBACK before the deadline"
 PING_TIMEOUT = "no PINGRESP before the deadline"

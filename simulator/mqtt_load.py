@@ -14,17 +14,17 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from simulator.loadspec import LoadSpec
-from simulator.mqtt_connect import ConnectOutcome, Device, connect_all, disconnect_all
-from simulator.mqtt_driver import ClosedLoopDriver, OpenLoopDriver
-from simulator.mqtt_packets import PublishTemplate
-from simulator.mqtt_pings import IdleHold, Pinger
-from simulator.mqtt_qos0 import Qos0ClosedLoop, Qos0OpenLoop
-from simulator.mqtt_qos1 import ClosedLoop, OpenLoop
-from simulator.mqtt_tls import client_tls
-from simulator.stats import Histogram, LatencyRecorder, LoadResult
-from simulator.timeline import TimelineRecorder
-from simulator.workloads import MqttTelemetrySpec
+from fleetgate.simulator.loadspec import LoadSpec
+from fleetgate.simulator.mqtt_connect import ConnectOutcome, Device, connect_all, disconnect_all
+from fleetgate.simulator.mqtt_driver import ClosedLoopDriver, OpenLoopDriver
+from fleetgate.simulator.mqtt_packets import PublishTemplate
+from fleetgate.simulator.mqtt_pings import IdleHold, Pinger
+from fleetgate.simulator.mqtt_qos0 import Qos0ClosedLoop, Qos0OpenLoop
+from fleetgate.simulator.mqtt_qos1 import ClosedLoop, OpenLoop
+from fleetgate.simulator.mqtt_tls import client_tls
+from fleetgate.simulator.stats import Histogram, LatencyRecorder, LoadResult
+from fleetgate.simulator.timeline import TimelineRecorder
+from fleetgate.simulator.workloads import MqttTelemetrySpec
 
 _CONNECT_TIMEOUT = 30.0
 

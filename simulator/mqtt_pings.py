@@ -8,10 +8,10 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from simulator.mqtt_connection import MqttConnection
-from simulator.mqtt_driver import PING_TIMEOUT, Driver
-from simulator.stats import LoadResult, MeasurementWindow
-from simulator.timetable import timetable
+from fleetgate.simulator.mqtt_connection import MqttConnection
+from fleetgate.simulator.mqtt_driver import PING_TIMEOUT, Driver
+from fleetgate.simulator.stats import LoadResult, MeasurementWindow
+from fleetgate.simulator.timetable import timetable
 
 
 class Pinger(Driver):

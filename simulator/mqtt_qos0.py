@@ -14,8 +14,8 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from simulator.mqtt_connection import MqttConnection
-from simulator.mqtt_driver import PING_TIMEOUT, ClosedLoopDriver, OpenLoopDriver
+from fleetgate.simulator.mqtt_connection import MqttConnection
+from fleetgate.simulator.mqtt_driver import PING_TIMEOUT, ClosedLoopDriver, OpenLoopDriver
 
 
 class Qos0ClosedLoop(ClosedLoopDriver):

@@ -16,8 +16,8 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from simulator.mqtt_connection import MqttConnection
-from simulator.mqtt_driver import PUBACK_TIMEOUT, ClosedLoopDriver, OpenLoopDriver
+from fleetgate.simulator.mqtt_connection import MqttConnection
+from fleetgate.simulator.mqtt_driver import PUBACK_TIMEOUT, ClosedLoopDriver, OpenLoopDriver
 
 
 class ClosedLoop(ClosedLoopDriver):

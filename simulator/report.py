@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulator.stats import LoadResult
+from fleetgate.simulator.stats import LoadResult
 
 
 @dataclass(frozen=True, slots=True)

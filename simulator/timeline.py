@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from simulator.stats import _EXACT, _MAX_BUCKETS, _SUB_BITS, Histogram, LatencyRecorder
+from fleetgate.simulator.stats import _EXACT, _MAX_BUCKETS, _SUB_BITS, Histogram, LatencyRecorder
 
 _MAX_SECONDS = 24 * 3600  # later records share the last second
 

@@ -13,7 +13,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from protocols.tls import DeviceTls
+from fleetgate.protocols.tls import DeviceTls
 
 _ROUNDS = 10  # a TLS 1.3 mutual handshake takes two or three; more means it went wrong
 

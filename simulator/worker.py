@@ -1,4 +1,4 @@
-"""Load generator processes: ``python -m simulator.worker`` runs one load spec.
+"""Load generator processes: ``python -m fleetgate.simulator.worker`` runs one load spec.
 
 Why a process of its own: the bench orchestration (asyncpg pool, gateway and
 baseline children, reporting) stays out of the generator's event loop, the
@@ -34,14 +34,14 @@ from typing import Any
 
 import orjson
 
-from simulator import coap_load, http_load, mqtt_load, runtime
-from simulator.coap_packets import CoapTelemetrySpec
-from simulator.loadspec import LoadSpec
-from simulator.processes import raise_open_files_limit
-from gateway.tasks import OwnedTasks
-from simulator.stats import LoadResult, merge_all
-from simulator.timeline import TimelineRecorder
-from simulator.workloads import MqttTelemetrySpec
+from fleetgate.simulator import coap_load, http_load, mqtt_load, runtime
+from fleetgate.simulator.coap_packets import CoapTelemetrySpec
+from fleetgate.simulator.loadspec import LoadSpec
+from fleetgate.simulator.processes import raise_open_files_limit
+from fleetgate.core.tasks import OwnedTasks
+from fleetgate.simulator.stats import LoadResult, merge_all
+from fleetgate.simulator.timeline import TimelineRecorder
+from fleetgate.simulator.workloads import MqttTelemetrySpec
 
 __all__ = ["LoadSpec", "WorkerFailed", "run_load", "run_spec"]
 
@@ -136,7 +136,7 @@ async def run_load(
 
 
 class _Worker:
-    """One ``python -m simulator.worker`` child, killed by its PID if it outlives its use."""
+    """One ``python -m fleetgate.simulator.worker`` child, killed by its PID if it outlives its use."""
 
     def __init__(self, process: asyncio.subprocess.Process, progress: Progress) -> None:
         self._process = process
@@ -146,7 +146,7 @@ class _Worker:
     @contextlib.asynccontextmanager
     async def start(cls, progress: Progress) -> AsyncIterator[_Worker]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "simulator.worker",
+            sys.executable, "-m", "fleetgate.simulator.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=_RESULT_LINE_LIMIT,
         )
         try:

@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from simulator.http11 import encode_post
-from simulator.mqtt_tls import MqttTls
+from fleetgate.simulator.http11 import encode_post
+from fleetgate.simulator.mqtt_tls import MqttTls
 
 # Three data points, one of each common type: double, long, boolean.
 DEFAULT_TELEMETRY = b'{"temperature":21.5,"humidity":40,"active":true}'
@@ -145,7 +145,7 @@ def spec_from_json(data: dict[str, Any]) -> Any:
     if data["kind"] == "mqtt":
         return MqttTelemetrySpec.from_json(data)
     if data["kind"] == "coap":
-        from simulator.coap_packets import CoapTelemetrySpec  # which imports this module
+        from fleetgate.simulator.coap_packets import CoapTelemetrySpec  # which imports this module
 
         return CoapTelemetrySpec.from_json(data)
     raise ValueError(f"unknown workload {data['kind']!r}")

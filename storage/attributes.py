@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from gateway.model import AttributeScope, AttributeValue, KeyValue
-from storage.errors import translated
-from storage.telemetry import column_value, typed_columns
+from fleetgate.core.model import AttributeScope, AttributeValue, KeyValue
+from fleetgate.storage.errors import translated
+from fleetgate.storage.telemetry import column_value, typed_columns
 
 
 class AttributeStore:

@@ -7,8 +7,8 @@ from typing import Any
 
 import asyncpg
 
-from gateway.model import AuditRecord
-from storage.errors import translated
+from fleetgate.core.model import AuditRecord
+from fleetgate.storage.errors import translated
 
 # The columns audit_values() fills, in its order; storage/devices.py appends a
 # provisioning's record in the statement that stores the device.

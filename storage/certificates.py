@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import asyncpg
 
-from gateway.credentials import trim_certificate
-from storage.device_cas import trusted_ca_pems
-from storage.listening import ListeningConnection
+from fleetgate.core.credentials import trim_certificate
+from fleetgate.storage.device_cas import trusted_ca_pems
+from fleetgate.storage.listening import ListeningConnection
 
 log = logging.getLogger(__name__)
 CHANNEL = "device_certificates"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import orjson
 
-from storage.errors import translated
-from storage.migrate import migrate
+from fleetgate.storage.errors import translated
+from fleetgate.storage.migrate import migrate
 
 _STAGE_TABLE = """CREATE TEMP TABLE IF NOT EXISTS ts_kv_stage (
     device_id text COLLATE "C", key integer, ts bigint, project_no integer, bool_v boolean, long_v bigint,

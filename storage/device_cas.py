@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 
-from gateway.errors import CaQuotaExceeded, CaTaken, NotFound
-from gateway.model import DeviceCa, Page
-from storage.errors import translated
-from storage.pages import fetch_page
+from fleetgate.core.errors import CaQuotaExceeded, CaTaken, NotFound
+from fleetgate.core.model import DeviceCa, Page
+from fleetgate.storage.errors import translated
+from fleetgate.storage.pages import fetch_page
 
 
 def ca_of(r: asyncpg.Record) -> DeviceCa:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncpg
 
-from gateway.errors import Conflict, CredentialsTaken, NameTaken
-from gateway.model import AuditRecord, Device, DeviceIdentity, Product, StoredCredentials
-from storage import rows
-from storage.audit import AUDIT_COLUMNS, audit_values
-from storage.errors import translated
-from storage.sealing import Sealer
+from fleetgate.core.errors import Conflict, CredentialsTaken, NameTaken
+from fleetgate.core.model import AuditRecord, Device, DeviceIdentity, Product, StoredCredentials
+from fleetgate.storage import rows
+from fleetgate.storage.audit import AUDIT_COLUMNS, audit_values
+from fleetgate.storage.errors import translated
+from fleetgate.storage.sealing import Sealer
 
 _INSERT_DEVICE = """INSERT INTO devices (id, project_id, product_id, name, label, gateway, created_at)
                     VALUES ($1, $2, $3, $4, $5, $6, $7)"""

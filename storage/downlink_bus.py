@@ -18,8 +18,8 @@ from typing import Any
 
 import asyncpg
 
-from storage.errors import translated
-from storage.listening import ListeningConnection
+from fleetgate.storage.errors import translated
+from fleetgate.storage.listening import ListeningConnection
 
 log = logging.getLogger(__name__)
 

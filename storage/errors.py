@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import asyncpg
 
-from gateway.errors import Conflict, InvalidInput, Unavailable
+from fleetgate.core.errors import Conflict, InvalidInput, Unavailable
 
 _UNAVAILABLE = (
     OSError,

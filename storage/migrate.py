@@ -17,7 +17,7 @@ _LOCK_KEY = 0x10_7E_6A_7E
 
 def available() -> list[tuple[int, str, str]]:
     found = []
-    for entry in resources.files("storage.migrations").iterdir():
+    for entry in (resources.files("fleetgate.storage") / "migrations").iterdir():
         match = _FILE.fullmatch(entry.name)
         if match:
             found.append((int(match[1]), match[2], entry.read_text(encoding="utf-8")))

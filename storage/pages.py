@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.model import Page
+from fleetgate.core.model import Page
 
 NO_MARKER = "ffffffffffffffffffffffff"
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncpg
 
-from gateway.errors import Conflict, ProductInUse, ProductNameTaken, ProvisionKeyTaken
-from gateway.model import Page, Product
-from storage import rows
-from storage.errors import translated
-from storage.pages import fetch_page
-from storage.sealing import Sealer
+from fleetgate.core.errors import Conflict, ProductInUse, ProductNameTaken, ProvisionKeyTaken
+from fleetgate.core.model import Page, Product
+from fleetgate.storage import rows
+from fleetgate.storage.errors import translated
+from fleetgate.storage.pages import fetch_page
+from fleetgate.storage.sealing import Sealer
 
 
 def _taken(exc: asyncpg.UniqueViolationError) -> Conflict:

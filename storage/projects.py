@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncpg
 
-from gateway.errors import ProjectNameTaken
-from gateway.model import Project
-from storage.errors import translated
-from storage.rows import SECRET_KEY
-from storage.sealing import Sealer
+from fleetgate.core.errors import ProjectNameTaken
+from fleetgate.core.model import Project
+from fleetgate.storage.errors import translated
+from fleetgate.storage.rows import SECRET_KEY
+from fleetgate.storage.sealing import Sealer
 
 
 class ProjectStore:

@@ -6,12 +6,12 @@ import time
 
 import asyncpg
 
-from gateway.errors import Conflict
-from gateway.model import AuditRecord, BoundCertificate, DeviceCa, DeviceIdentity, Registration, Template
-from storage.audit import AUDIT_COLUMNS, audit_values
-from storage.device_cas import ca_of
-from storage.errors import translated
-from storage.templates import template_of
+from fleetgate.core.errors import Conflict
+from fleetgate.core.model import AuditRecord, BoundCertificate, DeviceCa, DeviceIdentity, Registration, Template
+from fleetgate.storage.audit import AUDIT_COLUMNS, audit_values
+from fleetgate.storage.device_cas import ca_of
+from fleetgate.storage.errors import translated
+from fleetgate.storage.templates import template_of
 
 _BOUND = """SELECT c.fingerprint, c.enabled, c.template_id, c.ca_id, a.crl_pem,
                    d.id, d.project_id, d.product_id, d.name, p.send_ack_on_validation_error

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncpg
 
-from gateway.errors import NameTaken
-from gateway.model import CredentialsInfo, CredentialsType, Device, DeviceDetails, Page, StoredCredentials
-from storage import rows
-from storage.devices import insert_device, update_credentials
-from storage.sealing import Sealer
-from storage.errors import translated
-from storage.pages import fetch_page
+from fleetgate.core.errors import NameTaken
+from fleetgate.core.model import CredentialsInfo, CredentialsType, Device, DeviceDetails, Page, StoredCredentials
+from fleetgate.storage import rows
+from fleetgate.storage.devices import insert_device, update_credentials
+from fleetgate.storage.sealing import Sealer
+from fleetgate.storage.errors import translated
+from fleetgate.storage.pages import fetch_page
 
 # A device with its credentials' non-secret fields, and whether it has provisioned
 # (devices.mark_provisioned sets the provisionState server attribute).

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from storage.errors import translated
-from storage.partitions import LOCK_TS_KV
+from fleetgate.storage.errors import translated
+from fleetgate.storage.partitions import LOCK_TS_KV
 
 _LOCK_KEY = 0x7A_B1_E6
 _DAY_MS = 86_400_000

@@ -8,9 +8,9 @@ import orjson
 
 import asyncpg
 
-from storage.sealing import Sealer
+from fleetgate.storage.sealing import Sealer
 
-from gateway.model import (
+from fleetgate.core.model import (
     Credentials,
     CredentialsType,
     Device,

@@ -19,7 +19,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.errors import Unavailable
+from fleetgate.core.errors import Unavailable
 
 PREFIX = "sealed:v1:"
 _NONCE = 12

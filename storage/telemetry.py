@@ -31,10 +31,10 @@ from collections.abc import Mapping, Sequence
 
 import asyncpg
 
-from gateway.errors import Unavailable
-from gateway.model import AttributeMessage, KeyValue, TelemetryMessage, ValueType
-from storage.errors import translated
-from storage.partitions import Partitions
+from fleetgate.core.errors import Unavailable
+from fleetgate.core.model import AttributeMessage, KeyValue, TelemetryMessage, ValueType
+from fleetgate.storage.errors import translated
+from fleetgate.storage.partitions import Partitions
 
 _COLUMNS = ("device_id", "key", "ts", "project_no", "bool_v", "long_v", "dbl_v", "str_v", "json_v")
 # After a batch met rows already stored, the upsert path is used this long.

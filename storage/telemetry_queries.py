@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from gateway.model import LatestTelemetry, TimeseriesPoint, TimeseriesQuery
-from storage.errors import translated
-from storage.telemetry import column_value
+from fleetgate.core.model import LatestTelemetry, TimeseriesPoint, TimeseriesQuery
+from fleetgate.storage.errors import translated
+from fleetgate.storage.telemetry import column_value
 
 # The device's project number, asked first so that the queries below name it as a
 # parameter: the planner then prunes ts_kv to that project's partitions when it plans,

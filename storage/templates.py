@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 
-from gateway.errors import TemplateInUse, TemplateNameTaken, TemplateQuotaExceeded
-from gateway.model import Page, Template
-from storage.errors import translated
-from storage.pages import fetch_page
+from fleetgate.core.errors import TemplateInUse, TemplateNameTaken, TemplateQuotaExceeded
+from fleetgate.core.model import Page, Template
+from fleetgate.storage.errors import translated
+from fleetgate.storage.pages import fetch_page
 
 
 def template_of(r: asyncpg.Record) -> Template:

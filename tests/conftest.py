@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from gateway.app import Gateway
-from storage import embedded
+from fleetgate.app import Gateway
+from fleetgate.storage import embedded
 from tests.support import Tenant, new_tenant, running_gateway, gateway_settings
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.app import Gateway
-from protocols.mqtt.packets import Publish
+from fleetgate.app import Gateway
+from fleetgate.protocols.mqtt.packets import Publish
 from tests.mqtt_raw import RawMqtt
 from tests.support import Tenant, free_port, gateway_settings, new_tenant, running_gateway
 from tests.test_https import self_signed

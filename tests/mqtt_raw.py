@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from protocols.mqtt import codec
-from protocols.mqtt.packets import Connect, Packet
+from fleetgate.protocols.mqtt import codec
+from fleetgate.protocols.mqtt.packets import Connect, Packet
 
 
 class RawMqtt:

@@ -6,7 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from storage import embedded
+from fleetgate.storage import embedded
 
 
 class ControlledServer:

@@ -31,7 +31,7 @@ class GatewayProcess:
                    GATEWAY_SECRETS_KEY_FILE=TEST_SECRETS_KEY)
         env.update({f"GATEWAY_{k.upper()}": str(v) for k, v in settings.items()})
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "serve", env=env, cwd=_ROOT,
+            sys.executable, "-m", "fleetgate", "serve", env=env, cwd=_ROOT,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         listeners: dict[str, str] = {}

@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import config
-from gateway.app import Gateway, Services
+from fleetgate import config
+from fleetgate.app import Gateway, Services
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

@@ -8,10 +8,10 @@ import datetime
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from gateway import credentials
-from gateway.auth import DeviceAuthenticator
-from gateway.errors import Unauthorized
-from gateway.model import CredentialsType, DeviceIdentity, StoredCredentials
+from fleetgate.core import credentials
+from fleetgate.core.auth import DeviceAuthenticator
+from fleetgate.core.errors import Unauthorized
+from fleetgate.core.model import CredentialsType, DeviceIdentity, StoredCredentials
 from tests import pki
 
 DAY = datetime.timedelta(days=1)

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from prometheus_client import REGISTRY
-from protocols.mqtt.packets import ConnAck
+from fleetgate.protocols.mqtt.packets import ConnAck
 from tests import pki
 from tests.management_client import Management
 from tests.mqtt_raw import RawMqtt

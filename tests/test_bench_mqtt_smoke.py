@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from simulator.loadspec import LoadSpec
-from simulator.mosquitto import mosquitto, mosquitto_path
-from simulator.processes import RunningServer, ServerFailed, server_process
-from simulator.stats import LoadResult
-from simulator.worker import run_load
-from simulator.workloads import MqttTelemetrySpec
+from fleetgate.simulator.loadspec import LoadSpec
+from fleetgate.simulator.mosquitto import mosquitto, mosquitto_path
+from fleetgate.simulator.processes import RunningServer, ServerFailed, server_process
+from fleetgate.simulator.stats import LoadResult
+from fleetgate.simulator.worker import run_load
+from fleetgate.simulator.workloads import MqttTelemetrySpec
 from tests.test_bench_smoke import assert_run_shape, bench
 
 DEVICES = 20

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_bench_mtls_registers_then_reconnects_every_device() -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "gateway", "bench", "mtls", "--devices", "20", "--json"], cwd=ROOT,
+        [sys.executable, "-m", "fleetgate", "bench", "mtls", "--devices", "20", "--json"], cwd=ROOT,
         capture_output=True, timeout=300,
     )
     assert run.returncode == 0, run.stderr.decode()[-2000:]

@@ -19,7 +19,7 @@ _LOAD = ["--duration", "1", "--warmup", "0.2", "--json"]
 
 async def bench(*args: str) -> tuple[int, dict[str, Any], str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "bench", *args,
+        sys.executable, "-m", "fleetgate", "bench", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -72,7 +72,7 @@ async def test_bench_provision() -> None:
 
 async def test_unknown_scenario_is_a_usage_error() -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "bench", "carrier-pigeon",
+        sys.executable, "-m", "fleetgate", "bench", "carrier-pigeon",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     async with asyncio.timeout(60):

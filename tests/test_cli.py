@@ -10,13 +10,13 @@ import sys
 import aiohttp
 import orjson
 
-from gateway import config
+from fleetgate import config
 from tests.support import free_port
 
 
 async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", *args, env=env,
+        sys.executable, "-m", "fleetgate", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
@@ -35,7 +35,7 @@ async def test_serve_on_embedded_database_with_admin_beside_it(tmp_path) -> None
     port, management_port = free_port(), free_port()
     env = cli_env(str(tmp_path / "data"), port, management_port)
     serve = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", env=env,
+        sys.executable, "-m", "fleetgate", "serve", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )
     try:
@@ -114,7 +114,7 @@ async def test_embedded_database_as_an_ordinary_user(database_url) -> None:
             runner = ["runuser", "-u", user.pw_name, "--"]
             env["HOME"] = data
         proc = await asyncio.create_subprocess_exec(
-            *runner, sys.executable, "-m", "gateway", "admin", "create-project", "own-user", env=env,
+            *runner, sys.executable, "-m", "fleetgate", "admin", "create-project", "own-user", env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         out, err = await proc.communicate()
@@ -125,8 +125,8 @@ async def test_embedded_database_as_an_ordinary_user(database_url) -> None:
 
 
 async def test_create_access_key_prints_the_key_and_the_secret(database_url, tmp_path) -> None:
-    from gateway import signing
-    from gateway.app import open_services
+    from fleetgate.core import signing
+    from fleetgate.app import open_services
 
     env = {**cli_env(str(tmp_path), 0), "GATEWAY_DATABASE_URL": database_url}
     code, project, err = await run_cli("admin", "create-project", "ak-" + os.urandom(4).hex(), env=env)

@@ -9,10 +9,10 @@ import pytest
 from aiocoap import POST, Message
 from aiocoap.optiontypes import BlockOption
 
-from gateway.errors import InvalidInput, Overloaded, PayloadTooLarge
-from protocols.coap import blockwise
-from protocols.coap.blockwise import Block1Uploads, Body, Continue
-from protocols.coap.errors import IncompleteBlocks
+from fleetgate.core.errors import InvalidInput, Overloaded, PayloadTooLarge
+from fleetgate.protocols.coap import blockwise
+from fleetgate.protocols.coap.blockwise import Block1Uploads, Body, Continue
+from fleetgate.protocols.coap.errors import IncompleteBlocks
 
 Block = BlockOption.BlockwiseTuple
 SZX_16 = 0  # 16-byte blocks

@@ -16,7 +16,7 @@ from aiocoap import Code, Message
 from aiocoap.numbers.types import Type
 from aiocoap.resource import Resource, Site
 
-from protocols.coap.dedup import DedupWindow, request_key
+from fleetgate.protocols.coap.dedup import DedupWindow, request_key
 from tests.coap_wire import RawCoap, ack, request
 
 

@@ -8,7 +8,7 @@ import orjson
 import pytest
 from aiocoap import Code, Message, Unreliable
 
-from gateway import metrics
+from fleetgate.core import metrics
 from tests.coap_support import TIMEOUT, coap_client, device_id_of, provision_device, request
 from tests.test_mqtt_device import stored
 

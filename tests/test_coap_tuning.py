@@ -11,7 +11,7 @@ from aiocoap import Code, Message
 from aiocoap.numbers.types import Type
 from aiocoap.resource import Resource, Site
 
-from protocols.coap.tuning import ANSWER_WAIT_S, GatewayTuning, tune_requests
+from fleetgate.protocols.coap.tuning import ANSWER_WAIT_S, GatewayTuning, tune_requests
 from tests.coap_wire import RawCoap, ack, request
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway import codec
-from gateway.codec import PayloadLimits
-from gateway.errors import MalformedPayload, PayloadTooLarge
-from gateway.model import KeyValue, Reading, ValueType
+from fleetgate.core import codec
+from fleetgate.core.codec import PayloadLimits
+from fleetgate.core.errors import MalformedPayload, PayloadTooLarge
+from fleetgate.core.model import KeyValue, Reading, ValueType
 
 NOW = 1_700_000_000_000
 LIMITS = PayloadLimits()

@@ -1,7 +1,7 @@
 import pytest
 
-from gateway import config
-from gateway.config import ConfigError
+from fleetgate import config
+from fleetgate.config import ConfigError
 
 
 def test_defaults_use_embedded_database() -> None:

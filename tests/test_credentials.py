@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway import credentials as creds
-from gateway.errors import CredentialsInvalid
-from gateway.model import Credentials, CredentialsType, MqttBasic, StoredCredentials
+from fleetgate.core import credentials as creds
+from fleetgate.core.errors import CredentialsInvalid
+from fleetgate.core.model import Credentials, CredentialsType, MqttBasic, StoredCredentials
 
 TOKEN, BASIC, X509 = CredentialsType.ACCESS_TOKEN, CredentialsType.MQTT_BASIC, CredentialsType.X509_CERTIFICATE
 

@@ -14,8 +14,8 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.app import Gateway
-from gateway.model import AttributeScope, KeyValue, ValueType
+from fleetgate.app import Gateway
+from fleetgate.core.model import AttributeScope, KeyValue, ValueType
 from tests.support import Tenant
 
 _TS_ROWS = """SELECT k.key, t.ts, t.bool_v, t.long_v, t.dbl_v, t.str_v, t.json_v

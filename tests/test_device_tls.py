@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 
-from protocols.tls import DeviceTls
+from fleetgate.protocols.tls import DeviceTls
 from tests import pki
 from tests.test_https import self_signed
 

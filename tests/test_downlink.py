@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from gateway.downlink import Downlink, LocalBus, SessionLimits
-from gateway.errors import DeviceNotConnected, RpcTimeout
-from gateway.model import KeyValue, ValueType
+from fleetgate.core.downlink import Downlink, LocalBus, SessionLimits
+from fleetgate.core.errors import DeviceNotConnected, RpcTimeout
+from fleetgate.core.model import KeyValue, ValueType
 
 
 class Channel:

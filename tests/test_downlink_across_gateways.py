@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 import pytest
 
-from protocols.mqtt.packets import Publish, Subscribe, Subscription
+from fleetgate.protocols.mqtt.packets import Publish, Subscribe, Subscription
 from tests.mqtt_raw import RawMqtt
 from tests.support import gateway_settings, running_gateway
 

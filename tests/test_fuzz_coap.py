@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 from fuzz.logrecords import Recorded
 from fuzz.summary import report
-from gateway.app import Gateway
+from fleetgate.app import Gateway
 from tests.coap_support import coap_client, request
 from tests.coap_wire import RawCoap
 from tests.support import gateway_settings, new_tenant
@@ -166,7 +166,7 @@ EXAMPLES = st.lists(request_datagrams() | GOOD.map(lambda d: [d]) | OTHERS.map(l
 
 # the live gateway
 
-LOGGERS = ("gateway", "protocols", "storage", "asyncio", "aiocoap")
+LOGGERS = ("fleetgate", "asyncio", "aiocoap")
 
 
 class Live:

@@ -29,12 +29,12 @@ from hypothesis.stateful import (
 
 from fuzz.logrecords import Recorded
 from fuzz.summary import report
-from gateway import codec as payloads
-from gateway.app import Gateway
-from gateway.errors import InvalidInput
-from protocols.mqtt import topics
-from protocols.mqtt.datatypes import varint
-from protocols.mqtt.packets import (
+from fleetgate.core import codec as payloads
+from fleetgate.app import Gateway
+from fleetgate.core.errors import InvalidInput
+from fleetgate.protocols.mqtt import topics
+from fleetgate.protocols.mqtt.datatypes import varint
+from fleetgate.protocols.mqtt.packets import (
     MQTT_5, ConnAck, Connect, Disconnect, PingReq, PingResp, PubAck, PubComp, Publish, PubRec, PubRel, Reason,
     SubAck, Subscribe, Subscription, UnsubAck, Unsubscribe,
 )
@@ -318,7 +318,7 @@ def machine(live: Live) -> type[RuleBasedStateMachine]:
 
 def test_mqtt_session_state_machine(database_url, tmp_path, pytestconfig) -> None:
     errors = Recorded(logging.ERROR)
-    for name in ("gateway", "protocols", "storage"):
+    for name in ("fleetgate",):
         logging.getLogger(name).addHandler(errors)
     live = Live(database_url, str(tmp_path))
     try:
@@ -334,7 +334,7 @@ def test_mqtt_session_state_machine(database_url, tmp_path, pytestconfig) -> Non
         assert live.run(client.packet()) == PubAck(1)
         live.run(client.close())
     finally:
-        for name in ("gateway", "protocols", "storage"):
+        for name in ("fleetgate",):
             logging.getLogger(name).removeHandler(errors)
         live.close()
     assert not errors.records, [r.getMessage() for r in errors.records]

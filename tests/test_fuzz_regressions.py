@@ -6,8 +6,8 @@ import base64
 
 from fuzz import mqtt_codec
 from fuzz.logrecords import Recorded
-from protocols.mqtt import codec
-from protocols.mqtt.packets import ConnAck, Disconnect, Reason
+from fleetgate.protocols.mqtt import codec
+from fleetgate.protocols.mqtt.packets import ConnAck, Disconnect, Reason
 
 
 def test_a_violation_drops_the_packets_before_it_in_the_same_chunk() -> None:
@@ -40,7 +40,7 @@ async def test_a_product_without_provisioning_matches_its_schema(gateway, manage
     null, which the Product schema did not allow (ST108 on POST/GET/PUT /products)."""
     import jsonschema
 
-    from protocols.http.openapi import document
+    from fleetgate.protocols.http.openapi import document
     from tests.management_client import Management
 
     reply = await Management(management, tenant).call("POST", "/products", json={"name": "no-provisioning"})
@@ -52,7 +52,7 @@ async def test_a_product_without_provisioning_matches_its_schema(gateway, manage
 async def test_an_attribute_request_naming_an_impossible_key_is_a_documented_400(gateway, http, tenant) -> None:
     """schemathesis, device API (ST103): GET .../attributes?sharedKeys=<U+0000> is refused with 400,
     which the document did not list for that operation."""
-    from protocols.http.openapi import document
+    from fleetgate.protocols.http.openapi import document
 
     async with http.post("/api/v1/provision", json={
             "deviceName": "fuzzed", "provisionDeviceKey": tenant.provision_key,
@@ -88,7 +88,7 @@ async def test_a_string_option_that_is_not_utf8_is_dropped_without_an_error(gate
         raise AssertionError("aiocoap now decodes a Uri-Path that is not UTF-8")
 
     errors = Recorded(logging.ERROR)
-    for name in ("asyncio", "gateway", "protocols"):
+    for name in ("asyncio", "fleetgate"):
         logging.getLogger(name).addHandler(errors)
     client = await RawCoap.open(int(coap_url.rsplit(":", 1)[1]))
     try:
@@ -102,7 +102,7 @@ async def test_a_string_option_that_is_not_utf8_is_dropped_without_an_error(gate
         assert client.nothing_received()  # the undecodable datagrams got no answer
     finally:
         client.close()
-        for name in ("asyncio", "gateway", "protocols"):
+        for name in ("asyncio", "fleetgate"):
             logging.getLogger(name).removeHandler(errors)
     assert not errors.records, [r.getMessage() for r in errors.records]
 

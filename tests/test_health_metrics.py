@@ -9,8 +9,8 @@ import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.health import Readiness
-from protocols.mqtt.packets import MQTT_5, PubAck, Publish
+from fleetgate.core.health import Readiness
+from fleetgate.protocols.mqtt.packets import MQTT_5, PubAck, Publish
 from tests.mqtt_raw import RawMqtt
 from tests.support import gateway_settings, running_gateway
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from gateway.errors import Overloaded, Unavailable
-from gateway.ingest import IngestPipeline, IngestSettings
-from gateway.model import AttributeMessage, KeyValue, Reading, TelemetryMessage, ValueType
+from fleetgate.core.errors import Overloaded, Unavailable
+from fleetgate.core.ingest import IngestPipeline, IngestSettings
+from fleetgate.core.model import AttributeMessage, KeyValue, Reading, TelemetryMessage, ValueType
 
 
 def message(device: str, rows: int = 1, ts: int = 1_700_000_000_000) -> TelemetryMessage:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from aiocoap import Code, Message
 
-from protocols.mqtt.packets import PubAck, Publish, Reason, SubAck, Subscribe, Subscription
+from fleetgate.protocols.mqtt.packets import PubAck, Publish, Reason, SubAck, Subscribe, Subscription
 from tests.coap_support import coap_client, observe, request
 from tests.management_client import Management
 from tests.mqtt_raw import RawMqtt

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from protocols.http.iotda import PREFIX
+from fleetgate.protocols.http.iotda import PREFIX
 from tests import pki
 from tests.management_client import Management
 from tests.support import Tenant, new_tenant

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.admission import AdmissionLimits, ConnectionGate, address_of
-from gateway.backoff import FailureBackoff
-from gateway.buckets import TokenBuckets
-from gateway.errors import ConnectionRateExceeded, TooManyConnections
+from fleetgate.core.admission import AdmissionLimits, ConnectionGate, address_of
+from fleetgate.core.backoff import FailureBackoff
+from fleetgate.core.buckets import TokenBuckets
+from fleetgate.core.errors import ConnectionRateExceeded, TooManyConnections
 
 
 class Clock:

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from protocols.mqtt import codec
-from protocols.mqtt.packets import Connect, Disconnect, Publish, Reason
+from fleetgate.protocols.mqtt import codec
+from fleetgate.protocols.mqtt.packets import Connect, Disconnect, Publish, Reason
 from tests.mqtt_raw import RawMqtt
 from tests.limits_support import limited_gateway, mqtt_device, open_raw, port_of, provisioned_token, read_to_eof
 

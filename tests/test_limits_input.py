@@ -9,7 +9,7 @@ import orjson
 import pytest
 from aiocoap import Code
 
-from protocols.mqtt.packets import Disconnect, PubAck, Publish, Reason
+from fleetgate.protocols.mqtt.packets import Disconnect, PubAck, Publish, Reason
 from tests.coap_support import TIMEOUT, coap_client, coap_url_of, request
 from tests.limits_support import (
     http_request, limited_gateway, mqtt_device, open_raw, post, provisioned_token, publish_qos1, read_to_eof,

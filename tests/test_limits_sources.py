@@ -9,7 +9,7 @@ import secrets
 
 import orjson
 
-from protocols.mqtt.packets import ConnAck, PubAck, Publish, Reason, Subscribe, Subscription
+from fleetgate.protocols.mqtt.packets import ConnAck, PubAck, Publish, Reason, Subscribe, Subscription
 from tests.limits_support import (
     header, http_request, limited_gateway, mqtt_device, open_raw, post, provisioned_token, read_to_eof,
     status_of,

@@ -9,7 +9,7 @@ import secrets
 import orjson
 import paho.mqtt.client as mqtt
 
-from gateway import logs
+from fleetgate.core import logs
 from tests.paho_async import AsyncPaho
 
 

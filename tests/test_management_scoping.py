@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from protocols.http.iotda import PREFIX
-from protocols.http.openapi import MANAGEMENT, OPERATIONS_DESCRIBED
+from fleetgate.protocols.http.iotda import PREFIX
+from fleetgate.protocols.http.openapi import MANAGEMENT, OPERATIONS_DESCRIBED
 from tests.management_client import Management, assert_error
 from tests.support import Tenant, new_tenant
 

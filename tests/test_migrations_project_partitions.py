@@ -10,12 +10,12 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from gateway.model import KeyValue, Reading, TelemetryMessage, ValueType
-from storage.database import open_pool
-from storage.migrate import available, migrate
-from storage.partitions import month_bounds
-from storage.telemetry import KeyDictionary, TelemetryWriter
-from storage.telemetry_queries import TelemetryQueryStore
+from fleetgate.core.model import KeyValue, Reading, TelemetryMessage, ValueType
+from fleetgate.storage.database import open_pool
+from fleetgate.storage.migrate import available, migrate
+from fleetgate.storage.partitions import month_bounds
+from fleetgate.storage.telemetry import KeyDictionary, TelemetryWriter
+from fleetgate.storage.telemetry_queries import TelemetryQueryStore
 
 JAN, FEB, MAR = (month_bounds(2026, m)[0] for m in (1, 2, 3))
 

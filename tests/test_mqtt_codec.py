@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocols.mqtt.codec import (
+from fleetgate.protocols.mqtt.codec import (
     MAX_PACKET_SIZE,
     PINGRESP,
     Decoder,
@@ -21,8 +21,8 @@ from protocols.mqtt.codec import (
     encode_pubrec,
     encode_pubrel,
 )
-from protocols.mqtt.datatypes import read_varint, varint
-from protocols.mqtt.packets import (
+from fleetgate.protocols.mqtt.datatypes import read_varint, varint
+from fleetgate.protocols.mqtt.packets import (
     MQTT_5,
     MQTT_311,
     Auth,

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocols.mqtt.codec import MAX_PACKET_SIZE, Decoder, ProtocolError, encode
-from protocols.mqtt.packets import (
+from fleetgate.protocols.mqtt.codec import MAX_PACKET_SIZE, Decoder, ProtocolError, encode
+from fleetgate.protocols.mqtt.packets import (
     MQTT_5,
     MQTT_311,
     Auth,
@@ -42,7 +42,7 @@ from protocols.mqtt.packets import (
     Unsubscribe,
     Will,
 )
-from protocols.mqtt.properties import (
+from fleetgate.protocols.mqtt.properties import (
     ALLOWED,
     BINARY_PROPERTIES,
     BYTE_PROPERTIES,

@@ -9,7 +9,7 @@ import asyncio
 
 import orjson
 
-from protocols.mqtt.packets import PingReq, PubAck, Publish
+from fleetgate.protocols.mqtt.packets import PingReq, PubAck, Publish
 from tests.mqtt_raw import RawMqtt
 from tests.support import gateway_settings, new_tenant, running_gateway
 from tests.test_ingest_failures import provision, writes_blocked

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from protocols.mqtt import codec
-from protocols.mqtt.outbound import Outbound
+from fleetgate.protocols.mqtt import codec
+from fleetgate.protocols.mqtt.outbound import Outbound
 
 
 class Wire:

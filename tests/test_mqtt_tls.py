@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.credentials import certificate_lookup, trim_certificate
+from fleetgate.core.credentials import certificate_lookup, trim_certificate
 from tests.support import free_port, gateway_settings, new_tenant, running_gateway
 from tests.test_https import self_signed
 

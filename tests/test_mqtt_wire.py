@@ -8,7 +8,7 @@ import secrets
 import orjson
 import pytest
 
-from protocols.mqtt.packets import (
+from fleetgate.protocols.mqtt.packets import (
     MQTT_5, Connect, Disconnect, Property, PubAck, Publish, Reason, Will,
 )
 from tests.mqtt_raw import RawMqtt
@@ -258,7 +258,7 @@ async def test_nothing_larger_than_the_client_takes_is_sent(base_url, gateway, m
     client = await raw_clients(port_of(gateway), MQTT_5)
     connack = await client.connect(token, properties={Property.MAXIMUM_PACKET_SIZE: 128})
     assert connack.reason_code == 0
-    from protocols.mqtt.packets import Subscribe, Subscription
+    from fleetgate.protocols.mqtt.packets import Subscribe, Subscription
 
     await client.send(Subscribe(1, (Subscription("v1/devices/me/attributes", 1),)))
     await client.packet()  # SUBACK
@@ -276,7 +276,7 @@ async def test_one_way_rpc_is_sent_and_answered_202(base_url, gateway, managemen
     token, name, tenant = await token_for(gateway, base_url)
     client = await raw_clients(port_of(gateway))
     await client.connect(token)
-    from protocols.mqtt.packets import Subscribe, Subscription
+    from fleetgate.protocols.mqtt.packets import Subscribe, Subscription
 
     await client.send(Subscribe(1, (Subscription("v1/devices/me/rpc/request/+", 0),)))
     await client.packet()  # SUBACK
@@ -325,7 +325,7 @@ async def test_full_ingest_queue_pushes_back_and_loses_nothing(database_url, tmp
 
 
 async def test_downlink_keeps_to_the_clients_receive_maximum(base_url, gateway, management, raw_clients) -> None:
-    from protocols.mqtt.packets import PingReq, PingResp, Subscribe, Subscription
+    from fleetgate.protocols.mqtt.packets import PingReq, PingResp, Subscribe, Subscription
 
     token, name, tenant = await token_for(gateway, base_url)
     client = await raw_clients(port_of(gateway), MQTT_5)

@@ -7,8 +7,8 @@ import re
 import orjson
 import pytest
 
-from gateway.app import Gateway
-from protocols.http.device_api import ROUTES as DEVICE_ROUTES
+from fleetgate.app import Gateway
+from fleetgate.protocols.http.device_api import ROUTES as DEVICE_ROUTES
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 

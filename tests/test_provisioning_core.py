@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from gateway import credentials as creds
-from gateway.errors import CredentialsTaken, NameTaken
-from gateway.model import (
+from fleetgate.core import credentials as creds
+from fleetgate.core.errors import CredentialsTaken, NameTaken
+from fleetgate.core.model import (
     AuditRecord,
     Credentials,
     CredentialsType,
@@ -23,8 +23,8 @@ from gateway.model import (
     ProvisionStrategy,
     StoredCredentials,
 )
-from gateway.products import ProductService
-from gateway.provisioning import ProvisioningService
+from fleetgate.core.products import ProductService
+from fleetgate.core.provisioning import ProvisioningService
 from tests.test_credentials import pem_body, self_signed_pem
 
 ALLOW, CHECK, DISABLED = (

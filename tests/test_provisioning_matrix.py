@@ -14,12 +14,12 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway import credentials as creds
-from gateway.app import Gateway
-from gateway.ids import new_id
-from gateway.model import Credentials, CredentialsType, Device, MqttBasic
-from storage.rows import pending_from_json
-from storage.sealing import Sealer, load_key
+from fleetgate.core import credentials as creds
+from fleetgate.app import Gateway
+from fleetgate.core.ids import new_id
+from fleetgate.core.model import Credentials, CredentialsType, Device, MqttBasic
+from fleetgate.storage.rows import pending_from_json
+from fleetgate.storage.sealing import Sealer, load_key
 from tests.support import TEST_SECRETS_KEY, Tenant, new_tenant
 from tests.test_credentials import pem_body, self_signed_pem
 

@@ -9,11 +9,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from gateway import metrics
-from gateway.retention import Retention
-from storage.partitions import Partitions, month_bounds, month_table, project_table
-from storage.database import open_pool
-from storage.retention import RetentionStore, set_telemetry_ttl
+from fleetgate.core import metrics
+from fleetgate.core.retention import Retention
+from fleetgate.storage.partitions import Partitions, month_bounds, month_table, project_table
+from fleetgate.storage.database import open_pool
+from fleetgate.storage.retention import RetentionStore, set_telemetry_ttl
 
 DAY = 86_400_000
 # A fixed "now", the months around it made by the tests.

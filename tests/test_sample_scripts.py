@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from gateway import credentials as creds
-from gateway.app import Gateway
+from fleetgate.core import credentials as creds
+from fleetgate.app import Gateway
 from tests.support import Tenant
 
 SAMPLES = Path(__file__).parent / "samples"

@@ -12,8 +12,8 @@ import secrets
 import orjson
 import pytest
 
-from gateway.app import Gateway
-from protocols.mqtt.packets import PubAck, Publish
+from fleetgate.app import Gateway
+from fleetgate.protocols.mqtt.packets import PubAck, Publish
 from tests.management_client import Management
 from tests.mqtt_raw import RawMqtt
 from tests.support import new_tenant

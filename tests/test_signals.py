@@ -13,7 +13,7 @@ import time
 import orjson
 from cryptography import x509
 
-from protocols.mqtt.packets import MQTT_5, Disconnect, PubAck, Publish, Reason
+from fleetgate.protocols.mqtt.packets import MQTT_5, Disconnect, PubAck, Publish, Reason
 from tests.mqtt_raw import RawMqtt
 from tests.process import GatewayProcess
 from tests.support import free_port, new_tenant

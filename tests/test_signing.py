@@ -6,8 +6,8 @@ import datetime
 
 import pytest
 
-from gateway import signing
-from gateway.errors import Unauthorized
+from fleetgate.core import signing
+from fleetgate.core.errors import Unauthorized
 
 NOW = datetime.datetime(2024, 1, 31, 8, 0, tzinfo=datetime.UTC)
 DATE = NOW.strftime(signing.DATE_FORMAT)

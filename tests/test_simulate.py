@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 async def simulate(*args: str, timeout: float = 120) -> tuple[int, dict | None, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "simulate", *args, "--json", "--quiet", cwd=ROOT,
+        sys.executable, "-m", "fleetgate", "simulate", *args, "--json", "--quiet", cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import aiohttp
 
-from simulator import fleet
-from simulator.worker import run_load
+from fleetgate.simulator import fleet
+from fleetgate.simulator.worker import run_load
 from tests.process import GatewayProcess
 from tests.support import free_port, new_tenant
 from tests.test_health_metrics import scrape, value

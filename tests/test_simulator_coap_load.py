@@ -13,16 +13,16 @@ from aiocoap import Code, Message
 from aiocoap.numbers.types import Type
 from aiocoap.resource import Resource, Site
 
-from simulator import coap_driver, coap_load
-from simulator.coap_packets import (
+from fleetgate.simulator import coap_driver, coap_load
+from fleetgate.simulator.coap_packets import (
     CoapTelemetrySpec,
     con_post,
     empty_ack,
     parse_header,
     telemetry_tail,
 )
-from simulator.loadspec import LoadSpec
-from simulator.worker import run_load
+from fleetgate.simulator.loadspec import LoadSpec
+from fleetgate.simulator.worker import run_load
 from tests.coap_support import coap_client, provision_device
 from tests.coap_wire import RawCoap
 from tests.test_coap_wire import port_of

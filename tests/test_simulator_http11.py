@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.http11 import ProtocolError, ResponseParser, encode_post
+from fleetgate.simulator.http11 import ProtocolError, ResponseParser, encode_post
 
 AIOHTTP_200 = (
     b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Type: application/octet-stream\r\n"

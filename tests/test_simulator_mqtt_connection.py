@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from simulator.mqtt_connection import MqttConnection
-from simulator.mqtt_packets import (
+from fleetgate.simulator.mqtt_connection import MqttConnection
+from fleetgate.simulator.mqtt_packets import (
     DISCONNECT_PACKET,
     MQTT_5,
     MQTT_311,

@@ -8,10 +8,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Literal
 
-from simulator.loadspec import LoadSpec
-from simulator.mqtt_load import run_spec
-from simulator.mqtt_packets import PINGREQ, PUBLISH, split_packets
-from simulator.workloads import MqttTelemetrySpec
+from fleetgate.simulator.loadspec import LoadSpec
+from fleetgate.simulator.mqtt_load import run_spec
+from fleetgate.simulator.mqtt_packets import PINGREQ, PUBLISH, split_packets
+from fleetgate.simulator.workloads import MqttTelemetrySpec
 
 Behaviour = Literal["refuse-every-third", "never-ack", "hang-up-after-5"]
 

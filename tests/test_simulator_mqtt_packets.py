@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from simulator.mqtt_packets import (
+from fleetgate.simulator.mqtt_packets import (
     MQTT_5,
     MQTT_311,
     MqttProtocolError,

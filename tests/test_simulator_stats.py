@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from simulator.stats import Histogram, LatencyRecorder, LoadResult, bucket_bounds, bucket_index, merge_all
+from fleetgate.simulator.stats import Histogram, LatencyRecorder, LoadResult, bucket_bounds, bucket_index, merge_all
 
 
 def nearest_rank(values: list[int], q: float) -> int:

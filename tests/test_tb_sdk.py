@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from gateway import credentials as creds
-from gateway.app import Gateway
-from gateway.model import AttributeScope, Credentials, CredentialsType, KeyValue, ValueType
+from fleetgate.core import credentials as creds
+from fleetgate.app import Gateway
+from fleetgate.core.model import AttributeScope, Credentials, CredentialsType, KeyValue, ValueType
 from tests import tb_sdk_venv
 from tests.support import Tenant, new_tenant
 from tests.test_provisioning_matrix import pre_provision

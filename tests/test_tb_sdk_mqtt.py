@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.app import Gateway
+from fleetgate.app import Gateway
 from tests import tb_sdk_venv
 from tests.support import Tenant
 from tests.test_mqtt_device import provision, stored

@@ -8,10 +8,10 @@ import secrets
 import pytest
 from asyncpg import InternalClientError
 
-from gateway.model import AttributeMessage, AttributeScope, KeyValue, Reading, TelemetryMessage, ValueType
-from gateway.errors import Unavailable
-from storage.errors import translated
-from storage.telemetry import DeviceProjects, KeyDictionary, TelemetryWriter
+from fleetgate.core.model import AttributeMessage, AttributeScope, KeyValue, Reading, TelemetryMessage, ValueType
+from fleetgate.core.errors import Unavailable
+from fleetgate.storage.errors import translated
+from fleetgate.storage.telemetry import DeviceProjects, KeyDictionary, TelemetryWriter
 from tests.support import new_tenant
 
 JAN, FEB = 1_767_225_600_000, 1_769_904_000_000  # 2026-01-01, 2026-02-01 (UTC)

@@ -17,7 +17,7 @@ import ssl
 
 import pytest
 
-from protocols.tls import DeviceTls
+from fleetgate.protocols.tls import DeviceTls
 from tests.limits_support import limited_gateway, port_of
 from tests.test_https import self_signed
 

@@ -18,8 +18,8 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.app import open_services
-from protocols.mqtt.packets import Publish, Subscribe, Subscription
+from fleetgate.app import open_services
+from fleetgate.protocols.mqtt.packets import Publish, Subscribe, Subscription
 from tests.mqtt_raw import RawMqtt
 from tests.support import TEST_SECRETS_KEY, free_port, gateway_settings, new_tenant
 
@@ -33,7 +33,7 @@ async def workers(database_url, tmp_path_factory):
     ports = {name: free_port() for name in ("http", "management", "mqtt", "coap")}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "PROMETHEUS_"))}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", "--workers", "2", "--data-dir", str(data_dir),
+        sys.executable, "-m", "fleetgate", "serve", "--workers", "2", "--data-dir", str(data_dir),
         "--database-url", database_url, "--host", "127.0.0.1", "--http-port", str(ports["http"]),
         "--management-port", str(ports["management"]), "--mqtt-port", str(ports["mqtt"]), "--https-port", "0",
         "--mqtts-port", "0", "--coap-port", str(ports["coap"]), "--batch-max-age-ms", "2",

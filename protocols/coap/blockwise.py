@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from aiocoap import Message
 from aiocoap.optiontypes import BlockOption
 
-from gateway.errors import InvalidInput, Overloaded, PayloadTooLarge
-from protocols.coap.errors import IncompleteBlocks
+from fleetgate.core.errors import InvalidInput, Overloaded, PayloadTooLarge
+from fleetgate.protocols.coap.errors import IncompleteBlocks
 
 Block = BlockOption.BlockwiseTuple
 _BERT = 7

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiocoap import Code, Message
 
-from gateway import errors, metrics
+from fleetgate.core import errors, metrics
 
 PROTOCOL = "coap"
 

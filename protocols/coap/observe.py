@@ -16,7 +16,7 @@ import orjson
 from aiocoap import Code, Message
 from aiocoap.pipe import Pipe
 
-from gateway.downlink import Downlink
+from fleetgate.core.downlink import Downlink
 
 JSON = 50  # application/json
 _SEQUENCE_MODULUS = 1 << 24  # the Observe option carries 24 bits

@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from protocols.coap.errors import UnknownPath
+from fleetgate.protocols.coap.errors import UnknownPath
 
 
 class Feature(enum.Enum):

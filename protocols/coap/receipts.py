@@ -13,8 +13,8 @@ from aiocoap import Code, Message
 from aiocoap.optiontypes import BlockOption
 from aiocoap.pipe import Pipe
 
-from gateway.errors import GatewayError
-from protocols.coap.errors import refused
+from fleetgate.core.errors import GatewayError
+from fleetgate.protocols.coap.errors import refused
 
 log = logging.getLogger(__name__)
 

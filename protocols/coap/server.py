@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import aiocoap
 
-from gateway.tasks import OwnedTasks
-from protocols.coap.decoding import guard_decoding
-from protocols.coap.dedup import DedupWindow
-from protocols.coap.site import CoapServices, DeviceSite
-from protocols.coap.tuning import GatewayTuning, tune_requests
+from fleetgate.core.tasks import OwnedTasks
+from fleetgate.protocols.coap.decoding import guard_decoding
+from fleetgate.protocols.coap.dedup import DedupWindow
+from fleetgate.protocols.coap.site import CoapServices, DeviceSite
+from fleetgate.protocols.coap.tuning import GatewayTuning, tune_requests
 
 # Requests arrive in bursts (a fleet reconnecting, devices on the same schedule) and the
 # kernel drops what does not fit in the socket's receive buffer, which then costs a 2-3 s

@@ -19,19 +19,19 @@ import orjson
 from aiocoap import Code, Message
 from aiocoap.pipe import Pipe
 
-from gateway import codec, metrics
-from gateway.auth import DeviceAuthenticator
-from gateway.downlink import Downlink
-from gateway.errors import GatewayError, InvalidInput, Unavailable
-from gateway.model import DeviceIdentity, ProvisionStatus
-from gateway.provision_json import request_from_json, response_to_json
-from gateway.provisioning import ProvisioningService
-from gateway.uplink import Uplink, split_keys
-from protocols.coap.blockwise import Block1Uploads, Body, Continue
-from protocols.coap.errors import PROTOCOL, MethodNotAllowed, refused
-from protocols.coap.observe import Observer, Stream, json_message
-from protocols.coap.paths import Feature, route_of
-from protocols.coap.receipts import PipeReceipt
+from fleetgate.core import codec, metrics
+from fleetgate.core.auth import DeviceAuthenticator
+from fleetgate.core.downlink import Downlink
+from fleetgate.core.errors import GatewayError, InvalidInput, Unavailable
+from fleetgate.core.model import DeviceIdentity, ProvisionStatus
+from fleetgate.core.provision_json import request_from_json, response_to_json
+from fleetgate.core.provisioning import ProvisioningService
+from fleetgate.core.uplink import Uplink, split_keys
+from fleetgate.protocols.coap.blockwise import Block1Uploads, Body, Continue
+from fleetgate.protocols.coap.errors import PROTOCOL, MethodNotAllowed, refused
+from fleetgate.protocols.coap.observe import Observer, Stream, json_message
+from fleetgate.protocols.coap.paths import Feature, route_of
+from fleetgate.protocols.coap.receipts import PipeReceipt
 
 log = logging.getLogger(__name__)
 

@@ -29,11 +29,11 @@ from typing import Any, cast
 
 import httptools
 
-from gateway import metrics
-from gateway.admission import ConnectionGate, address_of
-from gateway.errors import TooManyRequests
-from protocols.http.errors import retry_headers
-from protocols.http.wire import Reply, encode
+from fleetgate.core import metrics
+from fleetgate.core.admission import ConnectionGate, address_of
+from fleetgate.core.errors import TooManyRequests
+from fleetgate.protocols.http.errors import retry_headers
+from fleetgate.protocols.http.wire import Reply, encode
 
 log = logging.getLogger(__name__)
 

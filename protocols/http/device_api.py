@@ -15,20 +15,20 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from gateway import codec, metrics
-from gateway.auth import DeviceAuthenticator
-from gateway.credentials import CERTIFICATE_TOKEN
-from gateway.errors import (
+from fleetgate.core import codec, metrics
+from fleetgate.core.auth import DeviceAuthenticator
+from fleetgate.core.credentials import CERTIFICATE_TOKEN
+from fleetgate.core.errors import (
     Forbidden, GatewayError, InvalidInput, MalformedPayload, PayloadTooLarge, SourceBlocked, TooManyRequests,
     Unauthorized,
 )
-from gateway.model import DeviceIdentity
-from gateway.provision_json import request_from_json, response_to_json
-from gateway.provisioning import ProvisioningService
-from gateway.uplink import Uplink, split_keys
-from protocols.http.connection import Outcome
-from protocols.http.errors import retry_headers, status_of
-from protocols.http.wire import OK, Reply
+from fleetgate.core.model import DeviceIdentity
+from fleetgate.core.provision_json import request_from_json, response_to_json
+from fleetgate.core.provisioning import ProvisioningService
+from fleetgate.core.uplink import Uplink, split_keys
+from fleetgate.protocols.http.connection import Outcome
+from fleetgate.protocols.http.errors import retry_headers, status_of
+from fleetgate.protocols.http.wire import OK, Reply
 
 log = logging.getLogger(__name__)
 PROTOCOL = "http"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import ssl
 
-from gateway import metrics
-from gateway.admission import ConnectionGate
-from gateway.tasks import OwnedTasks
-from protocols.http.connection import DeviceApiPort, DeviceHttpConnection, HttpLimits
-from protocols.listeners import listen
+from fleetgate.core import metrics
+from fleetgate.core.admission import ConnectionGate
+from fleetgate.core.tasks import OwnedTasks
+from fleetgate.protocols.http.connection import DeviceApiPort, DeviceHttpConnection, HttpLimits
+from fleetgate.protocols.listeners import listen
 
 
 class DeviceHttpServer:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from gateway import errors
+from fleetgate.core import errors
 
 _STATUS: list[tuple[type[errors.GatewayError], int]] = [
     (errors.PayloadTooLarge, 413),

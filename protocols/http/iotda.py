@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway import errors
-from gateway.model import Page
-from gateway.uplink import split_keys
-from protocols.http.server import MAX_PAYLOAD_BYTES
+from fleetgate.core import errors
+from fleetgate.core.model import Page
+from fleetgate.core.uplink import split_keys
+from fleetgate.protocols.http.server import MAX_PAYLOAD_BYTES
 
 PREFIX = "/v5/iot/{project_id}"
 NO_MARKER = "ffffffffffffffffffffffff"

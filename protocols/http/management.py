@@ -12,14 +12,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway import errors, signing
-from gateway.attributes import AttributeService
-from gateway.devices import DeviceService
-from gateway.model import Product
-from gateway.commands import CommandService
-from gateway.telemetry_queries import TelemetryQueryService
-from protocols.http.errors import retry_headers, status_of
-from protocols.http.iotda import (
+from fleetgate.core import errors, signing
+from fleetgate.core.attributes import AttributeService
+from fleetgate.core.devices import DeviceService
+from fleetgate.core.model import Product
+from fleetgate.core.commands import CommandService
+from fleetgate.core.telemetry_queries import TelemetryQueryService
+from fleetgate.protocols.http.errors import retry_headers, status_of
+from fleetgate.protocols.http.iotda import (
     PREFIX,
     ScopedHandler,
     ScopedRoute,
@@ -30,12 +30,12 @@ from protocols.http.iotda import (
     page_json,
     page_params,
 )
-from protocols.http.management_attributes import AttributeRoutes
-from protocols.http.management_certificates import CertificateRoutes
-from protocols.http.management_devices import DeviceRoutes
-from protocols.http.management_commands import CommandRoutes
-from protocols.http.management_telemetry import TelemetryRoutes
-from protocols.http.management_templates import TemplateRoutes
+from fleetgate.protocols.http.management_attributes import AttributeRoutes
+from fleetgate.protocols.http.management_certificates import CertificateRoutes
+from fleetgate.protocols.http.management_devices import DeviceRoutes
+from fleetgate.protocols.http.management_commands import CommandRoutes
+from fleetgate.protocols.http.management_telemetry import TelemetryRoutes
+from fleetgate.protocols.http.management_templates import TemplateRoutes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.attributes import AttributeService, scope_of
-from protocols.http.iotda import ScopedRoute, json_body, json_response, keys_param
+from fleetgate.core.attributes import AttributeService, scope_of
+from fleetgate.protocols.http.iotda import ScopedRoute, json_body, json_response, keys_param
 
 _PATH = "/devices/{device_id}/attributes"
 

@@ -7,10 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.device_cas import CaService
-from gateway.errors import InvalidInput
-from gateway.model import DeviceCa
-from protocols.http.iotda import ScopedRoute, body_field, iotda_time, json_body, json_response, page_json, page_params
+from fleetgate.core.device_cas import CaService
+from fleetgate.core.errors import InvalidInput
+from fleetgate.core.model import DeviceCa
+from fleetgate.protocols.http.iotda import ScopedRoute, body_field, iotda_time, json_body, json_response, page_json, page_params
 
 
 def ca_json(ca: DeviceCa) -> dict[str, Any]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway import errors
-from gateway.commands import CommandService
-from protocols.http.iotda import ScopedRoute, body_field, json_body, json_response
+from fleetgate.core import errors
+from fleetgate.core.commands import CommandService
+from fleetgate.protocols.http.iotda import ScopedRoute, body_field, json_body, json_response
 
 DEFAULT_TIMEOUT_MS = 10_000
 

@@ -13,10 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.devices import DeviceService, generated_token
-from gateway.errors import InvalidInput
-from gateway.model import Credentials, CredentialsType, DeviceDetails, MqttBasic
-from protocols.http.iotda import ScopedRoute, body_field, iotda_time, json_body, json_response, page_json, page_params
+from fleetgate.core.devices import DeviceService, generated_token
+from fleetgate.core.errors import InvalidInput
+from fleetgate.core.model import Credentials, CredentialsType, DeviceDetails, MqttBasic
+from fleetgate.protocols.http.iotda import ScopedRoute, body_field, iotda_time, json_body, json_response, page_json, page_params
 
 _SETTABLE_TYPES = (CredentialsType.ACCESS_TOKEN, CredentialsType.MQTT_BASIC, CredentialsType.X509_CERTIFICATE)
 _UPDATABLE = frozenset({"device_name", "description", "gateway", "auth_info"})

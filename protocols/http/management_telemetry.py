@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway import errors
-from gateway.model import TimeseriesQuery
-from gateway.telemetry_queries import DEFAULT_LIMIT, MAX_LIMIT, TelemetryQueryService, order_of
-from protocols.http.iotda import ScopedRoute, int_param, json_response, keys_param
+from fleetgate.core import errors
+from fleetgate.core.model import TimeseriesQuery
+from fleetgate.core.telemetry_queries import DEFAULT_LIMIT, MAX_LIMIT, TelemetryQueryService, order_of
+from fleetgate.protocols.http.iotda import ScopedRoute, int_param, json_response, keys_param
 
 _MAX_TS = 2**63 - 1
 

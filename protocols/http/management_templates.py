@@ -7,10 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.autoregistration import AutoRegistration
-from gateway.model import Template
-from gateway.provisioning_templates import TemplateService
-from protocols.http.iotda import ScopedRoute, body_field, iotda_time, json_body, json_response, page_json, page_params
+from fleetgate.core.autoregistration import AutoRegistration
+from fleetgate.core.model import Template
+from fleetgate.core.provisioning_templates import TemplateService
+from fleetgate.protocols.http.iotda import ScopedRoute, body_field, iotda_time, json_body, json_response, page_json, page_params
 
 
 def template_json(t: Template) -> dict[str, Any]:

@@ -15,11 +15,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.telemetry_queries import DEFAULT_LIMIT, MAX_LIMIT
-from protocols.http import openapi_provisioning
-from protocols.http.schema import obj as _object
-from protocols.http.schema import ref as _ref
-from protocols.http.iotda import NO_MARKER, PREFIX
+from fleetgate.core.telemetry_queries import DEFAULT_LIMIT, MAX_LIMIT
+from fleetgate.protocols.http import openapi_provisioning
+from fleetgate.protocols.http.schema import obj as _object
+from fleetgate.protocols.http.schema import ref as _ref
+from fleetgate.protocols.http.iotda import NO_MARKER, PREFIX
 
 MANAGEMENT, DEVICE_API, OPERATIONS = "Management", "Device API", "Operations"
 _JSON = "application/json"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocols.http.schema import obj as _object
-from protocols.http.schema import ref as _ref
+from fleetgate.protocols.http.schema import obj as _object
+from fleetgate.protocols.http.schema import ref as _ref
 
 _TIME = {"type": "string", "description": "UTC, yyyyMMdd'T'HHmmss'Z'", "examples": ["20230810T070547Z"]}
 _STRING = {"type": "string"}

@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway import logs, metrics
-from gateway.health import ReadinessReport
+from fleetgate.core import logs, metrics
+from fleetgate.core.health import ReadinessReport
 
 Health = Callable[[], tuple[bool, dict[str, Any]]]
 

@@ -11,8 +11,8 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-from protocols.mqtt import codec
-from protocols.mqtt.packets import Reason
+from fleetgate.protocols.mqtt import codec
+from fleetgate.protocols.mqtt.packets import Reason
 
 
 _NO_IDS: frozenset[int] = frozenset()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from protocols.mqtt.datatypes import ProtocolError
-from protocols.mqtt.packets import Property, Publish, Reason
+from fleetgate.protocols.mqtt.datatypes import ProtocolError
+from fleetgate.protocols.mqtt.packets import Property, Publish, Reason
 
 
 class TopicAliases:

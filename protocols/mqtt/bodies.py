@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from protocols.mqtt.datatypes import (
+from fleetgate.protocols.mqtt.datatypes import (
     ProtocolError,
     Reader,
     has_wildcard,
     malformed,
     protocol_error,
 )
-from protocols.mqtt.packets import (
+from fleetgate.protocols.mqtt.packets import (
     MQTT_5,
     MQTT_311,
     Auth,
@@ -35,8 +35,8 @@ from protocols.mqtt.packets import (
     Unsubscribe,
     Will,
 )
-from protocols.mqtt.properties import WILL, read_properties
-from protocols.mqtt.wire import (
+from fleetgate.protocols.mqtt.properties import WILL, read_properties
+from fleetgate.protocols.mqtt.wire import (
     AUTH_REASONS,
     CLEAN_START,
     CONNACK_FROM_311,

@@ -22,10 +22,10 @@ re-exports their public API, so the rest of the transport imports ``codec``.
 
 from __future__ import annotations
 
-from protocols.mqtt.datatypes import ProtocolError
-from protocols.mqtt.decode import Decoder, decode
-from protocols.mqtt.encode import PINGRESP, encode, encode_puback, encode_pubcomp, encode_pubrec, encode_pubrel
-from protocols.mqtt.wire import MAX_PACKET_SIZE
+from fleetgate.protocols.mqtt.datatypes import ProtocolError
+from fleetgate.protocols.mqtt.decode import Decoder, decode
+from fleetgate.protocols.mqtt.encode import PINGRESP, encode, encode_puback, encode_pubcomp, encode_pubrec, encode_pubrel
+from fleetgate.protocols.mqtt.wire import MAX_PACKET_SIZE
 
 __all__ = [
     "MAX_PACKET_SIZE", "PINGRESP", "Decoder", "ProtocolError", "decode", "encode", "encode_puback",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from gateway.auth import DeviceAuthenticator
-from gateway.errors import GatewayError, SourceBlocked, TooManyConnections, TooManyRequests, Unauthorized
-from gateway.model import DeviceIdentity
-from protocols.mqtt.packets import MQTT_5, Connect, Property, Properties, Reason
-from protocols.mqtt.topics import UPLINK_TOPICS
+from fleetgate.core.auth import DeviceAuthenticator
+from fleetgate.core.errors import GatewayError, SourceBlocked, TooManyConnections, TooManyRequests, Unauthorized
+from fleetgate.core.model import DeviceIdentity
+from fleetgate.protocols.mqtt.packets import MQTT_5, Connect, Property, Properties, Reason
+from fleetgate.protocols.mqtt.topics import UPLINK_TOPICS
 
 PROVISION = "provision"
 

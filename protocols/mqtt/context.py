@@ -7,16 +7,16 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.admission import ConnectionGate
-from gateway.auth import DeviceAuthenticator
-from gateway.downlink import Downlink
-from gateway.ingest import IngestPipeline
-from gateway.provisioning import ProvisioningService
-from gateway.uplink import Uplink
-from protocols.mqtt.connect import Limits
+from fleetgate.core.admission import ConnectionGate
+from fleetgate.core.auth import DeviceAuthenticator
+from fleetgate.core.downlink import Downlink
+from fleetgate.core.ingest import IngestPipeline
+from fleetgate.core.provisioning import ProvisioningService
+from fleetgate.core.uplink import Uplink
+from fleetgate.protocols.mqtt.connect import Limits
 
 if TYPE_CHECKING:
-    from protocols.mqtt.session import MqttSession
+    from fleetgate.protocols.mqtt.session import MqttSession
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 
-from protocols.mqtt.packets import Reason
+from fleetgate.protocols.mqtt.packets import Reason
 
 MAX_VARINT = 268_435_455  # 0xFF 0xFF 0xFF 0x7F, the largest four-byte Variable Byte Integer (1.5.5)
 MAX_UINT16 = 0xFFFF

@@ -16,8 +16,8 @@ exist in both.
 
 from __future__ import annotations
 
-from protocols.mqtt.bodies import decode_body
-from protocols.mqtt.datatypes import (
+from fleetgate.protocols.mqtt.bodies import decode_body
+from fleetgate.protocols.mqtt.datatypes import (
     ProtocolError,
     Reader,
     has_wildcard,
@@ -25,7 +25,7 @@ from protocols.mqtt.datatypes import (
     protocol_error,
     read_varint,
 )
-from protocols.mqtt.packets import (
+from fleetgate.protocols.mqtt.packets import (
     MQTT_5,
     Connect,
     Packet,
@@ -35,8 +35,8 @@ from protocols.mqtt.packets import (
     Publish,
     Reason,
 )
-from protocols.mqtt.properties import read_properties
-from protocols.mqtt.wire import (
+from fleetgate.protocols.mqtt.properties import read_properties
+from fleetgate.protocols.mqtt.wire import (
     DUP,
     INVALID_QOS,
     MAX_PACKET_SIZE,

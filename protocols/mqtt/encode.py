@@ -12,14 +12,14 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from protocols.mqtt.datatypes import (
+from fleetgate.protocols.mqtt.datatypes import (
     MAX_UINT16,
     put_binary,
     put_string,
     put_uint16,
     varint,
 )
-from protocols.mqtt.packets import (
+from fleetgate.protocols.mqtt.packets import (
     MQTT_5,
     Auth,
     ConnAck,
@@ -40,8 +40,8 @@ from protocols.mqtt.packets import (
     UnsubAck,
     Unsubscribe,
 )
-from protocols.mqtt.properties import encode_properties
-from protocols.mqtt.wire import (
+from fleetgate.protocols.mqtt.properties import encode_properties
+from fleetgate.protocols.mqtt.wire import (
     CLEAN_START,
     CONNACK_TO_311,
     DUP,

@@ -15,9 +15,9 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from gateway import metrics
-from protocols.mqtt import codec
-from protocols.mqtt.packets import Publish
+from fleetgate.core import metrics
+from fleetgate.protocols.mqtt import codec
+from fleetgate.protocols.mqtt.packets import Publish
 
 log = logging.getLogger(__name__)
 

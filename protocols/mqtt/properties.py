@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from protocols.mqtt.datatypes import (
+from fleetgate.protocols.mqtt.datatypes import (
     ProtocolError,
     Reader,
     has_wildcard,
@@ -23,7 +23,7 @@ from protocols.mqtt.datatypes import (
     put_uint32,
     varint,
 )
-from protocols.mqtt.packets import PacketType, Properties, Property, Reason
+from fleetgate.protocols.mqtt.packets import PacketType, Properties, Property, Reason
 
 P = Property  # short, for the tables below
 

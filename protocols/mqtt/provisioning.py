@@ -7,11 +7,11 @@ from typing import Any
 
 import orjson
 
-from gateway import metrics
-from gateway.errors import TooManyRequests
-from gateway.provision_json import response_to_json
-from gateway.provisioning import ProvisioningService
-from protocols.mqtt.packets import Reason
+from fleetgate.core import metrics
+from fleetgate.core.errors import TooManyRequests
+from fleetgate.core.provision_json import response_to_json
+from fleetgate.core.provisioning import ProvisioningService
+from fleetgate.protocols.mqtt.packets import Reason
 
 PROTOCOL = "mqtt"
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import orjson
 
-from gateway import codec as payloads
-from gateway.downlink import Downlink
-from gateway.errors import GatewayError, InvalidInput
-from gateway.model import DeviceIdentity, ProvisionRequest
-from gateway.provision_json import request_from_json
-from gateway.uplink import Uplink, split_keys
-from protocols.mqtt.packets import Reason
+from fleetgate.core import codec as payloads
+from fleetgate.core.downlink import Downlink
+from fleetgate.core.errors import GatewayError, InvalidInput
+from fleetgate.core.model import DeviceIdentity, ProvisionRequest
+from fleetgate.core.provision_json import request_from_json
+from fleetgate.core.uplink import Uplink, split_keys
+from fleetgate.protocols.mqtt.packets import Reason
 
 
 def client_rpc_answer(downlink: Downlink, payload: Any) -> bytes:

@@ -6,18 +6,18 @@ import asyncio
 import ssl
 from dataclasses import dataclass
 
-from gateway import metrics
-from gateway.admission import ConnectionGate
-from gateway.auth import DeviceAuthenticator
-from gateway.downlink import Downlink
-from gateway.ingest import IngestPipeline
-from gateway.tasks import OwnedTasks
-from gateway.provisioning import ProvisioningService
-from gateway.uplink import Uplink
-from protocols.listeners import listen
-from protocols.mqtt.connect import Limits
-from protocols.mqtt.context import MqttContext
-from protocols.mqtt.session import PROTOCOL, MqttSession
+from fleetgate.core import metrics
+from fleetgate.core.admission import ConnectionGate
+from fleetgate.core.auth import DeviceAuthenticator
+from fleetgate.core.downlink import Downlink
+from fleetgate.core.ingest import IngestPipeline
+from fleetgate.core.tasks import OwnedTasks
+from fleetgate.core.provisioning import ProvisioningService
+from fleetgate.core.uplink import Uplink
+from fleetgate.protocols.listeners import listen
+from fleetgate.protocols.mqtt.connect import Limits
+from fleetgate.protocols.mqtt.context import MqttContext
+from fleetgate.protocols.mqtt.session import PROTOCOL, MqttSession
 
 
 @dataclass(frozen=True, slots=True)

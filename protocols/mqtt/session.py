@@ -16,21 +16,21 @@ from typing import Any, cast
 
 import orjson
 
-from gateway import codec as payloads
-from gateway import metrics
-from gateway.admission import address_of
-from gateway.errors import GatewayError, InvalidInput, Overloaded, TooManyRequests
-from gateway.model import DeviceIdentity
-from protocols.mqtt import codec, provisioning, requests, topics
-from protocols.mqtt.acks import AckQueue
-from protocols.mqtt.aliases import TopicAliases
-from protocols.mqtt.context import MqttContext
-from protocols.mqtt.connect import Admitted, Refused, admit, limit_reason
-from protocols.mqtt.keepalive import KeepAlive
-from protocols.mqtt.outbound import DEFAULT_RECEIVE_MAXIMUM, Outbound
-from protocols.mqtt.subscriptions import Subscriptions
-from protocols.mqtt.will import store_will
-from protocols.mqtt.packets import (
+from fleetgate.core import codec as payloads
+from fleetgate.core import metrics
+from fleetgate.core.admission import address_of
+from fleetgate.core.errors import GatewayError, InvalidInput, Overloaded, TooManyRequests
+from fleetgate.core.model import DeviceIdentity
+from fleetgate.protocols.mqtt import codec, provisioning, requests, topics
+from fleetgate.protocols.mqtt.acks import AckQueue
+from fleetgate.protocols.mqtt.aliases import TopicAliases
+from fleetgate.protocols.mqtt.context import MqttContext
+from fleetgate.protocols.mqtt.connect import Admitted, Refused, admit, limit_reason
+from fleetgate.protocols.mqtt.keepalive import KeepAlive
+from fleetgate.protocols.mqtt.outbound import DEFAULT_RECEIVE_MAXIMUM, Outbound
+from fleetgate.protocols.mqtt.subscriptions import Subscriptions
+from fleetgate.protocols.mqtt.will import store_will
+from fleetgate.protocols.mqtt.packets import (
     MQTT_5, Auth, ConnAck, Connect, Disconnect, Packet, PingReq, Property, PubAck, PubComp, Publish, PubRec,
     PubRel, Reason, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 )

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from protocols.mqtt import topics
-from protocols.mqtt.packets import MQTT_5, Reason, Subscription
+from fleetgate.protocols.mqtt import topics
+from fleetgate.protocols.mqtt.packets import MQTT_5, Reason, Subscription
 
 
 class Subscriptions:

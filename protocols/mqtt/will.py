@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import logging
 
-from gateway import codec as payloads
-from gateway.errors import GatewayError
-from gateway.model import DeviceIdentity
-from gateway.uplink import Uplink
-from protocols.mqtt import topics
-from protocols.mqtt.packets import Will
+from fleetgate.core import codec as payloads
+from fleetgate.core.errors import GatewayError
+from fleetgate.core.model import DeviceIdentity
+from fleetgate.core.uplink import Uplink
+from fleetgate.protocols.mqtt import topics
+from fleetgate.protocols.mqtt.packets import Will
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ to MQTT 5 (OASIS, 2019) unless they say 3.1.1.
 
 from __future__ import annotations
 
-from protocols.mqtt.datatypes import MAX_VARINT
-from protocols.mqtt.packets import PacketType, Reason
+from fleetgate.protocols.mqtt.datatypes import MAX_VARINT
+from fleetgate.protocols.mqtt.packets import PacketType, Reason
 
 MAX_PACKET_SIZE = 1 + 4 + MAX_VARINT
 """The largest packet MQTT can frame: a fixed header byte, a four-byte Remaining Length and its value."""

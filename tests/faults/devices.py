@@ -20,7 +20,7 @@ import aiocoap.error
 import aiohttp
 from aiocoap import Code
 
-from protocols.mqtt.packets import ConnAck, Disconnect, PubAck, Publish, Reason
+from fleetgate.protocols.mqtt.packets import ConnAck, Disconnect, PubAck, Publish, Reason
 from tests.faults.ledger import Clock, DeviceLog, Message
 from tests.mqtt_raw import RawMqtt
 

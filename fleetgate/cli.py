@@ -16,9 +16,11 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway import config, logs
-from gateway.config import ConfigError, Settings
-from gateway.errors import GatewayError, NotFound
+from fleetgate import config
+
+from fleetgate.core import logs
+from fleetgate.config import ConfigError, Settings
+from fleetgate.core.errors import GatewayError, NotFound
 
 # Collect the young generation every 100,000 net allocations, not 700. At full load
 # each message in flight is a dozen objects living a few hundred milliseconds, and
@@ -95,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p)
     p.set_defaults(run=_admin(_set_telemetry_ttl))
 
-    from simulator.cli import add_commands
+    from fleetgate.simulator.cli import add_commands
     add_commands(commands, _add_settings)
     return parser
 
@@ -131,8 +133,8 @@ def run_async(coro: Awaitable[Any], event_loop: str = "uvloop") -> Any:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway import workers
-    from gateway.app import Gateway, database_url
+    from fleetgate import workers
+    from fleetgate.app import Gateway, database_url
 
     worker = args.worker_index is not None
     if settings.workers > 1 and not worker:
@@ -169,8 +171,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.app import database_url
-    from storage.database import open_pool
+    from fleetgate.app import database_url
+    from fleetgate.storage.database import open_pool
 
     async def migrate() -> None:
         pool = await open_pool(database_url(settings), 2)
@@ -183,7 +185,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _admin(action: Callable[[Any, argparse.Namespace], Awaitable[str]]) -> Callable[[argparse.Namespace, Settings], int]:
     def run(args: argparse.Namespace, settings: Settings) -> int:
-        from gateway.app import database_url, open_services
+        from fleetgate.app import database_url, open_services
 
         url = database_url(settings)
 
@@ -222,7 +224,7 @@ async def _create_access_key(services: Any, args: argparse.Namespace) -> str:
 
 
 async def _set_telemetry_ttl(services: Any, args: argparse.Namespace) -> str:
-    from storage.retention import set_telemetry_ttl
+    from fleetgate.storage.retention import set_telemetry_ttl
 
     days = None if args.days < 0 else args.days
     if not await set_telemetry_ttl(services.pool, args.project, days):

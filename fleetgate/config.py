@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from gateway.errors import GatewayError
+from fleetgate.core.errors import GatewayError
 
 ENV_PREFIX = "GATEWAY_"
 # Kubernetes injects {SERVICE}_SERVICE_HOST, {SERVICE}_PORT_1883_TCP... for a

@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from gateway.config import Settings
+from fleetgate.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class Supervisor:
 
     async def _run_once(self, worker: _Worker) -> int:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", *self.argv, "--worker-index", str(worker.index),
+            sys.executable, "-m", "fleetgate", *self.argv, "--worker-index", str(worker.index),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, env=self._environment(),
         )
         worker.process, worker.state, worker.started_at = process, "starting", time.monotonic()
@@ -208,8 +208,8 @@ def prepare(settings: Settings) -> None:
 
 def serve_workers(settings: Settings, argv: Sequence[str]) -> int:
     """The supervisor's whole life: database and migrations once, then the workers."""
-    from gateway.app import database_url, open_services
-    from gateway.cli import run_async
+    from fleetgate.app import database_url, open_services
+    from fleetgate.cli import run_async
 
     url = database_url(settings)
 

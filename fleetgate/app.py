@@ -11,57 +11,57 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
-from gateway import metrics
-from gateway.attributes import AttributeService
-from gateway.admission import AdmissionLimits, ConnectionGate
-from gateway.auth import DeviceAuthenticator
-from gateway.backoff import FailureBackoff
-from gateway.buckets import TokenBuckets
-from gateway.autoregistration import AutoRegistration
-from gateway.codec import PayloadLimits
-from gateway.config import Settings
-from gateway.commands import CommandService
-from gateway.device_cas import CaService
-from gateway.devices import DeviceService
-from gateway.downlink import Downlink, SessionLimits
-from gateway.health import Readiness
-from gateway.ingest import IngestPipeline, IngestSettings
-from gateway.products import ProductService
-from gateway.projects import ProjectService
-from gateway.provisioning import ProvisioningService
-from gateway.provisioning_templates import TemplateService
-from gateway.retention import Retention
-from gateway.tasks import OwnedTasks
-from gateway.telemetry_queries import TelemetryQueryService
-from gateway.uplink import Uplink
-from protocols.coap.server import CoapServer, CoapSettings
-from protocols.coap.site import CoapServices
-from protocols.http.connection import HttpLimits
-from protocols.http.device_api import DeviceApi
-from protocols.http.device_server import DeviceHttpServer
-from protocols.http.management import ManagementApi
-from protocols.http.openapi import openapi_route
-from protocols.http.server import Health, HttpServer, build_app
-from protocols.mqtt.connect import Limits
-from protocols.mqtt.server import MqttServer, MqttServices, MqttSettings
-from protocols.tls import DeviceTls, pem_of
-from storage import embedded
-from storage.attributes import AttributeStore
-from storage.audit import AuditStore
-from storage.certificates import CertificateWatch
-from storage.downlink_bus import PgDownlinkBus
-from storage.database import open_pool, ping
-from storage.device_cas import DeviceCaStore
-from storage.devices import DeviceStore
-from storage.products import ProductStore
-from storage.projects import ProjectStore
-from storage.registrations import RegistrationStore
-from storage.registry import DeviceRegistryStore
-from storage.retention import RetentionStore
-from storage.sealing import Sealer, load_key
-from storage.telemetry import KeyDictionary, TelemetryWriter
-from storage.telemetry_queries import TelemetryQueryStore
-from storage.templates import TemplateStore
+from fleetgate.core import metrics
+from fleetgate.core.attributes import AttributeService
+from fleetgate.core.admission import AdmissionLimits, ConnectionGate
+from fleetgate.core.auth import DeviceAuthenticator
+from fleetgate.core.backoff import FailureBackoff
+from fleetgate.core.buckets import TokenBuckets
+from fleetgate.core.autoregistration import AutoRegistration
+from fleetgate.core.codec import PayloadLimits
+from fleetgate.config import Settings
+from fleetgate.core.commands import CommandService
+from fleetgate.core.device_cas import CaService
+from fleetgate.core.devices import DeviceService
+from fleetgate.core.downlink import Downlink, SessionLimits
+from fleetgate.core.health import Readiness
+from fleetgate.core.ingest import IngestPipeline, IngestSettings
+from fleetgate.core.products import ProductService
+from fleetgate.core.projects import ProjectService
+from fleetgate.core.provisioning import ProvisioningService
+from fleetgate.core.provisioning_templates import TemplateService
+from fleetgate.core.retention import Retention
+from fleetgate.core.tasks import OwnedTasks
+from fleetgate.core.telemetry_queries import TelemetryQueryService
+from fleetgate.core.uplink import Uplink
+from fleetgate.protocols.coap.server import CoapServer, CoapSettings
+from fleetgate.protocols.coap.site import CoapServices
+from fleetgate.protocols.http.connection import HttpLimits
+from fleetgate.protocols.http.device_api import DeviceApi
+from fleetgate.protocols.http.device_server import DeviceHttpServer
+from fleetgate.protocols.http.management import ManagementApi
+from fleetgate.protocols.http.openapi import openapi_route
+from fleetgate.protocols.http.server import Health, HttpServer, build_app
+from fleetgate.protocols.mqtt.connect import Limits
+from fleetgate.protocols.mqtt.server import MqttServer, MqttServices, MqttSettings
+from fleetgate.protocols.tls import DeviceTls, pem_of
+from fleetgate.storage import embedded
+from fleetgate.storage.attributes import AttributeStore
+from fleetgate.storage.audit import AuditStore
+from fleetgate.storage.certificates import CertificateWatch
+from fleetgate.storage.downlink_bus import PgDownlinkBus
+from fleetgate.storage.database import open_pool, ping
+from fleetgate.storage.device_cas import DeviceCaStore
+from fleetgate.storage.devices import DeviceStore
+from fleetgate.storage.products import ProductStore
+from fleetgate.storage.projects import ProjectStore
+from fleetgate.storage.registrations import RegistrationStore
+from fleetgate.storage.registry import DeviceRegistryStore
+from fleetgate.storage.retention import RetentionStore
+from fleetgate.storage.sealing import Sealer, load_key
+from fleetgate.storage.telemetry import KeyDictionary, TelemetryWriter
+from fleetgate.storage.telemetry_queries import TelemetryQueryStore
+from fleetgate.storage.templates import TemplateStore
 
 log = logging.getLogger(__name__)
 # The least time each closing step gets once the shutdown deadline has passed.
