@@ -18,11 +18,12 @@ from fleetgate.core.auth import DeviceAuthenticator
 from fleetgate.core.backoff import FailureBackoff
 from fleetgate.core.buckets import TokenBuckets
 from fleetgate.core.autoregistration import AutoRegistration
+from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.codec import PayloadLimits
 from fleetgate.config import Settings
 from fleetgate.core.commands import CommandService
 from fleetgate.core.device_cas import CaService
-from fleetgate.core.devices import DeviceService
+from fleetgate.core.devices import DeviceManagement
 from fleetgate.core.downlink import Downlink, SessionLimits
 from fleetgate.core.health import Readiness
 from fleetgate.core.ingest import IngestPipeline, IngestSettings
@@ -33,9 +34,8 @@ from fleetgate.core.provisioning_templates import TemplateService
 from fleetgate.core.retention import Retention
 from fleetgate.core.tasks import OwnedTasks
 from fleetgate.core.telemetry_queries import TelemetryQueryService
-from fleetgate.core.uplink import Uplink
+from fleetgate.core.device_service import DeviceService
 from fleetgate.protocols.coap.server import CoapServer, CoapSettings
-from fleetgate.protocols.coap.site import CoapServices
 from fleetgate.protocols.http.connection import HttpLimits
 from fleetgate.protocols.http.device_api import DeviceApi
 from fleetgate.protocols.http.device_server import DeviceHttpServer
@@ -43,8 +43,8 @@ from fleetgate.protocols.http.management import ManagementApi
 from fleetgate.protocols.http.openapi import openapi_route
 from fleetgate.protocols.http.server import Health, HttpServer, build_app
 from fleetgate.protocols.mqtt.connect import Limits
-from fleetgate.protocols.mqtt.server import MqttServer, MqttServices, MqttSettings
-from fleetgate.protocols.tls import DeviceTls, pem_of
+from fleetgate.protocols.mqtt.server import MqttServer, MqttSettings
+from fleetgate.protocols.tls import DeviceTls
 from fleetgate.storage import embedded
 from fleetgate.storage.attributes import AttributeStore
 from fleetgate.storage.audit import AuditStore
@@ -102,19 +102,21 @@ class Services:
     registration: AutoRegistration
 
 
-async def open_services(url: str, pool_size: int, settings: Settings | None = None) -> Services:
+async def open_services(
+    url: str, pool_size: int, settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK
+) -> Services:
     settings = settings or Settings()
     sealer = Sealer(load_key(secrets_key_file(settings)))
     pool = await open_pool(url, pool_size)
-    devices, audit = DeviceStore(pool, sealer), AuditStore(pool)
+    devices, audit = DeviceStore(pool, sealer), AuditStore(pool, clock=clock)
     attempts = (TokenBuckets(settings.provision_rate_per_key, settings.provision_burst_per_key)
                 if settings.provision_rate_per_key > 0 else None)
-    provisioning = ProvisioningService(devices, audit, attempts=attempts)
+    provisioning = ProvisioningService(devices, audit, attempts=attempts, clock=clock)
     return Services(
         pool=pool,
-        projects=ProjectService(ProjectStore(pool, sealer)),
+        projects=ProjectService(ProjectStore(pool, sealer), clock=clock),
         # Provisioning caches products by key: product changes evict them.
-        products=ProductService(ProductStore(pool, sealer), on_change=provisioning.forget_products),
+        products=ProductService(ProductStore(pool, sealer), on_change=provisioning.forget_products, clock=clock),
         devices=devices,
         attributes=AttributeStore(pool),
         audit=audit,
@@ -122,9 +124,9 @@ async def open_services(url: str, pool_size: int, settings: Settings | None = No
         registry=DeviceRegistryStore(pool, sealer),
         telemetry_queries=TelemetryQueryStore(pool),
         provisioning=provisioning,
-        templates=TemplateService(TemplateStore(pool), settings.max_templates_per_project),
-        cas=CaService(DeviceCaStore(pool), settings.max_device_cas_per_project),
-        registration=AutoRegistration(RegistrationStore(pool)),
+        templates=TemplateService(TemplateStore(pool), settings.max_templates_per_project, clock=clock),
+        cas=CaService(DeviceCaStore(pool), settings.max_device_cas_per_project, clock=clock),
+        registration=AutoRegistration(RegistrationStore(pool, clock=clock), clock=clock),
     )
 
 
@@ -184,21 +186,23 @@ class Gateway:
                    if s.auth_failures_per_address else None)
         auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds, certificates=services.registration,
                                    backoff=backoff)
-        # One gate for every TCP device listener: a source's connections are counted together.
-        gate = ConnectionGate(AdmissionLimits(
-            s.max_connections_per_address, s.connection_rate_per_address, s.connection_burst_per_address,
-        ))
         limits = PayloadLimits(s.max_key_length, s.max_string_length, s.max_datapoints_per_message)
-        uplink = Uplink(self._pipeline, services.attributes, limits, ack_stored=s.ack == "stored")
         self._bus = bus = PgDownlinkBus(self._url, services.pool)
         self._downlink = downlink = Downlink(SessionLimits(s.max_payload_bytes, s.mqtt_max_inflight), bus)
         bus.receiver = downlink.receive
         await bus.start()
-        device_api = DeviceApi(auth, uplink, services.provisioning)
+        device_service = DeviceService(
+            auth=auth, provisioning=services.provisioning, pipeline=self._pipeline, attributes=services.attributes,
+            downlink=downlink, limits=limits, ack_stored=s.ack == "stored",
+            # One gate for every TCP device listener: a source's connections are counted together.
+            gate=ConnectionGate(AdmissionLimits(
+                s.max_connections_per_address, s.connection_rate_per_address, s.connection_burst_per_address,
+            )),
+        )
         self._device_http = DeviceHttpServer(
-            device_api,
+            DeviceApi(device_service),
             HttpLimits(s.max_payload_bytes, s.http_idle_seconds, s.http_request_timeout_seconds, s.http_max_head_bytes),
-            gate, s.tls_handshake_timeout_seconds,
+            s.tls_handshake_timeout_seconds,
         )
         if s.http_port:
             port = await self._device_http.start(s.host, s.http_port)
@@ -209,7 +213,7 @@ class Gateway:
             self.listeners.append(Listener("https", f"https://{_display(s.host)}:{port}"))
 
         self._mqtt = MqttServer(
-            MqttServices(auth, uplink, services.provisioning, downlink, self._pipeline),
+            device_service,
             MqttSettings(
                 # The packet limit leaves room for the topic and properties around a full payload.
                 Limits(s.max_payload_bytes + 1024, s.mqtt_max_inflight, s.mqtt_topic_alias_maximum,
@@ -217,7 +221,6 @@ class Gateway:
                 s.mqtt_connect_timeout_seconds, s.mqtt_provision_close_seconds, s.mqtt_max_connections,
                 s.tls_handshake_timeout_seconds,
             ),
-            gate,
         )
         if s.mqtt_port:
             port = await self._mqtt.start(s.host, s.mqtt_port)
@@ -228,7 +231,7 @@ class Gateway:
 
         if s.coap_port:
             self._coap = CoapServer(
-                CoapServices(auth, uplink, services.provisioning, downlink),
+                device_service,
                 CoapSettings(s.max_payload_bytes, s.coap_dedup_seconds),
             )
             port = await self._coap.start(s.host, s.coap_port)
@@ -236,7 +239,7 @@ class Gateway:
 
         management = ManagementApi(
             services,
-            devices=DeviceService(services.registry, services.products, auth),
+            devices=DeviceManagement(services.registry, services.products, auth),
             attributes=AttributeService(services.registry, services.attributes, limits, downlink),
             telemetry=TelemetryQueryService(services.registry, services.telemetry_queries),
             commands=CommandService(services.registry, downlink),
@@ -263,9 +266,7 @@ class Gateway:
             return None
         device_tls = DeviceTls(s.tls_cert_file, s.tls_key_file)
         self._tls.append(device_tls)
-        self._certificates = CertificateWatch(
-            self._url, lambda certificates: device_tls.set_anchors(map(pem_of, certificates))
-        )
+        self._certificates = CertificateWatch(self._url, device_tls.set_anchors)
         await self._certificates.start()
         return device_tls
 

@@ -1,4 +1,4 @@
-"""The ``iot-gateway`` command: serve, migrate, admin.
+"""The ``iot-gateway`` command: serve, migrate, admin, and the simulator's bench and simulate.
 
 Every subcommand reads the same configuration (TOML file, GATEWAY_* variables,
 flags), so ``admin`` works against the database ``serve`` uses, embedded or not,
@@ -16,11 +16,11 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fleetgate import config
-
-from fleetgate.core import logs
+from fleetgate import config, workers
 from fleetgate.config import ConfigError, Settings
+from fleetgate.core import logs
 from fleetgate.core.errors import GatewayError, NotFound
+from fleetgate.runner import run_async
 
 # Collect the young generation every 100,000 net allocations, not 700. At full load
 # each message in flight is a dozen objects living a few hundred milliseconds, and
@@ -97,13 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p)
     p.set_defaults(run=_admin(_set_telemetry_ttl))
 
-    from fleetgate.simulator.cli import add_commands
-    add_commands(commands, _add_settings)
+    for name, help_text in _SIMULATOR_COMMANDS.items():
+        # Nothing here is an option (no argument holds a NUL): every argument is the
+        # simulator's, including --help, which its own parser answers.
+        p = commands.add_parser(name, help=help_text, add_help=False, prefix_chars="\0")
+        p.add_argument("arguments", nargs=argparse.REMAINDER)
     return parser
+
+
+# The simulator's commands: their parsers are the simulator's own (fleetgate.simulator.cli),
+# imported only when one runs, so serve, migrate and admin never load the simulator.
+_SIMULATOR_COMMANDS = {
+    "bench": "benchmark the gateway against a baseline",
+    "simulate": "load a gateway with a simulated fleet",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in _SIMULATOR_COMMANDS:
+        from fleetgate.simulator import cli as simulator
+
+        return simulator.main([args.command, *args.arguments])
     try:
         settings = _settings(args)
     except ConfigError as exc:
@@ -120,20 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def run_async(coro: Awaitable[Any], event_loop: str = "uvloop") -> Any:
-    """Run on uvloop when it is installed and asked for."""
-    try:
-        import uvloop
-    except ImportError:
-        uvloop = None  # type: ignore[assignment]
-    if uvloop is None or event_loop != "uvloop":
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)  # type: ignore[arg-type]
-
-
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from fleetgate import workers
     from fleetgate.app import Gateway, database_url
 
     worker = args.worker_index is not None

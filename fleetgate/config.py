@@ -1,7 +1,7 @@
 """Settings: defaults, then a TOML file, then ``GATEWAY_*`` variables, then CLI flags.
 
 Every setting is one field of :class:`Settings`; its metadata carries the help
-text that the CLI and the README table show. Values are validated once, at
+text that the CLI and the table in docs/configuration.md show. Values are validated once, at
 start, and a bad one is reported by its key.
 """
 
@@ -266,7 +266,7 @@ def _bool(raw: Any) -> bool:
 
 
 def markdown_table() -> str:
-    """The README's settings table, kept equal to it by a test."""
+    """The settings table of docs/configuration.md, kept equal to it by a test."""
     rows = ["| Setting | Environment variable | Default | Meaning |", "|---|---|---|---|"]
     for key, env, default, help_text in describe():
         shown = "unset" if default is None else f"`{default}`"

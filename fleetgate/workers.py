@@ -35,6 +35,8 @@ from typing import Any
 import orjson
 
 from fleetgate.config import Settings
+from fleetgate.core.retry import Backoff
+from fleetgate.runner import run_async
 
 log = logging.getLogger(__name__)
 
@@ -129,24 +131,25 @@ class Supervisor:
 
     async def _keep(self, worker: _Worker, stopped: asyncio.Event) -> int:
         """Run one worker until the supervisor stops; its last exit status."""
-        backoff = _BACKOFF_FIRST
+        backoff = Backoff(_BACKOFF_FIRST, _BACKOFF_MAX)
         while True:
             code = await self._run_once(worker)
             if self.stopping:
                 return code
-            lived = time.monotonic() - worker.started_at
-            backoff = _BACKOFF_FIRST if lived > _STABLE_S else backoff
+            if time.monotonic() - worker.started_at > _STABLE_S:
+                backoff.reset()
+            delay = backoff.next()
+            # Each exit is its own event, not an outage: one warning each.
             log.warning("worker %d (pid %s) exited with status %s; restarting in %.0f s", worker.index,
-                        worker.process.pid if worker.process else "?", code, backoff)
+                        worker.process.pid if worker.process else "?", code, delay)
             worker.state = "restarting"
             self.restarts += 1
             self._write_state()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(backoff):
+                async with asyncio.timeout(delay):
                     await stopped.wait()
             if self.stopping:
                 return 0
-            backoff = min(backoff * 2, _BACKOFF_MAX)
 
     async def _run_once(self, worker: _Worker) -> int:
         process = await asyncio.create_subprocess_exec(
@@ -209,7 +212,6 @@ def prepare(settings: Settings) -> None:
 def serve_workers(settings: Settings, argv: Sequence[str]) -> int:
     """The supervisor's whole life: database and migrations once, then the workers."""
     from fleetgate.app import database_url, open_services
-    from fleetgate.cli import run_async
 
     url = database_url(settings)
 

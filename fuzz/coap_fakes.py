@@ -65,7 +65,7 @@ class ProvisioningStore:
     async def product_by_provision_key(self, key: str) -> Product | None:
         return self.product if key == PROVISION_KEY else None
 
-    async def create_provisioned_device(self, device: Any, credentials: Any, ts: int, record: Any) -> None:
+    async def create_device(self, device: Any, credentials: Any, provisioned: Any = None) -> None:
         if device.name in self.names:
             raise NameTaken()
         if len(self.names) > 10_000:

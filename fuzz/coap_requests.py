@@ -1,5 +1,5 @@
 """atheris harness for CoAP request handling (protocols/coap/site.py DeviceSite, blockwise.py,
-paths.py, observe.py, receipts.py, errors.py) over the real core (gateway/auth.py, uplink.py,
+routes.py, observe.py, receipts.py, errors.py) over the real core (gateway/auth.py, device_service.py,
 provisioning.py, downlink.py, codec.py) with in-memory fakes of the storage ports.
 
 Each input is used twice:
@@ -14,7 +14,7 @@ Each input is used twice:
   it would cross the wire.
 
 Whatever the request, the site raises nothing, logs no warning or error, and answers it on its pipe as
-CoAP and the README say: exactly one final response (or, for an Observe registration, a first
+CoAP and docs/device-coap.md say: exactly one final response (or, for an Observe registration, a first
 2.05 with Observe and no final one), only response codes the gateway documents (never 5.00), each
 of which encodes to a datagram that decodes to the same code, options and payload; 4.13 carries
 Size1, 5.03 Max-Age, 4.01 no payload, 2.31 the request's Block1; an unknown path is 4.04, a wrong
@@ -28,6 +28,7 @@ the input, to become a regression test in tests/test_fuzz_regressions.py.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import sys
 import time
@@ -48,12 +49,10 @@ from aiocoap.pipe import Pipe
 with atheris.instrument_imports():
     from fleetgate.core.auth import DeviceAuthenticator
     from fleetgate.core.codec import PayloadLimits
+    from fleetgate.core.device_service import DeviceService
     from fleetgate.core.downlink import Downlink, LocalBus, SessionLimits
     from fleetgate.core.provisioning import ProvisioningService
-    from fleetgate.core.uplink import Uplink
-    from fleetgate.protocols.coap.errors import UnknownPath
-    from fleetgate.protocols.coap.paths import Feature, route_of
-    from fleetgate.protocols.coap.site import CoapServices, DeviceSite
+    from fleetgate.protocols.coap.site import DeviceSite
 
 # The fakes import the gateway's model and errors, instrumented by the imports above.
 from fuzz.coap_fakes import (
@@ -69,6 +68,41 @@ ALLOWED = {
     Code.METHOD_NOT_ALLOWED, Code.REQUEST_ENTITY_INCOMPLETE, Code.REQUEST_ENTITY_TOO_LARGE,
     Code.SERVICE_UNAVAILABLE,
 }
+class Feature(enum.Enum):
+    """The harness's own reading of the device API's resources (spec 3.5), to check the site by."""
+
+    PROVISION = "provision"
+    TELEMETRY = "telemetry"
+    ATTRIBUTES = "attributes"
+    RPC = "rpc"
+    RPC_REPLY = "rpc reply"
+
+
+@dataclass(frozen=True)
+class Resource:
+    feature: Feature
+    token: str = ""
+
+
+def route_of(path: tuple[str, ...]) -> Resource | None:
+    """``/api/v1/provision`` and ``/api/v1/{token}/{telemetry|attributes|rpc}[/{requestId}]``."""
+    if len(path) < 3 or path[:2] != ("api", "v1"):
+        return None
+    if len(path) == 3:
+        return Resource(Feature.PROVISION) if path[2] == "provision" else None
+    features = {"telemetry": Feature.TELEMETRY, "attributes": Feature.ATTRIBUTES, "rpc": Feature.RPC}
+    feature = features.get(path[3])
+    if feature is None or len(path) > 5 or "/" in path[2]:
+        return None
+    if len(path) == 4:
+        return Resource(feature, path[2])
+    request_id = path[4]
+    if (feature is Feature.RPC and request_id.isascii() and request_id.isdigit() and len(request_id) <= 10
+            and int(request_id) < 2**31):
+        return Resource(Feature.RPC_REPLY, path[2])
+    return None
+
+
 METHODS = {Feature.PROVISION: {Code.POST}, Feature.TELEMETRY: {Code.POST, Code.GET},
            Feature.ATTRIBUTES: {Code.GET, Code.POST}, Feature.RPC: {Code.GET, Code.POST}, Feature.RPC_REPLY: {Code.POST}}
 CODES = [Code.GET, Code.POST, Code.PUT, Code.DELETE, Code.FETCH, Code.PATCH, Code.iPATCH]
@@ -98,10 +132,13 @@ def _build_site() -> tuple[DeviceSite, Downlink]:
     bus = LocalBus()
     downlink = Downlink(SessionLimits(MAX_PAYLOAD, 100), bus)
     bus.receiver = downlink.receive
-    auth = DeviceAuthenticator(AuthStore(), cache_seconds=60.0)
-    uplink = Uplink(PIPELINE, Attributes(), LIMITS, ack_stored=True)  # type: ignore[arg-type]
-    provisioning = ProvisioningService(ProvisioningStore(), Audit())  # type: ignore[arg-type]
-    return DeviceSite(CoapServices(auth, uplink, provisioning, downlink), MAX_PAYLOAD, _spawn), downlink
+    service = DeviceService(
+        auth=DeviceAuthenticator(AuthStore(), cache_seconds=60.0),
+        provisioning=ProvisioningService(ProvisioningStore(), Audit()),  # type: ignore[arg-type]
+        pipeline=PIPELINE, attributes=Attributes(), downlink=downlink, limits=LIMITS,  # type: ignore[arg-type]
+        ack_stored=True,
+    )
+    return DeviceSite(service, MAX_PAYLOAD, _spawn), downlink
 
 
 SITE, DOWNLINK = _build_site()
@@ -147,11 +184,8 @@ def wire(response: Message, request: Message) -> None:
 
 def expected_device(path: tuple[str, ...]) -> str | None:
     """The device a request on ``path`` may act for: its token's device, or None."""
-    try:
-        route = route_of(path)
-    except UnknownPath:
-        return None
-    return TOKENS.get(route.token)
+    route = route_of(path)
+    return None if route is None else TOKENS.get(route.token)
 
 
 async def serve(request: Message, *, accepting: bool = True, pushes: int = 0) -> list[tuple[Message, bool]]:
@@ -175,7 +209,7 @@ async def serve(request: Message, *, accepting: bool = True, pushes: int = 0) ->
     if observing:
         device = expected_device(request.opt.uri_path)
         assert device is not None and request.code == Code.GET and request.opt.observe == 0, (request, events)
-        assert route_of(request.opt.uri_path).feature in (Feature.ATTRIBUTES, Feature.RPC), request
+        assert getattr(route_of(request.opt.uri_path), "feature", None) in (Feature.ATTRIBUTES, Feature.RPC), request
         assert SITE.observing(device) and DOWNLINK.connected(device)
         await _push(device, pushes)
     stop()  # the client's interest ends (a deregistration, a Reset, or it went away)
@@ -211,9 +245,8 @@ def check(request: Message, events: list[tuple[Message, bool]], observing: bool,
     if not SITE.accepting:
         assert code == Code.SERVICE_UNAVAILABLE, answer
         return
-    try:
-        route = route_of(request.opt.uri_path)
-    except UnknownPath:
+    route = route_of(request.opt.uri_path)
+    if route is None:
         assert code == Code.NOT_FOUND, (request, answer)
         return
     device = TOKENS.get(route.token)

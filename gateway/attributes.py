@@ -5,11 +5,11 @@ Client attributes belong to the device (it reports them), so operators only read
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from fleetgate.core import codec
+from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.codec import PayloadLimits
 from fleetgate.core.devices import require_device
 from fleetgate.core.downlink import Downlink
@@ -28,9 +28,11 @@ def scope_of(raw: str | None) -> AttributeScope:
 
 class AttributeService:
     def __init__(
-        self, devices: DeviceLookup, store: AttributeStore, limits: PayloadLimits, downlink: Downlink
+        self, devices: DeviceLookup, store: AttributeStore, limits: PayloadLimits, downlink: Downlink, *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._devices = devices
+        self._clock = clock
         self._store = store
         self._limits = limits
         self._downlink = downlink
@@ -48,7 +50,7 @@ class AttributeService:
         values = codec.attributes_from_json(payload, self._limits)
         await require_device(self._devices, project_id, device_id)
         if values:
-            await self._store.write_attributes(device_id, scope, time.time_ns() // 1_000_000, values)
+            await self._store.write_attributes(device_id, scope, self._clock.now_ms(), values)
             await self._changed(device_id, scope, values, ())
 
     async def delete(self, project_id: str, device_id: str, scope: AttributeScope, keys: Sequence[str]) -> None:

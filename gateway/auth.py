@@ -17,7 +17,8 @@ from typing import Any, Protocol
 from fleetgate.core import credentials as creds
 from fleetgate.core import pki
 from fleetgate.core.backoff import FailureBackoff
-from fleetgate.core.errors import SourceBlocked, Unauthorized
+from fleetgate.core.clock import SYSTEM_CLOCK, Clock
+from fleetgate.core.errors import CertificateRefused, SourceBlocked, Unauthorized
 from fleetgate.core.model import CredentialsType, DeviceIdentity, StoredCredentials
 from fleetgate.core.ports import DeviceAuthStore
 
@@ -33,9 +34,10 @@ class CertificateRegistrar(Protocol):
 class DeviceAuthenticator:
     def __init__(
         self, store: DeviceAuthStore, cache_seconds: float, certificates: CertificateRegistrar | None = None,
-        backoff: FailureBackoff | None = None,
+        backoff: FailureBackoff | None = None, clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._store = store
+        self._clock = clock
         self._backoff = backoff
         self._certificates = certificates
         self._ttl = cache_seconds
@@ -49,10 +51,10 @@ class DeviceAuthenticator:
             if left:
                 raise SourceBlocked(retry_after=left)
 
-    def _failed(self, address: str) -> Unauthorized:
+    def _failed(self, address: str, error: Unauthorized | None = None) -> Unauthorized:
         if self._backoff is not None and address:
             self._backoff.failed(address)
-        return Unauthorized()
+        return error or Unauthorized()
 
     def cached_token(self, token: str) -> DeviceIdentity | None:
         """The device for a token seen recently, without a lookup; None means "ask by_token"."""
@@ -121,11 +123,11 @@ class DeviceAuthenticator:
         """
         self.check_source(address)
         try:
-            if resumed and not pki.valid_at(pki.load_der(der), pki.now_ms()):
+            if resumed and not pki.valid_at(pki.load_der(der), self._clock.now_ms()):
                 raise Unauthorized()
             return await self._by_certificate(der, source)
         except Unauthorized:
-            raise self._failed(address) from None
+            raise self._failed(address, CertificateRefused("Not authorized")) from None
 
     async def _by_certificate(self, der: bytes, source: str) -> DeviceIdentity:
         found = await self._lookup(creds.certificate_lookup_from_der(der))

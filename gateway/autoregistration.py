@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from fleetgate.core import metrics, pki, templates
+from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import Conflict, InvalidInput, Unauthorized
 from fleetgate.core.ids import new_id
 from fleetgate.core.model import AuditRecord, BoundCertificate, Device, DeviceCa, DeviceIdentity, Registration, Template
@@ -53,8 +54,9 @@ class Refused(Unauthorized):
 
 
 class AutoRegistration:
-    def __init__(self, store: RegistrationStore) -> None:
+    def __init__(self, store: RegistrationStore, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._store = store
+        self._clock = clock
         # First connections of one certificate queue here, so a burst creates one device;
         # other processes are held off by the database's unique constraints.
         self._locks: dict[str, asyncio.Lock] = {}
@@ -92,7 +94,7 @@ class AutoRegistration:
         problem = pki.usage_problem(certificate)
         if problem:
             return _refused("KEY_USAGE", problem)
-        now, validity = pki.now_ms(), pki.validity(certificate)
+        now, validity = self._clock.now_ms(), pki.validity(certificate)
         if now < validity.not_before:
             return _refused("NOT_YET_VALID", "the certificate is not valid yet")
         if now > validity.not_after:
@@ -156,7 +158,7 @@ class AutoRegistration:
             return _refused("CN_MISMATCH", f"the CN {cn!r} does not match {ca.cn_pattern!r}", ca)
         name = match.group(1)
         existing = await self._store.existing_device(ca.project_id, "", ca.product_id, name, name)
-        now = pki.now_ms()
+        now = self._clock.now_ms()
         if existing is not None:
             if existing[2] != ca.product_id:
                 return _refused("DEVICE_EXISTS", f"the device {existing[0]} belongs to another product", ca)

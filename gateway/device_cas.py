@@ -9,6 +9,7 @@ import secrets
 from typing import Any
 
 from fleetgate.core import pki
+from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import CaNotVerified, InvalidInput, NotFound, VerificationFailed
 from fleetgate.core.ids import new_id
 from fleetgate.core.model import DeviceCa, Page
@@ -16,9 +17,10 @@ from fleetgate.core.ports import DeviceCaStore
 
 
 class CaService:
-    def __init__(self, store: DeviceCaStore, max_per_project: int) -> None:
+    def __init__(self, store: DeviceCaStore, max_per_project: int, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._store = store
         self._max = max_per_project
+        self._clock = clock
 
     async def upload(self, project_id: str, content: Any, owner: str = "") -> DeviceCa:
         certificate = pki.load_pem(content, "content")
@@ -30,7 +32,7 @@ class CaService:
             fingerprint=pki.fingerprint(certificate), subject=pki.subject_der(certificate),
             cn_name=pki.common_name(certificate), owner=owner or project_id, verified=False,
             verify_code=secrets.token_hex(16), provision_enable=False, template_id=None,
-            not_before=validity.not_before, not_after=validity.not_after, created_at=pki.now_ms(),
+            not_before=validity.not_before, not_after=validity.not_after, created_at=self._clock.now_ms(),
         )
         await self._store.create_ca(ca, self._max)
         return ca
@@ -115,7 +117,7 @@ class CaService:
             fingerprint=pki.fingerprint(certificate), subject=pki.subject_der(certificate),
             cn_name=pki.common_name(certificate), owner=project_id, verified=True, verify_code="",
             provision_enable=True, template_id=None, not_before=validity.not_before, not_after=validity.not_after,
-            created_at=pki.now_ms(), product_id=product_id, cn_pattern=pattern, allow_create=allow_create,
+            created_at=self._clock.now_ms(), product_id=product_id, cn_pattern=pattern, allow_create=allow_create,
         )
         await self._store.set_product_ca(ca)
         return ca

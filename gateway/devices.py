@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 
 from fleetgate.core import credentials as creds
+from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import InvalidInput, NotFound
 from fleetgate.core.ids import new_id, random_alphanumeric
 from fleetgate.core.model import (
@@ -41,9 +41,13 @@ async def require_device(devices: DeviceLookup, project_id: str, device_id: str)
     return details
 
 
-class DeviceService:
-    def __init__(self, registry: DeviceRegistry, products: ProductService, cache: CredentialsCache) -> None:
+class DeviceManagement:
+    def __init__(
+        self, registry: DeviceRegistry, products: ProductService, cache: CredentialsCache, *,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self._registry = registry
+        self._clock = clock
         self._products = products
         self._cache = cache
 
@@ -66,13 +70,13 @@ class DeviceService:
                 name=name,
                 label=description,
                 gateway=gateway,
-                created_at=time.time_ns() // 1_000_000,
+                created_at=self._clock.now_ms(),
             )
         )
         clear = creds.validate(credentials or generated_token())
         product = await self._products.get(project_id, product_id)
         stored = creds.to_stored(clear, keep_pending=_pre_provisioned(product))
-        await self._registry.add_device(device, stored)
+        await self._registry.create_device(device, stored)
         return DeviceChange(DeviceDetails(device, _info(stored)), clear)
 
     async def get(self, project_id: str, device_id: str) -> DeviceDetails:

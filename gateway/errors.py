@@ -158,3 +158,23 @@ class CaNotVerified(InvalidInput):
 
 class VerificationFailed(InvalidInput):
     """The verification certificate is not signed by the CA or its CN is not the verify code."""
+
+
+class InvalidProvisionRequest(MalformedPayload):
+    """The provisioning request lacks a field ThingsBoard requires, or names an unknown credentials type."""
+
+
+class CertificateRefused(Unauthorized):
+    """The client certificate names no device and registers none."""
+
+
+class UnknownAddress(NotFound):
+    """No topic or resource at this address."""
+
+
+class MethodNotAllowed(GatewayError):
+    """The resource does not accept this method."""
+
+    def __init__(self, message: str = "", allowed: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.allowed = allowed

@@ -26,6 +26,7 @@ from fleetgate.core import metrics
 from fleetgate.core.errors import Overloaded, Unavailable
 from fleetgate.core.model import AttributeMessage, TelemetryMessage
 from fleetgate.core.ports import IngestWriter
+from fleetgate.core.retry import Backoff, Outage
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class FutureReceipt:
 
 _Entry = tuple[Message, int, Receipt | None]
 _UNEXPECTED_ERROR_TRIES = 3
+_RETRY_FIRST_DELAY = 0.05
 # Below this many rows a batch is not split further to feed another idle writer.
 _MIN_SHARE = 256
 
@@ -93,6 +95,8 @@ class IngestPipeline:
         self._writes: set[asyncio.Task[None]] = set()
         self._batcher: asyncio.Task[None] | None = None
         self._closing = False
+        # Shared by the writers: an outage is one warning, whichever writer meets it first.
+        self._outage = Outage(log)
 
     @property
     def depth_rows(self) -> int:
@@ -244,7 +248,8 @@ class IngestPipeline:
                 telemetry.append(message)
             else:
                 attributes.append(message)
-        delay = 0.05
+        maximum = self._settings.retry_max_delay
+        backoff = Backoff(min(_RETRY_FIRST_DELAY, maximum), maximum, jitter=0.2)
         failures = 0
         while True:
             try:
@@ -252,7 +257,8 @@ class IngestPipeline:
                 break
             except Unavailable as exc:
                 metrics.DB_ERRORS.inc()
-                log.warning("database unavailable, %d messages retried in %.2fs: %s", len(batch), delay, exc)
+                self._outage.failed("telemetry writes retried with back-off (at most %.1f s apart), nothing "
+                                    "acknowledged meanwhile: %s", maximum, exc)
             except Exception as exc:
                 metrics.DB_ERRORS.inc()
                 if len(batch) > 1:
@@ -267,9 +273,10 @@ class IngestPipeline:
                     if receipt is not None:
                         receipt.failed(exc)
                     return
-                log.warning("a message failed to store, retried in %.2fs: %r", delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._settings.retry_max_delay)
+                log.warning("a message failed to store (try %d of %d), retried with back-off: %r", failures,
+                            _UNEXPECTED_ERROR_TRIES, exc)
+            await asyncio.sleep(backoff.next())
+        self._outage.recovered("telemetry writes resumed")
         metrics.ROWS_STORED.inc(sum(n for _, n, _ in batch))
         for _, _, receipt in batch:
             if receipt is not None:

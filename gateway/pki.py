@@ -64,9 +64,13 @@ def load_crl(pem: str) -> x509.CertificateRevocationList:
         raise InvalidInput("crl is not a PEM certificate revocation list") from None
 
 
+def der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(Encoding.DER)
+
+
 def fingerprint(certificate: x509.Certificate) -> str:
     """SHA-256 of the DER, lowercase hex: how IoTDA binds a certificate to a device."""
-    return hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest()
+    return hashlib.sha256(der(certificate)).hexdigest()
 
 
 def fingerprint_der(der: bytes) -> str:
@@ -174,10 +178,6 @@ def revoked(crl_pem: str | None, certificate: x509.Certificate) -> bool:
 @functools.lru_cache(maxsize=64)
 def _crl(pem: str) -> x509.CertificateRevocationList:
     return x509.load_pem_x509_crl(pem.encode())
-
-
-def now_ms() -> int:
-    return _ms(datetime.datetime.now(datetime.UTC))
 
 
 def _ms(moment: datetime.datetime) -> int:

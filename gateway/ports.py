@@ -33,18 +33,22 @@ from fleetgate.core.model import (
 )
 
 
-class ProvisioningStore(Protocol):
+class DeviceCreator(Protocol):
+    async def create_device(
+        self, device: Device, credentials: StoredCredentials, provisioned: AuditRecord | None = None
+    ) -> None:
+        """Insert the device with its credentials, in one transaction; NameTaken or
+        CredentialsTaken on a clash, storing nothing. With ``provisioned``, the audit record
+        of its provisioning, the device is created provisioned: in the same transaction its
+        ``provisionState`` server attribute is set and the record appended, both at the
+        device's ``created_at`` (its credentials then hold nothing pending)."""
+
+
+class ProvisioningStore(DeviceCreator, Protocol):
     """A successful provisioning is one call and one transaction, its audit record
     included: when a fleet provisions at once, this is the hot path."""
 
     async def product_by_provision_key(self, key: str) -> Product | None: ...
-
-    async def create_provisioned_device(
-        self, device: Device, credentials: StoredCredentials, ts: int, record: AuditRecord
-    ) -> None:
-        """In one transaction: insert the device with its credentials (never pending: the
-        device is provisioned), set its ``provisionState`` server attribute at ``ts`` and
-        append the audit record. NameTaken or CredentialsTaken on a clash, storing nothing."""
 
     async def device_with_credentials(
         self, project_id: str, name: str
@@ -113,10 +117,7 @@ class DeviceLookup(Protocol):
         """The device when it exists in this project; None for another project's device."""
 
 
-class DeviceRegistry(DeviceLookup, Protocol):
-    async def add_device(self, device: Device, credentials: StoredCredentials) -> None:
-        """Insert the device with its credentials; NameTaken or CredentialsTaken on a clash."""
-
+class DeviceRegistry(DeviceLookup, DeviceCreator, Protocol):
     async def list_devices(
         self, project_id: str, limit: int, marker: str, offset: int, *, product_id: str | None, name: str | None
     ) -> Page: ...

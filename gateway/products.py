@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
+from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import InvalidInput, NotFound
 from fleetgate.core.ids import new_id
 from fleetgate.core.model import Page, Product, ProvisionStrategy
@@ -17,11 +17,14 @@ _NAME = re.compile(r"[^\x00-\x1f]{1,128}")
 
 
 class ProductService:
-    def __init__(self, store: ProductStore, *, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, store: ProductStore, *, on_change: Callable[[], None] | None = None, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         """``on_change`` runs after a product is created, changed or deleted: whoever caches
         products (provisioning does, by key) drops them there."""
         self._store = store
         self._on_change = on_change or (lambda: None)
+        self._clock = clock
 
     async def create(
         self,
@@ -44,7 +47,7 @@ class ProductService:
                 provision_key=provision_key or None,
                 provision_secret=provision_secret or None,
                 send_ack_on_validation_error=send_ack_on_validation_error,
-                created_at=time.time_ns() // 1_000_000,
+                created_at=self._clock.now_ms(),
             )
         )
         await self._store.create_product(product)

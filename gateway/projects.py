@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import time
 
 from fleetgate.core import signing
+from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import InvalidInput, NotFound, Unauthorized
 from fleetgate.core.ids import new_id
 from fleetgate.core.model import Project
@@ -22,13 +22,14 @@ def token_hash(token: str) -> str:
 
 
 class ProjectService:
-    def __init__(self, store: ProjectStore) -> None:
+    def __init__(self, store: ProjectStore, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._store = store
+        self._clock = clock
 
     async def create_project(self, name: str) -> Project:
         if not _NAME.fullmatch(name):
             raise InvalidInput("A project name is 1 to 64 letters, digits, '_', '-' or '.'")
-        project = Project(new_id(), name, time.time_ns() // 1_000_000)
+        project = Project(new_id(), name, self._clock.now_ms())
         await self._store.create_project(project)
         return project
 
@@ -37,7 +38,7 @@ class ProjectService:
         if await self._store.project(project_id) is None:
             raise NotFound(f"Project {project_id} does not exist")
         token = secrets.token_urlsafe(32)
-        await self._store.add_token(project_id, token_hash(token), description, time.time_ns() // 1_000_000)
+        await self._store.add_token(project_id, token_hash(token), description, self._clock.now_ms())
         return token
 
     async def create_access_key(self, project_id: str) -> tuple[str, str]:
@@ -48,7 +49,7 @@ class ProjectService:
             raise NotFound(f"Project {project_id} does not exist")
         access_key = "".join(secrets.choice(_AK_ALPHABET) for _ in range(20))
         secret_key = secrets.token_urlsafe(30)
-        await self._store.add_access_key(access_key, project_id, secret_key, time.time_ns() // 1_000_000)
+        await self._store.add_access_key(access_key, project_id, secret_key, self._clock.now_ms())
         return access_key, secret_key
 
     async def project_of_signature(self, authorization: str, request: signing.SignedRequest) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from fleetgate.core.errors import MalformedPayload
+from fleetgate.core.errors import InvalidProvisionRequest, MalformedPayload
 from fleetgate.core.model import CredentialsType, MqttBasic, ProvisionRequest, ProvisionResult, ProvisionStatus
 from fleetgate.core.provisioning import FAILURE_MSG, NOT_FOUND_MSG
 
@@ -16,12 +16,12 @@ def request_from_json(root: Any, source: str = "") -> ProvisionRequest:
         raise MalformedPayload("The provisioning request must be a JSON object")
     for required in ("provisionDeviceKey", "provisionDeviceSecret"):
         if root.get(required) is None:
-            raise MalformedPayload(f"Failed to find the field {required} in JSON body!")
+            raise InvalidProvisionRequest(f"Failed to find the field {required} in JSON body!")
     kind = _string(root, "credentialsType") or CredentialsType.ACCESS_TOKEN.value
     try:
         credentials_type = CredentialsType(kind)
     except ValueError:
-        raise MalformedPayload(f"No enum constant CredentialsType.{kind}") from None
+        raise InvalidProvisionRequest(f"No enum constant CredentialsType.{kind}") from None
     gateway = root.get("gateway")
     return ProvisionRequest(
         provision_key=_string(root, "provisionDeviceKey") or "",
@@ -47,7 +47,7 @@ def _string(root: dict[str, Any], key: str) -> str | None:
         return "true" if value else "false"
     if isinstance(value, (int, float, str)):
         return str(value)
-    raise MalformedPayload(f"The field {key} must be a string")
+    raise InvalidProvisionRequest(f"The field {key} must be a string")
 
 
 def response_to_json(result: ProvisionResult) -> bytes:

@@ -7,6 +7,7 @@ import time
 
 from fleetgate.core import credentials as creds
 from fleetgate.core.buckets import TokenBuckets
+from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import CredentialsInvalid, CredentialsTaken, NameTaken, ProvisionRateExceeded
 from fleetgate.core.ids import new_id, random_alphanumeric
 from fleetgate.core.model import (
@@ -32,16 +33,13 @@ FAILURE_MSG = "Failed to provision device!"
 PRODUCT_CACHE_SECONDS = 5.0
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class ProvisioningService:
     def __init__(
         self, store: ProvisioningStore, audit: AuditLog, *, product_cache_seconds: float = PRODUCT_CACHE_SECONDS,
-        attempts: TokenBuckets | None = None,
+        attempts: TokenBuckets | None = None, clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._store = store
+        self._clock = clock
         self._attempts = attempts  # per provision key: a secret is not guessed at line rate
         self._audit = audit
         self._products = _ProductsByKey(store, product_cache_seconds)
@@ -104,7 +102,7 @@ class ProvisioningService:
             credentials = creds.validate(_requested_credentials(request))
         except CredentialsInvalid as exc:
             return await self._recorded(product, request, _failure(exc.message, "invalid_credentials"))
-        now = _now_ms()
+        now = self._clock.now_ms()
         device = Device(
             id=new_id(),
             project_id=product.project_id,
@@ -115,8 +113,8 @@ class ProvisioningService:
         )
         success = ProvisionResult(ProvisionStatus.SUCCESS, credentials, device, code="created")
         try:
-            await self._store.create_provisioned_device(
-                device, creds.to_stored(credentials), now, _audit_record(product, request, success)
+            await self._store.create_device(
+                device, creds.to_stored(credentials), provisioned=_audit_record(product, request, success)
             )
         except NameTaken:
             failure = _failure("The device is present and could not be provisioned once more!", "name_taken")
@@ -134,7 +132,8 @@ class ProvisioningService:
         if stored is None or stored.pending is None:
             return await self._recorded(product, request, _already_provisioned())
         success = ProvisionResult(ProvisionStatus.SUCCESS, stored.pending, device, code="claimed")
-        if not await self._store.mark_provisioned(device.id, _now_ms(), _audit_record(product, request, success)):
+        record = _audit_record(product, request, success)
+        if not await self._store.mark_provisioned(device.id, self._clock.now_ms(), record):
             # Another request claimed it since the lookup.
             return await self._recorded(product, request, _already_provisioned())
         return success

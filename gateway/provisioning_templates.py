@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any
 
 from fleetgate.core import templates
+from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import InvalidInput, NotFound
 from fleetgate.core.ids import new_id
 from fleetgate.core.model import Page, Template
 from fleetgate.core.ports import TemplateStore
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class TemplateService:
-    def __init__(self, store: TemplateStore, max_per_project: int) -> None:
+    def __init__(self, store: TemplateStore, max_per_project: int, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._store = store
         self._max = max_per_project
+        self._clock = clock
 
     async def create(self, project_id: str, body: dict[str, Any]) -> Template:
         name = templates.check_name(body.get("template_name"))
@@ -29,7 +26,7 @@ class TemplateService:
         if template_body is None:
             raise InvalidInput("template_body is required")
         templates.compile_body(template_body)
-        now = _now_ms()
+        now = self._clock.now_ms()
         template = Template(new_id(), project_id, name, description, template_body, now, now,
                             allow_rotation=_flag(body.get("allow_certificate_rotation")))
         await self._store.create_template(template, self._max)
@@ -51,7 +48,7 @@ class TemplateService:
         if unknown:
             raise InvalidInput(f"Only description and template_body can be updated, not {', '.join(sorted(unknown))}")
         current = await self.get(project_id, template_id)
-        changes: dict[str, Any] = {"updated_at": _now_ms()}
+        changes: dict[str, Any] = {"updated_at": self._clock.now_ms()}
         if body.get("description") is not None:
             changes["description"] = templates.check_description(body["description"])
         if body.get("template_body") is not None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any, Protocol
 
 from fleetgate.core import metrics
+from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import GatewayError
 from fleetgate.core.tasks import OwnedTasks
 
@@ -20,8 +20,9 @@ class RetentionPort(Protocol):
 
 
 class Retention:
-    def __init__(self, store: RetentionPort, interval: float) -> None:
+    def __init__(self, store: RetentionPort, interval: float, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._store = store
+        self._clock = clock
         self._interval = interval
         self._tasks = OwnedTasks()
 
@@ -31,8 +32,8 @@ class Retention:
     async def stop(self) -> None:
         await self._tasks.finish()
 
-    async def run_once(self, now_ms: int | None = None) -> Any:
-        outcome = await self._store.enforce(time.time_ns() // 1_000_000 if now_ms is None else now_ms)
+    async def run_once(self) -> Any:
+        outcome = await self._store.enforce(self._clock.now_ms())
         if outcome.skipped:
             return outcome
         # Telemetry is only ever dropped by the partition: no ts_kv rows are counted.

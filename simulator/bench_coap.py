@@ -28,11 +28,11 @@ from fleetgate.simulator.bench_workspace import (
     acknowledged_datapoints,
     context,
     measure,
+    new_tenant,
     notes,
     progress,
     provision_devices,
     stored_rows,
-    tenant_services,
 )
 from fleetgate.simulator.coap_packets import CoapTelemetrySpec
 from fleetgate.simulator.loadspec import LoadSpec
@@ -95,27 +95,27 @@ def _mb(kib: int) -> float:
 async def coap(options: BenchOptions, space: Workspace) -> BenchReport:
     runs: list[Run] = []
     rss: tuple[int, int] | None = None
-    async with tenant_services(space) as (services, tenant):
-        async with coap_gateway(space) as gateway:
-            tokens = await provision_devices(gateway, tenant, options.devices)
-            spec = _spec(gateway, tokens, options)
-            gateway_max = await measure("gateway, closed loop", spec, options)
-            if gateway_max.requests_per_s <= 0:
-                raise BenchError(f"the gateway answered no telemetry: {dict(gateway_max.errors)}")
-            runs.append(Run("gateway_max", "gateway, max throughput", gateway_max))
-            if options.requests:
-                before = resident_kib(gateway.pid)
-                progress(f"memory run: {options.requests:,} requests, at most {options.memory_seconds:g} s; "
-                         f"gateway RSS {_mb(before):.0f} MB")
-                memory_spec = replace(spec, warmup=0, duration=options.memory_seconds, max_requests=options.requests)
-                memory = await measure("gateway, memory run", memory_spec, options)
-                rss = (before, resident_kib(gateway.pid))
-                progress(f"memory run: gateway RSS {_mb(rss[1]):.0f} MB after {memory.total_ok:,} requests")
-                runs.append(Run("gateway_memory", f"gateway, {options.requests:,} requests (memory)", memory))
-        async with coap_baseline(space) as baseline:
-            baseline_max = await measure("aiocoap, closed loop", _spec(baseline, tokens, options), options)
-            runs.insert(1, Run("baseline_max", "bare aiocoap, max throughput", baseline_max))
-        stored = await stored_rows(services, tenant)
+    tenant = await new_tenant(space)
+    async with coap_gateway(space) as gateway:
+        tokens = await provision_devices(gateway, tenant, options.devices)
+        spec = _spec(gateway, tokens, options)
+        gateway_max = await measure("gateway, closed loop", spec, options)
+        if gateway_max.requests_per_s <= 0:
+            raise BenchError(f"the gateway answered no telemetry: {dict(gateway_max.errors)}")
+        runs.append(Run("gateway_max", "gateway, max throughput", gateway_max))
+        if options.requests:
+            before = resident_kib(gateway.pid)
+            progress(f"memory run: {options.requests:,} requests, at most {options.memory_seconds:g} s; "
+                     f"gateway RSS {_mb(before):.0f} MB")
+            memory_spec = replace(spec, warmup=0, duration=options.memory_seconds, max_requests=options.requests)
+            memory = await measure("gateway, memory run", memory_spec, options)
+            rss = (before, resident_kib(gateway.pid))
+            progress(f"memory run: gateway RSS {_mb(rss[1]):.0f} MB after {memory.total_ok:,} requests")
+            runs.append(Run("gateway_memory", f"gateway, {options.requests:,} requests (memory)", memory))
+    async with coap_baseline(space) as baseline:
+        baseline_max = await measure("aiocoap, closed loop", _spec(baseline, tokens, options), options)
+        runs.insert(1, Run("baseline_max", "bare aiocoap, max throughput", baseline_max))
+    stored = await stored_rows(space, tenant)
     gateway_runs = [run.result for run in runs if run.name.startswith("gateway")]
     acknowledged = acknowledged_datapoints(*gateway_runs)
     share = gateway_max.requests_per_s / baseline_max.requests_per_s if baseline_max.requests_per_s else 0.0

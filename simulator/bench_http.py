@@ -27,10 +27,11 @@ from fleetgate.simulator.bench_workspace import (
     gateway_server,
     head_to_head,
     measure,
+    new_tenant,
     notes,
+    product_devices,
     provision_devices,
     stored_rows,
-    tenant_services,
 )
 from fleetgate.simulator.loadspec import LoadSpec
 from fleetgate.simulator.report import BenchReport, Run, Target
@@ -44,27 +45,27 @@ TARGET_PROVISIONS_PER_S = 2_000
 
 
 async def http(options: BenchOptions, space: Workspace) -> BenchReport:
-    async with tenant_services(space) as (services, tenant):
-        async with gateway_server(space) as gateway:
-            tokens = await provision_devices(gateway, tenant, options.devices)
-            spec = LoadSpec(
-                gateway.host, gateway.port, TelemetrySpec(tokens), connections=len(tokens),
-                warmup=options.warmup, duration=options.duration, max_requests=options.max_requests,
-            )
-            gateway_max = await measure("gateway, closed loop", spec, options)
-            rate = options.rate or gateway_max.requests_per_s / 2
-            if rate <= 0:
-                raise BenchError(f"the gateway answered no telemetry: {dict(gateway_max.errors)}")
-            open_spec = replace(spec, mode="open", rate=rate)
-            gateway_rate = await measure(f"gateway, {rate:,.0f}/s", open_spec, options)
-        async with baseline_server(space) as baseline:
-            baseline_max = await measure(
-                "baseline, closed loop", replace(spec, host=baseline.host, port=baseline.port), options
-            )
-            baseline_rate = await measure(
-                f"baseline, {rate:,.0f}/s", replace(open_spec, host=baseline.host, port=baseline.port), options
-            )
-        stored = await stored_rows(services, tenant)
+    tenant = await new_tenant(space)
+    async with gateway_server(space) as gateway:
+        tokens = await provision_devices(gateway, tenant, options.devices)
+        spec = LoadSpec(
+            gateway.host, gateway.port, TelemetrySpec(tokens), connections=len(tokens),
+            warmup=options.warmup, duration=options.duration, max_requests=options.max_requests,
+        )
+        gateway_max = await measure("gateway, closed loop", spec, options)
+        rate = options.rate or gateway_max.requests_per_s / 2
+        if rate <= 0:
+            raise BenchError(f"the gateway answered no telemetry: {dict(gateway_max.errors)}")
+        open_spec = replace(spec, mode="open", rate=rate)
+        gateway_rate = await measure(f"gateway, {rate:,.0f}/s", open_spec, options)
+    async with baseline_server(space) as baseline:
+        baseline_max = await measure(
+            "baseline, closed loop", replace(spec, host=baseline.host, port=baseline.port), options
+        )
+        baseline_rate = await measure(
+            f"baseline, {rate:,.0f}/s", replace(open_spec, host=baseline.host, port=baseline.port), options
+        )
+    stored = await stored_rows(space, tenant)
     acknowledged = acknowledged_datapoints(gateway_max, gateway_rate)
     ratios = head_to_head("bare aiohttp", gateway_max, gateway_rate, baseline_max, baseline_rate)
     share = ratios[0].value
@@ -108,16 +109,16 @@ async def http(options: BenchOptions, space: Workspace) -> BenchReport:
 
 
 async def provision(options: BenchOptions, space: Workspace) -> BenchReport:
-    async with tenant_services(space) as (services, tenant):
-        async with gateway_server(space) as gateway:
-            spec = LoadSpec(
-                gateway.host, gateway.port,
-                ProvisionSpec(tenant.provision_key, tenant.provision_secret, f"bench-{secrets.token_hex(3)}-"),
-                connections=options.connection_count, warmup=options.warmup, duration=options.duration,
-                max_requests=options.max_requests,
-            )
-            result = await measure("provisioning, closed loop", spec, options)
-        stored = await services.pool.fetchval("SELECT count(*) FROM devices WHERE product_id = $1", tenant.product_id)
+    tenant = await new_tenant(space)
+    async with gateway_server(space) as gateway:
+        spec = LoadSpec(
+            gateway.host, gateway.port,
+            ProvisionSpec(tenant.provision_key, tenant.provision_secret, f"bench-{secrets.token_hex(3)}-"),
+            connections=options.connection_count, warmup=options.warmup, duration=options.duration,
+            max_requests=options.max_requests,
+        )
+        result = await measure("provisioning, closed loop", spec, options)
+    stored = await product_devices(space, tenant)
     return BenchReport(
         scenario="provision",
         title=(

@@ -24,9 +24,9 @@ from fleetgate.simulator.bench_workspace import (
     context,
     gateway_server,
     made_up_tokens,
+    new_tenant,
     progress,
     provision_devices,
-    tenant_services,
 )
 from fleetgate.simulator.loadspec import LoadSpec
 from fleetgate.simulator.mosquitto import mosquitto, mosquitto_path
@@ -125,7 +125,8 @@ async def idle_connections(options: BenchOptions, space: Workspace) -> BenchRepo
     ratios: list[Ratio] = []
     gateway_held: _Held | None = None
     if options.target == "gateway":
-        async with tenant_services(space) as (_, tenant), gateway_server(space, mqtt=True, workers=workers) as gateway:
+        tenant = await new_tenant(space)
+        async with gateway_server(space, mqtt=True, workers=workers) as gateway:
             tokens = await provision_devices(gateway, tenant, count)
             gateway_held = await _hold("gateway", gateway, tokens, options, processes, sources)
         runs.append(Run("gateway_idle", "gateway, idle connections", gateway_held.result))

@@ -29,10 +29,10 @@ from fleetgate.simulator.bench_workspace import (
     made_up_tokens,
     measure,
     mosquitto_server,
+    new_tenant,
     notes,
     provision_devices,
     stored_rows,
-    tenant_services,
 )
 from fleetgate.simulator.loadspec import LoadSpec
 from fleetgate.simulator.mosquitto import mosquitto_path
@@ -83,16 +83,16 @@ def _title(options: BenchOptions, what: str) -> str:
 async def mqtt(options: BenchOptions, space: Workspace) -> BenchReport:
     if options.target == "mosquitto":
         return await _mosquitto_alone(options, space)
-    async with tenant_services(space) as (services, tenant):
-        async with gateway_server(space, mqtt=True) as gateway:
-            tokens = await provision_devices(gateway, tenant, options.devices)
-            gateway_max, gateway_rate, rate = await _pair("gateway", gateway, tokens, options, options.rate)
-        baseline: tuple[LoadResult, LoadResult] | None = None
-        if mosquitto_path() is not None:
-            async with mosquitto_server(space) as broker:
-                baseline_max, baseline_rate, _ = await _pair("mosquitto", broker, tokens, options, rate)
-                baseline = (baseline_max, baseline_rate)
-        stored = await stored_rows(services, tenant)
+    tenant = await new_tenant(space)
+    async with gateway_server(space, mqtt=True) as gateway:
+        tokens = await provision_devices(gateway, tenant, options.devices)
+        gateway_max, gateway_rate, rate = await _pair("gateway", gateway, tokens, options, options.rate)
+    baseline: tuple[LoadResult, LoadResult] | None = None
+    if mosquitto_path() is not None:
+        async with mosquitto_server(space) as broker:
+            baseline_max, baseline_rate, _ = await _pair("mosquitto", broker, tokens, options, rate)
+            baseline = (baseline_max, baseline_rate)
+    stored = await stored_rows(space, tenant)
     acknowledged = acknowledged_datapoints(gateway_max, gateway_rate)
     # ts_kv's key is (device, key, ts); the gateway stamps a device's readings that carry no ts
     # with strictly increasing milliseconds, so every acknowledged data point is its own row.

@@ -29,16 +29,19 @@ from fleetgate.simulator.bench_options import BenchOptions
 from fleetgate.simulator.bench_workspace import (
     BenchError,
     Workspace,
+    admin,
     context,
     gateway_server,
+    new_tenant,
     notes,
+    product_devices,
     progress,
-    tenant_services,
 )
 from fleetgate.simulator.fleet import wait_until_trusted
 from fleetgate.simulator.fleet_ca import TestCa, register_ca
 from fleetgate.simulator.loadspec import LoadSpec
 from fleetgate.simulator.mqtt_tls import MqttTls
+from fleetgate.simulator.processes import free_port
 from fleetgate.simulator.report import BenchReport, Ratio, Run, Target
 from fleetgate.simulator.stats import LoadResult
 from fleetgate.simulator.tls_ceiling import handshake_cost
@@ -81,35 +84,34 @@ async def mtls(options: BenchOptions, space: Workspace) -> BenchReport:
     progress(f"minting {options.devices:,} device certificates (ECDSA P-256)")
     paths = devices_ca.write_devices(space.root / "devices", [f"meter-{i}" for i in range(options.devices + 1)])
     probe, paths = paths[-1], paths[:-1]
-    async with tenant_services(space) as (services, tenant):
-        token = await services.projects.create_token(tenant.project_id)
-        async with gateway_server(
-            space, listeners=("mqtts", "management"), mqtts_port=_free(), management_port=_free(),
-            tls_cert_file=server_cert, tls_key_file=server_key,
-        ) as gateway:
-            host, port = gateway.endpoint("mqtts")
-            progress("registering the device CA through the management API")
-            await register_ca(devices_ca, gateway.urls["management"], tenant.project_id, token, tenant.product_id)
-            await wait_until_trusted(host, port, probe, str(space.root / "server" / "ca.pem"), None, 4, "probe")
-            workload = MqttTelemetrySpec(
-                tuple("" for _ in paths), connect_rate=options.connect_rate if options.connect_rate != 1_000.0
-                else _NO_RAMP, client_prefix="meter-",
-                tls=MqttTls(str(space.root / "server" / "ca.pem"), paths),
-            )
-            spec = LoadSpec(host, port, workload, connections=len(paths), mode="idle", warmup=0, duration=0,
-                            max_requests=len(paths))
-            first = await _connect_all("first connections (auto-registration)", spec, options)
-            again = await _connect_all("reconnections", spec, options)
-            resuming = replace(workload, tls=replace(workload.tls, resume=True))
-            resumed = await _connect_all("reconnections resuming their TLS session", replace(spec, workload=resuming),
-                                         options)
-            resumed_count = await _resumed_handshakes(gateway.urls["management"])
-        # The baseline, in the same run: the handshake alone, in memory, same certificates and contexts.
-        cost = handshake_cost(server_cert, server_key, server_ca.pem, devices_ca.pem, paths[0])
-        progress(f"one mutual TLS handshake, no gateway: server {cost.server_ms:.2f} ms, "
-                 f"client {cost.client_ms:.2f} ms of CPU")
-        registered = await services.pool.fetchval(
-            "SELECT count(*) FROM devices WHERE product_id = $1", tenant.product_id)
+    tenant = await new_tenant(space)
+    token = await admin(space, "create-token", "--project", tenant.project_id)
+    async with gateway_server(
+        space, listeners=("mqtts", "management"), mqtts_port=free_port(), management_port=free_port(),
+        tls_cert_file=server_cert, tls_key_file=server_key,
+    ) as gateway:
+        host, port = gateway.endpoint("mqtts")
+        progress("registering the device CA through the management API")
+        await register_ca(devices_ca, gateway.urls["management"], tenant.project_id, token, tenant.product_id)
+        await wait_until_trusted(host, port, probe, str(space.root / "server" / "ca.pem"), None, 4, "probe")
+        workload = MqttTelemetrySpec(
+            tuple("" for _ in paths), connect_rate=options.connect_rate if options.connect_rate != 1_000.0
+            else _NO_RAMP, client_prefix="meter-",
+            tls=MqttTls(str(space.root / "server" / "ca.pem"), paths),
+        )
+        spec = LoadSpec(host, port, workload, connections=len(paths), mode="idle", warmup=0, duration=0,
+                        max_requests=len(paths))
+        first = await _connect_all("first connections (auto-registration)", spec, options)
+        again = await _connect_all("reconnections", spec, options)
+        resuming = replace(workload, tls=replace(workload.tls, resume=True))
+        resumed = await _connect_all("reconnections resuming their TLS session", replace(spec, workload=resuming),
+                                     options)
+        resumed_count = await _resumed_handshakes(gateway.urls["management"])
+    # The baseline, in the same run: the handshake alone, in memory, same certificates and contexts.
+    cost = handshake_cost(server_cert, server_key, server_ca.pem, devices_ca.pem, paths[0])
+    progress(f"one mutual TLS handshake, no gateway: server {cost.server_ms:.2f} ms, "
+             f"client {cost.client_ms:.2f} ms of CPU")
+    registered = await product_devices(space, tenant)
     if not first.ok:
         raise BenchError(f"no device was registered: {dict(first.errors)}")
     return BenchReport(
@@ -146,9 +148,3 @@ async def mtls(options: BenchOptions, space: Workspace) -> BenchReport:
                *notes((first, again, resumed))),
         unit="connections",
     )
-
-
-def _free() -> int:
-    from fleetgate.simulator.processes import free_port
-
-    return free_port()

@@ -26,11 +26,11 @@ from fleetgate.simulator.bench_workspace import (
     context,
     gateway_server,
     measure,
+    new_tenant,
     notes,
     progress,
     provision_devices,
     stored_rows,
-    tenant_services,
 )
 from fleetgate.simulator.loadspec import LoadSpec
 from fleetgate.simulator.processes import tree_resident_kib
@@ -81,35 +81,35 @@ class _Sampler:
 
 
 async def soak(options: BenchOptions, space: Workspace) -> BenchReport:
-    async with tenant_services(space) as (services, tenant):
-        async with gateway_server(space, mqtt=True) as gateway:
-            tokens = await provision_devices(gateway, tenant, options.devices)
-            host, port = gateway.endpoint("mqtt")
-            spec = LoadSpec(
-                host, port, mqtt_workload(options, tokens), connections=len(tokens), warmup=options.warmup,
-                duration=_MAXIMUM_PROBE_S, max_requests=options.max_messages,
-            )
-            runs: list[Run] = []
-            rate = options.rate
-            if rate is None:
-                maximum = await measure("gateway, closed loop", spec, options, unit="messages")
-                runs.append(Run("gateway_max", "gateway, max throughput", maximum))
-                rate = maximum.requests_per_s / 2
-                if rate <= 0:
-                    raise BenchError(f"the gateway acknowledged no message: {dict(maximum.errors)}")
-            steady = replace(spec, mode="open", rate=rate, warmup=0, duration=options.duration,
-                             max_requests=int(rate * options.duration) + len(tokens))
-            sampler = _Sampler(gateway.pid, options.duration / _READINGS)
-            sampler.read()
-            reading = asyncio.create_task(sampler.run())
-            try:
-                at_rate = await measure(f"soak at {rate:,.0f}/s", steady, options, unit="messages")
-            finally:
-                reading.cancel()
-                await asyncio.gather(reading, return_exceptions=True)
-            sampler.read()
-            runs.append(Run("soak", f"gateway, {options.duration:g} s at {rate:,.0f}/s", at_rate))
-        stored = await stored_rows(services, tenant)
+    tenant = await new_tenant(space)
+    async with gateway_server(space, mqtt=True) as gateway:
+        tokens = await provision_devices(gateway, tenant, options.devices)
+        host, port = gateway.endpoint("mqtt")
+        spec = LoadSpec(
+            host, port, mqtt_workload(options, tokens), connections=len(tokens), warmup=options.warmup,
+            duration=_MAXIMUM_PROBE_S, max_requests=options.max_messages,
+        )
+        runs: list[Run] = []
+        rate = options.rate
+        if rate is None:
+            maximum = await measure("gateway, closed loop", spec, options, unit="messages")
+            runs.append(Run("gateway_max", "gateway, max throughput", maximum))
+            rate = maximum.requests_per_s / 2
+            if rate <= 0:
+                raise BenchError(f"the gateway acknowledged no message: {dict(maximum.errors)}")
+        steady = replace(spec, mode="open", rate=rate, warmup=0, duration=options.duration,
+                         max_requests=int(rate * options.duration) + len(tokens))
+        sampler = _Sampler(gateway.pid, options.duration / _READINGS)
+        sampler.read()
+        reading = asyncio.create_task(sampler.run())
+        try:
+            at_rate = await measure(f"soak at {rate:,.0f}/s", steady, options, unit="messages")
+        finally:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+        sampler.read()
+        runs.append(Run("soak", f"gateway, {options.duration:g} s at {rate:,.0f}/s", at_rate))
+    stored = await stored_rows(space, tenant)
     trace = MemoryTrace(tuple(sampler.readings), options.duration * _SETTLED_SHARE)
     progress(f"RSS {trace.settled_kib:,} KiB after {trace.settled_at_s:g} s, {trace.end_kib:,} KiB at the end "
              f"({trace.growth:+.1%})")

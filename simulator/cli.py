@@ -1,142 +1,235 @@
-"""The simulator's subcommands, registered on the ``iot-gateway`` parser by gateway.cli."""
+"""``iot-gateway bench`` and ``iot-gateway simulate``: their parsers and their dispatch.
+
+The gateway's command line registers both commands without importing this package
+and hands their arguments here when one runs (``main``), so ``serve`` and every
+worker process never load the simulator. ``bench`` has one sub-parser a scenario,
+with the options that scenario reads; the gateway settings (``--workers 2``,
+``--batch-max-rows N``, ``--config FILE``...) are accepted by every scenario and passed
+to the gateway under test, but left out of the help, which says so in one line.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import Any
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import fields
 
+from fleetgate import config
 from fleetgate.config import Settings
-
-SCENARIOS = ("http", "provision", "mqtt", "idle-connections", "mtls", "coap", "soak")
+from fleetgate.simulator.arguments import in_range, not_negative, positive
+from fleetgate.simulator.bench_options import BenchOptions
+from fleetgate.simulator.errors import SimulatorError
+from fleetgate.simulator.fleet_cli import add_simulate
 
 _BENCH_HELP = """\
 Start a gateway on loopback with a temporary embedded PostgreSQL (or the
 configured database_url), load it from a separate generator process and print
-the figures. http: telemetry from --devices devices, one keep-alive connection
-each, at maximum rate and then at --rate (default: half that maximum), compared
-with a bare aiohttp handler measured in the same run. provision: --connections
-connections creating new devices for --duration seconds. mqtt: the same as http
-over MQTT (one connection a device, user name = access token, QoS --qos with
---inflight messages unacknowledged), compared with mosquitto; --target mosquitto
-measures mosquitto alone. idle-connections: --connections idle MQTT
-connections held for --duration seconds with keep-alive pings; the server's
-memory (VmRSS, summed over the gateway's processes) before and while holding
-them, and so per connection, for the gateway and mosquitto. mtls: --devices
-devices with ECDSA P-256 client certificates from a CA the bench registers,
-connecting for the first time (auto-registration), then again. coap: confirmable
-CoAP telemetry from --devices devices at maximum rate, compared with a bare
-aiocoap handler, then --requests more with the gateway's VmRSS before and after.
-soak: MQTT telemetry for --duration seconds (issue 6: 1800) at --rate (default:
-half the maximum a 10-second closed loop measures), the gateway's VmRSS read 30
-times; it must end within 10% of the reading after the first sixth.
---workers N runs the gateway with N worker processes. Gateway settings (--batch-max-rows, --writers...) are
-passed to the gateway under test. Exit status 1 if any request failed or a
-check did not hold.
+the figures, each against a baseline measured in the same run. Exit status 1 if
+any request failed or a check did not hold. `iot-gateway bench SCENARIO --help`
+shows a scenario's options.
 """
 
+_SETTINGS_LINE = (
+    "Gateway settings are accepted too and passed to the gateway under test: --config FILE and "
+    "the flags of `iot-gateway serve --help` (--workers 2, --batch-max-rows N...)."
+)
 
-def add_commands(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-    add_settings: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    bench = subparsers.add_parser(
+_SCENARIOS: dict[str, tuple[str, str]] = {  # name: (one line, description)
+    "http": (
+        "HTTP telemetry against a bare aiohttp handler",
+        "Telemetry from --devices devices, one keep-alive connection each, at maximum rate and then "
+        "at --rate (default: half that maximum), compared with a bare aiohttp handler measured in "
+        "the same run.",
+    ),
+    "provision": (
+        "claim provisioning: connections creating new devices",
+        "--connections connections creating new devices through claim provisioning for --duration seconds.",
+    ),
+    "mqtt": (
+        "MQTT telemetry against mosquitto",
+        "The same as http over MQTT (one connection a device, user name = access token, QoS --qos with "
+        "--inflight messages unacknowledged), compared with mosquitto when it is installed; "
+        "--target mosquitto measures mosquitto alone.",
+    ),
+    "idle-connections": (
+        "the memory of idle MQTT connections",
+        "--connections idle MQTT connections held for --duration seconds with keep-alive pings; the "
+        "server's memory (VmRSS, summed over the gateway's processes) before and while holding them, "
+        "and so per connection, for the gateway and mosquitto.",
+    ),
+    "mtls": (
+        "mutual TLS: first connections (auto-registration), then reconnections",
+        "--devices devices with ECDSA P-256 client certificates from a CA the bench registers, "
+        "connecting for the first time (auto-registration), then again, then again resuming their "
+        "TLS sessions; compared with what one TLS handshake costs in memory.",
+    ),
+    "coap": (
+        "CoAP telemetry against a bare aiocoap handler, then memory",
+        "Confirmable CoAP telemetry from --devices devices at maximum rate, compared with a bare "
+        "aiocoap handler, then --requests more with the gateway's VmRSS before and after.",
+    ),
+    "soak": (
+        "MQTT telemetry for a long time: the gateway's memory must settle",
+        "MQTT telemetry for --duration seconds (1800 for a real soak) at --rate (default: half the "
+        "maximum a 10-second closed loop measures), the gateway's VmRSS read 30 times; it must end "
+        "within 10% of the reading after the first sixth.",
+    ),
+}
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run ``bench ...`` or ``simulate ...`` (``argv`` from the command's name on)."""
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iot-gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+    bench = commands.add_parser(
         "bench", help="benchmark the gateway against a baseline", description=_BENCH_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bench.add_argument("scenario", choices=SCENARIOS, help="what to measure")
-    bench.add_argument("--devices", type=_positive(int), default=1_000, metavar="N",
-                       help="http, mqtt, mtls, soak: simulated devices, one connection each [default: 1000]")
-    bench.add_argument("--connections", type=_positive(int), metavar="N",
-                       help="provision: concurrent connections [default: 100]; idle-connections: "
-                            "idle MQTT connections [default: 50000]")
-    bench.add_argument("--duration", type=_positive(float), default=10.0, metavar="SECONDS",
-                       help="measured time of each run; soak: the soak's length [default: 10]")
-    bench.add_argument("--warmup", type=_not_negative(float), default=2.0, metavar="SECONDS",
-                       help="load before each measurement, not counted [default: 2]")
-    bench.add_argument("--rate", type=_positive(float), metavar="PER_SECOND",
-                       help="http, mqtt, soak: requests (messages) a second of the latency runs "
-                            "[default: half the measured maximum]")
-    bench.add_argument("--load-processes", type=_not_negative(int), default=1, metavar="N",
-                       help="load generator processes; 0 runs the load in the bench process [default: 1]")
-    bench.add_argument("--json", action="store_true", help="print the figures as JSON")
-    mqtt = bench.add_argument_group("mqtt and idle-connections")
-    mqtt.add_argument("--target", choices=("gateway", "mosquitto"), default="gateway",
-                      help="gateway (and mosquitto as the baseline, when installed), or mosquitto alone "
-                           "[default: gateway]")
-    mqtt.add_argument("--qos", type=int, choices=(0, 1), default=1, help="QoS of the messages [default: 1]")
-    mqtt.add_argument("--inflight", type=_in_range(1, 65_535), default=10, metavar="N",
-                      help="unacknowledged QoS 1 messages a connection may have [default: 10]")
-    mqtt.add_argument("--mqtt-version", choices=("3.1.1", "5"), default="3.1.1",
-                      help="MQTT protocol version [default: 3.1.1]")
-    mqtt.add_argument("--connect-rate", type=_positive(float), default=1_000.0, metavar="PER_SECOND",
-                      help="new connections a second while the devices connect [default: 1000]")
-    mqtt.add_argument("--timestamps", action="store_true",
-                      help='send {"ts":T,"values":{...}} with a T unique to each message of a device, '
-                           "so the rows check is exact with several messages in flight")
-    coap = bench.add_argument_group("coap")
-    coap.add_argument("--requests", type=_not_negative(int), default=1_000_000, metavar="N",
-                      help="requests of the memory run, the gateway's RSS read before and after; 0: none "
-                           "[default: 1000000]")
-    coap.add_argument("--memory-seconds", type=_positive(float), default=900.0, metavar="SECONDS",
-                      help="time cap of the memory run [default: 900]")
-    add_settings(bench)
-    bench.set_defaults(run=_bench)
-
-    from fleetgate.simulator.fleet_cli import add_simulate
-
-    add_simulate(subparsers, _positive, _not_negative)
+    scenarios = bench.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
+    for name, (summary, description) in _SCENARIOS.items():
+        scenario = scenarios.add_parser(name, help=summary, description=description, epilog=_SETTINGS_LINE)
+        _SCENARIO_OPTIONS[name](scenario)
+        scenario.add_argument("--load-processes", type=not_negative(int), default=1, metavar="N",
+                              help="load generator processes; 0 runs the load in the bench process [default: 1]")
+        scenario.add_argument("--json", action="store_true", help="print the figures as JSON")
+        _add_hidden_settings(scenario)
+        scenario.set_defaults(run=_bench)
+    add_simulate(commands)
+    return parser
 
 
-def _bench(args: argparse.Namespace, settings: Settings) -> int:
+def bench_request(args: argparse.Namespace) -> tuple[BenchOptions, Settings]:
+    """What a parsed ``bench`` command line asks for: the scenario's options, the gateway's settings."""
+    given = {f.name: getattr(args, f.name) for f in fields(BenchOptions) if hasattr(args, f.name)}
+    options = BenchOptions(**given)
+    overrides = {k[len("setting_"):]: v for k, v in vars(args).items() if k.startswith("setting_")}
+    return options, config.load(args.config, overrides=overrides)
+
+
+def _bench(args: argparse.Namespace) -> int:
     from fleetgate.simulator.bench import run
-    from fleetgate.simulator.bench_options import BenchOptions
 
-    options = BenchOptions(
-        scenario=args.scenario, devices=args.devices, duration=args.duration, warmup=args.warmup, rate=args.rate,
-        connections=args.connections, load_processes=args.load_processes, json=args.json,
-        target=args.target, qos=args.qos, inflight=args.inflight, mqtt_version=args.mqtt_version,
-        connect_rate=args.connect_rate, timestamps=args.timestamps, requests=args.requests,
-        memory_seconds=args.memory_seconds,
-    )
-    return run(options, settings)
-
-
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        value = _parse(kind, text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-        return value
-
-    return parse
-
-
-def _in_range(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(_parse(int, text))
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be {low}..{high}, not {text}")
-        return value
-
-    return parse
-
-
-def _not_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        value = _parse(kind, text)
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must not be negative, not {text}")
-        return value
-
-    return parse
-
-
-def _parse(kind: Callable[[str], Any], text: str) -> Any:
     try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return value
+        options, settings = bench_request(args)
+    except config.ConfigError as exc:
+        print(f"iot-gateway bench: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return run(options, settings)
+    except SimulatorError as exc:
+        print(f"iot-gateway bench: {exc.message}", file=sys.stderr)
+        return 1
+
+
+def _add_hidden_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help=argparse.SUPPRESS)
+    for key, _, _, _ in config.describe():
+        parser.add_argument(f"--{key.replace('_', '-')}", dest=f"setting_{key}", help=argparse.SUPPRESS)
+
+
+# The options of each scenario: only those it reads.
+
+
+def _devices(parser: argparse.ArgumentParser, what: str = "simulated devices, one connection each") -> None:
+    parser.add_argument("--devices", type=positive(int), default=1_000, metavar="N", help=f"{what} [default: 1000]")
+
+
+def _timing(parser: argparse.ArgumentParser, duration: str = "measured time of each run") -> None:
+    parser.add_argument("--duration", type=positive(float), default=10.0, metavar="SECONDS",
+                        help=f"{duration} [default: 10]")
+    parser.add_argument("--warmup", type=not_negative(float), default=2.0, metavar="SECONDS",
+                        help="load before each measurement, not counted [default: 2]")
+
+
+def _rate(parser: argparse.ArgumentParser, unit: str) -> None:
+    parser.add_argument("--rate", type=positive(float), metavar="PER_SECOND",
+                        help=f"{unit} a second of the latency run [default: half the measured maximum]")
+
+
+def _mqtt(parser: argparse.ArgumentParser, *, messages: bool = True, target: bool = True) -> None:
+    group = parser.add_argument_group("MQTT")
+    if target:
+        group.add_argument("--target", choices=("gateway", "mosquitto"), default="gateway",
+                           help="gateway (and mosquitto as the baseline, when installed), or mosquitto alone "
+                                "[default: gateway]")
+    if messages:
+        group.add_argument("--qos", type=int, choices=(0, 1), default=1, help="QoS of the messages [default: 1]")
+        group.add_argument("--inflight", type=in_range(1, 65_535), default=10, metavar="N",
+                           help="unacknowledged QoS 1 messages a connection may have [default: 10]")
+    group.add_argument("--mqtt-version", choices=("3.1.1", "5"), default="3.1.1",
+                       help="MQTT protocol version [default: 3.1.1]")
+    group.add_argument("--connect-rate", type=positive(float), default=1_000.0, metavar="PER_SECOND",
+                       help="new connections a second while the devices connect [default: 1000]")
+    if messages:
+        group.add_argument("--timestamps", action="store_true",
+                           help='send {"ts":T,"values":{...}} with a T unique to each message of a device, '
+                                "so the rows check is exact with several messages in flight")
+
+
+def _http_options(parser: argparse.ArgumentParser) -> None:
+    _devices(parser)
+    _timing(parser)
+    _rate(parser, "requests")
+
+
+def _provision_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--connections", type=positive(int), metavar="N",
+                        help="concurrent connections creating devices [default: 100]")
+    _timing(parser)
+
+
+def _mqtt_options(parser: argparse.ArgumentParser) -> None:
+    _devices(parser)
+    _timing(parser)
+    _rate(parser, "messages")
+    _mqtt(parser)
+
+
+def _idle_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--connections", type=positive(int), metavar="N",
+                        help="idle MQTT connections [default: 50000]")
+    parser.add_argument("--duration", type=positive(float), default=10.0, metavar="SECONDS",
+                        help="how long the connections are held [default: 10]")
+    _mqtt(parser, messages=False)
+
+
+def _mtls_options(parser: argparse.ArgumentParser) -> None:
+    _devices(parser, "devices, each with its own client certificate")
+    parser.add_argument("--connect-rate", type=positive(float), default=1_000.0, metavar="PER_SECOND",
+                        help="new connections a second [default: as fast as the handshakes go]")
+
+
+def _coap_options(parser: argparse.ArgumentParser) -> None:
+    _devices(parser, "simulated devices, one UDP socket each")
+    _timing(parser)
+    group = parser.add_argument_group("memory run")
+    group.add_argument("--requests", type=not_negative(int), default=1_000_000, metavar="N",
+                       help="requests of the memory run, the gateway's RSS read before and after; 0: none "
+                            "[default: 1000000]")
+    group.add_argument("--memory-seconds", type=positive(float), default=900.0, metavar="SECONDS",
+                       help="time cap of the memory run [default: 900]")
+
+
+def _soak_options(parser: argparse.ArgumentParser) -> None:
+    _devices(parser)
+    _timing(parser, "the soak's length")
+    _rate(parser, "messages")
+    _mqtt(parser, target=False)
+
+
+_SCENARIO_OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "http": _http_options,
+    "provision": _provision_options,
+    "mqtt": _mqtt_options,
+    "idle-connections": _idle_options,
+    "mtls": _mtls_options,
+    "coap": _coap_options,
+    "soak": _soak_options,
+}

@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from fleetgate.core.errors import GatewayError
 from fleetgate.simulator import fleet_ca, fleet_credentials
 from fleetgate.simulator.coap_packets import CoapTelemetrySpec
+from fleetgate.simulator.errors import SimulatorError
 from fleetgate.simulator.fleet_credentials import FleetCredentials
 from fleetgate.simulator.fleet_protocols import PROTOCOLS
 from fleetgate.simulator.loadspec import LoadSpec
@@ -41,7 +41,7 @@ PROGRESS_INTERVAL = 0.5
 _TRUST_TIMEOUT = 30.0
 
 
-class FleetError(GatewayError):
+class FleetError(SimulatorError):
     """The simulation cannot run as asked."""
 
 

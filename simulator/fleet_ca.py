@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fleetgate.core.errors import GatewayError
+from fleetgate.simulator.errors import SimulatorError
+
 
 _SUBJECT_FIELDS = {
     "C": NameOID.COUNTRY_NAME, "O": NameOID.ORGANIZATION_NAME, "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
@@ -31,7 +32,7 @@ _SUBJECT_FIELDS = {
 }
 
 
-class CaError(GatewayError):
+class CaError(SimulatorError):
     """The test CA could not be loaded or registered."""
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from fleetgate.simulator.arguments import not_negative, positive
 from fleetgate.simulator.mqtt_packets import VERSIONS
 
 if TYPE_CHECKING:
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from fleetgate.simulator.fleet_report import FleetReport
 
 # The fleet's modules are imported when the command runs, not when the parser is built:
-# every `iot-gateway serve` process (each worker) builds this parser too.
+# `iot-gateway bench` builds this parser too.
 
 _HELP = """\
 Simulate a fleet of devices against a gateway (this one, or any ThingsBoard-compatible
@@ -31,11 +32,10 @@ failed.
 """
 
 
-def add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], positive: Any,
-                 not_negative: Any) -> None:
+def add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("simulate", help="load a gateway with a simulated fleet", description=_HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.set_defaults(run=_simulate, config=None)
+    p.set_defaults(run=_simulate)
     p.add_argument("url", help="mqtt://, mqtts://, http:// or coap:// URL of the gateway's device listener")
     p.add_argument("--devices", type=positive(int), default=100, metavar="N", help="devices [default: 100]")
     creds = p.add_argument_group("credentials (one of)")
@@ -107,7 +107,7 @@ def _options(args: argparse.Namespace) -> FleetOptions:
     )
 
 
-def _simulate(args: argparse.Namespace, _settings: Any) -> int:
+def _simulate(args: argparse.Namespace) -> int:
     import orjson
 
     from fleetgate.simulator import runtime

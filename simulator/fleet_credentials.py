@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from fleetgate.core.errors import GatewayError
+from fleetgate.simulator.errors import SimulatorError
 from fleetgate.simulator.http11 import close_all, connect_all
 from fleetgate.simulator.http_load import closed_loop
 from fleetgate.simulator.workloads import ProvisionSpec, ProvisionWorkload
@@ -23,7 +23,7 @@ _PROVISION_CONNECTIONS = 50
 _PROVISION_TIMEOUT = 600.0
 
 
-class CredentialsError(GatewayError):
+class CredentialsError(SimulatorError):
     """The fleet could not get its credentials."""
 
 

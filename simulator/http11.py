@@ -3,7 +3,8 @@ connection per simulated device, at most one request in flight on it.
 
 aiohttp's client spends tens of microseconds per request in Python; this one is
 an ``asyncio.Protocol`` whose whole per-request work is one ``transport.write``
-of ready bytes and a parse of the status line and framing headers, so one
+of ready bytes and httptools' parse of the response (1.1 to 1.5 microseconds for
+aiohttp's here, against 2.4 to 3.0 for the hand-written parser it replaced), so one
 process can keep a server on the other core busy.
 """
 
@@ -13,8 +14,9 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
+import httptools
+
 _MAX_HEAD = 65_536
-_NO_BODY = frozenset({204, 304})
 
 
 class ProtocolError(Exception):
@@ -30,135 +32,81 @@ def encode_post(host: str, path: str, body: bytes, content_type: str = "applicat
 
 
 class ResponseParser:
-    """Incremental parser of a stream of HTTP/1.x responses.
+    """Incremental parser of a stream of HTTP/1.x responses, over httptools (llhttp).
 
     Bodies framed by Content-Length, chunked transfer coding or (without either)
     the end of the connection; interim 1xx responses are skipped. Calls
     ``on_response(status, body)`` once per final response.
     """
 
-    __slots__ = ("_body", "_buffer", "_chunked", "_on_response", "_remaining", "_status", "_until_close", "closing")
+    __slots__ = ("_body", "_framed", "_head_bytes", "_in_head", "_in_message", "_on_response", "_parser", "closing")
 
     def __init__(self, on_response: Callable[[int, bytes], None]) -> None:
         self._on_response = on_response
-        self._buffer = bytearray()
-        self._status = 0  # 0: waiting for a head
-        self._remaining = 0
-        self._chunked = False
-        self._until_close = False
-        self._body = bytearray()
-        self.closing = False  # the last response said Connection: close
+        self._parser = httptools.HttpResponseParser(self)
+        self._body: list[bytes] = []
+        self._in_message = False
+        self._in_head = False
+        self._head_bytes = 0
+        self._framed = False  # Content-Length or chunked: the end of the connection does not end the body
+        self.closing = False  # the last response said Connection: close (or is ended by it)
 
     def feed(self, data: bytes) -> None:
-        buf = self._buffer
-        buf += data
-        while buf:
-            if not self._status:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buf) > _MAX_HEAD:
-                        raise ProtocolError("response head too long")
-                    return
-                self._start(bytes(buf[:end]))
-                del buf[: end + 4]
-                if not self._status:  # an interim 1xx response
-                    continue
-            if self._chunked:
-                if not self._read_chunks(buf):
-                    return
-            elif self._until_close:
-                self._body += buf
-                buf.clear()
-                return
-            else:
-                n = self._remaining
-                if len(buf) < n:
-                    return
-                body = bytes(buf[:n])
-                del buf[:n]
-                self._deliver(body)
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            raise ProtocolError(str(exc) or type(exc).__name__) from None
+        if self._in_head:
+            # llhttp sets no bound on a head: this one does, counting whole reads (and so
+            # at most one read's worth too early, for a head sharing a read with a body).
+            self._head_bytes += len(data)
+            if self._head_bytes > _MAX_HEAD:
+                raise ProtocolError("response head too long")
 
     def feed_eof(self) -> None:
         """The server closed the connection: ends a close-delimited body."""
-        if self._status and self._until_close:
-            body = bytes(self._body)
-            self._body.clear()
-            self._deliver(body)
+        if self._in_message and not self._in_head and not self._framed:
+            self._complete()
 
     @property
     def idle(self) -> bool:
         """No response is partly received."""
-        return not self._status and not self._buffer
+        return not self._in_message
 
-    def _start(self, head: bytes) -> None:
-        if not head.startswith(b"HTTP/1.") or len(head) < 12 or head[8:9] != b" ":
-            raise ProtocolError(f"not an HTTP/1.x status line: {head[:40]!r}")
-        try:
-            status = int(head[9:12])
-        except ValueError:
-            raise ProtocolError(f"bad status code: {head[:40]!r}") from None
-        if 100 <= status < 200:
+    # httptools' callbacks
+
+    def on_message_begin(self) -> None:
+        self._in_message = self._in_head = True
+        self._head_bytes = 0
+        self._framed = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # Only the two framing headers matter, and only for feed_eof; the length test keeps
+        # the others (Date, Server, Content-Type...) to one comparison.
+        if len(name) == 14 and name.lower() == b"content-length":
+            self._framed = True
+        elif len(name) == 17 and name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._parser.get_status_code() >= 200:
+            self.closing = not self._parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._parser.get_status_code() < 200:  # an interim 1xx response
+            self._in_message = False
             return
-        lower = head.lower()
-        self.closing = b"\r\nconnection: close" in lower or (
-            head[5:8] == b"1.0" and b"\r\nconnection: keep-alive" not in lower
-        )
-        self._chunked = self._until_close = False
-        self._remaining = 0
-        if status not in _NO_BODY:
-            at = lower.find(b"\r\ntransfer-encoding:")
-            if at >= 0 and b"chunked" in _header_value(lower, at + 20):
-                self._chunked = True
-            else:
-                at = lower.find(b"\r\ncontent-length:")
-                if at >= 0:
-                    try:
-                        self._remaining = int(_header_value(lower, at + 17))
-                    except ValueError:
-                        raise ProtocolError("bad Content-Length") from None
-                    if self._remaining < 0:
-                        raise ProtocolError("negative Content-Length")
-                else:
-                    self._until_close = True
-        self._status = status
+        self._complete()
 
-    def _read_chunks(self, buf: bytearray) -> bool:
-        """Consume chunks from ``buf``; True once the last chunk and trailers are read."""
-        while True:
-            if self._remaining > 0:  # inside a chunk's data (plus its CRLF)
-                if len(buf) < self._remaining:
-                    return False
-                self._body += buf[: self._remaining - 2]
-                del buf[: self._remaining]
-                self._remaining = 0
-            end = buf.find(b"\r\n")
-            if end < 0:
-                return False
-            if self._remaining < 0:  # in the trailers after the last chunk
-                del buf[: end + 2]
-                if end == 0:
-                    body = bytes(self._body)
-                    self._body.clear()
-                    self._remaining = 0
-                    self._deliver(body)
-                    return True
-                continue
-            try:
-                size = int(bytes(buf[:end]).split(b";", 1)[0], 16)
-            except ValueError:
-                raise ProtocolError("bad chunk size") from None
-            del buf[: end + 2]
-            self._remaining = size + 2 if size else -1
-
-    def _deliver(self, body: bytes) -> None:
-        status = self._status
-        self._status = 0
-        self._on_response(status, body)
-
-
-def _header_value(lower_head: bytes, start: int) -> bytes:
-    end = lower_head.find(b"\r\n", start)
-    return lower_head[start : end if end >= 0 else len(lower_head)].strip()
+    def _complete(self) -> None:
+        self._in_message = False
+        body = b"".join(self._body) if self._body else b""
+        self._body.clear()
+        self._on_response(self._parser.get_status_code(), body)
 
 
 class ConnectionOwner(Protocol):

@@ -11,9 +11,23 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from fleetgate.simulator.coap_packets import CoapTelemetrySpec
-from fleetgate.simulator.workloads import MqttTelemetrySpec, ProvisionSpec, TelemetrySpec, WorkloadSpec, spec_from_json
+from fleetgate.simulator.workloads import MqttTelemetrySpec, ProvisionSpec, TelemetrySpec, WorkloadSpec
 
 _SETUP_TIMEOUT = 60.0
+
+
+def workload_from_json(data: dict[str, Any]) -> WorkloadSpec | CoapTelemetrySpec:
+    """The workload of a spec handed to a generator process, by its ``kind``."""
+    match data["kind"]:
+        case "telemetry":
+            return TelemetrySpec(tuple(data["tokens"]), data["body"].encode())
+        case "provision":
+            return ProvisionSpec(data["key"], data["secret"], data["prefix"])
+        case "mqtt":
+            return MqttTelemetrySpec.from_json(data)
+        case "coap":
+            return CoapTelemetrySpec.from_json(data)
+    raise ValueError(f"unknown workload {data['kind']!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +68,7 @@ class LoadSpec:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LoadSpec:
         return cls(
-            host=data["host"], port=int(data["port"]), workload=spec_from_json(data["workload"]),
+            host=data["host"], port=int(data["port"]), workload=workload_from_json(data["workload"]),
             connections=int(data["connections"]), mode=data["mode"], warmup=float(data["warmup"]),
             duration=float(data["duration"]), rate=data["rate"], max_requests=int(data["max_requests"]),
             drain_timeout=float(data["drain_timeout"]), timeline=bool(data.get("timeline", False)),

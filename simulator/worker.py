@@ -38,7 +38,6 @@ from fleetgate.simulator import coap_load, http_load, mqtt_load, runtime
 from fleetgate.simulator.coap_packets import CoapTelemetrySpec
 from fleetgate.simulator.loadspec import LoadSpec
 from fleetgate.simulator.processes import raise_open_files_limit
-from fleetgate.core.tasks import OwnedTasks
 from fleetgate.simulator.stats import LoadResult, merge_all
 from fleetgate.simulator.timeline import TimelineRecorder
 from fleetgate.simulator.workloads import MqttTelemetrySpec
@@ -67,7 +66,7 @@ async def run_spec(
     progress interval in the spec, latencies go to a timeline, whose count ``progress`` is
     told every ``progress_interval`` seconds."""
     recorder = TimelineRecorder() if spec.timeline or spec.progress_interval else None
-    ticks = OwnedTasks()
+    ticks: list[asyncio.Task[None]] = []  # the progress clock, at most one: owned here, ended below
 
     async def go() -> None:
         if ready is not None:
@@ -75,7 +74,7 @@ async def run_spec(
         if recorder is not None:
             recorder.begin()
             if progress is not None and spec.progress_interval > 0:
-                ticks.spawn(_tick(recorder, spec.progress_interval, progress))
+                ticks.append(asyncio.create_task(_tick(recorder, spec.progress_interval, progress)))
 
     try:
         if isinstance(spec.workload, MqttTelemetrySpec):
@@ -84,7 +83,9 @@ async def run_spec(
             return await coap_load.run_spec(spec, go, recorder)
         return await http_load.run_spec(spec, go, recorder=recorder)
     finally:
-        await ticks.finish()
+        for tick in ticks:
+            tick.cancel()
+        await asyncio.gather(*ticks, return_exceptions=True)
 
 
 async def _tick(recorder: TimelineRecorder, interval: float, progress: Progress) -> None:

@@ -137,20 +137,6 @@ class MqttTelemetrySpec:
 WorkloadSpec = TelemetrySpec | ProvisionSpec | MqttTelemetrySpec
 
 
-def spec_from_json(data: dict[str, Any]) -> Any:
-    if data["kind"] == "telemetry":
-        return TelemetrySpec(tuple(data["tokens"]), data["body"].encode())
-    if data["kind"] == "provision":
-        return ProvisionSpec(data["key"], data["secret"], data["prefix"])
-    if data["kind"] == "mqtt":
-        return MqttTelemetrySpec.from_json(data)
-    if data["kind"] == "coap":
-        from fleetgate.simulator.coap_packets import CoapTelemetrySpec  # which imports this module
-
-        return CoapTelemetrySpec.from_json(data)
-    raise ValueError(f"unknown workload {data['kind']!r}")
-
-
 class TelemetryWorkload:
     """Pre-encoded requests: writing one is the generator's whole cost per request."""
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import asyncpg
 
+from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.model import AuditRecord
 from fleetgate.storage.errors import translated
 
@@ -21,12 +21,13 @@ def audit_values(record: AuditRecord, ts: int) -> tuple[Any, ...]:
 
 
 class AuditStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._pool = pool
+        self._clock = clock
 
     async def record(self, record: AuditRecord) -> None:
         with translated():
             await self._pool.execute(
                 f"INSERT INTO {AUDIT_COLUMNS} VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                *audit_values(record, time.time_ns() // 1_000_000),
+                *audit_values(record, self._clock.now_ms()),
             )

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import asyncpg
 
-from fleetgate.core.credentials import trim_certificate
+from fleetgate.core import pki
 from fleetgate.storage.device_cas import trusted_ca_pems
 from fleetgate.storage.listening import ListeningConnection
 
@@ -16,19 +16,20 @@ log = logging.getLogger(__name__)
 CHANNEL = "device_certificates"
 
 
-async def device_certificates(pool: asyncpg.Pool | asyncpg.Connection) -> list[str]:
-    """The trust anchors (trimmed Base64 bodies): every X509_CERTIFICATE credential's
-    certificate, and every verified device CA certificate."""
+async def device_certificates(pool: asyncpg.Pool | asyncpg.Connection) -> list[bytes]:
+    """The trust anchors, DER: every X509_CERTIFICATE credential's certificate, and every
+    verified device CA certificate."""
     records = await pool.fetch(
-        "SELECT certificate FROM device_credentials WHERE type = 'X509_CERTIFICATE' AND certificate IS NOT NULL")
-    return [r["certificate"] for r in records] + [trim_certificate(pem) for pem in await trusted_ca_pems(pool)]
+        "SELECT decode(certificate, 'base64') AS der FROM device_credentials"
+        " WHERE type = 'X509_CERTIFICATE' AND certificate IS NOT NULL")
+    return [r["der"] for r in records] + [pki.der(pki.stored_certificate(pem)) for pem in await trusted_ca_pems(pool)]
 
 
 class CertificateWatch:
     """Calls ``on_change`` with the current certificates at start, after every change, and
     after every reconnection of its LISTEN connection (changes may have been missed)."""
 
-    def __init__(self, url: str, on_change: Callable[[list[str]], None], retry_max: float = 5.0) -> None:
+    def __init__(self, url: str, on_change: Callable[[list[bytes]], None], retry_max: float = 5.0) -> None:
         self._on_change = on_change
         self._changed = asyncio.Event()
         self._listening = ListeningConnection(url, CHANNEL, lambda _: self._changed.set(), self._load, retry_max)

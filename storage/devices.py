@@ -11,57 +11,26 @@ from fleetgate.storage.audit import AUDIT_COLUMNS, audit_values
 from fleetgate.storage.errors import translated
 from fleetgate.storage.sealing import Sealer
 
-_INSERT_DEVICE = """INSERT INTO devices (id, project_id, product_id, name, label, gateway, created_at)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7)"""
-_INSERT_CREDENTIALS = """INSERT INTO device_credentials
-    (device_id, type, lookup, password_hash, client_id, user_name, certificate, pending)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
-
-
-async def insert_device(
-    conn: asyncpg.Connection, device: Device, credentials: StoredCredentials, sealer: Sealer
-) -> None:
-    """Insert a device and its credentials in the caller's transaction."""
-    try:
-        await conn.execute(
-            _INSERT_DEVICE, device.id, device.project_id, device.product_id, device.name, device.label,
-            device.gateway, device.created_at,
-        )
-    except asyncpg.UniqueViolationError:
-        raise NameTaken() from None
-    await _write_credentials(conn, _INSERT_CREDENTIALS, device.id, credentials, sealer)
-
-
-async def _write_credentials(
-    conn: asyncpg.Connection, query: str, device_id: str, credentials: StoredCredentials, sealer: Sealer
-) -> None:
-    try:
-        await conn.execute(
-            query, device_id, credentials.type.value, credentials.lookup, credentials.password_hash,
-            credentials.client_id, credentials.user_name, credentials.certificate,
-            rows.pending_to_json(credentials.pending, sealer),
-        )
-    except asyncpg.UniqueViolationError:
-        raise CredentialsTaken() from None
-
-
-# A new provisioned device in one statement: one round trip and one implicit
-# transaction for the device, its credentials, its provisionState and its audit
-# record. The other rows take the id from the device's CTE, so the device row is
-# inserted first and a taken name is reported before taken credentials. No pending
-# clear credentials: the device is provisioned.
-_CREATE_PROVISIONED = f"""
+# A new device in one statement: one round trip and one implicit transaction for the
+# device and its credentials and, when it is created provisioned, its provisionState and
+# the audit record (at the device's creation time, $7). The other rows take the id from
+# the device's CTE, so the device row is inserted first and a taken name is reported
+# before taken credentials.
+_NEW_DEVICE = """
     WITH device AS (
         INSERT INTO devices (id, project_id, product_id, name, label, gateway, created_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
     ), credentials AS (
-        INSERT INTO device_credentials (device_id, type, lookup, password_hash, client_id, user_name, certificate)
-        SELECT id, $8, $9, $10, $11, $12, $13 FROM device
-    ), state AS (
+        INSERT INTO device_credentials
+            (device_id, type, lookup, password_hash, client_id, user_name, certificate, pending)
+        SELECT id, $8, $9, $10, $11, $12, $13, $14 FROM device
+    )"""
+_CREATE_DEVICE = _NEW_DEVICE + " SELECT FROM device"
+_CREATE_PROVISIONED = _NEW_DEVICE + f""", state AS (
         INSERT INTO attribute_kv (device_id, scope, key, last_update_ts, str_v)
-        SELECT id, 'SERVER_SCOPE', 'provisionState', $14, 'provisioned' FROM device
+        SELECT id, 'SERVER_SCOPE', 'provisionState', $7, 'provisioned' FROM device
     )
-    INSERT INTO {AUDIT_COLUMNS} SELECT $14, $15, $16, $17, $18, $19, $20, $21 FROM device"""
+    INSERT INTO {AUDIT_COLUMNS} SELECT $7, $15, $16, $17, $18, $19, $20, $21 FROM device"""
 
 # The first provisioning of an existing device. The attribute insert is the claim:
 # of concurrent claims one inserts, the others wait for it and then insert nothing,
@@ -95,26 +64,20 @@ class DeviceStore:
             record = await self._pool.fetchrow("SELECT * FROM products WHERE provision_key = $1", key)
         return rows.product(record, self._sealer) if record else None
 
-    async def create_device(self, device: Device, credentials: StoredCredentials) -> Device:
-        """A device not yet provisioned, as an operator registers it."""
-        with translated():
-            async with self._pool.acquire() as conn, conn.transaction():
-                await insert_device(conn, device, credentials, self._sealer)
-        return device
-
-    async def create_provisioned_device(
-        self, device: Device, credentials: StoredCredentials, ts: int, record: AuditRecord
+    async def create_device(
+        self, device: Device, credentials: StoredCredentials, provisioned: AuditRecord | None = None
     ) -> None:
-        c = credentials
+        d, c = device, credentials
+        values = (d.id, d.project_id, d.product_id, d.name, d.label, d.gateway, d.created_at,
+                  c.type.value, c.lookup, c.password_hash, c.client_id, c.user_name, c.certificate,
+                  rows.pending_to_json(c.pending, self._sealer))
         with translated():
             try:
-                await self._pool.execute(
-                    _CREATE_PROVISIONED,
-                    device.id, device.project_id, device.product_id, device.name, device.label, device.gateway,
-                    device.created_at,
-                    c.type.value, c.lookup, c.password_hash, c.client_id, c.user_name, c.certificate,
-                    *audit_values(record, ts),
-                )
+                if provisioned is None:
+                    await self._pool.execute(_CREATE_DEVICE, *values)
+                else:
+                    await self._pool.execute(_CREATE_PROVISIONED, *values,
+                                             *audit_values(provisioned, d.created_at)[1:])
             except asyncpg.UniqueViolationError as exc:
                 clash = _CLASHES.get(exc.constraint_name or "")
                 if clash is None:
@@ -153,7 +116,9 @@ class DeviceStore:
         return (rows.identity(record), rows.stored_credentials(record, self._sealer)) if record else None
 
 
-_UPSERT_CREDENTIALS = _INSERT_CREDENTIALS + """
+_UPSERT_CREDENTIALS = """INSERT INTO device_credentials
+    (device_id, type, lookup, password_hash, client_id, user_name, certificate, pending)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
     ON CONFLICT (device_id) DO UPDATE SET type = EXCLUDED.type, lookup = EXCLUDED.lookup,
         password_hash = EXCLUDED.password_hash, client_id = EXCLUDED.client_id, user_name = EXCLUDED.user_name,
         certificate = EXCLUDED.certificate, pending = EXCLUDED.pending"""
@@ -169,7 +134,14 @@ async def update_credentials(
     transaction and then applies to the new row; if it committed before, the check
     below sees it. Either way a provisioned device keeps no clear credentials.
     """
-    await _write_credentials(conn, _UPSERT_CREDENTIALS, device_id, credentials, sealer)
+    try:
+        await conn.execute(
+            _UPSERT_CREDENTIALS, device_id, credentials.type.value, credentials.lookup, credentials.password_hash,
+            credentials.client_id, credentials.user_name, credentials.certificate,
+            rows.pending_to_json(credentials.pending, sealer),
+        )
+    except asyncpg.UniqueViolationError:
+        raise CredentialsTaken() from None
     if credentials.pending is not None:
         await conn.execute(
             """UPDATE device_credentials SET pending = NULL

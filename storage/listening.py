@@ -14,7 +14,10 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from fleetgate.core.retry import Backoff, Outage
+
 log = logging.getLogger(__name__)
+_FIRST_DELAY = 0.1
 
 
 class ListeningConnection:
@@ -46,34 +49,39 @@ class ListeningConnection:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
-        delay = 0.1
+        backoff = Backoff(_FIRST_DELAY, max(self._retry_max, _FIRST_DELAY), jitter=0.2)
+        outage = Outage(log)
         while True:
             lost = asyncio.Event()
             try:
                 conn = await asyncpg.connect(self._url)
             except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("LISTEN %s cannot connect, retrying in %.1fs: %s", self._channel, delay, exc)
+                outage.failed("LISTEN %s cannot connect, retrying with back-off: %s", self._channel, exc)
                 self._ready.set()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max)
+                await asyncio.sleep(backoff.next())
                 continue
+            listening = False
             try:
                 conn.add_termination_listener(lambda _: lost.set())
                 # Listen first, then catch up: a change in between is not missed.
                 await conn.add_listener(self._channel, self._notified)
                 if self._on_connect is not None:
                     await self._on_connect(conn)
-                self.connection = conn
+                self.connection, listening = conn, True
                 self._ready.set()
-                delay = 0.1
+                outage.recovered("LISTEN %s listening again", self._channel)
+                backoff.reset()
                 await lost.wait()
-                log.warning("LISTEN %s lost its connection", self._channel)
+                outage.failed("LISTEN %s lost its connection, reconnecting", self._channel)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("LISTEN %s lost its connection: %s", self._channel, exc)
+                outage.failed("LISTEN %s lost its connection: %s", self._channel, exc)
             finally:
                 self.connection = None
                 if not conn.is_closed():
                     await conn.close()
+            if not listening:  # lost while setting up: again at once could spin
+                self._ready.set()
+                await asyncio.sleep(backoff.next())
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self._on_notify(payload)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import asyncpg
 
+from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import Conflict
 from fleetgate.core.model import AuditRecord, BoundCertificate, DeviceCa, DeviceIdentity, Registration, Template
 from fleetgate.storage.audit import AUDIT_COLUMNS, audit_values
@@ -46,8 +45,9 @@ _ROTATE = """
 
 
 class RegistrationStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._pool = pool
+        self._clock = clock
 
     async def certificate(self, fingerprint: str) -> BoundCertificate | None:
         with translated():
@@ -92,12 +92,12 @@ class RegistrationStore:
     async def audit(self, record: AuditRecord) -> None:
         with translated():
             await self._pool.execute(f"INSERT INTO {AUDIT_COLUMNS} VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                                     *audit_values(record, time.time_ns() // 1_000_000))
+                                     *audit_values(record, self._clock.now_ms()))
 
     async def register(self, registration: Registration, record: AuditRecord) -> None:
         """One statement, so one round trip and its own transaction: a registration is four
         rows (or, rotating, the old certificates disabled and three), all or none."""
-        d, now = registration.device, time.time_ns() // 1_000_000
+        d, now = registration.device, self._clock.now_ms()
         with translated(Conflict):
             await self._pool.execute(
                 _ROTATE if registration.rotate else _CREATE,

@@ -7,8 +7,7 @@ import asyncpg
 from fleetgate.core.errors import NameTaken
 from fleetgate.core.model import CredentialsInfo, CredentialsType, Device, DeviceDetails, Page, StoredCredentials
 from fleetgate.storage import rows
-from fleetgate.storage.devices import insert_device, update_credentials
-from fleetgate.storage.sealing import Sealer
+from fleetgate.storage.devices import DeviceStore, update_credentials
 from fleetgate.storage.errors import translated
 from fleetgate.storage.pages import fetch_page
 
@@ -32,15 +31,9 @@ def _details(r: asyncpg.Record) -> DeviceDetails:
     return DeviceDetails(rows.device(r), info, r["provisioned"])
 
 
-class DeviceRegistryStore:
-    def __init__(self, pool: asyncpg.Pool, sealer: Sealer) -> None:
-        self._pool = pool
-        self._sealer = sealer
-
-    async def add_device(self, device: Device, credentials: StoredCredentials) -> None:
-        with translated():
-            async with self._pool.acquire() as conn, conn.transaction():
-                await insert_device(conn, device, credentials, self._sealer)
+class DeviceRegistryStore(DeviceStore):
+    """The device store as operators see it: devices are created as provisioning creates
+    them (``create_device``), then listed, changed and deleted."""
 
     async def device(self, project_id: str, device_id: str) -> DeviceDetails | None:
         with translated():

@@ -45,6 +45,11 @@ async def device_id_of(gateway: Any, tenant: Tenant, name: str) -> str:
         "SELECT id FROM devices WHERE name = $1 AND project_id = $2", name, tenant.project_id)
 
 
+def port_of(url: str) -> int:
+    """The port of a coap://host:port URL."""
+    return int(url.rsplit(":", 1)[1])
+
+
 def coap_url_of(gateway: Any) -> str:
     """A gateway's CoAP listener, coap://127.0.0.1:port (for gateways other than the shared one)."""
     return next(listener.url for listener in gateway.listeners if listener.name == "coap")

@@ -15,7 +15,9 @@ import pytest
 
 from fleetgate.app import Gateway
 from fleetgate.storage import embedded
-from tests.support import Tenant, new_tenant, running_gateway, gateway_settings
+from tests.management_client import Management
+from tests.pki import self_signed
+from tests.support import Tenant, free_port, gateway_settings, new_tenant, running_gateway
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +75,29 @@ async def management(management_url: str) -> AsyncIterator[aiohttp.ClientSession
     """A client of the management API."""
     async with aiohttp.ClientSession(management_url) as session:
         yield session
+
+
+@pytest.fixture
+def api(management: aiohttp.ClientSession, tenant: Tenant) -> Management:
+    """The management API, scoped to the test's tenant."""
+    return Management(management, tenant)
+
+
+@pytest.fixture(scope="module")
+async def tls(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Gateway, str]]:
+    """A gateway of the module's own with MQTTS and HTTPS listeners: it and its server certificate (a file)."""
+    directory = tmp_path_factory.mktemp("autoreg")
+    cert, key = self_signed(directory)
+    settings = gateway_settings(str(directory), mqtts_port=free_port(), https_port=free_port(),
+                                tls_cert_file=cert, tls_key_file=key)
+    async with running_gateway(database_url, settings) as gw:
+        yield gw, cert
+
+
+@pytest.fixture
+async def tls_api(tls: tuple[Gateway, str]) -> AsyncIterator[Management]:
+    """The management API of the ``tls`` gateway, for a tenant of the test's own."""
+    gw, _ = tls
+    tenant = await new_tenant(gw.services)
+    async with aiohttp.ClientSession(listener_url(gw, "management")) as http:
+        yield Management(http, tenant)

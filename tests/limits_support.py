@@ -15,8 +15,8 @@ import orjson
 from fleetgate.app import Gateway
 from fleetgate.protocols.mqtt.packets import Publish
 from tests.mqtt_raw import RawMqtt
+from tests.pki import self_signed
 from tests.support import Tenant, free_port, gateway_settings, new_tenant, running_gateway
-from tests.test_https import self_signed
 
 
 @asynccontextmanager

@@ -1,8 +1,10 @@
-"""An in-process PKI for the tests: CAs, device certificates, CRLs, written as PEM."""
+"""An in-process PKI for the tests: CAs, device certificates, CRLs, self-signed certificates
+(a server's for 127.0.0.1, a device's), written as PEM."""
 
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,3 +84,39 @@ def crl(issuer: Issued, *revoked: Issued) -> str:
             x509.RevokedCertificateBuilder().serial_number(r.certificate.serial_number)
             .revocation_date(_now() - datetime.timedelta(minutes=1)).build())
     return builder.sign(issuer.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+
+
+def self_signed(directory: Path) -> tuple[str, str]:
+    """A server certificate for 127.0.0.1 and its key, as the files server.pem and server.key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = name(CN="127.0.0.1")
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(_now() - datetime.timedelta(minutes=1))
+        .not_valid_after(_now() + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    issued = Issued(cert, key)
+    cert_file, key_file = directory / "server.pem", directory / "server.key"
+    cert_file.write_text(issued.pem)
+    key_file.write_text(issued.key_pem)
+    return str(cert_file), str(key_file)
+
+
+def self_signed_pem(common_name: str = "device-1") -> str:
+    """A device's self-signed certificate (ThingsBoard's X509_CERTIFICATE credentials), PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = name(CN=common_name)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(_now() - datetime.timedelta(minutes=1))
+        .not_valid_after(_now() + datetime.timedelta(days=1)).sign(key, hashes.SHA256())
+    )
+    return Issued(cert, key).pem
+
+
+def pem_body(pem: str) -> str:
+    """The base64 body of a PEM certificate, as ThingsBoard stores it (no armour, no line breaks)."""
+    return "".join(line for line in pem.splitlines() if not line.startswith("-----"))

@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: free ports, a gateway on them, a provisioned project."""
+"""Helpers shared by the tests: free ports, a gateway on them, a provisioned project, devices
+provisioned over the device API or created ahead of time."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ import os
 import tempfile
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+import orjson
+
 from fleetgate import config
 from fleetgate.app import Gateway, Services
+from fleetgate.core import credentials as creds
+from fleetgate.core.ids import new_id
+from fleetgate.core.model import Credentials, Device
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -84,3 +92,30 @@ async def new_tenant(services: Services, strategy: str = "ALLOW_CREATE_NEW_DEVIC
 
 def with_settings(settings: config.Settings, **changes: Any) -> config.Settings:
     return dataclasses.replace(settings, **changes)
+
+
+async def provision(http: aiohttp.ClientSession, tenant: Tenant, **extra: Any) -> tuple[str, dict[str, Any]]:
+    """A device named ``mqtt-...`` claimed over HTTP: its name and the decoded answer."""
+    name = "mqtt-" + secrets.token_hex(4)
+    body = {"deviceName": name, "provisionDeviceKey": tenant.provision_key,
+            "provisionDeviceSecret": tenant.provision_secret, **extra}
+    async with http.post("/api/v1/provision", json=body) as resp:
+        return name, orjson.loads(await resp.read())
+
+
+async def provision_token(http: aiohttp.ClientSession, tenant: Tenant, name: str) -> str:
+    """The access token of a device of this name claimed over HTTP."""
+    request = {"deviceName": name, "provisionDeviceKey": tenant.provision_key,
+               "provisionDeviceSecret": tenant.provision_secret}
+    async with http.post("/api/v1/provision", json=request) as resp:
+        return orjson.loads(await resp.read())["credentialsValue"]
+
+
+async def pre_provision(gateway: Gateway, tenant: Tenant, name: str, credentials: Credentials,
+                        product_id: str | None = None) -> Device:
+    """A device an operator created ahead of time, its clear credentials kept until claimed."""
+    device = Device(id=new_id(), project_id=tenant.project_id, product_id=product_id or tenant.product_id, name=name,
+                    created_at=time.time_ns() // 1_000_000)
+    stored = creds.to_stored(creds.validate(credentials), keep_pending=True)
+    await gateway.services.devices.create_device(device, stored)
+    return device

@@ -8,27 +8,13 @@ import datetime
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from fleetgate.core import credentials
 from fleetgate.core.auth import DeviceAuthenticator
 from fleetgate.core.errors import Unauthorized
-from fleetgate.core.model import CredentialsType, DeviceIdentity, StoredCredentials
 from tests import pki
+from tests.fakes import OneCertificateDevice
 
 DAY = datetime.timedelta(days=1)
 CA = pki.ca("Resumption CA")
-
-
-class _OneDevice:
-    """The storage port, holding one device with X509_CERTIFICATE credentials."""
-
-    def __init__(self, der: bytes) -> None:
-        self._lookup = credentials.certificate_lookup_from_der(der)
-        self.device = DeviceIdentity("d1", "p1", "prod1", "meter")
-
-    async def authenticate(self, lookup: str) -> tuple[DeviceIdentity, StoredCredentials] | None:
-        if lookup != self._lookup:
-            return None
-        return self.device, StoredCredentials(CredentialsType.X509_CERTIFICATE, lookup)
 
 
 def _der(**dates: datetime.timedelta) -> bytes:
@@ -38,7 +24,7 @@ def _der(**dates: datetime.timedelta) -> bytes:
 @pytest.mark.parametrize("resumed", [False, True])
 async def test_a_certificate_within_its_dates_authenticates(resumed: bool) -> None:
     der = _der()
-    store = _OneDevice(der)
+    store = OneCertificateDevice(der)
     assert await DeviceAuthenticator(store, 0).by_certificate(der, resumed=resumed) == store.device
 
 
@@ -46,7 +32,7 @@ async def test_a_certificate_within_its_dates_authenticates(resumed: bool) -> No
                                    {"not_before": DAY, "not_after": 2 * DAY}], ids=["expired", "not_yet_valid"])
 async def test_a_resumed_session_outside_its_certificate_dates_is_refused(dates) -> None:
     der = _der(**dates)
-    auth = DeviceAuthenticator(_OneDevice(der), 0)
+    auth = DeviceAuthenticator(OneCertificateDevice(der), 0)
     with pytest.raises(Unauthorized):
         await auth.by_certificate(der, resumed=True)
     # A full handshake had OpenSSL check the dates (and refuse these): the core does not repeat it.

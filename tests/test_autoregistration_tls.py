@@ -5,8 +5,6 @@ built in-process, and the negative catalogue refused with nothing created."""
 from __future__ import annotations
 
 import asyncio
-import datetime
-import functools
 import ssl
 from pathlib import Path
 
@@ -16,62 +14,18 @@ import pytest
 from prometheus_client import REGISTRY
 from fleetgate.protocols.mqtt.packets import ConnAck
 from tests import pki
+from tests.autoregistration_support import (
+    DAY, SUBJECT, audit_reasons, devices_in, mosquitto_pub, publish_as, url_of,
+)
+from tests.certificates_support import ready_ca, static_template, upload, verify
 from tests.management_client import Management
 from tests.mqtt_raw import RawMqtt
-from tests.support import free_port, gateway_settings, new_tenant, running_gateway
-from tests.test_https import self_signed
-from tests.test_management_certificates import ready_ca, static_template, upload
-from tests.test_mqtt_tls import mosquitto_pub as publish_over_tls
-
-# Every publish here carries the reading the tests look for in ts_kv.
-mosquitto_pub = functools.partial(publish_over_tls, message=b'{"temperature":21}')
-
-SUBJECT = dict(C="CN", O="Acme", OU="Meters", dnQualifier="q1", ST="ZJ", serialNumber="s1")
-DAY = datetime.timedelta(days=1)
-
-
-@pytest.fixture(scope="module")
-async def tls(database_url, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("autoreg")
-    cert, key = self_signed(directory)
-    settings = gateway_settings(str(directory), mqtts_port=free_port(), https_port=free_port(),
-                                tls_cert_file=cert, tls_key_file=key)
-    async with running_gateway(database_url, settings) as gw:
-        yield gw, cert
-
-
-def url_of(gw, name: str) -> str:
-    return next(listener.url for listener in gw.listeners if listener.name == name)
 
 
 @pytest.fixture
-async def api(tls):
-    gw, _ = tls
-    tenant = await new_tenant(gw.services)
-    async with aiohttp.ClientSession(url_of(gw, "management")) as http:
-        yield Management(http, tenant)
-
-
-async def publish_as(gw, server_cert, device: pki.Issued, tmp_path, *chain: pki.Issued, version: str = "mqttv311",
-                     attempts: int = 20) -> tuple[int, str]:
-    """Publish with the certificate; a device retries, as real ones do, while the gateway's trust
-    anchors catch up with a CA verified a moment ago (the reload follows a NOTIFY)."""
-    cert, key = device.files(tmp_path, "device-" + device.certificate.serial_number.__format__("x"), *chain)
-    for _ in range(attempts):
-        code, out = await mosquitto_pub(gw, server_cert, "--cert", cert, "--key", key, "-V", version)
-        if code == 0 or "not authori" in out.lower():
-            break
-    return code, out
-
-
-async def devices_in(gw, project_id: str) -> list[str]:
-    return [r["id"] for r in await gw.services.pool.fetch("SELECT id FROM devices WHERE project_id = $1", project_id)]
-
-
-async def audit_reasons(gw, project_id: str) -> list[tuple[str, str]]:
-    return [(r["outcome"], r["reason"]) for r in await gw.services.pool.fetch(
-        "SELECT outcome, reason FROM audit_log WHERE project_id = $1 AND action = 'AUTO_REGISTER' ORDER BY id",
-        project_id)]
+def api(tls_api: Management) -> Management:
+    """This module's tenant lives on the TLS gateway."""
+    return tls_api
 
 
 @pytest.mark.parametrize("version", ["mqttv311", "mqttv5"])
@@ -104,7 +58,6 @@ async def test_an_intermediate_ca_is_an_anchor_and_the_chain_is_accepted(tls, ap
     template = await static_template(api)
     intermediate = pki.ca("Intermediate " + api.tenant.project_id, parent=root)
     record = await upload(api, intermediate)
-    from tests.test_management_certificates import verify
     await verify(api, intermediate, record)
     await api.call("PUT", f"/certificates/{record['certificate_id']}",
                    json={"provision_enable": True, "template_id": template["template_id"]})

@@ -4,7 +4,7 @@ No timing or memory target is asserted: they depend on the machine."""
 
 from __future__ import annotations
 
-from tests.test_bench_smoke import _LOAD, assert_run_shape, bench
+from tests.bench_support import LOAD as _LOAD, assert_run_shape, bench
 
 
 async def test_bench_coap() -> None:

@@ -21,7 +21,7 @@ from fleetgate.simulator.processes import RunningServer, ServerFailed, server_pr
 from fleetgate.simulator.stats import LoadResult
 from fleetgate.simulator.worker import run_load
 from fleetgate.simulator.workloads import MqttTelemetrySpec
-from tests.test_bench_smoke import assert_run_shape, bench
+from tests.bench_support import assert_run_shape, bench
 
 DEVICES = 20
 

@@ -10,11 +10,10 @@ import shutil
 import orjson
 import pytest
 
+from tests.cli_clients import read_until, run, started
 from tests.coap_support import device_id_of
 from tests.support import Tenant
-from tests.test_coap_wire import key_rows
-from tests.test_mqtt_device import stored
-from tests.test_mqtt_mosquitto_clients import read_until, run, started
+from tests.telemetry_support import key_rows, stored
 
 LIBCOAP = shutil.which("coap-client-notls")
 needs_libcoap = pytest.mark.skipif(LIBCOAP is None, reason="coap-client-notls (Debian libcoap3-bin) is not installed")

@@ -10,7 +10,7 @@ from aiocoap import Code, Message, Unreliable
 
 from fleetgate.core import metrics
 from tests.coap_support import TIMEOUT, coap_client, device_id_of, provision_device, request
-from tests.test_mqtt_device import stored
+from tests.telemetry_support import stored
 
 
 

@@ -8,22 +8,11 @@ import orjson
 from aiocoap import Code, Message
 from aiocoap.numbers.types import Type
 
-from tests.coap_support import coap_client, device_id_of, provision_device
+from tests.coap_support import coap_client, device_id_of, port_of, provision_device
 from tests.coap_support import request as coap_request
 from tests.coap_wire import RawCoap, ack, request
 from tests.support import gateway_settings, new_tenant, running_gateway
-from tests.test_ingest_failures import PENDING, writes_blocked
-from tests.test_mqtt_device import stored
-
-
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])
-
-
-async def key_rows(gateway, tenant, name: str, key: str) -> int:
-    return await gateway.services.pool.fetchval(
-        "SELECT count(*) FROM ts_kv t JOIN key_dictionary k ON k.key_id = t.key JOIN devices d ON d.id = t.device_id "
-        "WHERE d.name = $1 AND d.project_id = $2 AND k.key = $3", name, tenant.project_id, key)
+from tests.telemetry_support import PENDING, key_rows, stored, writes_blocked
 
 
 async def test_a_retransmitted_request_gets_the_cached_answer_and_is_stored_once(gateway, coap_url, tenant) -> None:

@@ -263,3 +263,74 @@ def test_nul_characters_are_removed_from_json_values():
 def test_a_key_with_a_nul_character_is_malformed():
     with pytest.raises(MalformedPayload, match="U\\+0000"):
         codec.parse_attributes('{"a\\u0000":1}', LIMITS)
+
+
+# --- exact refusals and the branches above not reached through a body -------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("1", "Can't parse value: 1"),
+        ('"text"', "Can't parse value: 'text'"),
+        ('[{"a":1},[2]]', "Can't parse value: [2]"),
+        ('{"ts":1634712287000,"values":[1]}', "Can't parse value: [1]"),
+        # A long value is cut to 80 characters in the message.
+        ('["%s"]' % ("x" * 100), "Can't parse value: '" + "x" * 76 + "..."),
+    ],
+)
+def test_refused_telemetry_names_the_value(body, message):
+    with pytest.raises(MalformedPayload) as caught:
+        telemetry(body)
+    assert caught.value.message == message
+
+
+def test_refused_attributes_name_the_value():
+    with pytest.raises(MalformedPayload) as caught:
+        codec.parse_attributes("[1]", LIMITS)
+    assert caught.value.message == "Attributes must be a JSON object, not [1]"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("true", "ts must be Unix milliseconds, not True"),
+        ('"abc"', "ts must be Unix milliseconds, not 'abc'"),
+        ("1634712287000.5", "ts must be Unix milliseconds, not 1634712287000.5"),
+        ("-1", "ts -1 is out of range; timestamps are Unix milliseconds"),
+        ("100000000000001", "ts 100000000000001 is out of range; timestamps are Unix milliseconds"),
+    ],
+)
+def test_refused_timestamps_say_why(raw, message):
+    with pytest.raises(MalformedPayload) as caught:
+        telemetry('{"ts":%s,"values":{"a":1}}' % raw)
+    assert caught.value.message == message
+
+
+def test_the_latest_timestamp_accepted_is_the_year_5138():
+    (reading,) = telemetry('{"ts":100000000000000,"values":{"a":1}}')
+    assert reading.ts == 100_000_000_000_000
+
+
+def test_the_datapoint_budget_message():
+    with pytest.raises(PayloadTooLarge) as caught:
+        telemetry('{"a":1,"b":2}', PayloadLimits(max_datapoints=1))
+    assert caught.value.message == "More than 1 data points in one message"
+
+
+def test_the_key_length_message_shows_at_most_64_characters_of_the_key():
+    with pytest.raises(MalformedPayload) as caught:
+        codec.parse_attributes(orjson.dumps({"x" * 300: 1}), LIMITS)
+    assert caught.value.message == f"Key length must be 1 to 255 characters: {'x' * 64!r}"
+
+
+def test_typed_given_a_python_float_or_a_big_int():
+    """The typing any caller can use directly, outside the fast path of a parsed body."""
+    assert codec.typed("k", 2.5, LIMITS) == KeyValue("k", D, 2.5)
+    assert codec.typed("k", 2**63, LIMITS) == KeyValue("k", S, "9223372036854775808")
+    assert codec.typed("k", -(2**63), LIMITS) == KeyValue("k", L, -(2**63))
+
+
+def test_removing_nul_characters_keeps_the_other_json_values():
+    value = {"a\x00": [1, 2.5, True, None, "\x00"]}
+    assert codec.typed("k", value, LIMITS) == KeyValue("k", J, '{"a":[1,2.5,true,null,""]}')

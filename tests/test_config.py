@@ -67,8 +67,10 @@ def test_kubernetes_service_links_are_not_settings() -> None:
     assert settings.http_port == 8080
 
 
-def test_the_readme_lists_every_setting() -> None:
+def test_the_configuration_page_lists_every_setting() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert config.markdown_table() in readme, "regenerate the README's table with gateway.config.markdown_table()"
+    page = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    assert config.markdown_table() in page, (
+        "regenerate docs/configuration.md's table with fleetgate.config.markdown_table()"
+    )

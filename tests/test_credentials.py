@@ -3,41 +3,23 @@
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from fleetgate.core import credentials as creds
 from fleetgate.core.errors import CredentialsInvalid
 from fleetgate.core.model import Credentials, CredentialsType, MqttBasic, StoredCredentials
+from tests.pki import pem_body, self_signed_pem
 
 TOKEN, BASIC, X509 = CredentialsType.ACCESS_TOKEN, CredentialsType.MQTT_BASIC, CredentialsType.X509_CERTIFICATE
-
-
-def self_signed_pem(common_name: str = "device-1") -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 @pytest.fixture(scope="module")
 def pem() -> str:
     return self_signed_pem()
-
-
-def pem_body(pem: str) -> str:
-    return "".join(line for line in pem.splitlines() if not line.startswith("-----"))
 
 
 # --- hashes and lookup keys -------------------------------------------------------------------

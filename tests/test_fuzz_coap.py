@@ -8,7 +8,7 @@ an unknown elective option, JSON or raw payloads up to past the payload limit; a
 random or with a string option that is not UTF-8.
 
 Every CON request gets a well-formed answer: a piggybacked response on an ACK with its message id
-and token, or an empty ACK and then a separate response with its token; only codes the README
+and token, or an empty ACK and then a separate response with its token; only codes docs/device-coap.md
 documents for CoAP (never 5.00); 4.13 with Size1, 5.03 with Max-Age. A CON empty message or
 unknown response gets a RST. The gateway logs no error, and afterwards a device's telemetry is
 still stored (2.01). Bounded by ``FUZZ_SECONDS`` (20 by default) or ``max_examples``, whichever

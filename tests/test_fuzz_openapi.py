@@ -20,7 +20,7 @@ from fuzz.summary import report
 from tests import pki
 from tests.management_client import Management
 from tests.support import Tenant
-from tests.test_management_templates import body as template_body
+from tests.template_bodies import body as template_body
 
 EXAMPLES = int(os.environ.get("FUZZ_OPENAPI_EXAMPLES", "30"))
 SECONDS = int(os.environ.get("FUZZ_SECONDS", "20"))

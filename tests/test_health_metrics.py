@@ -7,26 +7,12 @@ import secrets
 
 import aiohttp
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
 from fleetgate.core.health import Readiness
 from fleetgate.protocols.mqtt.packets import MQTT_5, PubAck, Publish
+from tests.metrics_support import scrape, value
 from tests.mqtt_raw import RawMqtt
 from tests.support import gateway_settings, running_gateway
-
-
-async def scrape(management) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    async with management.get("/metrics") as resp:
-        assert resp.status == 200
-        text = await resp.text()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text) for sample in family.samples
-    }
-
-
-def value(figures, name: str, **labels: str) -> float:
-    return figures.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 async def test_healthz_and_readyz_when_all_is_well(management) -> None:

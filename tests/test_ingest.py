@@ -3,40 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
 
 import pytest
 
 from fleetgate.core.errors import Overloaded, Unavailable
 from fleetgate.core.ingest import IngestPipeline, IngestSettings
-from fleetgate.core.model import AttributeMessage, KeyValue, Reading, TelemetryMessage, ValueType
+from fleetgate.core.model import KeyValue, Reading, TelemetryMessage, ValueType
+from tests.fakes import MemoryWriter
 
 
 def message(device: str, rows: int = 1, ts: int = 1_700_000_000_000) -> TelemetryMessage:
     values = tuple(KeyValue(f"k{i}", ValueType.LONG, i) for i in range(rows))
     return TelemetryMessage(device, (Reading(ts, values),))
-
-
-class MemoryWriter:
-    """Stores batches; can be held closed, or made to fail a number of times."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[TelemetryMessage | AttributeMessage]] = []
-        self.open = asyncio.Event()
-        self.open.set()
-        self.failures: list[Exception] = []
-        self.calls = 0
-
-    async def write(self, telemetry: Sequence[TelemetryMessage], attributes: Sequence[AttributeMessage]) -> None:
-        self.calls += 1
-        await self.open.wait()
-        if self.failures:
-            raise self.failures.pop(0)
-        self.batches.append([*telemetry, *attributes])
-
-    @property
-    def rows(self) -> int:
-        return sum(m.rows for batch in self.batches for m in batch)
 
 
 @pytest.fixture
@@ -116,6 +95,17 @@ async def test_database_outage_is_retried_and_nothing_acknowledged_meanwhile(wri
     assert writer.calls == 3
     assert writer.rows == 2
     await pipeline.stop(1)
+
+
+async def test_a_database_outage_logs_one_warning_and_a_summary(writer, caplog) -> None:
+    writer.failures = [Unavailable("down")] * 4
+    pipeline = pipeline_for(writer, retry_max_delay=0.01)
+    with caplog.at_level(logging.DEBUG, logger="fleetgate.core.ingest"):
+        await pipeline.submit(message("d1", 2), wait_stored=True)
+    await pipeline.stop(1)
+    assert [r.levelno for r in caplog.records] == [logging.WARNING, *[logging.DEBUG] * 3, logging.INFO]
+    assert caplog.records[-1].getMessage().startswith("telemetry writes resumed after")
+    assert not any(r.exc_info for r in caplog.records)
 
 
 async def test_a_batch_failing_for_another_reason_is_refused_not_lost_silently(writer) -> None:

@@ -4,46 +4,21 @@ or the gateway is told to stop: push back, acknowledge nothing unstored, lose no
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
 
 import aiohttp
-import asyncpg
 import orjson
 
 from tests.pg_control import ControlledServer
-from tests.support import new_tenant, running_gateway, gateway_settings
+from tests.support import gateway_settings, new_tenant, provision_token, running_gateway
+from tests.telemetry_support import PENDING, writes_blocked
 
 BODY = b'{"a":1,"b":2,"c":3}'
-PENDING = 0.5  # how long "not acknowledged" is watched for
-
-
-async def provision(http: aiohttp.ClientSession, tenant, name: str) -> str:
-    request = {"deviceName": name, "provisionDeviceKey": tenant.provision_key,
-               "provisionDeviceSecret": tenant.provision_secret}
-    async with http.post("/api/v1/provision", json=request) as resp:
-        return orjson.loads(await resp.read())["credentialsValue"]
 
 
 async def post(http: aiohttp.ClientSession, token: str, body: bytes = BODY) -> tuple[int, dict]:
     async with http.post(f"/api/v1/{token}/telemetry", data=body) as resp:
         await resp.read()
         return resp.status, dict(resp.headers)
-
-
-@asynccontextmanager
-async def writes_blocked(url: str):
-    """Hold a lock the writer needs, from another session, until the block exits."""
-    conn = await asyncpg.connect(url)
-    try:
-        transaction = conn.transaction()
-        await transaction.start()
-        await conn.execute("LOCK TABLE ts_kv IN EXCLUSIVE MODE")
-        try:
-            yield
-        finally:
-            await transaction.rollback()
-    finally:
-        await conn.close()
 
 
 async def stored_rows(pool, token_device_name: str, project_id: str) -> int:
@@ -56,7 +31,7 @@ async def test_full_queue_answers_503_with_retry_after_and_keeps_what_it_took(da
     settings = gateway_settings(str(tmp_path), ingest_queue_rows=4)
     async with running_gateway(database_url, settings) as gw, aiohttp.ClientSession(gw.listeners[0].url) as http:
         tenant = await new_tenant(gw.services)
-        token = await provision(http, tenant, "pushed-back")
+        token = await provision_token(http, tenant, "pushed-back")
         async with writes_blocked(database_url):
             waiting = asyncio.ensure_future(post(http, token))
             done, _ = await asyncio.wait([waiting], timeout=PENDING)
@@ -73,7 +48,7 @@ async def test_database_outage_acknowledges_nothing_then_stores_everything(tmp_p
     settings = gateway_settings(str(tmp_path), db_retry_max_seconds=0.2)
     async with running_gateway(server.url, settings) as gw, aiohttp.ClientSession(gw.listeners[0].url) as http:
         tenant = await new_tenant(gw.services)
-        token = await provision(http, tenant, "outage")
+        token = await provision_token(http, tenant, "outage")
         assert (await post(http, token, b'{"ts":1767225600000,"values":{"before":1}}'))[0] == 200
 
         await server.stop("immediate")
@@ -96,7 +71,7 @@ async def test_stop_drains_in_flight_messages_and_refuses_new_connections(databa
     try:
         async with aiohttp.ClientSession(url) as http:
             tenant = await new_tenant(gw.services)
-            token = await provision(http, tenant, "drained")
+            token = await provision_token(http, tenant, "drained")
             async with writes_blocked(database_url):
                 requests = [asyncio.ensure_future(post(http, token, orjson.dumps({"ts": 1767225600000 + i, "values": {"k": i}})))
                             for i in range(10)]

@@ -34,7 +34,7 @@ from huaweicloudsdkiotda.v5 import (  # noqa: E402
 )
 
 from tests import pki  # noqa: E402
-from tests.test_management_templates import SEED_BODY  # noqa: E402
+from tests.template_bodies import SEED_BODY  # noqa: E402
 
 
 def client(endpoint: str, project_id: str, ak: str, sk: str) -> IoTDAClient:

@@ -17,7 +17,7 @@ from fleetgate.protocols.http.iotda import PREFIX
 from tests import pki
 from tests.management_client import Management
 from tests.support import Tenant, new_tenant
-from tests.test_management_templates import body as template_body
+from tests.template_bodies import body as template_body
 
 
 def management_routes(gateway) -> set[tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""Slowloris (README "Limits" table): a client that opens TCP or TLS and sends nothing, or
+"""Slowloris (the table of docs/limits.md): a client that opens TCP or TLS and sends nothing, or
 dribbles bytes, is closed in bounded time on HTTP, HTTPS, MQTT and MQTTS."""
 
 from __future__ import annotations

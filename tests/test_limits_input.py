@@ -1,4 +1,4 @@
-"""Limits on bad input (README "Limits" table): sizes and lengths, on HTTP, MQTT (3.1.1 and 5) and CoAP."""
+"""Limits on bad input (the table of docs/limits.md): sizes and lengths, on HTTP, MQTT (3.1.1 and 5) and CoAP."""
 
 from __future__ import annotations
 

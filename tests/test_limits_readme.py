@@ -1,4 +1,4 @@
-"""The README's limits table: every row names tests that exist, and every limit setting has a row."""
+"""The limits table of docs/limits.md: every row names tests that exist, and every limit setting has a row."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def limits_rows() -> list[list[str]]:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Limits on bad input", 1)[1].split("\n## ", 1)[0]
+    page = (ROOT / "docs" / "limits.md").read_text()
+    section = page.split("\n## The limits\n", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| Limit")]
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
 
@@ -32,7 +32,7 @@ def test_every_row_names_existing_tests() -> None:
             assert module, row
             tree = ast.parse((ROOT / module).read_text())
             functions = {n.name for n in ast.walk(tree) if isinstance(n, ast.AsyncFunctionDef | ast.FunctionDef)}
-            assert name in functions, f"{module}::{name} named by the README does not exist"
+            assert name in functions, f"{module}::{name} named by docs/limits.md does not exist"
         previous = [(module or "", name) for _, name in named]
 
 

@@ -1,4 +1,4 @@
-"""Limits per source (README "Limits" table): connections and connection rate per address,
+"""Limits per source (the table of docs/limits.md): connections and connection rate per address,
 authentication back-off per address, provisioning attempts per provision key. Each on a
 gateway of its own, since every client here is 127.0.0.1."""
 

@@ -6,12 +6,7 @@ import orjson
 import pytest
 
 from tests.management_client import Management, assert_error
-from tests.support import Tenant, new_tenant
-
-
-@pytest.fixture
-def api(management, tenant: Tenant) -> Management:
-    return Management(management, tenant)
+from tests.support import new_tenant
 
 
 @pytest.fixture

@@ -9,46 +9,10 @@ import re
 import pytest
 
 from tests import pki
-from tests.management_client import Management, assert_error
-from tests.test_management_templates import body as template_body
+from tests.certificates_support import ready_ca, static_template, upload, verify
+from tests.management_client import assert_error
 
 TIME = re.compile(r"^\d{8}T\d{6}Z$")
-
-
-@pytest.fixture
-def api(management, tenant) -> Management:
-    return Management(management, tenant)
-
-
-async def upload(api, ca: pki.Issued) -> dict:
-    reply = await api.call("POST", "/certificates", json={"content": ca.pem})
-    assert reply.status == 201, reply
-    return reply.body
-
-
-async def verify(api, ca: pki.Issued, record: dict) -> None:
-    proof = pki.leaf(ca, CN=record["verify_code"])
-    reply = await api.call("POST", f"/certificates/{record['certificate_id']}/action", params={"action_id": "verify"},
-                           json={"verify_content": proof.pem})
-    assert reply.status == 200 and reply.body is None, reply
-
-
-async def static_template(api, name: str = "tpl", **device) -> dict:
-    b = template_body(name, product_id=api.tenant.product_id, **device)
-    reply = await api.call("POST", "/provisioning-templates", json=b)
-    assert reply.status == 201, reply
-    return reply.body
-
-
-async def ready_ca(api, template: dict | None = None) -> tuple[pki.Issued, dict]:
-    ca = pki.ca("CA " + api.tenant.project_id)
-    record = await upload(api, ca)
-    await verify(api, ca, record)
-    template = template or await static_template(api)
-    reply = await api.call("PUT", f"/certificates/{record['certificate_id']}",
-                           json={"provision_enable": True, "template_id": template["template_id"]})
-    assert reply.status == 200, reply
-    return ca, reply.body
 
 
 async def test_upload_answers_201_with_iotda_fields(api) -> None:

@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-import datetime
-
 import orjson
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.management_client import Management, assert_error
+from tests.pki import self_signed_pem
 from tests.support import Tenant, new_tenant
 
 DEVICE_KEYS = {"device_id", "device_name", "product_id", "description", "gateway", "create_time", "provisioned",
                "auth_info"}
-
-
-@pytest.fixture
-def api(management, tenant: Tenant) -> Management:
-    return Management(management, tenant)
-
-
-def self_signed_pem(common_name: str) -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
 async def post_telemetry(http, token: str, payload: object) -> int:

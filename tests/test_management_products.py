@@ -5,12 +5,6 @@ from __future__ import annotations
 import pytest
 
 from tests.management_client import Management, assert_error
-from tests.support import Tenant
-
-
-@pytest.fixture
-def api(management, tenant: Tenant) -> Management:
-    return Management(management, tenant)
 
 
 async def test_create_show_update_delete(api: Management) -> None:

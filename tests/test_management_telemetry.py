@@ -6,14 +6,9 @@ import orjson
 import pytest
 
 from tests.management_client import Management, assert_error
-from tests.support import Tenant, new_tenant
+from tests.support import new_tenant
 
 T0 = 1_700_000_000_000
-
-
-@pytest.fixture
-def api(management, tenant: Tenant) -> Management:
-    return Management(management, tenant)
 
 
 @pytest.fixture

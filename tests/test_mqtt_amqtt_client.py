@@ -19,8 +19,8 @@ from amqtt.errors import ConnectError
 from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
 from amqtt.session import ApplicationMessage
 
-from tests.support import Tenant
-from tests.test_mqtt_device import provision, stored
+from tests.support import Tenant, provision
+from tests.telemetry_support import stored
 
 CONFIG = {"auto_reconnect": False, "keep_alive": 60, "connection_timeout": 10}
 

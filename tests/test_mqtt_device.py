@@ -10,25 +10,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.paho_async import AsyncPaho
-from tests.support import Tenant
+from tests.support import Tenant, provision
+from tests.telemetry_support import stored
 
 VERSIONS = [pytest.param(mqtt.MQTTv311, id="3.1.1"), pytest.param(mqtt.MQTTv5, id="5")]
-
-
-async def provision(http, tenant: Tenant, **extra) -> tuple[str, dict]:
-    name = "mqtt-" + secrets.token_hex(4)
-    body = {"deviceName": name, "provisionDeviceKey": tenant.provision_key,
-            "provisionDeviceSecret": tenant.provision_secret, **extra}
-    async with http.post("/api/v1/provision", json=body) as resp:
-        return name, orjson.loads(await resp.read())
-
-
-async def stored(gateway, tenant: Tenant, name: str) -> dict:
-    rows = await gateway.services.pool.fetch(
-        "SELECT k.key, coalesce(t.long_v::text, t.dbl_v::text, t.str_v, t.bool_v::text) AS v FROM ts_kv t "
-        "JOIN key_dictionary k ON k.key_id = t.key JOIN devices d ON d.id = t.device_id "
-        "WHERE d.name = $1 AND d.project_id = $2", name, tenant.project_id)
-    return {r["key"]: r["v"] for r in rows}
 
 
 @pytest.fixture

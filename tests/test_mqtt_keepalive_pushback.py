@@ -11,8 +11,8 @@ import orjson
 
 from fleetgate.protocols.mqtt.packets import PingReq, PubAck, Publish
 from tests.mqtt_raw import RawMqtt
-from tests.support import gateway_settings, new_tenant, running_gateway
-from tests.test_ingest_failures import provision, writes_blocked
+from tests.support import gateway_settings, new_tenant, provision_token, running_gateway
+from tests.telemetry_support import writes_blocked
 
 KEEP_ALIVE = 1  # seconds: the gateway gives up after 1.5 s without a packet
 HELD = 4.0  # how long the database is kept from storing: well past 1.5 s
@@ -25,7 +25,7 @@ async def test_a_pushed_back_client_that_pings_is_not_timed_out(database_url, tm
     async with running_gateway(database_url, settings) as gw:
         tenant = await new_tenant(gw.services)
         async with aiohttp.ClientSession(gw.listeners[0].url) as http:
-            token = await provision(http, tenant, "pinging")
+            token = await provision_token(http, tenant, "pinging")
         port = next(int(l.url.rsplit(":", 1)[1]) for l in gw.listeners if l.name == "mqtt")
         client = await RawMqtt.open(port)
         await client.connect(username=token, keep_alive=KEEP_ALIVE)

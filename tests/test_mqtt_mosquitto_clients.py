@@ -17,52 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import orjson
 import pytest
 
-from tests.support import Tenant
-from tests.test_mqtt_device import provision, stored
+from tests.cli_clients import read_until, run, started
+from tests.support import Tenant, provision
+from tests.telemetry_support import stored
 
 VERSIONS = [pytest.param("mqttv311", id="3.1.1"), pytest.param("mqttv5", id="5")]
 # mosquitto_sub -F: one line per message, easy to tell from its debug lines.
 MESSAGE_FORMAT = "MESSAGE %t %p"
-
-
-@asynccontextmanager
-async def started(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A mosquitto client process (stdout and stderr merged), killed by its PID if still running at the end."""
-    process = await asyncio.create_subprocess_exec(
-        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
-
-
-async def run(*args: str, timeout: float = 20) -> tuple[int, str]:
-    async with started(*args) as process:
-        async with asyncio.timeout(timeout):
-            output, _ = await process.communicate()
-    return process.returncode, output.decode(errors="replace")
-
-
-async def read_until(process: asyncio.subprocess.Process, marker: str, timeout: float = 10) -> list[str]:
-    """The lines printed up to and including the first one containing ``marker`` (case-insensitive)."""
-    assert process.stdout is not None
-    lines: list[str] = []
-    async with asyncio.timeout(timeout):
-        while True:
-            raw = await process.stdout.readline()
-            if not raw:
-                raise AssertionError(f"exited ({await process.wait()}) before {marker!r}: {lines}")
-            lines.append(raw.decode(errors="replace").rstrip("\n"))
-            if marker.lower() in lines[-1].lower():
-                return lines
 
 
 def messages(output: str) -> list[tuple[str, object]]:

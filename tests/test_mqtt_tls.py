@@ -3,7 +3,6 @@ access tokens without a certificate, unknown certificates refused."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 
 import aiohttp
@@ -11,8 +10,9 @@ import orjson
 import pytest
 
 from fleetgate.core.credentials import certificate_lookup, trim_certificate
+from tests.cli_clients import mosquitto_pub
+from tests.pki import self_signed
 from tests.support import free_port, gateway_settings, new_tenant, running_gateway
-from tests.test_https import self_signed
 
 
 @pytest.fixture(scope="module")
@@ -26,24 +26,6 @@ async def tls_gateway(database_url, tmp_path_factory):
 
 def url_of(gw, name: str) -> str:
     return next(listener.url for listener in gw.listeners if listener.name == name)
-
-
-async def mosquitto_pub(gw, server_cert: str, *args: str, message: bytes = b'{"over_tls":1}') -> tuple[int, str]:
-    """One QoS 1 telemetry message to the MQTTS listener with mosquitto_pub; (exit code, output)."""
-    port = url_of(gw, "mqtts").rsplit(":", 1)[1]
-    proc = await asyncio.create_subprocess_exec(
-        "mosquitto_pub", "-h", "127.0.0.1", "-p", port, "--cafile", server_cert, "-q", "1",
-        "-t", "v1/devices/me/telemetry", "-m", message.decode(), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        async with asyncio.timeout(15):
-            out, _ = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    return proc.returncode, out.decode()
 
 
 async def provision(gw, tenant, **fields) -> dict:

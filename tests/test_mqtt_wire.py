@@ -13,7 +13,7 @@ from fleetgate.protocols.mqtt.packets import (
 )
 from tests.mqtt_raw import RawMqtt
 from tests.support import gateway_settings, new_tenant, running_gateway
-from tests.test_ingest_failures import writes_blocked
+from tests.telemetry_support import writes_blocked
 
 
 @pytest.fixture(scope="module")

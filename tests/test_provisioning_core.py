@@ -9,9 +9,7 @@ import re
 import pytest
 
 from fleetgate.core import credentials as creds
-from fleetgate.core.errors import CredentialsTaken, NameTaken
 from fleetgate.core.model import (
-    AuditRecord,
     Credentials,
     CredentialsType,
     Device,
@@ -25,7 +23,8 @@ from fleetgate.core.model import (
 )
 from fleetgate.core.products import ProductService
 from fleetgate.core.provisioning import ProvisioningService
-from tests.test_credentials import pem_body, self_signed_pem
+from tests.fakes import FakeAuditLog, FakeProductStore, FakeProvisioningStore
+from tests.pki import pem_body, self_signed_pem
 
 ALLOW, CHECK, DISABLED = (
     ProvisionStrategy.ALLOW_CREATE_NEW_DEVICES,
@@ -37,67 +36,6 @@ SUCCESS, NOT_FOUND, FAILURE = ProvisionStatus.SUCCESS, ProvisionStatus.NOT_FOUND
 ALNUM20 = re.compile(r"[A-Za-z0-9]{20}")
 
 
-class FakeAudit:
-    def __init__(self) -> None:
-        self.records: list[AuditRecord] = []
-        self.separate_calls = 0
-
-    async def record(self, record: AuditRecord) -> None:
-        self.separate_calls += 1
-        self.records.append(record)
-
-
-class FakeStore:
-    """The ProvisioningStore port in memory, with the database's uniqueness rules; the
-    records it writes with a device land in the same audit log as the others."""
-
-    def __init__(self, audit: FakeAudit) -> None:
-        self.audit = audit
-        self.products: dict[str, Product] = {}
-        self.devices: dict[str, Device] = {}
-        self.credentials: dict[str, StoredCredentials] = {}
-        self.provisioned: dict[str, int] = {}
-        self.product_lookups = 0
-
-    def add_product(self, product: Product) -> Product:
-        self.products[product.id] = product
-        return product
-
-    async def product_by_provision_key(self, key: str) -> Product | None:
-        self.product_lookups += 1
-        return next((p for p in self.products.values() if p.provision_key == key), None)
-
-    async def create_provisioned_device(
-        self, device: Device, credentials: StoredCredentials, ts: int, record: AuditRecord
-    ) -> None:
-        if any(d.project_id == device.project_id and d.name == device.name for d in self.devices.values()):
-            raise NameTaken()
-        if any(c.lookup == credentials.lookup for c in self.credentials.values()):
-            raise CredentialsTaken()
-        self.devices[device.id] = device
-        self.credentials[device.id] = dataclasses.replace(credentials, pending=None)
-        self.provisioned[device.id] = ts
-        self.audit.records.append(record)
-
-    async def device_with_credentials(
-        self, project_id: str, name: str
-    ) -> tuple[Device, StoredCredentials | None] | None:
-        device = next((d for d in self.devices.values() if d.project_id == project_id and d.name == name), None)
-        return None if device is None else (device, self.credentials.get(device.id))
-
-    async def mark_provisioned(self, device_id: str, ts: int, record: AuditRecord) -> bool:
-        if device_id in self.provisioned:
-            return False
-        self.provisioned[device_id] = ts
-        self.credentials[device_id] = dataclasses.replace(self.credentials[device_id], pending=None)
-        self.audit.records.append(record)
-        return True
-
-    def device_named(self, name: str) -> Device:
-        (device,) = [d for d in self.devices.values() if d.name == name]
-        return device
-
-
 def product(strategy: ProvisionStrategy, key: str, secret: str | None = "secret", *, pid: str = "", project: str = "p1"
             ) -> Product:
     return Product(
@@ -107,13 +45,13 @@ def product(strategy: ProvisionStrategy, key: str, secret: str | None = "secret"
 
 
 @pytest.fixture
-def audit() -> FakeAudit:
-    return FakeAudit()
+def audit() -> FakeAuditLog:
+    return FakeAuditLog()
 
 
 @pytest.fixture
-def store(audit: FakeAudit) -> FakeStore:
-    s = FakeStore(audit)
+def store(audit: FakeAuditLog) -> FakeProvisioningStore:
+    s = FakeProvisioningStore(audit)
     s.add_product(product(ALLOW, "allow"))
     s.add_product(product(CHECK, "check"))
     s.add_product(product(DISABLED, "disabled"))
@@ -124,7 +62,7 @@ def store(audit: FakeAudit) -> FakeStore:
 
 
 @pytest.fixture
-def service(store: FakeStore, audit: FakeAudit) -> ProvisioningService:
+def service(store: FakeProvisioningStore, audit: FakeAuditLog) -> ProvisioningService:
     return ProvisioningService(store, audit)
 
 
@@ -132,7 +70,7 @@ def request(key: str = "allow", secret: str = "secret", **fields) -> ProvisionRe
     return ProvisionRequest(provision_key=key, provision_secret=secret, **fields)
 
 
-def pre_provision(store: FakeStore, name: str, credentials: Credentials, product_id: str = "prod-check") -> Device:
+def pre_provision(store: FakeProvisioningStore, name: str, credentials: Credentials, product_id: str = "prod-check") -> Device:
     device = Device(id=f"dev-{name}", project_id="p1", product_id=product_id, name=name)
     store.devices[device.id] = device
     store.credentials[device.id] = creds.to_stored(creds.validate(credentials), keep_pending=True)
@@ -459,25 +397,6 @@ async def test_a_lookup_overlapping_a_change_is_not_cached(service, store, monke
     release.set()
     assert (await first).status is SUCCESS  # it read the product before the change
     assert (await service.provision(request(secret="changed", device_name="d2"))).status is SUCCESS
-
-
-class FakeProductStore:
-    """The ProductStore port over the provisioning fake's products."""
-
-    def __init__(self, store: FakeStore) -> None:
-        self._products = store.products
-
-    async def create_product(self, product: Product) -> None:
-        self._products[product.id] = product
-
-    async def product(self, project_id: str, product_id: str) -> Product | None:
-        return self._products.get(product_id)
-
-    async def update_product(self, product: Product) -> None:
-        self._products[product.id] = product
-
-    async def delete_product(self, project_id: str, product_id: str) -> bool:
-        return self._products.pop(product_id, None) is not None
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import re
 import secrets
-import time
 from typing import Any
 
 import aiohttp
@@ -16,12 +15,11 @@ import pytest
 
 from fleetgate.core import credentials as creds
 from fleetgate.app import Gateway
-from fleetgate.core.ids import new_id
-from fleetgate.core.model import Credentials, CredentialsType, Device, MqttBasic
+from fleetgate.core.model import Credentials, CredentialsType, MqttBasic
 from fleetgate.storage.rows import pending_from_json
 from fleetgate.storage.sealing import Sealer, load_key
-from tests.support import TEST_SECRETS_KEY, Tenant, new_tenant
-from tests.test_credentials import pem_body, self_signed_pem
+from tests.pki import pem_body, self_signed_pem
+from tests.support import TEST_SECRETS_KEY, Tenant, new_tenant, pre_provision
 
 NOT_FOUND = b'{"errorMsg":"Provision data was not found!","status":"NOT_FOUND"}'
 FAILURE = b'{"errorMsg":"Failed to provision device!","status":"FAILURE"}'
@@ -86,15 +84,6 @@ async def pre_tenant(gateway: Gateway) -> Tenant:
 @pytest.fixture(params=["ALLOW_CREATE_NEW_DEVICES", "CHECK_PRE_PROVISIONED_DEVICES"])
 async def any_tenant(request: pytest.FixtureRequest, gateway: Gateway) -> Tenant:
     return await new_tenant(gateway.services, strategy=request.param)
-
-
-async def pre_provision(gateway: Gateway, tenant: Tenant, name: str, credentials: Credentials,
-                        product_id: str | None = None) -> Device:
-    """A device an operator created ahead of time, its clear credentials kept until claimed."""
-    device = Device(id=new_id(), project_id=tenant.project_id, product_id=product_id or tenant.product_id, name=name,
-                    created_at=time.time_ns() // 1_000_000)
-    stored = creds.to_stored(creds.validate(credentials), keep_pending=True)
-    return await gateway.services.devices.create_device(device, stored)
 
 
 # --- NOT_FOUND --------------------------------------------------------------------------------

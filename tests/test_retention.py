@@ -22,6 +22,14 @@ JUNE_2099, JUNE_2100, NOVEMBER_2100 = month_bounds(2099, 6)[0], month_bounds(210
 DECEMBER_2100 = NOW - 5 * DAY
 
 
+class FixedClock:
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def now_ms(self) -> int:
+        return self.ms
+
+
 @pytest.fixture
 async def isolated(gateway, database_url):
     """A database of its own (same server): retention acts on every project and partition,
@@ -153,7 +161,7 @@ async def test_dropped_partitions_are_counted(isolated) -> None:
     no, device = await project_with_device(pool, 30)
     await put(pool, no, device, JUNE_2099, JUNE_2100)
     before = metrics.RETENTION_DROPPED._value.get()
-    outcome = await Retention(RetentionStore(pool, 0, 0), interval=3600).run_once(NOW)
+    outcome = await Retention(RetentionStore(pool, 0, 0), interval=3600, clock=FixedClock(NOW)).run_once()
     assert len(outcome.partitions_dropped) == 2
     assert metrics.RETENTION_DROPPED._value.get() == before + 2
 
@@ -169,8 +177,8 @@ async def test_audit_records_older_than_their_retention_go(isolated) -> None:
     marker = "retention-" + secrets.token_hex(4)
     await pool.executemany("INSERT INTO audit_log (ts, action, outcome, source) VALUES ($1, 'TEST', 'X', $2)",
                            [(NOW - 40 * DAY, marker), (NOW - 10 * DAY, marker)])
-    retention = Retention(RetentionStore(pool, 0, audit_retention_days=30), interval=3600)
-    outcome = await retention.run_once(NOW)
+    retention = Retention(RetentionStore(pool, 0, audit_retention_days=30), interval=3600, clock=FixedClock(NOW))
+    outcome = await retention.run_once()
     assert outcome.audit_rows_deleted == 1
     left = await pool.fetch("SELECT ts FROM audit_log WHERE source = $1", marker)
     assert [r["ts"] for r in left] == [NOW - 10 * DAY]

@@ -15,9 +15,9 @@ from cryptography import x509
 
 from fleetgate.protocols.mqtt.packets import MQTT_5, Disconnect, PubAck, Publish, Reason
 from tests.mqtt_raw import RawMqtt
+from tests.pki import self_signed
 from tests.process import GatewayProcess
 from tests.support import free_port, new_tenant
-from tests.test_https import self_signed
 
 TOPIC = "v1/devices/me/telemetry"
 

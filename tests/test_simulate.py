@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from tests.support import free_port, gateway_settings, new_tenant, running_gateway
-from tests.test_https import self_signed
+from tests.pki import self_signed
 
 ROOT = Path(__file__).resolve().parent.parent
 

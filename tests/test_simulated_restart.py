@@ -16,7 +16,7 @@ from fleetgate.simulator import fleet
 from fleetgate.simulator.worker import run_load
 from tests.process import GatewayProcess
 from tests.support import free_port, new_tenant
-from tests.test_health_metrics import scrape, value
+from tests.metrics_support import scrape, value
 
 DEVICES = 20
 DATAPOINTS = 3

@@ -23,9 +23,8 @@ from fleetgate.simulator.coap_packets import (
 )
 from fleetgate.simulator.loadspec import LoadSpec
 from fleetgate.simulator.worker import run_load
-from tests.coap_support import coap_client, provision_device
+from tests.coap_support import coap_client, port_of, provision_device
 from tests.coap_wire import RawCoap
-from tests.test_coap_wire import port_of
 
 
 async def provisioned(coap_url: str, tenant, count: int) -> tuple[str, ...]:

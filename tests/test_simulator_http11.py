@@ -76,3 +76,22 @@ def test_encoded_request() -> None:
         b"POST /api/v1/abc/telemetry HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Type: application/json\r\n"
         b"Content-Length: 7\r\n\r\n{\"t\":1}"
     )
+
+
+def test_endless_header_is_refused() -> None:
+    parser = ResponseParser(lambda status, body: None)
+    parser.feed(b"HTTP/1.1 200 OK\r\nX-Long: ")
+    with pytest.raises(ProtocolError):
+        for _ in range(100):
+            parser.feed(b"x" * 1000)
+
+
+@pytest.mark.parametrize("cut", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart",
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 10\r\n\r\npart",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\npart",
+])
+def test_a_framed_body_cut_short_is_no_response(cut: bytes) -> None:
+    got, parser = feed_all(cut, 5)
+    parser.feed_eof()
+    assert got == [] and not parser.idle

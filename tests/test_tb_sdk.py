@@ -20,8 +20,7 @@ from fleetgate.core import credentials as creds
 from fleetgate.app import Gateway
 from fleetgate.core.model import AttributeScope, Credentials, CredentialsType, KeyValue, ValueType
 from tests import tb_sdk_venv
-from tests.support import Tenant, new_tenant
-from tests.test_provisioning_matrix import pre_provision
+from tests.support import Tenant, new_tenant, pre_provision
 
 # 2024-01-02T03:04:05 as the SDK turns a naive datetime into Unix milliseconds (read as UTC).
 SDK_TS = 1704164645000

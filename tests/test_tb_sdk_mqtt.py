@@ -13,7 +13,6 @@ the script ends itself after SCRIPT_LIMIT seconds.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import os
 import secrets
@@ -25,15 +24,12 @@ from typing import Any
 
 import orjson
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from fleetgate.app import Gateway
 from tests import tb_sdk_venv
-from tests.support import Tenant
-from tests.test_mqtt_device import provision, stored
+from tests.pki import self_signed_pem
+from tests.support import Tenant, provision
+from tests.telemetry_support import stored
 
 SCRIPT_LIMIT = 120  # seconds: the script exits by itself after this, whatever it is doing
 EVENT_TIMEOUT = 30  # seconds the test waits for one event (the SDK's provisioning polls once a second)
@@ -254,18 +250,6 @@ async def connect(client: Sdk, port: int, **credentials: Any) -> dict[str, Any]:
     connected = await client.call("connect", "connected", host="127.0.0.1", port=port, **credentials)
     assert connected["is_connected"], client.events
     return connected
-
-
-def self_signed_pem(common_name: str) -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
 async def test_sdk_connects_with_mqtt5_and_applies_session_limits(gateway, device, mqtt_port, tb_python,

@@ -19,7 +19,7 @@ import pytest
 
 from fleetgate.protocols.tls import DeviceTls
 from tests.limits_support import limited_gateway, port_of
-from tests.test_https import self_signed
+from tests.pki import self_signed
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 LISTENERS = ["https", "mqtts"]

@@ -7,16 +7,22 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 
 from tests import pki
-from tests.test_autoregistration_tls import (  # noqa: F401 - fixtures
-    DAY, SUBJECT, api, devices_in, publish_as, tls, url_of,
-)
-from tests.test_management_certificates import ready_ca
+from tests.autoregistration_support import DAY, SUBJECT, devices_in, publish_as, url_of
+from tests.certificates_support import ready_ca
+from tests.management_client import Management
 
 CONNECT = bytes.fromhex("101000044d5154540402003c0004") + b"ab12"  # MQTT 3.1.1, client id "ab12", clean session
 CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
+
+
+@pytest.fixture
+def api(tls_api: Management) -> Management:
+    """This module's tenant lives on the TLS gateway."""
+    return tls_api
 
 
 async def s_client(port: str, server_cert: str, cert: str, key: str, *session: str) -> bytes:

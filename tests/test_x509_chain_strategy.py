@@ -4,14 +4,22 @@ certificate rotation, over MQTTS with mosquitto_pub."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests import pki
-from tests.management_client import assert_error
-from tests.test_autoregistration_tls import api, audit_reasons, devices_in, publish_as, tls  # noqa: F401
+from tests.autoregistration_support import audit_reasons, devices_in, publish_as
+from tests.management_client import Management, assert_error
 
 REGEX = r"^([^.]+)\.group\.example\.com$"
 
 
-async def test_chain_creates_rotates_and_refuses(tls, api, tmp_path):  # noqa: F811
+@pytest.fixture
+def api(tls_api: Management) -> Management:
+    """This module's tenant lives on the TLS gateway."""
+    return tls_api
+
+
+async def test_chain_creates_rotates_and_refuses(tls, api, tmp_path):
     gw, server_cert = tls
     root = pki.ca("TB chain " + api.tenant.project_id)
     reply = await api.call("PUT", f"/products/{api.tenant.product_id}/x509-chain",
@@ -45,7 +53,7 @@ async def test_chain_creates_rotates_and_refuses(tls, api, tmp_path):  # noqa: F
     assert len(await devices_in(gw, api.tenant.project_id)) == 1
 
 
-async def test_chain_settings_are_validated(api):  # noqa: F811
+async def test_chain_settings_are_validated(api):
     root = pki.ca("TB bad " + api.tenant.project_id)
     path = f"/products/{api.tenant.product_id}/x509-chain"
     assert_error(await api.call("PUT", path, json={"certificate": root.pem, "certificate_regex": "no-group"}), 400,

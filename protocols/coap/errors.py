@@ -26,20 +26,12 @@ _CODES: list[tuple[type[errors.GatewayError], Code]] = [
 ]
 
 
-class UnknownPath(errors.NotFound):
-    """No such resource."""
-
-
-class MethodNotAllowed(errors.GatewayError):
-    """The resource does not accept this method."""
-
-
 class IncompleteBlocks(errors.InvalidInput):
     """A Block1 upload's blocks did not arrive in order, or its start was not seen."""
 
 
 def code_of(exc: errors.GatewayError) -> Code:
-    if isinstance(exc, MethodNotAllowed):
+    if isinstance(exc, errors.MethodNotAllowed):
         return Code.METHOD_NOT_ALLOWED
     if isinstance(exc, IncompleteBlocks):
         return Code.REQUEST_ENTITY_INCOMPLETE
@@ -73,9 +65,9 @@ def _count(exc: errors.GatewayError) -> None:
         metrics.LIMIT_REFUSALS.labels(PROTOCOL, type(exc).__name__).inc()
     elif isinstance(exc, errors.PayloadTooLarge):
         metrics.BAD_REQUESTS.labels(PROTOCOL, "oversize").inc()
-    elif isinstance(exc, UnknownPath):
+    elif isinstance(exc, errors.UnknownAddress):
         metrics.BAD_REQUESTS.labels(PROTOCOL, "unknown_path").inc()
-    elif isinstance(exc, MethodNotAllowed):
+    elif isinstance(exc, errors.MethodNotAllowed):
         metrics.BAD_REQUESTS.labels(PROTOCOL, "method").inc()
     elif isinstance(exc, IncompleteBlocks):
         metrics.BAD_REQUESTS.labels(PROTOCOL, "blocks").inc()

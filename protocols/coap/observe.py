@@ -9,22 +9,18 @@ channel is detached then. No task waits on it.
 
 from __future__ import annotations
 
-import enum
 from typing import Any
 
 import orjson
 from aiocoap import Code, Message
 from aiocoap.pipe import Pipe
 
-from fleetgate.core.downlink import Downlink
+from fleetgate.core.device_service import DeviceService
+from fleetgate.core.model import DeviceIdentity
+from fleetgate.protocols.coap.routes import Stream
 
 JSON = 50  # application/json
 _SEQUENCE_MODULUS = 1 << 24  # the Observe option carries 24 bits
-
-
-class Stream(enum.Enum):
-    ATTRIBUTES = "attributes"
-    RPC = "rpc"
 
 
 def json_message(code: Code, body: bytes, **options: Any) -> Message:
@@ -36,24 +32,24 @@ def json_message(code: Code, body: bytes, **options: Any) -> Message:
 class Observer:
     """One observation, attached to the downlink as a DeviceChannel for its device."""
 
-    __slots__ = ("_pipe", "_stream", "_sequence", "_ended", "device_id")
+    __slots__ = ("_pipe", "_stream", "_sequence", "_ended", "device")
 
-    def __init__(self, pipe: Pipe, stream: Stream, device_id: str) -> None:
+    def __init__(self, pipe: Pipe, stream: Stream, device: DeviceIdentity) -> None:
         self._pipe = pipe
         self._stream = stream
         self._sequence = 0
         self._ended = False
-        self.device_id = device_id
+        self.device = device
 
-    def start(self, first: Message, downlink: Downlink, observers: set[Observer]) -> None:
+    def start(self, first: Message, service: DeviceService, observers: set[Observer]) -> None:
         """Send the first response (Observe=0) and receive pushes until the client's interest ends."""
         first.opt.observe = 0
-        downlink.attach(self.device_id, self)
+        service.attach(self.device, self)
         observers.add(self)
 
         def ended() -> None:
             self._ended = True
-            downlink.detach(self.device_id, self)
+            service.detach(self.device, self)
             observers.discard(self)
 
         self._pipe.add_response(first, is_last=False)

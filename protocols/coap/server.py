@@ -10,7 +10,8 @@ import aiocoap
 from fleetgate.core.tasks import OwnedTasks
 from fleetgate.protocols.coap.decoding import guard_decoding
 from fleetgate.protocols.coap.dedup import DedupWindow
-from fleetgate.protocols.coap.site import CoapServices, DeviceSite
+from fleetgate.core.device_service import DeviceService
+from fleetgate.protocols.coap.site import DeviceSite
 from fleetgate.protocols.coap.tuning import GatewayTuning, tune_requests
 
 # Requests arrive in bursts (a fleet reconnecting, devices on the same schedule) and the
@@ -34,11 +35,11 @@ class CoapServer:
     Duplicate detection is protocols.coap.dedup's, with a ``dedup_seconds`` window.
     """
 
-    def __init__(self, services: CoapServices, settings: CoapSettings) -> None:
+    def __init__(self, service: DeviceService, settings: CoapSettings) -> None:
         self._tasks = OwnedTasks()
         self._dedup_seconds = settings.dedup_seconds
         self.dedup_windows: list[DedupWindow] = []
-        self.site = DeviceSite(services, settings.max_payload, self._tasks.spawn)
+        self.site = DeviceSite(service, settings.max_payload, self._tasks.spawn)
         self._contexts: list[aiocoap.Context] = []
 
     async def start(self, host: str, port: int) -> int:

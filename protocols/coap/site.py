@@ -1,59 +1,45 @@
 """ThingsBoard's CoAP device API (spec 1.5, 3.5) as aiocoap's server site.
 
-aiocoap hands each request to ``render_to_pipe``; the site answers it on the
-pipe, at once when it can (a cached token, a queued upload whose receipt
-answers later), or from a task it owns when it must wait (a token lookup,
-provisioning, an attribute read). Block1 bodies are reassembled here, within
-the payload limit, not by aiocoap. Deviation from ThingsBoard: an unknown path
-is 4.04 (ThingsBoard: 4.00), as the issue asks; a malformed body's 4.00 says why.
+aiocoap hands each request to ``render_to_pipe``; the site finds its route
+(protocols.coap.routes) and answers it on the pipe, at once when it can (a
+cached token, a queued upload whose receipt answers later), or from a task it
+owns when it must wait (a token lookup, provisioning, an attribute read).
+Block1 bodies are reassembled here, within the payload limit, not by aiocoap.
+A malformed body's 4.00 says why.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import orjson
 from aiocoap import Code, Message
 from aiocoap.pipe import Pipe
 
-from fleetgate.core import codec, metrics
-from fleetgate.core.auth import DeviceAuthenticator
-from fleetgate.core.downlink import Downlink
-from fleetgate.core.errors import GatewayError, InvalidInput, Unavailable
+from fleetgate.core.device_service import DeviceService
+from fleetgate.core.errors import GatewayError, InvalidInput, MethodNotAllowed, Unavailable, UnknownAddress
 from fleetgate.core.model import DeviceIdentity, ProvisionStatus
-from fleetgate.core.provision_json import request_from_json, response_to_json
-from fleetgate.core.provisioning import ProvisioningService
-from fleetgate.core.uplink import Uplink, split_keys
+from fleetgate.core.operations import Operation, Params, Reply
+from fleetgate.core.provision_json import response_to_json
 from fleetgate.protocols.coap.blockwise import Block1Uploads, Body, Continue
-from fleetgate.protocols.coap.errors import PROTOCOL, MethodNotAllowed, refused
-from fleetgate.protocols.coap.observe import Observer, Stream, json_message
-from fleetgate.protocols.coap.paths import Feature, route_of
+from fleetgate.protocols.coap.errors import PROTOCOL, refused
+from fleetgate.protocols.coap.observe import Observer, json_message
 from fleetgate.protocols.coap.receipts import PipeReceipt
+from fleetgate.protocols.coap.routes import ROUTES, CoapRoute
+from fleetgate.protocols.routing import Match
 
 log = logging.getLogger(__name__)
 
 Spawn = Callable[[Coroutine[Any, Any, None]], object]
 
 
-@dataclass(frozen=True, slots=True)
-class CoapServices:
-    auth: DeviceAuthenticator
-    uplink: Uplink
-    provisioning: ProvisioningService
-    downlink: Downlink
-
-
 class DeviceSite:
     """The root resource (aiocoap's ``interfaces.Resource``): every path is routed here."""
 
-    def __init__(self, services: CoapServices, max_payload: int, spawn: Spawn) -> None:
-        self._auth = services.auth
-        self._uplink = services.uplink
-        self._provisioning = services.provisioning
-        self._downlink = services.downlink
+    def __init__(self, service: DeviceService, max_payload: int, spawn: Spawn) -> None:
+        self._service = service
         self._max_payload = max_payload
         self._spawn = spawn
         self._blocks = Block1Uploads(max_payload)
@@ -83,7 +69,7 @@ class DeviceSite:
             pipe.add_response(Message(code=Code.INTERNAL_SERVER_ERROR), is_last=True)
 
     def observing(self, device_id: str) -> bool:
-        return any(observer.device_id == device_id for observer in self.observers)
+        return any(observer.device.device_id == device_id for observer in self.observers)
 
     def end_observations(self) -> None:
         for observer in list(self.observers):
@@ -95,39 +81,26 @@ class DeviceSite:
         request = pipe.request
         if not self.accepting:
             raise Unavailable("The gateway is shutting down")
-        route = route_of(request.opt.uri_path)
-        method = request.code
-        feature = route.feature
-        if feature is Feature.PROVISION:
-            _allow(method, Code.POST)
-            if (body := self._body(pipe)) is not None:
-                self._provision(pipe, body)
-        elif feature is Feature.TELEMETRY:
-            if method == Code.GET:
-                raise InvalidInput("Can't fetch/subscribe to timeseries updates")
-            _allow(method, Code.POST)
-            if (body := self._body(pipe)) is not None:
-                self._as_device(pipe, route.token, lambda device: self._upload(pipe, device, body, "telemetry"))
-        elif feature is Feature.ATTRIBUTES:
-            if method == Code.GET:
-                self._as_device(pipe, route.token, lambda device: self._attributes(pipe, device))
-                return
-            _allow(method, Code.POST)
-            if (body := self._body(pipe)) is not None:
-                self._as_device(pipe, route.token, lambda device: self._upload(pipe, device, body, "attributes"))
-        elif feature is Feature.RPC:
-            if method == Code.GET:
-                self._as_device(pipe, route.token, lambda device: self._rpc_requests(pipe, device))
-                return
-            _allow(method, Code.POST)
-            if (body := self._body(pipe)) is not None:
-                self._as_device(pipe, route.token, lambda device: self._client_rpc(pipe, body))
+        path = "/".join(request.opt.uri_path)
+        match = ROUTES.match(path)
+        if match is None:
+            raise UnknownAddress(f"No resource at /{path}")
+        method = request.code.name
+        route = match.targets.get(method)
+        if route is None:
+            allowed = tuple(m for m, r in match.targets.items() if r.refusal is None)
+            raise MethodNotAllowed(f"{method} is not allowed here; use {', '.join(allowed)}", allowed)
+        if route.refusal is not None:
+            raise InvalidInput(route.refusal)
+        if route.query or route.observe is not None:
+            # A read: the request is in the query, and no body comes in blocks.
+            body = Body(_query_body(request.opt.uri_query) if route.query else b"", None)
+        elif (body := self._body(pipe)) is None:
+            return
+        if route.operation is Operation.PROVISION:
+            self._provision(pipe, body)
         else:
-            _allow(method, Code.POST)
-            request_id = route.request_id
-            assert request_id is not None
-            if (body := self._body(pipe)) is not None:
-                self._as_device(pipe, route.token, lambda device: self._rpc_reply(pipe, device, request_id, body))
+            self._as_device(pipe, match, lambda device: self._perform(pipe, device, route, match.params, body))
 
     def _body(self, pipe: Pipe) -> Body | None:
         """The whole request body; None when this was a Block1 block answered with 2.31."""
@@ -139,16 +112,16 @@ class DeviceSite:
             return None
         return fed
 
-    def _as_device(self, pipe: Pipe, token: str, proceed: Callable[[DeviceIdentity], Any]) -> None:
+    def _as_device(self, pipe: Pipe, match: Match[CoapRoute], proceed: Callable[[DeviceIdentity], Any]) -> None:
         """Run ``proceed`` with the token's device: now if it is cached, else after a lookup.
         ``proceed`` may return a coroutine, which then runs as an owned task."""
-        address = _address(pipe)
+        address, token = _address(pipe), match.params["token"]
         try:
-            self._auth.check_source(address)  # an address blocked for its failures, cached token or not
+            self._service.check_source(address)  # an address blocked for its failures, cached token or not
         except GatewayError as exc:
             pipe.add_response(refused(exc, self._max_payload), is_last=True)
             return
-        device = self._auth.cached_token(token)
+        device = self._service.cached_token(token)
         if device is None:
             self._spawn(self._answering(pipe, self._after_lookup(token, address, proceed)))
             return
@@ -157,7 +130,7 @@ class DeviceSite:
             self._spawn(self._answering(pipe, outcome))
 
     async def _after_lookup(self, token: str, address: str, proceed: Callable[[DeviceIdentity], Any]) -> None:
-        outcome = proceed(await self._auth.by_token(token, address))
+        outcome = proceed(await self._service.by_token(token, address))
         if outcome is not None:
             await outcome
 
@@ -173,66 +146,49 @@ class DeviceSite:
 
     # handlers
 
-    def _upload(self, pipe: Pipe, device: DeviceIdentity, body: Body, kind: str) -> None:
-        payload = codec.loads(body.payload)
-        receipt = PipeReceipt(pipe, body.block1, self._max_payload)
-        if kind == "telemetry":
-            self._uplink.submit_telemetry(device, payload, PROTOCOL, receipt)
+    def _perform(
+        self, pipe: Pipe, device: DeviceIdentity, route: CoapRoute, params: Params, body: Body
+    ) -> Coroutine[Any, Any, None] | None:
+        """Do the route's operation for ``device``; a coroutine when the answer must wait."""
+        operation = route.operation
+        if operation is None:
+            self._observe(pipe, device, route, Message(code=Code.CONTENT))
+            return None
+        handler = self._service.handler(operation)
+        if operation.reply is Reply.STORED:
+            handler(device, body.payload, params, PROTOCOL, PipeReceipt(pipe, body.block1, self._max_payload))
+            return None
+        if operation.reply is Reply.ANSWER:
+            return self._answer(pipe, device, route, body, handler(device, body.payload, params))
+        handler(device, body.payload, params)
+        pipe.add_response(_with_block1(Message(code=Code.CREATED), body), is_last=True)
+        return None
+
+    async def _answer(self, pipe: Pipe, device: DeviceIdentity, route: CoapRoute, body: Body,
+                      answer: Awaitable[bytes]) -> None:
+        self._observe(pipe, device, route, _with_block1(json_message(Code.CONTENT, await answer), body))
+
+    def _observe(self, pipe: Pipe, device: DeviceIdentity, route: CoapRoute, answer: Message) -> None:
+        """Answer; with Observe=0 on a route that streams, the stream's notifications follow
+        (a plain GET, or a deregistration, gets the answer alone)."""
+        if route.observe is not None and pipe.request.opt.observe == 0 and self.accepting:
+            Observer(pipe, route.observe, device).start(answer, self._service, self.observers)
         else:
-            self._uplink.submit_attributes(device, payload, PROTOCOL, receipt)
+            pipe.add_response(answer, is_last=True)
 
     def _provision(self, pipe: Pipe, body: Body) -> None:
-        try:
-            request = request_from_json(codec.loads(body.payload), source=f"coap:{pipe.request.remote.hostinfo}")
-        except InvalidInput as exc:
-            # ThingsBoard: an undecodable request or one lacking the key or secret is an empty 4.00.
-            pipe.add_response(_with_block1(refused(exc, self._max_payload, reason=False), body), is_last=True)
-            return
-
         async def provision() -> None:
-            result = await self._provisioning.provision(request)
-            metrics.PROVISIONING.labels(PROTOCOL, result.status.value, result.code).inc()
+            source = f"coap:{pipe.request.remote.hostinfo}"
+            try:
+                result = await self._service.provision(body.payload, source, PROTOCOL)
+            except InvalidInput as exc:
+                # ThingsBoard: an undecodable request or one lacking the key or secret is an empty 4.00.
+                pipe.add_response(_with_block1(refused(exc, self._max_payload, reason=False), body), is_last=True)
+                return
             code = Code.CREATED if result.status is ProvisionStatus.SUCCESS else Code.BAD_REQUEST
             pipe.add_response(_with_block1(json_message(code, response_to_json(result)), body), is_last=True)
 
         self._spawn(self._answering(pipe, provision()))
-
-    async def _attributes(self, pipe: Pipe, device: DeviceIdentity) -> None:
-        """ThingsBoard's attribute request; with Observe=0, shared-attribute updates follow."""
-        query = _query(pipe.request.opt.uri_query)
-        client = split_keys(query.get("clientKeys") or query.get("client_keys"))
-        shared = split_keys(query.get("sharedKeys") or query.get("shared_keys"))
-        answer = json_message(Code.CONTENT, orjson.dumps(await self._uplink.read_attributes(device, client, shared)))
-        if pipe.request.opt.observe == 0 and self.accepting:
-            Observer(pipe, Stream.ATTRIBUTES, device.device_id).start(answer, self._downlink, self.observers)
-        else:
-            pipe.add_response(answer, is_last=True)
-
-    def _rpc_requests(self, pipe: Pipe, device: DeviceIdentity) -> None:
-        """Server-side RPC requests arrive as notifications of an observation; a plain GET
-        (or a deregistration) has nothing to wait for and gets an empty 2.05."""
-        answer = Message(code=Code.CONTENT)
-        if pipe.request.opt.observe == 0:
-            Observer(pipe, Stream.RPC, device.device_id).start(answer, self._downlink, self.observers)
-        else:
-            pipe.add_response(answer, is_last=True)
-
-    def _rpc_reply(self, pipe: Pipe, device: DeviceIdentity, request_id: int, body: Body) -> None:
-        """The device's answer to a server-side call; one nobody waits for any more is dropped."""
-        self._downlink.rpc_reply(device.device_id, request_id, codec.loads(body.payload))
-        pipe.add_response(_with_block1(Message(code=Code.CREATED), body), is_last=True)
-
-    def _client_rpc(self, pipe: Pipe, body: Body) -> None:
-        call = codec.loads(body.payload)
-        if not isinstance(call, dict):
-            raise InvalidInput('A client-side RPC request is {"method": ..., "params": ...}')
-        answer = self._downlink.client_rpc(call.get("method"), call.get("params"))
-        pipe.add_response(_with_block1(json_message(Code.CONTENT, orjson.dumps(answer)), body), is_last=True)
-
-
-def _allow(method: Code, allowed: Code) -> None:
-    if method != allowed:
-        raise MethodNotAllowed(f"{method} is not allowed here; use {allowed}")
 
 
 def _with_block1(response: Message, body: Body) -> Message:
@@ -241,13 +197,14 @@ def _with_block1(response: Message, body: Body) -> Message:
     return response
 
 
-def _query(options: tuple[str, ...]) -> dict[str, str]:
-    """Uri-Query options as a dict; repeated names are joined with commas, as Spring does."""
+def _query_body(options: tuple[str, ...]) -> bytes:
+    """Uri-Query options as the request's JSON body; repeated names are joined with commas, as
+    Spring does."""
     query: dict[str, str] = {}
     for option in options:
         name, _, value = option.partition("=")
         query[name] = f"{query[name]},{value}" if name in query else value
-    return query
+    return orjson.dumps(query)
 
 
 def _address(pipe: Pipe) -> str:

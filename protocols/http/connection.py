@@ -4,7 +4,7 @@ This is the project's own protocol rather than aiohttp's request machinery,
 because at fleet connection counts aiohttp spends ~70 µs a request before a
 handler runs (measured here: a bare aiohttp handler serves 13,000 requests a
 second over 1,000 connections, a bare httptools protocol 73,000-138,000; see
-the README's performance section). A request whose answer is known at once, or
+docs/performance.md). A request whose answer is known at once, or
 once its rows are stored, is answered from a callback: no task per request.
 
 Responses leave in request order (HTTP/1.1 pipelining); a connection that
@@ -30,9 +30,7 @@ from typing import Any, cast
 import httptools
 
 from fleetgate.core import metrics
-from fleetgate.core.admission import ConnectionGate, address_of
-from fleetgate.core.errors import TooManyRequests
-from fleetgate.protocols.http.errors import retry_headers
+from fleetgate.core.admission import address_of
 from fleetgate.protocols.http.wire import Reply, encode
 
 log = logging.getLogger(__name__)
@@ -53,6 +51,8 @@ class HttpLimits:
 class DeviceApiPort:
     """What a connection asks of the device API (protocols.http.device_api.DeviceApi)."""
 
+    def opened(self, address: str) -> Reply | None: ...
+    def closed(self, address: str) -> None: ...
     def dispatch(
         self, method: bytes, target: bytes, body: bytes, remote: str, certificate: bytes | None = None
     ) -> Outcome: ...
@@ -79,11 +79,9 @@ class DeviceHttpConnection(asyncio.Protocol):
         limits: HttpLimits,
         spawn: Callable[[Coroutine[Any, Any, Reply]], asyncio.Task[Reply]],
         registry: set[DeviceHttpConnection],
-        gate: ConnectionGate | None = None,
     ) -> None:
         self._api = api
-        self._gate = gate
-        self._address: str | None = None  # counted by the gate while open
+        self._address: str | None = None  # counted against its address's limits while open
         self._limits = limits
         self._spawn = spawn
         self._registry = registry
@@ -116,18 +114,14 @@ class DeviceHttpConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         peer = self._transport.get_extra_info("peername")
         self._remote = f"{peer[0]}:{peer[1]}" if peer else ""
-        if self._gate is not None:
-            address = address_of(peer)
-            try:
-                self._gate.open(address)
-            except TooManyRequests as exc:
-                metrics.LIMIT_REFUSALS.labels("http", type(exc).__name__).inc()
-                reply = Reply.text(429, exc.message, tuple(retry_headers(exc).items()))
-                self._transport.write(encode(reply, keep_alive=False))
-                self._closing = True
-                self._transport.close()
-                return
-            self._address = address
+        address = address_of(peer)
+        refusal = self._api.opened(address)
+        if refusal is not None:
+            self._transport.write(encode(refusal, keep_alive=False))
+            self._closing = True
+            self._transport.close()
+            return
+        self._address = address
         # The client certificate of an HTTPS connection: the device of /api/v1/me/...
         ssl_object = self._transport.get_extra_info("ssl_object")
         if ssl_object is not None:
@@ -140,8 +134,8 @@ class DeviceHttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._registry.discard(self)
         self._transport = None
-        if self._address is not None and self._gate is not None:
-            self._gate.close(self._address)
+        if self._address is not None:
+            self._api.closed(self._address)
             self._address = None
         if self._idle is not None:
             self._idle.cancel()

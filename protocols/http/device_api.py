@@ -1,110 +1,123 @@
-"""ThingsBoard's HTTP device API (spec 3.3) and claim provisioning (spec 1.3).
+"""ThingsBoard's HTTP device API (spec 3.3) and claim provisioning (spec 1.3): a route table
+from method and path to the device service's operations.
 
 Deliberate deviation: a malformed body gets 400 with the reason, where
 ThingsBoard answers 500. The routes are served by the project's own HTTP/1.1
-protocol (protocols.http.connection); ``ROUTES`` lists them for the OpenAPI
-document.
+protocol (protocols.http.connection); ``ROUTES`` also feeds the OpenAPI document.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from fleetgate.core import codec, metrics
-from fleetgate.core.auth import DeviceAuthenticator
-from fleetgate.core.credentials import CERTIFICATE_TOKEN
+from fleetgate.core.device_service import DeviceService
 from fleetgate.core.errors import (
-    Forbidden, GatewayError, InvalidInput, MalformedPayload, PayloadTooLarge, SourceBlocked, TooManyRequests,
-    Unauthorized,
+    GatewayError, MethodNotAllowed, PayloadTooLarge, Unauthorized, UnknownAddress,
 )
 from fleetgate.core.model import DeviceIdentity
-from fleetgate.core.provision_json import request_from_json, response_to_json
-from fleetgate.core.provisioning import ProvisioningService
-from fleetgate.core.uplink import Uplink, split_keys
+from fleetgate.core.operations import Operation, Params, Reply as Answered
+from fleetgate.core.provision_json import response_to_json
 from fleetgate.protocols.http.connection import Outcome
-from fleetgate.protocols.http.errors import retry_headers, status_of
+from fleetgate.protocols.http.errors import refused
 from fleetgate.protocols.http.wire import OK, Reply
+from fleetgate.protocols.routing import Match, RouteTable
 
 log = logging.getLogger(__name__)
 PROTOCOL = "http"
 
-ROUTES: tuple[tuple[str, str], ...] = (
-    ("POST", "/api/v1/provision"),
-    ("POST", "/api/v1/{token}/telemetry"),
-    ("POST", "/api/v1/me/telemetry"),
-    ("POST", "/api/v1/me/attributes"),
-    ("GET", "/api/v1/me/attributes"),
-    ("POST", "/api/v1/{token}/attributes"),
-    ("GET", "/api/v1/{token}/attributes"),
-)
-_NOT_FOUND = Reply.text(404, "Not found")
+
+class Auth(enum.Enum):
+    TOKEN = "token"  # the access token in the path
+    CERTIFICATE = "certificate"  # the HTTPS client certificate: /api/v1/me/...
+    NONE = "none"
 
 
-def _method_not_allowed(allowed: str) -> Reply:
-    return Reply.text(405, "Method not allowed", (("Allow", allowed),))
+@dataclass(frozen=True, slots=True)
+class HttpRoute:
+    operation: Operation
+    auth: Auth = Auth.TOKEN
+    query: bool = False  # the query string is the request, in the body's JSON form
 
 
-def refused(exc: GatewayError) -> Reply:
-    """A core error as the device API answers it: a status and a plain-text reason; 401 has no body."""
-    if isinstance(exc, PayloadTooLarge):
-        metrics.BAD_REQUESTS.labels(PROTOCOL, "oversize").inc()
-    elif isinstance(exc, InvalidInput):
-        metrics.BAD_REQUESTS.labels(PROTOCOL, "malformed" if isinstance(exc, MalformedPayload) else "invalid").inc()
-    elif isinstance(exc, Unauthorized):
-        metrics.AUTH_FAILURES.labels(PROTOCOL).inc()
-    elif isinstance(exc, TooManyRequests):
-        metrics.LIMIT_REFUSALS.labels(PROTOCOL, type(exc).__name__).inc()
-    status = status_of(exc)
-    headers = tuple(retry_headers(exc).items())
-    return Reply(status, headers=headers) if status == 401 else Reply.text(status, exc.message, headers)
+def _route(
+    method: str, path: str, operation: Operation, auth: Auth = Auth.TOKEN, *, query: bool = False
+) -> tuple[str, str, HttpRoute]:
+    return method, path, HttpRoute(operation, auth, query)
+
+
+ROUTES: RouteTable[HttpRoute] = RouteTable([
+    _route("POST", "/api/v1/provision", Operation.PROVISION, Auth.NONE),
+    _route("POST", "/api/v1/me/telemetry", Operation.TELEMETRY, Auth.CERTIFICATE),
+    _route("POST", "/api/v1/me/attributes", Operation.ATTRIBUTES, Auth.CERTIFICATE),
+    _route("GET", "/api/v1/me/attributes", Operation.ATTRIBUTE_REQUEST, Auth.CERTIFICATE, query=True),
+    _route("POST", "/api/v1/{token}/telemetry", Operation.TELEMETRY),
+    _route("POST", "/api/v1/{token}/attributes", Operation.ATTRIBUTES),
+    _route("GET", "/api/v1/{token}/attributes", Operation.ATTRIBUTE_REQUEST, query=True),
+])
+_NOT_FOUND = refused(UnknownAddress("Not found"))
+_TOO_LARGE = PayloadTooLarge("The body is larger than the configured limit")
 
 
 class DeviceApi:
-    def __init__(self, auth: DeviceAuthenticator, uplink: Uplink, provisioning: ProvisioningService) -> None:
-        self._auth = auth
-        self._uplink = uplink
-        self._provisioning = provisioning
+    """What a device HTTP connection asks (protocols.http.connection.DeviceApiPort)."""
+
+    def __init__(self, service: DeviceService) -> None:
+        self._service = service
+
+    def opened(self, address: str) -> Reply | None:
+        """A new connection from ``address``: None if admitted, else the refusal to send."""
+        try:
+            self._service.open_connection(address)
+        except GatewayError as exc:
+            return refused(exc)
+        return None
+
+    def closed(self, address: str) -> None:
+        self._service.close_connection(address)
 
     def dispatch(
         self, method: bytes, target: bytes, body: bytes, remote: str, certificate: bytes | None = None
     ) -> Outcome:
         path, _, query = target.partition(b"?")
-        parts = path.split(b"/")
-        if len(parts) < 4 or parts[1] != b"api" or parts[2] != b"v1":
+        match = ROUTES.match(path.decode("utf-8", "replace"))
+        if match is None:
             return _NOT_FOUND
-        if len(parts) == 4 and parts[3] == b"provision":
-            return self._provision(body, remote) if method == b"POST" else _method_not_allowed("POST")
-        if len(parts) != 5:
-            return _NOT_FOUND
-        token, feature = _token(parts[3]), parts[4]
-        if token == CERTIFICATE_TOKEN:
-            return self._by_certificate(method, feature, body, query, certificate, remote)
-        address = _address(remote)
-        if feature == b"telemetry":
-            if method != b"POST":
-                return _method_not_allowed("POST")
-            return self._upload(token, address, body, self._uplink.submit_telemetry)
-        if feature == b"attributes":
-            if method == b"POST":
-                return self._upload(token, address, body, self._uplink.submit_attributes)
-            if method == b"GET":
-                return self._get_attributes(token, address, query)
-            return _method_not_allowed("GET, POST")
-        return _NOT_FOUND
+        route = match.targets.get(method.decode("latin-1"))
+        if route is None:
+            allowed = tuple(sorted(match.targets))
+            return refused(MethodNotAllowed("Method not allowed", allowed))
+        if route.query:
+            body = _query_body(query)
+        if route.auth is Auth.NONE:
+            return self._provision(body, remote)
+        if route.auth is Auth.CERTIFICATE:
+            return self._by_certificate(route, match, body, certificate, remote)
+        token, address = _token(match), _address(remote)
+        try:
+            self._service.check_source(address)
+        except GatewayError as exc:
+            return refused(exc)
+        device = self._service.cached_token(token)
+        if device is None:
+            return self._after_auth(route, match, body, token, address)
+        return self._perform(device, route, match.params, body)
 
     def oversize(self, method: bytes, target: bytes, remote: str = "") -> Outcome:
         """A body over the limit: 401 if the token is unknown (decided before any body), else 413."""
-        parts = target.partition(b"?")[0].split(b"/")
-        if len(parts) == 5 and parts[1:3] == [b"api", b"v1"]:
-            token = _token(parts[3])
-            if self._auth.cached_token(token) is None:
+        match = ROUTES.match(target.partition(b"?")[0].decode("utf-8", "replace"))
+        if match is not None and "token" in match.params:
+            token = _token(match)
+            if self._service.cached_token(token) is None:
                 return self._oversize_after_auth(token, _address(remote))
-        return refused(PayloadTooLarge("The body is larger than the configured limit"))
+        return refused(_TOO_LARGE)
 
     def stored(self, future: asyncio.Future[Any]) -> Reply:
         """The answer once an acknowledgement's future is done."""
@@ -118,102 +131,78 @@ class DeviceApi:
         log.error("storing a message failed", exc_info=exc)
         return Reply.text(500, "The message could not be stored")
 
-    # handlers
+    # the operation, once the device is known
 
-    def _upload(self, token: str, address: str, body: bytes, submit: Any) -> Outcome:
+    def _perform(self, device: DeviceIdentity, route: HttpRoute, params: Params, body: bytes) -> Outcome:
+        operation = route.operation
+        handler = self._service.handler(operation)
         try:
-            self._auth.check_source(address)
+            if operation.reply is Answered.STORED:
+                future = handler(device, body, params, PROTOCOL)
+                return OK if future is None else future
+            if operation.reply is Answered.ANSWER:
+                return _answered(handler(device, body, params))
+            handler(device, body, params)
         except GatewayError as exc:
             return refused(exc)
-        device = self._auth.cached_token(token)
-        if device is None:
-            return self._upload_after_auth(token, address, body, submit)
-        return _submitted(device, body, submit)
+        return OK
 
-    async def _upload_after_auth(self, token: str, address: str, body: bytes, submit: Any) -> Reply:
+    async def _after_auth(self, route: HttpRoute, match: Match[HttpRoute], body: bytes, token: str,
+                          address: str) -> Reply:
         try:
-            device = await self._auth.by_token(token, address)
+            device = await self._service.by_token(token, address)
         except GatewayError as exc:
             return refused(exc)
-        outcome = _submitted(device, body, submit)
-        if isinstance(outcome, Reply):
-            return outcome
-        await asyncio.wait([outcome])
-        return self.stored(outcome)
-
-    async def _oversize_after_auth(self, token: str, address: str) -> Reply:
-        try:
-            await self._auth.by_token(token, address)
-        except GatewayError as exc:
-            return refused(exc)
-        return refused(PayloadTooLarge("The body is larger than the configured limit"))
+        return await self._settled(self._perform(device, route, match.params, body))
 
     async def _by_certificate(
-        self, method: bytes, feature: bytes, body: bytes, query: bytes, certificate: bytes | None, remote: str
+        self, route: HttpRoute, match: Match[HttpRoute], body: bytes, certificate: bytes | None, remote: str
     ) -> Reply:
         """``/api/v1/me/...``: the device is the one the HTTPS client certificate names (and
         registers, on its first request, when a device CA's template allows). Refused: 403."""
-        if (method, feature) not in ((b"POST", b"telemetry"), (b"POST", b"attributes"), (b"GET", b"attributes")):
-            return _NOT_FOUND if feature not in (b"telemetry", b"attributes") else _method_not_allowed(
-                "POST" if feature == b"telemetry" else "GET, POST")
         if certificate is None:
             return refused(Unauthorized())
         try:
-            device = await self._auth.by_certificate(certificate, f"https:{remote}", _address(remote))
-        except Unauthorized:
-            metrics.AUTH_FAILURES.labels(PROTOCOL).inc()
-            return refused(Forbidden("Not authorized"))
-        except SourceBlocked as exc:
-            return refused(exc)
+            device = await self._service.by_certificate(certificate, f"https:{remote}", _address(remote))
         except GatewayError as exc:
             return refused(exc)
-        if method == b"GET":
-            return await self._attributes_of(device, query)
-        outcome = _submitted(device, body, self._uplink.submit_telemetry if feature == b"telemetry"
-                             else self._uplink.submit_attributes)
+        return await self._settled(self._perform(device, route, match.params, body))
+
+    async def _settled(self, outcome: Outcome) -> Reply:
         if isinstance(outcome, Reply):
             return outcome
-        await asyncio.wait([outcome])
-        return self.stored(outcome)
+        if isinstance(outcome, asyncio.Future):
+            await asyncio.wait([outcome])
+            return self.stored(outcome)
+        return await outcome
 
-    async def _get_attributes(self, token: str, address: str, query: bytes) -> Reply:
+    async def _oversize_after_auth(self, token: str, address: str) -> Reply:
         try:
-            device = await self._auth.by_token(token, address)
+            await self._service.by_token(token, address)
         except GatewayError as exc:
             return refused(exc)
-        return await self._attributes_of(device, query)
-
-    async def _attributes_of(self, device: DeviceIdentity, query: bytes) -> Reply:
-        params = parse_qs(query.decode("latin-1"), keep_blank_values=True)
-        # The Python SDK's TBHTTPDevice spells them client_keys/shared_keys, and sends
-        # lists as repeated parameters, which Spring joins with commas.
-        client = split_keys(_joined(params, "clientKeys", "client_keys"))
-        shared = split_keys(_joined(params, "sharedKeys", "shared_keys"))
-        try:
-            result = await self._uplink.read_attributes(device, client, shared)
-        except GatewayError as exc:
-            return refused(exc)
-        return Reply.json(orjson.dumps(result))
+        return refused(_TOO_LARGE)
 
     async def _provision(self, body: bytes, remote: str) -> Reply:
         try:
-            request = request_from_json(codec.loads(body), source=f"http:{remote}")
+            result = await self._service.provision(body, f"http:{remote}", PROTOCOL)
         except GatewayError as exc:
             return refused(exc)
-        try:
-            result = await self._provisioning.provision(request)
-        except GatewayError as exc:
-            return refused(exc)
-        metrics.PROVISIONING.labels(PROTOCOL, result.status.value, result.code).inc()
         return Reply.json(response_to_json(result))
 
 
-def _submitted(device: DeviceIdentity, body: bytes, submit: Any) -> Reply | asyncio.Future[None]:
+async def _answered(answer: Awaitable[bytes]) -> Reply:
     try:
-        future = submit(device, codec.loads(body), PROTOCOL)
+        return Reply.json(await answer)
     except GatewayError as exc:
         return refused(exc)
-    return OK if future is None else future
+
+
+def _query_body(query: bytes) -> bytes:
+    """The query as the request's JSON body. The Python SDK's TBHTTPDevice sends lists as
+    repeated parameters, which Spring joins with commas."""
+    params = parse_qs(query.decode("latin-1"), keep_blank_values=True)
+    return orjson.dumps({name: ",".join(values) for name, values in params.items()})
 
 
 def _address(remote: str) -> str:
@@ -221,11 +210,6 @@ def _address(remote: str) -> str:
     return remote.rpartition(":")[0]
 
 
-def _token(segment: bytes) -> str:
-    text = segment.decode("utf-8", "replace")
+def _token(match: Match[HttpRoute]) -> str:
+    text: str = match.params["token"]
     return unquote(text) if "%" in text else text
-
-
-def _joined(params: dict[str, list[str]], *names: str) -> str | None:
-    values = [v for name in names for v in params.get(name, [])]
-    return ",".join(values) if values else None

@@ -6,7 +6,6 @@ import asyncio
 import ssl
 
 from fleetgate.core import metrics
-from fleetgate.core.admission import ConnectionGate
 from fleetgate.core.tasks import OwnedTasks
 from fleetgate.protocols.http.connection import DeviceApiPort, DeviceHttpConnection, HttpLimits
 from fleetgate.protocols.listeners import listen
@@ -17,12 +16,10 @@ class DeviceHttpServer:
     closes the sockets, ``close`` waits for in-flight answers and closes the connections."""
 
     def __init__(
-        self, api: DeviceApiPort, limits: HttpLimits, gate: ConnectionGate | None = None,
-        tls_handshake_seconds: float = 10.0,
+        self, api: DeviceApiPort, limits: HttpLimits, tls_handshake_seconds: float = 10.0,
     ) -> None:
         self._api = api
         self._limits = limits
-        self._gate = gate
         self._tls_handshake_seconds = tls_handshake_seconds
         self._servers: list[asyncio.Server] = []
         self._connections: set[DeviceHttpConnection] = metrics.CountedSet("http")
@@ -33,9 +30,6 @@ class DeviceHttpServer:
         """Whether every listener started accepts connections."""
         return all(server.is_serving() for server in self._servers)
 
-    @property
-    def connections(self) -> int:
-        return len(self._connections)
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         server, bound = await listen(self._connection, host, port, ssl_context, self._tls_handshake_seconds)
@@ -43,7 +37,7 @@ class DeviceHttpServer:
         return bound
 
     def _connection(self) -> DeviceHttpConnection:
-        return DeviceHttpConnection(self._api, self._limits, self._tasks.spawn, self._connections, self._gate)
+        return DeviceHttpConnection(self._api, self._limits, self._tasks.spawn, self._connections)
 
     async def stop_accepting(self) -> None:
         for server in self._servers:

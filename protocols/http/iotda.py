@@ -15,7 +15,7 @@ from aiohttp import web
 
 from fleetgate.core import errors
 from fleetgate.core.model import Page
-from fleetgate.core.uplink import split_keys
+from fleetgate.core.device_service import split_keys
 from fleetgate.protocols.http.server import MAX_PAYLOAD_BYTES
 
 PREFIX = "/v5/iot/{project_id}"

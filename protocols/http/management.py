@@ -14,7 +14,7 @@ from aiohttp import web
 
 from fleetgate.core import errors, signing
 from fleetgate.core.attributes import AttributeService
-from fleetgate.core.devices import DeviceService
+from fleetgate.core.devices import DeviceManagement
 from fleetgate.core.model import Product
 from fleetgate.core.commands import CommandService
 from fleetgate.core.telemetry_queries import TelemetryQueryService
@@ -98,7 +98,7 @@ class ManagementApi:
         self,
         services: Any,
         *,
-        devices: DeviceService,
+        devices: DeviceManagement,
         attributes: AttributeService,
         telemetry: TelemetryQueryService,
         commands: CommandService,

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fleetgate.core.devices import DeviceService, generated_token
+from fleetgate.core.devices import DeviceManagement, generated_token
 from fleetgate.core.errors import InvalidInput
 from fleetgate.core.model import Credentials, CredentialsType, DeviceDetails, MqttBasic
 from fleetgate.protocols.http.iotda import ScopedRoute, body_field, iotda_time, json_body, json_response, page_json, page_params
@@ -23,7 +23,7 @@ _UPDATABLE = frozenset({"device_name", "description", "gateway", "auth_info"})
 
 
 class DeviceRoutes:
-    def __init__(self, devices: DeviceService) -> None:
+    def __init__(self, devices: DeviceManagement) -> None:
         self._devices = devices
 
     def routes(self) -> list[ScopedRoute]:

@@ -313,7 +313,7 @@ RESPONSES: dict[str, Any] = {
     "DeviceUnauthorized": {"description": "Unknown access token; no body"},
     "DeviceForbidden": {"description": "The client certificate is not authorized", "content": _TEXT},
     "DevicePayloadTooLarge": {"description": "The body is over max_payload_bytes", "content": _TEXT},
-    "DeviceTooManyRequests": {"description": "An abuse limit (README, Limits on bad input): this address's "
+    "DeviceTooManyRequests": {"description": "An abuse limit (docs/limits.md): this address's "
                                              "authentication failures or this provision key's attempts; retry "
                                              "after Retry-After",
                               "headers": {"Retry-After": {"schema": _s("integer")}}, "content": _TEXT},

@@ -1,4 +1,4 @@
-"""What every MQTT session shares: the core services, the limits, and its owner's task spawner."""
+"""What every MQTT session shares: the device service, the settings, and its owner's task spawner."""
 
 from __future__ import annotations
 
@@ -7,12 +7,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fleetgate.core.admission import ConnectionGate
-from fleetgate.core.auth import DeviceAuthenticator
-from fleetgate.core.downlink import Downlink
-from fleetgate.core.ingest import IngestPipeline
-from fleetgate.core.provisioning import ProvisioningService
-from fleetgate.core.uplink import Uplink
+from fleetgate.core.device_service import DeviceService
 from fleetgate.protocols.mqtt.connect import Limits
 
 if TYPE_CHECKING:
@@ -20,18 +15,17 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
-class MqttContext:
-    """What every session shares: the core services, the limits, and its owner's task spawner."""
-
-    auth: DeviceAuthenticator
-    uplink: Uplink
-    provisioning: ProvisioningService
-    downlink: Downlink
-    pipeline: IngestPipeline
+class MqttSettings:
     limits: Limits
     connect_timeout: float
     provision_close_after: float
     max_connections: int
+    tls_handshake_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class MqttContext:
+    service: DeviceService
+    settings: MqttSettings
     spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
     sessions: set[MqttSession]
-    gate: ConnectionGate | None = None

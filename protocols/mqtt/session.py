@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import orjson
 
-from fleetgate.core import codec as payloads
 from fleetgate.core import metrics
 from fleetgate.core.admission import address_of
 from fleetgate.core.errors import GatewayError, InvalidInput, Overloaded, TooManyRequests
 from fleetgate.core.model import DeviceIdentity
-from fleetgate.protocols.mqtt import codec, provisioning, requests, topics
+from fleetgate.core.operations import Operation, Params, Reply
+from fleetgate.protocols.mqtt import codec, provisioning
 from fleetgate.protocols.mqtt.acks import AckQueue
 from fleetgate.protocols.mqtt.aliases import TopicAliases
 from fleetgate.protocols.mqtt.context import MqttContext
-from fleetgate.protocols.mqtt.connect import Admitted, Refused, admit, limit_reason
+from fleetgate.protocols.mqtt.connect import Admitted, Refused, admit
+from fleetgate.protocols.mqtt.errors import reason_of
+from fleetgate.protocols.mqtt.routes import ROUTES, Feed
+from fleetgate.protocols.routing import render
 from fleetgate.protocols.mqtt.keepalive import KeepAlive
 from fleetgate.protocols.mqtt.outbound import DEFAULT_RECEIVE_MAXIMUM, Outbound
 from fleetgate.protocols.mqtt.subscriptions import Subscriptions
@@ -51,13 +54,13 @@ class MqttSession(asyncio.Protocol):
         self._ctx = context
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self._decoder = codec.Decoder(max_packet_size=context.limits.max_packet_size)
+        self._decoder = codec.Decoder(max_packet_size=context.settings.limits.max_packet_size)
         self._version = 4
         self._admitted: Admitted | None = None
         self._connecting = False
         self._backlog: list[Packet] = []  # packets that arrived while CONNECT or the queue was pending
         self._acks = AckQueue(self._write, self._on_stored, self._close)
-        self._aliases = TopicAliases(context.limits.topic_alias_maximum)
+        self._aliases = TopicAliases(context.settings.limits.topic_alias_maximum)
         self._subscriptions = Subscriptions(provisioning_only=True)
         self._outbound = Outbound(self._write, _DOWNLINK_BACKLOG)
         self._paused_for: tuple[str, ...] = ()  # why reading stopped: "queue", "inflight"
@@ -77,21 +80,19 @@ class MqttSession(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         self._transport = cast(asyncio.Transport, transport)
-        if len(self._ctx.sessions) >= self._ctx.max_connections:
+        if len(self._ctx.sessions) >= self._ctx.settings.max_connections:
             metrics.BAD_REQUESTS.labels(PROTOCOL, "too_many_connections").inc()
             self._close()
             return
         self._ctx.sessions.add(self)
-        gate = self._ctx.gate
-        if gate is not None:
-            address = address_of(self._transport.get_extra_info("peername"))
-            try:
-                gate.open(address)
-                self._address = address
-            except TooManyRequests as exc:
-                metrics.LIMIT_REFUSALS.labels(PROTOCOL, type(exc).__name__).inc()
-                self._refusal = exc
-        self._clock = KeepAlive(self._ctx.connect_timeout, self._expired, self._paused)
+        address = address_of(self._transport.get_extra_info("peername"))
+        try:
+            self._ctx.service.open_connection(address)
+            self._address = address
+        except TooManyRequests as exc:
+            metrics.LIMIT_REFUSALS.labels(PROTOCOL, type(exc).__name__).inc()
+            self._refusal = exc
+        self._clock = KeepAlive(self._ctx.settings.connect_timeout, self._expired, self._paused)
         ssl_object = self._transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             metrics.TLS_HANDSHAKES.labels(PROTOCOL, "true" if ssl_object.session_reused else "false").inc()
@@ -99,14 +100,14 @@ class MqttSession(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._ctx.sessions.discard(self)
-        if self._address is not None and self._ctx.gate is not None:
-            self._ctx.gate.close(self._address)
+        if self._address is not None:
+            self._ctx.service.close_connection(self._address)
             self._address = None
         if self._clock is not None:
             self._clock.cancel()
         admitted = self._admitted
         if admitted is not None and admitted.device is not None:
-            self._ctx.downlink.detach(admitted.device.device_id, self)
+            self._ctx.service.detach(admitted.device, self)
             if admitted.will_accepted and not self._clean_disconnect:
                 self._publish_will()
 
@@ -130,7 +131,7 @@ class MqttSession(asyncio.Protocol):
             self._backlog.extend(packets)
             return
         self._handle_all(packets)
-        if self._ctx.pipeline.saturated and "queue" not in self._paused_for:
+        if self._ctx.service.saturated and "queue" not in self._paused_for:
             self._pause("queue")
             self._ctx.spawn(self._await_room())
 
@@ -188,7 +189,7 @@ class MqttSession(asyncio.Protocol):
     def _on_connect(self, connect: Connect) -> None:
         self._version = self._acks.version = connect.protocol_level
         if self._refusal is not None:
-            self._write(codec.encode(ConnAck(reason_code=limit_reason(self._refusal, self._version)), self._version))
+            self._write(codec.encode(ConnAck(reason_code=reason_of(self._refusal, connect)), self._version))
             self._close()
             return
         self._connecting = True
@@ -197,7 +198,8 @@ class MqttSession(asyncio.Protocol):
     async def _admit(self, connect: Connect) -> None:
         ssl_object = self._transport.get_extra_info("ssl_object") if self._transport else None
         certificate = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        decision = await admit(connect, self._ctx.auth, self._ctx.limits, certificate, f"mqtts:{self._remote()}",
+        decision = await admit(connect, self._ctx.service, self._ctx.settings.limits, certificate,
+                               f"mqtts:{self._remote()}",
                                self._remote().rpartition(":")[0],
                                resumed=ssl_object is not None and ssl_object.session_reused)
         if self._transport is None:
@@ -217,7 +219,7 @@ class MqttSession(asyncio.Protocol):
         outbound.max_packet_size = connect.properties.get(Property.MAXIMUM_PACKET_SIZE, 0)
         outbound.receive_maximum = connect.properties.get(Property.RECEIVE_MAXIMUM, DEFAULT_RECEIVE_MAXIMUM)
         if decision.device is not None:
-            self._ctx.downlink.attach(decision.device.device_id, self)
+            self._ctx.service.attach(decision.device, self)
         self._write(codec.encode(ConnAck(properties=decision.connack_properties), self._version))
         log.debug("MQTT connection accepted", extra={
             "client_id": connect.client_id, "remote": self._remote(), "protocol": PROTOCOL,
@@ -240,56 +242,67 @@ class MqttSession(asyncio.Protocol):
         except codec.ProtocolError as exc:
             self._abort(exc.reason_code, exc.message)
             return
+        limits = self._ctx.settings.limits
         if publish.qos == 2 and publish.packet_id in self._acks.qos2:
             # A retransmission of a message already stored: answer it again, store nothing.
             self._acks.ready(codec.encode_pubrec(publish.packet_id, Reason.SUCCESS, self._version))
             return
-        if publish.qos and self._acks.in_flight >= self._ctx.limits.receive_maximum:
+        if publish.qos and self._acks.in_flight >= limits.receive_maximum:
             self._abort(Reason.RECEIVE_MAXIMUM_EXCEEDED, "more QoS 1 and 2 messages in flight than allowed")
             return
+        match = ROUTES.match(topic) if len(topic) <= limits.max_topic_length else None
+        route = match.targets[""] if match is not None else None
         device = self._admitted.device if self._admitted else None
         if device is None:
-            self._on_provision_publish(publish, topic)
+            # A provisioning session may only ask for its credentials.
+            if route is None or route.operation is not Operation.PROVISION:
+                self._ack_now(publish, Reason.TOPIC_NAME_INVALID)
+                self._close()
+                return
+            self._ctx.spawn(self._provision(publish, cast(str, route.reply)))
             return
-        route = topics.route(topic) if len(topic) <= self._ctx.limits.max_topic_length else None
-        if route is None:
+        if route is None or not route.operation.needs_device:
             metrics.BAD_REQUESTS.labels(PROTOCOL, "unknown_topic").inc()
             self._ack_now(publish, Reason.TOPIC_NAME_INVALID)
             return
+        assert match is not None
+        operation, params = route.operation, match.params
+        handler = self._ctx.service.handler(operation)
         try:
-            payload = payloads.loads(publish.payload)
-            if route.kind is topics.Kind.TELEMETRY:
-                self._store(publish, self._ctx.uplink.submit_telemetry, device, payload)
-            elif route.kind is topics.Kind.ATTRIBUTES:
-                self._store(publish, self._ctx.uplink.submit_attributes, device, payload)
-            else:
+            if operation.reply is Reply.STORED:
+                self._store(publish, handler, device, params)
+            elif operation.reply is Reply.ANSWER:
+                answer = handler(device, publish.payload, params)
                 self._ack_now(publish, Reason.SUCCESS)
-                self._on_request(device, route, payload)
+                self._ctx.spawn(self._answer(answer, render(cast(str, route.reply), params)))
+            else:
+                handler(device, publish.payload, params)
+                self._ack_now(publish, Reason.SUCCESS)
         except Overloaded:
             raise
         except InvalidInput as exc:
             self._refuse_payload(publish, device, exc)
         except GatewayError as exc:
-            self._abort(Reason.SERVER_UNAVAILABLE, exc.message)
+            self._abort(reason_of(exc), exc.message)
 
-    def _store(self, publish: Publish, submit: Callable[..., Any], device: DeviceIdentity, payload: Any) -> None:
+    def _store(self, publish: Publish, submit: Callable[..., Any], device: DeviceIdentity, params: Params) -> None:
         """Hand the message to the pipeline; its acknowledgement waits in order for the commit."""
         if publish.qos == 0:
-            submit(device, payload, PROTOCOL)
+            submit(device, publish.payload, params, PROTOCOL)
             return
         receipt = self._acks.waiting(cast(int, publish.packet_id), publish.qos)
         try:
-            submit(device, payload, PROTOCOL, receipt)
+            submit(device, publish.payload, params, PROTOCOL, receipt)
         except BaseException:
             self._acks.withdraw()
             raise
-        if self._acks.in_flight >= self._ctx.limits.receive_maximum and self._version != MQTT_5:
+        if self._acks.in_flight >= self._ctx.settings.limits.receive_maximum and self._version != MQTT_5:
             # A 3.1.1 client does not know the limit: slow it down instead (MQTT 5 clients
             # are told it in CONNACK and disconnected for exceeding it, MQTT-3.3.4-9).
             self._pause("inflight")
 
     def _on_stored(self) -> None:
-        if "inflight" in self._paused_for and self._acks.in_flight < self._ctx.limits.receive_maximum:
+        if "inflight" in self._paused_for and self._acks.in_flight < self._ctx.settings.limits.receive_maximum:
             self._resume("inflight")
 
     def _ack_now(self, publish: Publish, reason: int) -> None:
@@ -306,37 +319,24 @@ class MqttSession(asyncio.Protocol):
 
     # requests that are answered, not stored
 
-    def _on_request(self, device: DeviceIdentity, route: topics.Route, payload: Any) -> None:
-        request_id = cast(int, route.request_id)
-        if route.kind is topics.Kind.RPC_RESPONSE:
-            self._ctx.downlink.rpc_reply(device.device_id, request_id, payload)
-        elif route.kind is topics.Kind.RPC_REQUEST:
-            answer = requests.client_rpc_answer(self._ctx.downlink, payload)
-            self._publish(topics.rpc_response_topic(request_id, route.short), answer)
-        elif route.kind is topics.Kind.ATTRIBUTE_REQUEST:
-            self._ctx.spawn(self._answer_attributes(device, request_id, route.short, payload))
+    async def _answer(self, answer: Awaitable[bytes], topic: str) -> None:
+        try:
+            body = await answer
+        except GatewayError as exc:
+            body = orjson.dumps({"error": exc.message})
+        self._publish(topic, body)
 
-    async def _answer_attributes(self, device: DeviceIdentity, request_id: int, short: bool, payload: Any) -> None:
-        answer = await requests.attributes_answer(self._ctx.uplink, device, payload)
-        self._publish(topics.attribute_response_topic(request_id, short), answer)
-
-    def _on_provision_publish(self, publish: Publish, topic: str) -> None:
-        request = (requests.provision_request(publish.payload) if topic == topics.PROVISION_REQUEST
-                   else Reason.TOPIC_NAME_INVALID)
-        if isinstance(request, int):
-            self._ack_now(publish, request)
-            self._close()
-            return
-        self._ctx.spawn(self._provision(publish, request))
-
-    async def _provision(self, publish: Publish, request: Any) -> None:
-        reason, body = await provisioning.answer(self._ctx.provisioning, request)
+    async def _provision(self, publish: Publish, reply_topic: str) -> None:
+        reason, body = await provisioning.answer(self._ctx.service, publish.payload)
         if self._transport is None:
             return
         self._ack_now(publish, reason)
-        self._publish(topics.PROVISION_RESPONSE, body)
+        if body is None:
+            self._close()
+            return
+        self._publish(reply_topic, body)
         # ThingsBoard closes a provisioning session a while after answering.
-        self._loop.call_later(self._ctx.provision_close_after, self._close)
+        self._loop.call_later(self._ctx.settings.provision_close_after, self._close)
 
     # SUBSCRIBE
 
@@ -352,14 +352,15 @@ class MqttSession(asyncio.Protocol):
 
     def push_attributes(self, update: dict[str, Any]) -> None:
         body = orjson.dumps(update)
-        for short in self._subscriptions.feeds(topics.Feed.ATTRIBUTE_UPDATES):
-            self._publish(topics.attribute_update_topic(short), body)
+        for topic in self._subscriptions.feeds(Feed.ATTRIBUTE_UPDATES):
+            self._publish(topic, body)
 
     def push_rpc(self, request_id: int, method: str, params: Any) -> None:
         # MQTT omits the id: it is in the topic.
         body = orjson.dumps({"method": method, "params": params})
-        for short in self._subscriptions.feeds(topics.Feed.RPC_REQUESTS):
-            self._publish(topics.rpc_request_topic(request_id, short), body)
+        params = {"request_id": request_id}
+        for topic in self._subscriptions.feeds(Feed.RPC_REQUESTS):
+            self._publish(render(topic, params), body)
 
     def _publish(self, topic: str, payload: bytes) -> None:
         """Send to the device at the QoS its matching subscription was granted (0 without one)."""
@@ -383,7 +384,7 @@ class MqttSession(asyncio.Protocol):
         return bool(self._paused_for)
 
     async def _await_room(self) -> None:
-        await self._ctx.pipeline.wait_for_room()
+        await self._ctx.service.wait_for_room()
         self._resume("queue")
 
     def _drain_backlog(self) -> None:
@@ -400,7 +401,7 @@ class MqttSession(asyncio.Protocol):
     def _publish_will(self) -> None:
         device = self._admitted.device if self._admitted else None
         if device is not None and self._will is not None:
-            store_will(self._will, device, self._ctx.uplink, PROTOCOL)
+            store_will(self._will, device, self._ctx.service, PROTOCOL)
 
     # writing and closing
 

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from fleetgate.protocols.mqtt import topics
 from fleetgate.protocols.mqtt.packets import MQTT_5, Reason, Subscription
+from fleetgate.protocols.mqtt.routes import DEVICE_FILTERS, PROVISIONING_FILTERS, Feed, Filter
 
 
 class Subscriptions:
-    __slots__ = ("_granted", "_provisioning_only")
+    __slots__ = ("_filters", "_granted")
 
     def __init__(self, provisioning_only: bool) -> None:
-        self._provisioning_only = provisioning_only
+        self._filters: dict[str, Filter] = PROVISIONING_FILTERS if provisioning_only else DEVICE_FILTERS
         self._granted: dict[str, int] = {}
 
     def subscribe(self, subscription: Subscription, version: int) -> int:
         """The SUBACK code: the QoS granted, or the refusal."""
-        if not self._allowed(subscription.topic_filter):
+        if subscription.topic_filter not in self._filters:
             return Reason.TOPIC_FILTER_INVALID if version == MQTT_5 else 0x80
         granted = min(subscription.qos, 1)
         self._granted[subscription.topic_filter] = granted
@@ -27,16 +27,11 @@ class Subscriptions:
     def unsubscribe(self, topic_filter: str) -> int:
         return Reason.SUCCESS if self._granted.pop(topic_filter, None) is not None else Reason.NO_SUBSCRIPTION_EXISTED
 
-    def _allowed(self, topic_filter: str) -> bool:
-        if self._provisioning_only:
-            return topic_filter == topics.PROVISION_RESPONSE
-        return topic_filter in topics.DEVICE_FILTERS
-
-    def feeds(self, feed: topics.Feed) -> Iterator[bool]:
-        """For each granted filter delivering ``feed``: whether it is the v2 short form."""
-        for topic_filter, (delivers, short) in topics.DEVICE_FILTERS.items():
-            if delivers is feed and topic_filter in self._granted:
-                yield short
+    def feeds(self, feed: Feed) -> Iterator[str]:
+        """The topic (a pattern) of each granted filter delivering ``feed``."""
+        for topic_filter, granted in self._filters.items():
+            if granted.feed is feed and topic_filter in self._granted:
+                yield granted.topic
 
     def qos_for(self, topic: str) -> int:
         """The QoS of the best matching subscription; 0 without one (answers go out anyway)."""

@@ -1,30 +1,27 @@
 """A last will, stored as the device's own message when its connection dropped without DISCONNECT.
 
-CONNECT accepted it only if its topic is one of the device's uplink topics (connect.py).
+CONNECT accepted it only if its topic routes to a stored operation (connect.py).
 """
 
 from __future__ import annotations
 
 import logging
 
-from fleetgate.core import codec as payloads
+from fleetgate.core.device_service import DeviceService
 from fleetgate.core.errors import GatewayError
 from fleetgate.core.model import DeviceIdentity
-from fleetgate.core.uplink import Uplink
-from fleetgate.protocols.mqtt import topics
 from fleetgate.protocols.mqtt.packets import Will
+from fleetgate.protocols.mqtt.routes import ROUTES
 
 log = logging.getLogger(__name__)
 
 
-def store_will(will: Will, device: DeviceIdentity, uplink: Uplink, protocol: str) -> None:
-    route = topics.route(will.topic)
+def store_will(will: Will, device: DeviceIdentity, service: DeviceService, protocol: str) -> None:
+    match = ROUTES.match(will.topic)
+    if match is None:
+        return
     try:
-        payload = payloads.loads(will.payload)
-        if route is not None and route.kind is topics.Kind.ATTRIBUTES:
-            uplink.submit_attributes(device, payload, protocol)
-        else:
-            uplink.submit_telemetry(device, payload, protocol)
+        service.handler(match.targets[""].operation)(device, will.payload, match.params, protocol)
     except GatewayError as exc:
         log.info("the last will of %s was not stored: %s", device.name, exc.message,
                  extra={"device_id": device.device_id})

@@ -1,0 +1,297 @@
+"""In-memory fakes of the core's storage ports (fleetgate.core.ports), one per port, for unit
+tests with no database. Each keeps the database's rules a caller can observe (uniqueness,
+one transaction storing all or nothing) and exposes its state for the tests to read."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+
+from fleetgate.core import credentials
+from fleetgate.core.errors import Conflict, CredentialsTaken, NameTaken
+from fleetgate.core.model import (
+    AttributeMessage,
+    AttributeScope,
+    AttributeValue,
+    AuditRecord,
+    BoundCertificate,
+    CredentialsType,
+    Device,
+    DeviceCa,
+    DeviceIdentity,
+    KeyValue,
+    Product,
+    Registration,
+    StoredCredentials,
+    TelemetryMessage,
+    Template,
+)
+
+
+class FakeAuditLog:
+    """AuditLog."""
+
+    def __init__(self) -> None:
+        self.records: list[AuditRecord] = []
+        self.separate_calls = 0
+
+    async def record(self, record: AuditRecord) -> None:
+        self.separate_calls += 1
+        self.records.append(record)
+
+
+class FakeProvisioningStore:
+    """ProvisioningStore, with the database's uniqueness rules; the records it writes with a
+    device land in the same audit log as the others."""
+
+    def __init__(self, audit: FakeAuditLog) -> None:
+        self.audit = audit
+        self.products: dict[str, Product] = {}
+        self.devices: dict[str, Device] = {}
+        self.credentials: dict[str, StoredCredentials] = {}
+        self.provisioned: dict[str, int] = {}
+        self.product_lookups = 0
+
+    def add_product(self, product: Product) -> Product:
+        self.products[product.id] = product
+        return product
+
+    async def product_by_provision_key(self, key: str) -> Product | None:
+        self.product_lookups += 1
+        return next((p for p in self.products.values() if p.provision_key == key), None)
+
+    async def create_device(
+        self, device: Device, credentials: StoredCredentials, provisioned: AuditRecord | None = None
+    ) -> None:
+        if any(d.project_id == device.project_id and d.name == device.name for d in self.devices.values()):
+            raise NameTaken()
+        if any(c.lookup == credentials.lookup for c in self.credentials.values()):
+            raise CredentialsTaken()
+        self.devices[device.id] = device
+        self.credentials[device.id] = credentials
+        if provisioned is not None:
+            self.credentials[device.id] = dataclasses.replace(credentials, pending=None)
+            self.provisioned[device.id] = device.created_at
+            self.audit.records.append(provisioned)
+
+    async def device_with_credentials(
+        self, project_id: str, name: str
+    ) -> tuple[Device, StoredCredentials | None] | None:
+        device = next((d for d in self.devices.values() if d.project_id == project_id and d.name == name), None)
+        return None if device is None else (device, self.credentials.get(device.id))
+
+    async def mark_provisioned(self, device_id: str, ts: int, record: AuditRecord) -> bool:
+        if device_id in self.provisioned:
+            return False
+        self.provisioned[device_id] = ts
+        self.credentials[device_id] = dataclasses.replace(self.credentials[device_id], pending=None)
+        self.audit.records.append(record)
+        return True
+
+    def device_named(self, name: str) -> Device:
+        (device,) = [d for d in self.devices.values() if d.name == name]
+        return device
+
+
+class FakeProductStore:
+    """ProductStore, over the provisioning fake's products (one table in the database too)."""
+
+    def __init__(self, store: FakeProvisioningStore) -> None:
+        self._products = store.products
+
+    async def create_product(self, product: Product) -> None:
+        self._products[product.id] = product
+
+    async def product(self, project_id: str, product_id: str) -> Product | None:
+        return self._products.get(product_id)
+
+    async def update_product(self, product: Product) -> None:
+        self._products[product.id] = product
+
+    async def delete_product(self, project_id: str, product_id: str) -> bool:
+        return self._products.pop(product_id, None) is not None
+
+
+@dataclasses.dataclass
+class _Binding:
+    fingerprint: str
+    device_id: str
+    ca_id: str | None
+    template_id: str | None
+    enabled: bool = True
+
+
+class FakeRegistrationStore:
+    """RegistrationStore: device CAs, templates, products, devices with their registrations and
+    certificate bindings, and the audit trail. ``register`` stores all or nothing and raises
+    Conflict where the database's unique constraints would."""
+
+    def __init__(self) -> None:
+        self.cas: dict[str, DeviceCa] = {}
+        self.templates: dict[str, Template] = {}
+        self.products: set[tuple[str, str]] = set()  # (project id, product id)
+        self.devices: dict[str, Device] = {}
+        self.registrations: dict[str, Registration] = {}  # by device id
+        self.bindings: dict[str, _Binding] = {}  # by certificate fingerprint
+        self.audit_records: list[AuditRecord] = []
+        self.registered: list[Registration] = []  # every successful register(), in order
+        self.register_calls = 0
+
+    def add_ca(self, ca: DeviceCa) -> DeviceCa:
+        self.cas[ca.id] = ca
+        return ca
+
+    def add_template(self, template: Template) -> Template:
+        self.templates[template.id] = template
+        return template
+
+    def add_product(self, project_id: str, product_id: str) -> None:
+        self.products.add((project_id, product_id))
+
+    def add_device(self, device: Device) -> Device:
+        """A device created otherwise than by auto-registration (the management API)."""
+        self.devices[device.id] = device
+        return device
+
+    def disable_certificates(self, device_id: str) -> None:
+        for binding in self.bindings.values():
+            if binding.device_id == device_id:
+                binding.enabled = False
+
+    async def certificate(self, fingerprint: str) -> BoundCertificate | None:
+        await asyncio.sleep(0)  # a query takes a turn of the loop: first connections interleave here
+        binding = self.bindings.get(fingerprint)
+        if binding is None:
+            return None
+        d = self.devices[binding.device_id]
+        ca = self.cas.get(binding.ca_id) if binding.ca_id else None
+        return BoundCertificate(fingerprint, DeviceIdentity(d.id, d.project_id, d.product_id, d.name),
+                                binding.enabled, binding.template_id, binding.ca_id, ca.crl_pem if ca else None)
+
+    async def cas_with_subject(self, subject: bytes) -> list[DeviceCa]:
+        return [ca for ca in self.cas.values() if ca.subject == subject]
+
+    async def template_by_id(self, template_id: str) -> Template | None:
+        return self.templates.get(template_id)
+
+    async def existing_device(self, project_id: str, device_id: str, product_id: str, node_id: str,
+                              name: str) -> tuple[str, str | None, str] | None:
+        def found(d: Device) -> tuple[str, str | None, str]:
+            registration = self.registrations.get(d.id)
+            return d.id, registration.template_id if registration else None, d.product_id
+
+        if device_id in self.devices:
+            return found(self.devices[device_id])
+        for d in self.devices.values():
+            if d.project_id == project_id and d.name == name:
+                return found(d)
+        for r in self.registrations.values():
+            d = r.device
+            if d.project_id == project_id and d.product_id == product_id and r.node_id == node_id:
+                return found(self.devices[d.id])
+        return None
+
+    async def product_exists(self, project_id: str, product_id: str) -> bool:
+        return (project_id, product_id) in self.products
+
+    async def audit(self, record: AuditRecord) -> None:
+        self.audit_records.append(record)
+
+    async def register(self, registration: Registration, record: AuditRecord) -> None:
+        self.register_calls += 1
+        await asyncio.sleep(0)  # as the transaction's round trip
+        d = registration.device
+        if registration.fingerprint in self.bindings:
+            raise Conflict("the certificate is bound already")
+        if registration.rotate:
+            if d.id not in self.devices:
+                raise Conflict("no device to rotate")
+            self.disable_certificates(d.id)
+        else:
+            if d.id in self.devices or any(
+                o.project_id == d.project_id and o.name == d.name for o in self.devices.values()
+            ) or any(
+                r.device.project_id == d.project_id and r.device.product_id == d.product_id
+                and r.node_id == registration.node_id for r in self.registrations.values()
+            ):
+                raise Conflict("the device exists")
+            self.devices[d.id] = d
+        # As the database's ON CONFLICT: a rotated device keeps its registration, its CA follows the certificate.
+        kept = self.registrations.get(d.id)
+        self.registrations[d.id] = dataclasses.replace(kept, ca_id=registration.ca_id) if kept else registration
+        self.bindings[registration.fingerprint] = _Binding(registration.fingerprint, d.id, registration.ca_id,
+                                                           registration.template_id)
+        self.audit_records.append(record)
+        self.registered.append(registration)
+
+
+class SetClock:
+    """Clock: the time the test sets, in Unix milliseconds."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now = now_ms
+
+    def now_ms(self) -> int:
+        return self.now
+
+
+class MemoryWriter:
+    """IngestWriter: stores batches; can be held closed, or made to fail a number of times."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[TelemetryMessage | AttributeMessage]] = []
+        self.open = asyncio.Event()
+        self.open.set()
+        self.failures: list[Exception] = []
+        self.calls = 0
+
+    async def write(self, telemetry: Sequence[TelemetryMessage], attributes: Sequence[AttributeMessage]) -> None:
+        self.calls += 1
+        await self.open.wait()
+        if self.failures:
+            raise self.failures.pop(0)
+        self.batches.append([*telemetry, *attributes])
+
+    @property
+    def rows(self) -> int:
+        return sum(m.rows for batch in self.batches for m in batch)
+
+
+class OneCertificateDevice:
+    """DeviceAuthStore holding one device with X509_CERTIFICATE credentials (this certificate)."""
+
+    def __init__(self, der: bytes) -> None:
+        self._lookup = credentials.certificate_lookup_from_der(der)
+        self.device = DeviceIdentity("d1", "p1", "prod1", "meter")
+
+    async def authenticate(self, lookup: str) -> tuple[DeviceIdentity, StoredCredentials] | None:
+        if lookup != self._lookup:
+            return None
+        return self.device, StoredCredentials(CredentialsType.X509_CERTIFICATE, lookup)
+
+
+class TokenDevices:
+    """DeviceAuthStore holding ACCESS_TOKEN devices by their tokens."""
+
+    def __init__(self, devices: dict[str, DeviceIdentity]) -> None:
+        self._by_lookup = {credentials.token_lookup(token): device for token, device in devices.items()}
+        self.lookups = 0
+
+    async def authenticate(self, lookup: str) -> tuple[DeviceIdentity, StoredCredentials] | None:
+        self.lookups += 1
+        device = self._by_lookup.get(lookup)
+        return None if device is None else (device, StoredCredentials(CredentialsType.ACCESS_TOKEN, lookup))
+
+
+class StoredAttributes:
+    """AttributeReader over attributes the test sets, by scope."""
+
+    def __init__(self, values: dict[AttributeScope, list[KeyValue]] | None = None) -> None:
+        self.values = values or {}
+
+    async def read_attributes(
+        self, device_id: str, scope: AttributeScope, keys: Sequence[str] | None
+    ) -> list[AttributeValue]:
+        return [AttributeValue(kv.key, kv.value, 0) for kv in self.values.get(scope, [])
+                if keys is None or kv.key in keys]
