@@ -27,6 +27,7 @@ from fleetgate.core.devices import DeviceManagement
 from fleetgate.core.downlink import Downlink, SessionLimits
 from fleetgate.core.health import Readiness
 from fleetgate.core.ingest import IngestPipeline, IngestSettings
+from fleetgate.core.presence import Presence, PresenceSettings
 from fleetgate.core.products import ProductService
 from fleetgate.core.projects import ProjectService
 from fleetgate.core.provisioning import ProvisioningService
@@ -35,6 +36,7 @@ from fleetgate.core.retention import Retention
 from fleetgate.core.tasks import OwnedTasks
 from fleetgate.core.telemetry_queries import TelemetryQueryService
 from fleetgate.core.device_service import DeviceService
+from fleetgate.core.subdevices import SubDeviceLimits, SubDevices
 from fleetgate.protocols.coap.server import CoapServer, CoapSettings
 from fleetgate.protocols.http.connection import HttpLimits
 from fleetgate.protocols.http.device_api import DeviceApi
@@ -53,6 +55,7 @@ from fleetgate.storage.downlink_bus import PgDownlinkBus
 from fleetgate.storage.database import open_pool, ping
 from fleetgate.storage.device_cas import DeviceCaStore
 from fleetgate.storage.devices import DeviceStore
+from fleetgate.storage.presence import PresenceStore
 from fleetgate.storage.products import ProductStore
 from fleetgate.storage.projects import ProjectStore
 from fleetgate.storage.registrations import RegistrationStore
@@ -61,6 +64,7 @@ from fleetgate.storage.retention import RetentionStore
 from fleetgate.storage.sealing import Sealer, load_key
 from fleetgate.storage.telemetry import KeyDictionary, TelemetryWriter
 from fleetgate.storage.telemetry_queries import TelemetryQueryStore
+from fleetgate.storage.subdevices import SubDeviceStore
 from fleetgate.storage.templates import TemplateStore
 
 log = logging.getLogger(__name__)
@@ -121,7 +125,7 @@ async def open_services(
         attributes=AttributeStore(pool),
         audit=audit,
         keys=KeyDictionary(),
-        registry=DeviceRegistryStore(pool, sealer),
+        registry=DeviceRegistryStore(pool, sealer, clock=clock),
         telemetry_queries=TelemetryQueryStore(pool),
         provisioning=provisioning,
         templates=TemplateService(TemplateStore(pool), settings.max_templates_per_project, clock=clock),
@@ -147,9 +151,16 @@ class Gateway:
         self._certificates: CertificateWatch | None = None
         self._bus: PgDownlinkBus | None = None
         self._downlink: Downlink | None = None
+        self._device_service: DeviceService | None = None
         self._http_app: web.Application | None = None
         self._tls: list[DeviceTls] = []
         self._retention: Retention | None = None
+        self._presence: Presence | None = None
+
+    @property
+    def presence(self) -> Presence:
+        assert self._presence is not None, "the gateway is not started"
+        return self._presence
 
     @property
     def services(self) -> Services:
@@ -191,9 +202,17 @@ class Gateway:
         self._downlink = downlink = Downlink(SessionLimits(s.max_payload_bytes, s.mqtt_max_inflight), bus)
         bus.receiver = downlink.receive
         await bus.start()
-        device_service = DeviceService(
+        self._presence = presence = Presence(PresenceStore(services.pool), PresenceSettings(
+            round(s.device_inactivity_timeout_seconds * 1000), s.presence_flush_seconds,
+        ))
+        presence.sample(("mqtt", "http", "coap"))
+        presence.start()
+        self._device_service = device_service = DeviceService(
             auth=auth, provisioning=services.provisioning, pipeline=self._pipeline, attributes=services.attributes,
-            downlink=downlink, limits=limits, ack_stored=s.ack == "stored",
+            downlink=downlink, limits=limits, ack_stored=s.ack == "stored", presence=presence,
+            subdevices=SubDevices(SubDeviceStore(services.pool), SubDeviceLimits(
+                s.gateway_max_subdevices, s.gateway_max_devices_per_message, s.gateway_default_product,
+            )),
             # One gate for every TCP device listener: a source's connections are counted together.
             gate=ConnectionGate(AdmissionLimits(
                 s.max_connections_per_address, s.connection_rate_per_address, s.connection_burst_per_address,
@@ -310,8 +329,13 @@ class Gateway:
             await self._mqtt.close()
         if self._coap is not None:
             await self._coap.close()
+        if self._presence is not None:
+            # After the front-ends: the connections they closed are written as ended now.
+            await self._presence.stop(min(left(), 5.0))
         if self._certificates is not None:
             await self._certificates.stop()
+        if self._device_service is not None:
+            await self._device_service.close()
         if self._downlink is not None:
             await self._downlink.close()
         if self._bus is not None:

@@ -139,6 +139,14 @@ class Settings:
     )
     db_pool_size: int = _setting(8, "PostgreSQL connections per process (writers included).", min=2, max=200)
     db_retry_max_seconds: float = _setting(5.0, "Longest back-off between retries while PostgreSQL is down.", min=0.01)
+    device_inactivity_timeout_seconds: float = _setting(
+        600.0, "A device that makes requests (HTTP, CoAP) rather than holding a connection is ONLINE for this "
+        "long after its last one.", min=0.01,
+    )
+    presence_flush_seconds: float = _setting(
+        2.0, "How often each process writes devices' activity and connections (one batch) and renews its lease; "
+        "the devices of a process that dies turn OFFLINE within 5 times this.", min=0.01, max=60,
+    )
     auth_cache_seconds: float = _setting(
         30.0, "How long a device's credentials are cached after a lookup; 0 disables the cache.", min=0
     )
@@ -147,6 +155,16 @@ class Settings:
     )
     max_device_cas_per_project: int = _setting(
         100, "Most device CA certificates a project may have (IoTDA: 100).", min=1, max=10_000
+    )
+    gateway_max_subdevices: int = _setting(
+        10_000, "Most sub-devices one gateway device may create and use (ThingsBoard's gateway API).", min=1,
+        max=10_000_000,
+    )
+    gateway_max_devices_per_message: int = _setting(
+        100, "Most sub-devices one gateway message may name.", min=1, max=100_000
+    )
+    gateway_default_product: str = _setting(
+        "default", "Product (created on first use, provisioning disabled) of a sub-device connected without a type."
     )
     shutdown_timeout_seconds: float = _setting(
         30.0, "Deadline for stopping on SIGTERM: the ingest queue drained, connections and pool closed.", min=0

@@ -14,26 +14,32 @@ without a task per message.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
 
-from fleetgate.core import codec, metrics
+from fleetgate.core import codec, gateway_requests, metrics
 from fleetgate.core.admission import ConnectionGate
 from fleetgate.core.auth import DeviceAuthenticator
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.codec import PayloadLimits
 from fleetgate.core.downlink import DeviceChannel, Downlink
-from fleetgate.core.errors import InvalidInput
-from fleetgate.core.ingest import IngestPipeline, Receipt
+from fleetgate.core.errors import GatewayError, InvalidInput
+from fleetgate.core.ingest import FutureReceipt, IngestPipeline, Receipt
 from fleetgate.core.model import (
     AttributeMessage, AttributeScope, DeviceIdentity, ProvisionResult, TelemetryMessage,
 )
 from fleetgate.core.operations import Operation, Params
 from fleetgate.core.ports import AttributeReader
 from fleetgate.core.provision_json import request_from_json
+from fleetgate.core.presence import Presence
 from fleetgate.core.provisioning import ProvisioningService
+from fleetgate.core.subdevices import GatewayChannel, SubDeviceChannel, SubDevices
+from fleetgate.core.tasks import OwnedTasks
+
+log = logging.getLogger(__name__)
 
 # One entry per device sending server-stamped telemetry; cleared when this many, which
 # costs at most one millisecond's uniqueness for devices then sending.
@@ -44,7 +50,8 @@ class DeviceService:
     def __init__(
         self, *, auth: DeviceAuthenticator, provisioning: ProvisioningService, pipeline: IngestPipeline,
         attributes: AttributeReader, downlink: Downlink, limits: PayloadLimits, ack_stored: bool,
-        gate: ConnectionGate | None = None, clock: Clock = SYSTEM_CLOCK,
+        subdevices: SubDevices | None = None, gate: ConnectionGate | None = None, clock: Clock = SYSTEM_CLOCK,
+        presence: Presence | None = None,
     ) -> None:
         self._auth = auth
         self._provisioning = provisioning
@@ -53,9 +60,23 @@ class DeviceService:
         self._downlink = downlink
         self._gate = gate
         self._clock = clock
+        self._presence = presence
+        # On every message: presence's own bound method (a set add), or nothing.
+        self._active: Callable[..., None] = presence.active if presence is not None else _no_activity
         self.limits = limits
         self._ack_stored = ack_stored
         self._last_server_ts: dict[str, int] = {}
+        self._subdevices = subdevices
+        self._tasks = OwnedTasks()  # sub-devices being looked up before their gateway's message is done
+        # A gateway's connections in this process, and the channels of the sub-devices behind each.
+        self._gateway_channels: dict[str, set[GatewayChannel]] = {}
+        self._behind: dict[GatewayChannel, dict[str, SubDeviceChannel]] = {}
+        # HTTP and CoAP ask both on every request: the authenticator's own bound methods, with
+        # no call of ours around them. check_source raises SourceBlocked while an address is
+        # blocked for its authentication failures; cached_token is the device of a token seen
+        # recently, or None (then ask by_token).
+        self.check_source: Callable[[str], None] = auth.check_source
+        self.cached_token: Callable[[str], DeviceIdentity | None] = auth.cached_token
 
     def handler(self, operation: Operation) -> Callable[..., Any]:
         """The method that performs ``operation``: what a front-end binds each route to."""
@@ -72,13 +93,6 @@ class DeviceService:
         if self._gate is not None and address:
             self._gate.close(address)
 
-    def check_source(self, address: str) -> None:
-        """SourceBlocked while ``address`` is blocked for its authentication failures."""
-        self._auth.check_source(address)
-
-    def cached_token(self, token: str) -> DeviceIdentity | None:
-        """The device of a token seen recently, without a lookup; None means "ask by_token"."""
-        return self._auth.cached_token(token)
 
     async def by_token(self, token: str, address: str = "") -> DeviceIdentity:
         return await self._auth.by_token(token, address)
@@ -125,6 +139,7 @@ class DeviceService:
         CoAP hand their query over in this form; ``client_keys`` is the Python SDK's spelling).
         No keys at all means every client and shared attribute; otherwise only the scopes
         whose keys were named. Empty sections are omitted."""
+        self._active(device.device_id)
         root = codec.loads(body)
         keys = root if isinstance(root, dict) else {}
         client = split_keys(_joined(keys, "clientKeys", "client_keys"))
@@ -133,6 +148,7 @@ class DeviceService:
 
     def client_rpc(self, device: DeviceIdentity, body: bytes, params: Params) -> Awaitable[bytes]:
         """A device's own call: the gateway answers the ones it knows and says so for the rest."""
+        self._active(device.device_id)
         call = codec.loads(body)
         if not isinstance(call, dict):
             raise InvalidInput('A client-side RPC request is {"method": ..., "params": ...}')
@@ -141,16 +157,105 @@ class DeviceService:
     def rpc_reply(self, device: DeviceIdentity, body: bytes, params: Params) -> None:
         """A device's answer to a server-side call (``params["request_id"]``); one nobody waits
         for any more is dropped."""
+        self._active(device.device_id)
         self._downlink.rpc_reply(device.device_id, params["request_id"], codec.loads(body))
+
+    # ThingsBoard's gateway API (fleetgate.core.gateway_requests): a gateway acting for its sub-devices
+
+    def gateway_connect(
+        self, gateway: DeviceIdentity, body: bytes, params: Params, protocol: str, receipt: Receipt | None = None
+    ) -> asyncio.Future[None] | None:
+        """Acknowledged once the sub-device exists (created in the gateway's project if new)."""
+        request = gateway_requests.connect(body)
+        return self._as_subdevices(gateway, {request.device: request.type}, lambda devices: None, receipt)
+
+    def gateway_disconnect(self, gateway: DeviceIdentity, body: bytes, params: Params) -> None:
+        name = gateway_requests.disconnect(body)
+        device = self._subdevices_of(gateway).cached(gateway, name)
+        if device is not None:
+            for channel in self._gateway_channels.get(gateway.device_id, ()):
+                wrapper = self._behind[channel].pop(device.device_id, None)
+                if wrapper is not None:
+                    self.detach(device, wrapper)
+
+    def gateway_telemetry(
+        self, gateway: DeviceIdentity, body: bytes, params: Params, protocol: str, receipt: Receipt | None = None
+    ) -> asyncio.Future[None] | None:
+        """``{"A": [{"ts": ..., "values": {...}}], "B": {...}}``: one acknowledgement once every
+        row of every device is stored. A device first named here is created, as on connect."""
+        payloads = gateway_requests.per_device(body, self._subdevices_of(gateway).limits.max_per_message)
+
+        def messages(devices: dict[str, DeviceIdentity]) -> list[TelemetryMessage]:
+            return [TelemetryMessage(device.device_id, codec.telemetry_from_json(
+                payloads[name], self._server_ts(device.device_id), self.limits)) for name, device in devices.items()]
+
+        def check(payload: Any) -> object:
+            return codec.telemetry_from_json(payload, 0, self.limits)
+
+        return self._store_for(gateway, payloads, check, messages, protocol, "gateway_telemetry", receipt)
+
+    def gateway_attributes(
+        self, gateway: DeviceIdentity, body: bytes, params: Params, protocol: str, receipt: Receipt | None = None
+    ) -> asyncio.Future[None] | None:
+        """``{"A": {"key": value}}``: the sub-devices' client attributes."""
+        payloads = gateway_requests.per_device(body, self._subdevices_of(gateway).limits.max_per_message)
+        now = self._clock.now_ms()
+
+        def messages(devices: dict[str, DeviceIdentity]) -> list[AttributeMessage]:
+            return [AttributeMessage(device.device_id, AttributeScope.CLIENT, now,
+                                     codec.attributes_from_json(payloads[name], self.limits))
+                    for name, device in devices.items()]
+
+        def check(payload: Any) -> object:
+            return codec.attributes_from_json(payload, self.limits)
+
+        return self._store_for(gateway, payloads, check, messages, protocol, "gateway_attributes", receipt)
+
+    def gateway_attribute_request(self, gateway: DeviceIdentity, body: bytes, params: Params) -> Awaitable[bytes]:
+        """``{"id": 1, "device": "A", "client": false, "keys": [...]}``, answered as
+        ``{"id": 1, "device": "A", "value": v}`` or ``"values": {...}``."""
+        request = gateway_requests.attribute_request(body)
+        return self._gateway_attributes(gateway, request)
+
+    def gateway_rpc_reply(self, gateway: DeviceIdentity, body: bytes, params: Params) -> None:
+        """``{"device": "A", "id": 1, "data": {...}}``: a sub-device's answer to a server-side call."""
+        reply = gateway_requests.rpc_reply(body)
+        device = self._subdevices_of(gateway).cached(gateway, reply.device)
+        if device is not None:
+            self._downlink.rpc_reply(device.device_id, reply.request_id, reply.data)
 
     # the downlink and back-pressure
 
-    def attach(self, device: DeviceIdentity, channel: DeviceChannel) -> None:
-        """Deliver the device's shared-attribute updates and server-side RPC to ``channel``."""
+    def attach(self, device: DeviceIdentity, channel: DeviceChannel, protocol: str = "mqtt") -> None:
+        """Deliver the device's shared-attribute updates and server-side RPC to ``channel``; a
+        gateway's channel (a GatewayChannel) also reaches the sub-devices it connects."""
         self._downlink.attach(device.device_id, channel)
+        if self._presence is not None:  # online while attached (fleetgate.core.presence)
+            self._presence.connected(device.device_id, protocol)
+        if device.gateway and isinstance(channel, GatewayChannel):
+            self._gateway_channels.setdefault(device.device_id, set()).add(channel)
+            self._behind[channel] = {}
 
-    def detach(self, device: DeviceIdentity, channel: DeviceChannel) -> None:
+    def detach(self, device: DeviceIdentity, channel: DeviceChannel, protocol: str = "mqtt") -> None:
         self._downlink.detach(device.device_id, channel)
+        if self._presence is not None:
+            self._presence.disconnected(device.device_id, protocol)
+        behind = self._behind.pop(channel, None) if isinstance(channel, GatewayChannel) else None
+        if behind is None:
+            return
+        for wrapper in behind.values():
+            self.detach(wrapper.device, wrapper)
+        channels = self._gateway_channels.get(device.device_id)
+        if channels is not None:
+            channels.discard(channel)
+            if not channels:
+                del self._gateway_channels[device.device_id]
+                if self._subdevices is not None:
+                    self._subdevices.forget_gateway(device.device_id)
+
+    async def close(self) -> None:
+        """Finish the sub-device lookups under way (their messages are then answered)."""
+        await self._tasks.finish()
 
     @property
     def saturated(self) -> bool:
@@ -162,6 +267,95 @@ class DeviceService:
 
     # internals
 
+    def _subdevices_of(self, gateway: DeviceIdentity) -> SubDevices:
+        if self._subdevices is None:
+            raise InvalidInput("This gateway serves no sub-devices")
+        return self._subdevices
+
+    def _store_for(
+        self, gateway: DeviceIdentity, payloads: dict[str, Any], check: Callable[[Any], object],
+        messages: Callable[[dict[str, DeviceIdentity]], Sequence[TelemetryMessage | AttributeMessage]],
+        protocol: str, kind: str, receipt: Receipt | None,
+    ) -> asyncio.Future[None] | None:
+        """Store one message per sub-device as one: at once when every device is known, else once
+        they are found or created. Every payload is checked before anything is done."""
+        subdevices = self._subdevices_of(gateway)
+        known = {name: subdevices.cached(gateway, name) for name in payloads}
+        if all(device is not None for device in known.values()):
+            self._connect_subdevices(gateway, known.values())  # type: ignore[arg-type]
+            return self._submit_all(messages(known), protocol, kind, receipt)  # type: ignore[arg-type]
+        # Checked now, so that a malformed message is refused at once; stored once the devices exist.
+        for payload in payloads.values():
+            check(payload)
+        return self._as_subdevices(
+            gateway, dict.fromkeys(payloads), lambda devices: self._submit_all(messages(devices), protocol, kind, None),
+            receipt, stored_by_then=True,
+        )
+
+    def _as_subdevices(
+        self, gateway: DeviceIdentity, names: dict[str, str | None],
+        then: Callable[[dict[str, DeviceIdentity]], asyncio.Future[None] | None], receipt: Receipt | None,
+        *, stored_by_then: bool = False,
+    ) -> asyncio.Future[None] | None:
+        """Find (or create) the named sub-devices, connect them, then run ``then``; the receipt is
+        told when that is done (and, with ``stored_by_then``, what it queued is stored)."""
+        subdevices = self._subdevices_of(gateway)
+        future = None
+        if receipt is None:
+            future = asyncio.get_running_loop().create_future()
+            receipt = FutureReceipt(future)
+
+        async def resolve() -> None:
+            try:
+                found = await asyncio.gather(*(subdevices.resolve(gateway, name, product)
+                                               for name, product in names.items()))
+                devices = dict(zip(names, found, strict=True))
+                self._connect_subdevices(gateway, devices.values())
+                stored = then(devices)
+                if stored_by_then and stored is not None:
+                    await stored
+            except GatewayError as exc:
+                log.info("a gateway's message for %s was refused: %s", ", ".join(names), exc.message,
+                         extra={"device_id": gateway.device_id})
+                receipt.failed(exc)
+                return
+            receipt.stored()
+
+        self._tasks.spawn(resolve())
+        if future is not None:
+            # Nobody may wait for it (QoS 0): its outcome is logged above.
+            future.add_done_callback(_retrieved)
+        return future
+
+    def _connect_subdevices(self, gateway: DeviceIdentity, devices: Iterable[DeviceIdentity]) -> None:
+        """Reach each device through the gateway's connections here, from now on."""
+        for channel in self._gateway_channels.get(gateway.device_id, ()):
+            behind = self._behind[channel]
+            for device in devices:
+                if device.device_id not in behind:
+                    wrapper = behind[device.device_id] = SubDeviceChannel(channel, device)
+                    self.attach(device, wrapper)
+
+    async def _gateway_attributes(self, gateway: DeviceIdentity, request: gateway_requests.AttributeRequest) -> bytes:
+        device = await self._subdevices_of(gateway).resolve(gateway, request.device)
+        self._connect_subdevices(gateway, (device,))
+        scope = AttributeScope.CLIENT if request.client else AttributeScope.SHARED
+        values = await self._attributes.read_attributes(device.device_id, scope, request.keys)
+        return gateway_requests.attribute_response(request, values)
+
+    def _submit_all(
+        self, messages: Sequence[TelemetryMessage | AttributeMessage], protocol: str, kind: str,
+        receipt: Receipt | None,
+    ) -> asyncio.Future[None] | None:
+        if receipt is not None and not self._ack_stored:
+            future = self._pipeline.submit_all(messages)
+            receipt.stored()
+        else:
+            future = self._pipeline.submit_all(messages, wait_stored=self._ack_stored, receipt=receipt)
+        metrics.MESSAGES.counts[(protocol, kind)] += 1
+        metrics.DATAPOINTS.counts[(protocol,)] += sum(message.rows for message in messages)
+        return future
+
     def _submit(
         self, message: TelemetryMessage | AttributeMessage, protocol: str, kind: str, receipt: Receipt | None
     ) -> asyncio.Future[None] | None:
@@ -172,6 +366,7 @@ class DeviceService:
             future = self._pipeline.submit(message, wait_stored=self._ack_stored, receipt=receipt)
         metrics.MESSAGES.counts[(protocol, kind)] += 1
         metrics.DATAPOINTS.counts[(protocol,)] += message.rows
+        self._active(message.device_id, protocol)
         return future
 
     def _server_ts(self, device_id: str) -> int:
@@ -220,5 +415,14 @@ def _joined(keys: Params, *names: str) -> str | None:
     return ",".join(values) if values else None
 
 
+def _no_activity(device_id: str, protocol: str | None = None) -> None:
+    pass
+
+
 async def _ready(answer: bytes) -> bytes:
     return answer
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()

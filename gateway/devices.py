@@ -16,6 +16,7 @@ from fleetgate.core.model import (
     Device,
     DeviceChange,
     DeviceDetails,
+    DeviceStatus,
     Page,
     Product,
     ProvisionStrategy,
@@ -91,8 +92,12 @@ class DeviceManagement:
         *,
         product_id: str | None = None,
         name: str | None = None,
+        status: DeviceStatus | None = None,
     ) -> Page:
-        return await self._registry.list_devices(project_id, limit, marker, offset, product_id=product_id, name=name)
+        """Devices (DeviceDetails), newest first; ``status`` as of now (fleetgate.core.presence)."""
+        return await self._registry.list_devices(
+            project_id, limit, marker, offset, product_id=product_id, name=name, status=status
+        )
 
     async def update(
         self,
@@ -121,7 +126,7 @@ class DeviceManagement:
         if stored is not None or device.name != old.name:
             self._cache.forget(device_id)
         info = _info(stored) if stored is not None else current.credentials
-        return DeviceChange(DeviceDetails(device, info, current.provisioned), clear)
+        return DeviceChange(DeviceDetails(device, info, current.provisioned, current.connectivity), clear)
 
     async def delete(self, project_id: str, device_id: str) -> None:
         if not await self._registry.delete_device(project_id, device_id):

@@ -96,7 +96,10 @@ class Downlink:
     ) -> None:
         self.limits = limits
         self._delivery_timeout = delivery_timeout
-        self._bus: DownlinkBus = bus if bus is not None else LocalBus()
+        if bus is None:
+            bus = local = LocalBus()
+            local.receiver = self.receive
+        self._bus: DownlinkBus = bus
         self._tasks = OwnedTasks()  # publishing "delivered" and replies
         self._channels: dict[str, set[DeviceChannel]] = {}
         self._calls: dict[tuple[str, int], _Call] = {}

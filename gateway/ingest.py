@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,6 +41,26 @@ class Receipt(Protocol):
     def stored(self) -> None: ...
 
     def failed(self, error: BaseException) -> None: ...
+
+
+class Countdown:
+    """One receipt for several messages: stored once every one is, failed at the first failure."""
+
+    __slots__ = ("_left", "_receipt")
+
+    def __init__(self, receipt: Receipt, count: int) -> None:
+        self._receipt = receipt
+        self._left = count
+
+    def stored(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self._receipt.stored()
+
+    def failed(self, error: BaseException) -> None:
+        if self._left > 0:
+            self._left = 0
+            self._receipt.failed(error)
 
 
 class FutureReceipt:
@@ -121,13 +142,8 @@ class IngestPipeline:
         Raises Overloaded when the queue holds no room for it and Unavailable
         once the pipeline is shutting down.
         """
-        if self._closing:
-            raise Unavailable("The gateway is shutting down")
         rows = message.rows
-        depth = self._queued_rows + self._inflight_rows
-        if rows and depth + rows > self._capacity and depth:
-            metrics.INGEST_REJECTED.inc()
-            raise Overloaded("The ingest queue is full", retry_after=self._settings.retry_after)
+        self._admit(rows)
         future = None
         if receipt is None and wait_stored:
             future = asyncio.get_running_loop().create_future()
@@ -136,6 +152,40 @@ class IngestPipeline:
             if receipt is not None:
                 receipt.stored()
             return future
+        self._enqueue(message, rows, receipt)
+        return future
+
+    def submit_all(
+        self, messages: Sequence[Message], *, wait_stored: bool = False, receipt: Receipt | None = None
+    ) -> asyncio.Future[None] | None:
+        """Queue several messages as one (a gateway's message for its sub-devices): all of them or,
+        when the queue lacks room for all, none; one receipt told once every one is stored."""
+        counted = [(message, message.rows) for message in messages]
+        rows = sum(count for _, count in counted)
+        self._admit(rows)
+        future = None
+        if receipt is None and wait_stored:
+            future = asyncio.get_running_loop().create_future()
+            receipt = FutureReceipt(future)
+        stored = [(message, count) for message, count in counted if count]
+        if not stored:
+            if receipt is not None:
+                receipt.stored()
+            return future
+        shared = Countdown(receipt, len(stored)) if receipt is not None and len(stored) > 1 else receipt
+        for message, count in stored:
+            self._enqueue(message, count, shared)
+        return future
+
+    def _admit(self, rows: int) -> None:
+        if self._closing:
+            raise Unavailable("The gateway is shutting down")
+        depth = self._queued_rows + self._inflight_rows
+        if rows and depth + rows > self._capacity and depth:
+            metrics.INGEST_REJECTED.inc()
+            raise Overloaded("The ingest queue is full", retry_after=self._settings.retry_after)
+
+    def _enqueue(self, message: Message, rows: int, receipt: Receipt | None) -> None:
         if not self._queue:
             self._oldest_at = asyncio.get_running_loop().time()
             self._nonempty.set()
@@ -143,9 +193,8 @@ class IngestPipeline:
         self._queued_rows += rows
         if self._queued_rows >= self._settings.batch_max_rows:
             self._full.set()
-        if depth + rows >= self._capacity:
+        if self._queued_rows + self._inflight_rows >= self._capacity:
             self._room.clear()
-        return future
 
     async def wait_for_room(self) -> None:
         """Wait until the queue has room again: how a streaming front-end pushes back."""

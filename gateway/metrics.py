@@ -100,6 +100,11 @@ AUTO_REGISTRATION = Counter(
 )
 # Per worker with workers (the pid label), so a scrape shows where devices are connected.
 CONNECTIONS = Gauge("gateway_connections", "Open device connections", ["protocol"], multiprocess_mode="all")
+# Summed over workers: a device that made requests to two workers counts on both.
+DEVICES_ONLINE = Gauge(
+    "gateway_devices_online", "Devices online through this process: connected, or within the inactivity "
+    "timeout of a request", ["protocol"], multiprocess_mode="livesum",
+)
 RETENTION_DROPPED = Counter("gateway_retention_partitions_dropped_total", "Telemetry partitions dropped by retention")
 RETENTION_DELETED = Counter(
     "gateway_retention_rows_deleted_total", "Rows deleted by retention", ["table"]

@@ -111,6 +111,8 @@ class DeviceIdentity:
     name: str
     # The product's switch: acknowledge a malformed payload on MQTT 3.1.1 instead of closing.
     send_ack_on_validation_error: bool = False
+    # A gateway speaks for sub-devices (ThingsBoard's gateway API).
+    gateway: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +238,22 @@ class CredentialsInfo:
     user_name: str | None = None
 
 
+class DeviceStatus(enum.StrEnum):
+    ONLINE = "ONLINE"
+    OFFLINE = "OFFLINE"
+
+
+@dataclass(frozen=True, slots=True)
+class Connectivity:
+    """A device's status as read (fleetgate.core.presence), with its last times in Unix
+    milliseconds; None: never."""
+
+    status: DeviceStatus = DeviceStatus.OFFLINE
+    last_online_time: int | None = None
+    last_offline_time: int | None = None
+    last_activity_time: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceDetails:
     """A device as the management API shows it.
@@ -247,6 +265,7 @@ class DeviceDetails:
     device: Device
     credentials: CredentialsInfo | None
     provisioned: bool = False
+    connectivity: Connectivity = Connectivity()
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,3 +368,19 @@ class Registration:
     common_name: str
     not_after: int
     rotate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceBatch:
+    """What one process learnt of its devices' connectivity since its last write
+    (fleetgate.core.presence); activity is as of ``now``, to within one write interval."""
+
+    process_id: str
+    now: int
+    lease_until: int  # the process's own lease: its connections count until then
+    opened: tuple[tuple[str, int], ...] = ()  # connections opened here: (device, since)
+    seen: tuple[str, ...] = ()  # devices active on a connection held here
+    requests: tuple[str, ...] = ()  # devices active by request: online until now + inactivity timeout
+    online_until: int = 0  # the requests' lease
+    released: tuple[str, ...] = ()  # connections closed with the device still online by its last request
+    closed: tuple[tuple[str, int], ...] = ()  # connections closed, the device offline: (device, when)

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from fleetgate.core.model import DeviceIdentity
+
 Params = Mapping[str, Any]
 NO_PARAMS: Params = MappingProxyType({})
 
@@ -33,17 +35,38 @@ class Reply(enum.Enum):
     NONE = "none"
 
 
+class Caller(enum.Enum):
+    ANYONE = "anyone"  # before credentials: provisioning
+    DEVICE = "device"
+    GATEWAY = "gateway"  # a device marked as a gateway
+
+
 class Operation(enum.Enum):
-    """What a device does; ``needs_device`` is False only for what comes before credentials."""
+    """What a device does, and who may ask for it (``caller``)."""
 
     TELEMETRY = ("telemetry", Reply.STORED)
     ATTRIBUTES = ("attributes", Reply.STORED)
     ATTRIBUTE_REQUEST = ("attribute_request", Reply.ANSWER)
     CLIENT_RPC = ("client_rpc", Reply.ANSWER)
     RPC_REPLY = ("rpc_reply", Reply.NONE)
-    PROVISION = ("provision", Reply.ANSWER, False)
+    PROVISION = ("provision", Reply.ANSWER, Caller.ANYONE)
+    # ThingsBoard's gateway API: a gateway device acting for the sub-devices behind it.
+    GATEWAY_CONNECT = ("gateway_connect", Reply.STORED, Caller.GATEWAY)
+    GATEWAY_DISCONNECT = ("gateway_disconnect", Reply.NONE, Caller.GATEWAY)
+    GATEWAY_TELEMETRY = ("gateway_telemetry", Reply.STORED, Caller.GATEWAY)
+    GATEWAY_ATTRIBUTES = ("gateway_attributes", Reply.STORED, Caller.GATEWAY)
+    GATEWAY_ATTRIBUTE_REQUEST = ("gateway_attribute_request", Reply.ANSWER, Caller.GATEWAY)
+    GATEWAY_RPC_REPLY = ("gateway_rpc_reply", Reply.NONE, Caller.GATEWAY)
 
-    def __init__(self, method: str, reply: Reply, needs_device: bool = True) -> None:
+    def __init__(self, method: str, reply: Reply, caller: Caller = Caller.DEVICE) -> None:
         self.method = method
         self.reply = reply
-        self.needs_device = needs_device
+        self.caller = caller
+
+    @property
+    def needs_device(self) -> bool:
+        return self.caller is not Caller.ANYONE
+
+    def allowed(self, device: DeviceIdentity) -> bool:
+        """Whether ``device`` may ask for this (only gateway devices use the gateway API)."""
+        return self.caller is not Caller.GATEWAY or device.gateway

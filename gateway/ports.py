@@ -19,9 +19,11 @@ from fleetgate.core.model import (
     DeviceCa,
     DeviceDetails,
     DeviceIdentity,
+    DeviceStatus,
     KeyValue,
     LatestTelemetry,
     Page,
+    PresenceBatch,
     Product,
     Project,
     Registration,
@@ -119,8 +121,10 @@ class DeviceLookup(Protocol):
 
 class DeviceRegistry(DeviceLookup, DeviceCreator, Protocol):
     async def list_devices(
-        self, project_id: str, limit: int, marker: str, offset: int, *, product_id: str | None, name: str | None
-    ) -> Page: ...
+        self, project_id: str, limit: int, marker: str, offset: int, *, product_id: str | None, name: str | None,
+        status: DeviceStatus | None = None,
+    ) -> Page:
+        """Devices (DeviceDetails) newest first, with their connectivity as of now."""
 
     async def update_device(self, device: Device, credentials: StoredCredentials | None) -> bool:
         """Save name, label and gateway flag, and replace the credentials unless None, in one
@@ -217,3 +221,25 @@ class DownlinkBus(Protocol):
     device is reached whichever process holds its connection. Each event is a JSON object."""
 
     async def publish(self, event: dict[str, object]) -> None: ...
+
+
+class PresenceStore(Protocol):
+    """Devices' connectivity, shared by every process on the database (fleetgate.core.presence)."""
+
+    async def write_presence(self, batch: PresenceBatch) -> bool:
+        """Write one batch and renew the process's lease, in one transaction; end the
+        connections of processes whose lease has run out. False when the process's lease had
+        lapsed and its connections were ended: the caller then writes them again."""
+
+    async def end_process(self, process_id: str, now: int) -> None:
+        """The process stops: its connections end now, and its lease with them."""
+
+
+class SubDeviceStore(Protocol):
+    async def subdevice(
+        self, gateway: DeviceIdentity, name: str, product_name: str, max_per_gateway: int, now_ms: int
+    ) -> DeviceIdentity:
+        """The device named ``name`` in the gateway's project, its gateway now this one; created
+        (with the product named ``product_name``, made if missing, provisioning disabled) when
+        there is none. QuotaExceeded past ``max_per_gateway`` sub-devices."""
+        ...

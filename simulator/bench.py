@@ -1,7 +1,8 @@
 """``iot-gateway bench SCENARIO``: start a gateway, load it as devices do, compare with a baseline.
 
 Scenarios, each a coroutine from (options, workspace) to a report:
-http and provision (simulator.bench_http), mqtt (simulator.bench_mqtt),
+http and provision (simulator.bench_http), mqtt (simulator.bench_mqtt; with
+--gateways, simulator.bench_mqtt_gateway),
 idle-connections (simulator.bench_idle), mtls (simulator.bench_mtls), coap
 (simulator.bench_coap), soak (simulator.bench_soak); what they share, the workspace
 with its database and the servers, is in simulator.bench_workspace.
@@ -21,6 +22,7 @@ from fleetgate.simulator.bench_coap import coap
 from fleetgate.simulator.bench_http import http, provision
 from fleetgate.simulator.bench_idle import idle_connections
 from fleetgate.simulator.bench_mqtt import mqtt
+from fleetgate.simulator.bench_mqtt_gateway import gateway_api
 from fleetgate.simulator.bench_mtls import mtls
 from fleetgate.simulator.bench_options import BenchOptions
 from fleetgate.simulator.bench_soak import soak
@@ -30,10 +32,15 @@ from fleetgate.simulator.processes import ServerFailed, raise_open_files_limit
 from fleetgate.simulator.report import BenchReport, format_table
 from fleetgate.simulator.worker import WorkerFailed
 
+
+async def _mqtt(options: BenchOptions, space: Workspace) -> BenchReport:
+    return await (gateway_api if options.gateways else mqtt)(options, space)
+
+
 SCENARIOS: dict[str, Callable[[BenchOptions, Workspace], Coroutine[Any, Any, BenchReport]]] = {
     "http": http,
     "provision": provision,
-    "mqtt": mqtt,
+    "mqtt": _mqtt,
     "idle-connections": idle_connections,
     "mtls": mtls,
     "coap": coap,

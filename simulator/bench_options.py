@@ -29,6 +29,9 @@ class BenchOptions:
     timestamps: bool = False
     requests: int = 1_000_000  # coap: the memory run's requests (0: none)
     memory_seconds: float = 900.0  # coap: the memory run's time cap
+    gateways: int = 0  # mqtt: > 0, the gateway-API scenario (simulator.bench_mqtt_gateway)
+    subdevices: int = 100  # mqtt --gateways: sub-devices behind each gateway
+    devices_per_message: int = 10  # mqtt --gateways: sub-devices in each message
 
     @property
     def max_requests(self) -> int:

@@ -217,11 +217,14 @@ async def query_value(space: Workspace, sql: str, *arguments: Any) -> Any:
         await connection.close()
 
 
-async def provision_devices(server: RunningServer, tenant: Tenant, count: int) -> tuple[str, ...]:
-    """Create ``count`` devices through the device API; their access tokens."""
-    progress(f"provisioning {count} devices")
+async def provision_devices(
+    server: RunningServer, tenant: Tenant, count: int, *, gateway: bool = False
+) -> tuple[str, ...]:
+    """Create ``count`` devices (``gateway``: gateway devices) through the device API; their access tokens."""
+    progress(f"provisioning {count} {'gateway ' if gateway else ''}devices")
+    prefix = f"{'gateway' if gateway else 'device'}-{secrets.token_hex(3)}-"
     workload = ProvisionWorkload(
-        ProvisionSpec(tenant.provision_key, tenant.provision_secret, f"device-{secrets.token_hex(3)}-"),
+        ProvisionSpec(tenant.provision_key, tenant.provision_secret, prefix, gateway=gateway),
         f"{server.host}:{server.port}", keep_tokens=True,
     )
     connections = await connect_all(server.host, server.port, min(_SETUP_CONNECTIONS, count))
@@ -246,6 +249,24 @@ async def stored_rows(space: Workspace, tenant: Tenant) -> int:
     return int(await query_value(
         space, "SELECT count(*) FROM ts_kv WHERE device_id IN (SELECT id FROM devices WHERE product_id = $1)",
         tenant.product_id,
+    ))
+
+
+async def project_rows(space: Workspace, tenant: Tenant, name_prefix: str = "") -> int:
+    """Rows in ts_kv for the devices of the tenant's project (whose names start with ``name_prefix``),
+    whatever their product: a gateway's sub-devices get theirs from the gateway's messages."""
+    return int(await query_value(
+        space, "SELECT count(*) FROM ts_kv WHERE device_id IN "
+        "(SELECT id FROM devices WHERE project_id = $1 AND starts_with(name, $2))",
+        tenant.project_id, name_prefix,
+    ))
+
+
+async def project_devices(space: Workspace, tenant: Tenant, name_prefix: str) -> int:
+    """Devices of the tenant's project whose names start with ``name_prefix``."""
+    return int(await query_value(
+        space, "SELECT count(*) FROM devices WHERE project_id = $1 AND starts_with(name, $2)",
+        tenant.project_id, name_prefix,
     ))
 
 

@@ -50,7 +50,10 @@ _SCENARIOS: dict[str, tuple[str, str]] = {  # name: (one line, description)
         "MQTT telemetry against mosquitto",
         "The same as http over MQTT (one connection a device, user name = access token, QoS --qos with "
         "--inflight messages unacknowledged), compared with mosquitto when it is installed; "
-        "--target mosquitto measures mosquitto alone.",
+        "--target mosquitto measures mosquitto alone. With --gateways N: ThingsBoard's gateway API "
+        "instead, N gateway connections each publishing for --subdevices sub-devices, "
+        "--devices-per-message of them a message, against --devices direct devices in stored data "
+        "points a second (target: at least 80%).",
     ),
     "idle-connections": (
         "the memory of idle MQTT connections",
@@ -190,6 +193,14 @@ def _mqtt_options(parser: argparse.ArgumentParser) -> None:
     _timing(parser)
     _rate(parser, "messages")
     _mqtt(parser)
+    group = parser.add_argument_group("gateway API (v1/gateway/telemetry)")
+    group.add_argument("--gateways", type=not_negative(int), default=0, metavar="N",
+                       help="gateway devices, one connection each, publishing for their sub-devices; measured "
+                            "against the --devices direct devices, no mosquitto runs; 0: off [default: 0]")
+    group.add_argument("--subdevices", type=positive(int), default=100, metavar="M",
+                       help="sub-devices behind each gateway [default: 100]")
+    group.add_argument("--devices-per-message", type=positive(int), default=10, metavar="K",
+                       help="sub-devices in each message, taking turns; at most --subdevices [default: 10]")
 
 
 def _idle_options(parser: argparse.ArgumentParser) -> None:

@@ -14,6 +14,7 @@ from fleetgate.simulator.coap_packets import CoapTelemetrySpec
 from fleetgate.simulator.workloads import MqttTelemetrySpec, ProvisionSpec, TelemetrySpec, WorkloadSpec
 
 _SETUP_TIMEOUT = 60.0
+_SUBDEVICES_CREATED_PER_S = 100.0  # a pessimistic pace, for the deadline only
 
 
 def workload_from_json(data: dict[str, Any]) -> WorkloadSpec | CoapTelemetrySpec:
@@ -22,7 +23,7 @@ def workload_from_json(data: dict[str, Any]) -> WorkloadSpec | CoapTelemetrySpec
         case "telemetry":
             return TelemetrySpec(tuple(data["tokens"]), data["body"].encode())
         case "provision":
-            return ProvisionSpec(data["key"], data["secret"], data["prefix"])
+            return ProvisionSpec(data["key"], data["secret"], data["prefix"], bool(data.get("gateway", False)))
         case "mqtt":
             return MqttTelemetrySpec.from_json(data)
         case "coap":
@@ -47,10 +48,13 @@ class LoadSpec:
 
     @property
     def setup_timeout(self) -> float:
-        """The longest connecting may take (MQTT devices connect on a ramp)."""
+        """The longest connecting may take (MQTT devices connect on a ramp; a gateway's first
+        messages create its sub-devices, before the clock starts)."""
         workload = self.workload
-        ramp = len(workload.tokens) / workload.connect_rate if isinstance(workload, MqttTelemetrySpec) else 0.0
-        return _SETUP_TIMEOUT + ramp
+        if not isinstance(workload, MqttTelemetrySpec):
+            return _SETUP_TIMEOUT
+        ramp = len(workload.tokens) / workload.connect_rate
+        return _SETUP_TIMEOUT + ramp + len(workload.tokens) * workload.subdevices / _SUBDEVICES_CREATED_PER_S
 
     @property
     def deadline(self) -> float:

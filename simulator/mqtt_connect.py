@@ -35,7 +35,7 @@ async def connect_all(
     host: str,
     port: int,
     devices: Sequence[Device],
-    template: PublishTemplate,
+    template: PublishTemplate | Sequence[PublishTemplate],
     *,
     version: int = MQTT_311,
     window: int = 10,
@@ -54,6 +54,7 @@ async def connect_all(
     and the others go on. ``source_hosts`` spreads the connections over several
     local addresses (127.0.0.2, ...): one address has about 28,000 ephemeral ports.
     ``tls``: device index -> its TLS context (mqtts), the handshake counted in the connect.
+    ``template``: what every device publishes, or one for each device (a gateway's sub-devices are its own).
     """
     if rate <= 0:
         raise ValueError("the connect rate must be positive")
@@ -73,9 +74,10 @@ async def connect_all(
                 version=version,
             )
             local = (source_hosts[index % len(source_hosts)], 0) if source_hosts else None
+            publishes = template if isinstance(template, PublishTemplate) else template[index]
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(
-                    lambda: MqttConnection(index, connect, template, window=window, version=version),
+                    lambda: MqttConnection(index, connect, publishes, window=window, version=version),
                     host, port, local_addr=local, ssl=tls(index) if tls else None,
                     server_hostname=(server_hostname or host) if tls else None,
                 )

@@ -79,6 +79,7 @@ class MqttConnection(asyncio.Protocol):
     __slots__ = (
         "_buffer",
         "_connect",
+        "_cycle",
         "_head",
         "_last_ts",
         "_pid",
@@ -86,6 +87,7 @@ class MqttConnection(asyncio.Protocol):
         "_tail",
         "_tail_after_ts",
         "_transport",
+        "_turn",
         "connected",
         "index",
         "inflight",
@@ -114,6 +116,8 @@ class MqttConnection(asyncio.Protocol):
         self._head = template.head
         self._tail = template.tail
         self._tail_after_ts = template.tail_after_ts
+        self._cycle = template.cycle
+        self._turn = 0
         self._last_ts = 0
         self._pid = 0
         self._buffer = b""
@@ -151,6 +155,8 @@ class MqttConnection(asyncio.Protocol):
 
     def _qos1_parts(self, started: Iterable[int]) -> list[bytes]:
         """One QoS 1 message per start time, each under the next packet id not in flight."""
+        if self._cycle:
+            return self._cycle_parts(started, acked=True)
         head, tail, after = self._head, self._tail, self._tail_after_ts
         inflight, ids, pid = self.inflight, PACKET_IDS, self._pid
         parts: list[bytes] = []
@@ -169,6 +175,8 @@ class MqttConnection(asyncio.Protocol):
         return parts
 
     def _qos0_parts(self, count: int) -> list[bytes]:
+        if self._cycle:
+            return self._cycle_parts(repeat(0, count), acked=False)
         head, tail, after = self._head, self._tail, self._tail_after_ts
         if after is None:
             return [head, tail] * count
@@ -180,6 +188,30 @@ class MqttConnection(asyncio.Protocol):
             parts.append(after)
         return parts
 
+    def _cycle_parts(self, started: Iterable[int], *, acked: bool) -> list[bytes]:
+        """One message per start time, each the next of the template's cycle (a gateway's
+        sub-devices taking turns) with its timestamps filled in; ``acked`` (QoS 1): each
+        under the next packet id not in flight."""
+        cycle, turn, inflight, ids, pid = self._cycle, self._turn, self.inflight, PACKET_IDS, self._pid
+        parts: list[bytes] = []
+        for started_ns in started:
+            head, first, *rest = cycle[turn]
+            turn = turn + 1 if turn + 1 < len(cycle) else 0
+            parts.append(head)
+            if acked:
+                pid = pid % MAX_PACKET_ID + 1
+                while pid in inflight:
+                    pid = pid % MAX_PACKET_ID + 1
+                inflight[pid] = started_ns
+                parts.append(ids[pid])
+            parts.append(first)
+            if rest:
+                ts = self._timestamp()
+                for piece in rest:
+                    parts.append(ts)
+                    parts.append(piece)
+        self._turn, self._pid = turn, pid
+        return parts
 
     def _timestamp(self) -> bytes:
         """Now in milliseconds, but always after this device's previous one: no two of its

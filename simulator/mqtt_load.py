@@ -3,7 +3,9 @@
 Before any clock starts, every device is connected on a timetable
 (``connect_rate``, no CONNECT storm) and, at QoS 1, publishes one message whose
 PUBACK is awaited (at QoS 0, a PINGREQ), so the server really serves every
-connection; answers still missing after ``drain_timeout`` count as errors. The
+connection; a gateway connection goes once round its messages, one at a time, so
+that the server has created every sub-device before the clock starts; answers
+still missing after ``drain_timeout`` count as errors. The
 loops themselves are in simulator.mqtt_qos1, simulator.mqtt_qos0 and
 simulator.mqtt_pings.
 """
@@ -17,6 +19,7 @@ from dataclasses import replace
 from fleetgate.simulator.loadspec import LoadSpec
 from fleetgate.simulator.mqtt_connect import ConnectOutcome, Device, connect_all, disconnect_all
 from fleetgate.simulator.mqtt_driver import ClosedLoopDriver, OpenLoopDriver
+from fleetgate.simulator.mqtt_gateway import gateway_payloads, turns
 from fleetgate.simulator.mqtt_packets import PublishTemplate
 from fleetgate.simulator.mqtt_pings import IdleHold, Pinger
 from fleetgate.simulator.mqtt_qos0 import Qos0ClosedLoop, Qos0OpenLoop
@@ -34,10 +37,26 @@ def devices_of(spec: MqttTelemetrySpec) -> list[Device]:
     return [Device(f"{spec.client_prefix}{spec.first + i}", token or None) for i, token in enumerate(spec.tokens)]
 
 
-def template_of(spec: MqttTelemetrySpec) -> PublishTemplate:
-    return PublishTemplate.build(
-        spec.topic, spec.body, qos=spec.qos, version=spec.version, timestamp=spec.timestamps
-    )
+def template_of(spec: MqttTelemetrySpec) -> PublishTemplate | list[PublishTemplate]:
+    """What every device publishes; a gateway's: its own sub-devices' messages, one template a connection."""
+    if not spec.subdevices:
+        return PublishTemplate.build(
+            spec.topic, spec.body, qos=spec.qos, version=spec.version, timestamp=spec.timestamps
+        )
+    return [
+        PublishTemplate.build_cycle(
+            spec.topic,
+            gateway_payloads(spec.client_prefix, spec.first + i, spec.subdevices, spec.devices_per_message,
+                             spec.body, timestamp=spec.timestamps),
+            qos=spec.qos, version=spec.version,
+        )
+        for i in range(len(spec.tokens))
+    ]
+
+
+def priming_rounds(spec: MqttTelemetrySpec) -> int:
+    """Messages each connection sends, one at a time, before the clock: a gateway's whole round."""
+    return turns(spec.subdevices, spec.devices_per_message) if spec.subdevices else 1
 
 
 async def run_spec(
@@ -81,8 +100,10 @@ async def run_spec(
             primed = await Pinger(connections, datapoints, 0).run(spec.drain_timeout)
             primed = replace(primed, total_ok=0)  # no message was sent
         else:
-            primer = ClosedLoop(connections, datapoints, len(connections), burst=1)
-            primed = await primer.run(0, spec.drain_timeout, 0)
+            primed = _empty(datapoints)
+            for _ in range(priming_rounds(workload)):
+                primer = ClosedLoop(connections, datapoints, len(connections), burst=1)
+                primed = (await primer.run(0, spec.drain_timeout, 0)).with_priming(primed)
         if ready is not None:
             await ready()
         if spec.mode == "idle":

@@ -2,7 +2,8 @@
 
 Packets the generator sends are encoded here once and written as ready bytes:
 CONNECT, PUBLISH at QoS 0 or 1 (only the packet id, and optionally a
-timestamp, change from one message to the next), PINGREQ, DISCONNECT and
+timestamp, change from one message to the next, or a gateway's few payloads
+take turns), PINGREQ, DISCONNECT and
 SUBSCRIBE. Packets it receives are split by their fixed header and read
 minimally: CONNACK (return or reason code, and MQTT 5's Receive Maximum),
 PUBACK (packet id and, on MQTT 5, reason code), SUBACK, PINGRESP and MQTT 5's
@@ -13,6 +14,7 @@ well over 50,000 messages a second.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 MQTT_311 = 4
@@ -151,12 +153,18 @@ class PublishTemplate:
     QoS 1 message = ``head + packet id + tail``; with ``timestamp``, the tail
     is split around a 13-digit millisecond timestamp (true of every time from
     2001 to 2286), so every message of a template has the same length.
+
+    ``cycle`` (from :meth:`build_cycle`): messages that take turns instead, as
+    a gateway's sub-devices do; each is ``(head, part, part...)``, sent as
+    ``head + packet id + parts`` joined by one timestamp. ``head`` and ``tail``
+    are then unused.
     """
 
     qos: int
     head: bytes  # fixed header, remaining length and topic
     tail: bytes  # (MQTT 5: empty properties) payload, or its part before the timestamp
     tail_after_ts: bytes | None = None
+    cycle: tuple[tuple[bytes, ...], ...] = ()
 
     @classmethod
     def build(
@@ -176,9 +184,31 @@ class PublishTemplate:
         head = bytes((PUBLISH | (qos << 1),)) + varint(length) + topic_bytes
         return cls(qos, head, props + before, after)
 
-    def encode(self, packet_id: int = 0, ts_ms: int = 0) -> bytes:
-        """One message (the slow way; the connection inlines this)."""
+    @classmethod
+    def build_cycle(
+        cls, topic: str, payloads: Sequence[tuple[bytes, ...]], *, qos: int = 1, version: int = MQTT_311
+    ) -> PublishTemplate:
+        """Messages sent in turn on one connection, each payload given as its parts around
+        its 13-digit timestamps (one part: no timestamp)."""
+        if qos not in (0, 1):
+            raise ValueError("QoS 0 or 1")
+        if not payloads or not all(payloads):
+            raise ValueError("a cycle needs at least one payload, each of at least one part")
+        props = b"\x00" if version == MQTT_5 else b""
+        topic_bytes = utf8(topic)
+        entries = []
+        for parts in payloads:
+            length = len(topic_bytes) + (2 if qos else 0) + len(props) + sum(map(len, parts)) + 13 * (len(parts) - 1)
+            head = bytes((PUBLISH | (qos << 1),)) + varint(length) + topic_bytes
+            entries.append((head, props + parts[0], *parts[1:]))
+        return cls(qos, b"", b"", None, tuple(entries))
+
+    def encode(self, packet_id: int = 0, ts_ms: int = 0, turn: int = 0) -> bytes:
+        """One message (the slow way; the connection inlines this); ``turn``: which of a cycle."""
         pid = PACKET_IDS[packet_id] if self.qos else b""
+        if self.cycle:
+            head, *parts = self.cycle[turn % len(self.cycle)]
+            return head + pid + (b"%013d" % ts_ms).join(parts)
         if self.tail_after_ts is None:
             return self.head + pid + self.tail
         return self.head + pid + self.tail + b"%013d" % ts_ms + self.tail_after_ts

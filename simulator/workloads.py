@@ -49,14 +49,17 @@ class TelemetrySpec:
 
 @dataclass(frozen=True, slots=True)
 class ProvisionSpec:
-    """New devices named ``{prefix}{n}``, created through POST /api/v1/provision."""
+    """New devices named ``{prefix}{n}``, created through POST /api/v1/provision; with
+    ``gateway``, as gateway devices (ThingsBoard's ``"gateway": true``)."""
 
     provision_key: str
     provision_secret: str
     prefix: str
+    gateway: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": "provision", "key": self.provision_key, "secret": self.provision_secret, "prefix": self.prefix}
+        return {"kind": "provision", "key": self.provision_key, "secret": self.provision_secret, "prefix": self.prefix,
+                "gateway": self.gateway}
 
 
 MQTT_TELEMETRY_TOPIC = "v1/devices/me/telemetry"
@@ -75,6 +78,11 @@ class MqttTelemetrySpec:
     ``{client_prefix}{first + i}``. ``tls``: connect over TLS (mqtts); a device whose token
     is empty connects with no user name, its client certificate (``tls.certificates``) saying
     who it is.
+
+    ``subdevices`` > 0: each connection is a gateway device's, publishing for that many
+    sub-devices of its own (ThingsBoard's gateway API, simulator.mqtt_gateway; ``topic``
+    should be v1/gateway/telemetry), ``devices_per_message`` of them in each message, each
+    with ``body``; sub-device j of connection i is named ``{client_prefix}{first + i}-{j}``.
     """
 
     tokens: tuple[str, ...]
@@ -90,6 +98,8 @@ class MqttTelemetrySpec:
     first: int = 0
     source_hosts: tuple[str, ...] = ()
     tls: MqttTls | None = None
+    subdevices: int = 0
+    devices_per_message: int = 1
 
     def __post_init__(self) -> None:
         if self.qos not in (0, 1):
@@ -98,10 +108,14 @@ class MqttTelemetrySpec:
             raise ValueError(f"MQTT protocol level 4 (3.1.1) or 5, not {self.version}")
         if not 1 <= self.inflight <= 65_535:
             raise ValueError("inflight must be 1..65535")
+        if self.subdevices < 0 or (self.subdevices and not 1 <= self.devices_per_message <= self.subdevices):
+            raise ValueError(f"sub-devices in a message must be 1..{self.subdevices} (a gateway's), "
+                             f"not {self.devices_per_message}")
 
     @property
     def datapoints(self) -> int:
-        return TelemetrySpec((), self.body).datapoints
+        """Data points a message: the body's, once for each device the message speaks for."""
+        return TelemetrySpec((), self.body).datapoints * (self.devices_per_message if self.subdevices else 1)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,7 +123,8 @@ class MqttTelemetrySpec:
             "qos": self.qos, "inflight": self.inflight, "version": self.version, "connect_rate": self.connect_rate,
             "keepalive": self.keepalive, "timestamps": self.timestamps, "client_prefix": self.client_prefix,
             "first": self.first, "source_hosts": list(self.source_hosts),
-            "tls": self.tls.to_json() if self.tls else None,
+            "tls": self.tls.to_json() if self.tls else None, "subdevices": self.subdevices,
+            "devices_per_message": self.devices_per_message,
         }
 
     @classmethod
@@ -118,7 +133,8 @@ class MqttTelemetrySpec:
             tuple(data["tokens"]), data["body"].encode(), data["topic"], int(data["qos"]), int(data["inflight"]),
             int(data["version"]), float(data["connect_rate"]), int(data["keepalive"]), bool(data["timestamps"]),
             data["client_prefix"], int(data["first"]), tuple(data["source_hosts"]),
-            MqttTls.from_json(data.get("tls")),
+            MqttTls.from_json(data.get("tls")), int(data.get("subdevices", 0)),
+            int(data.get("devices_per_message", 1)),
         )
 
     def split(self, parts: int) -> list[MqttTelemetrySpec]:
@@ -175,11 +191,14 @@ class ProvisionWorkload:
 
     def request(self, index: int) -> bytes:
         self._sent += 1
-        body = orjson.dumps({
+        request: dict[str, Any] = {
             "deviceName": f"{self._spec.prefix}{self._sent}",
             "provisionDeviceKey": self._spec.provision_key,
             "provisionDeviceSecret": self._spec.provision_secret,
-        })
+        }
+        if self._spec.gateway:
+            request["gateway"] = True
+        body = orjson.dumps(request)
         return encode_post(self._host, "/api/v1/provision", body)
 
     def check(self, index: int, status: int, body: bytes) -> str | None:

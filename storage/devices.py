@@ -107,7 +107,7 @@ class DeviceStore:
     async def authenticate(self, lookup: str) -> tuple[DeviceIdentity, StoredCredentials] | None:
         with translated():
             record = await self._pool.fetchrow(
-                """SELECT d.id, d.project_id, d.product_id, d.name, p.send_ack_on_validation_error, c.*
+                """SELECT d.id, d.project_id, d.product_id, d.name, d.gateway, p.send_ack_on_validation_error, c.*
                    FROM device_credentials c JOIN devices d ON d.id = c.device_id
                    JOIN products p ON p.id = d.product_id
                    WHERE c.lookup = $1""",

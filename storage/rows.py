@@ -54,7 +54,8 @@ def device(r: asyncpg.Record) -> Device:
 
 
 def identity(r: asyncpg.Record) -> DeviceIdentity:
-    return DeviceIdentity(r["id"], r["project_id"], r["product_id"], r["name"], r["send_ack_on_validation_error"])
+    return DeviceIdentity(r["id"], r["project_id"], r["product_id"], r["name"], r["send_ack_on_validation_error"],
+                          r["gateway"])
 
 
 def stored_credentials(r: asyncpg.Record, sealer: Sealer) -> StoredCredentials:

@@ -9,18 +9,21 @@ import dataclasses
 from collections.abc import Sequence
 
 from fleetgate.core import credentials
-from fleetgate.core.errors import Conflict, CredentialsTaken, NameTaken
+from fleetgate.core.errors import Conflict, CredentialsTaken, NameTaken, QuotaExceeded
 from fleetgate.core.model import (
     AttributeMessage,
     AttributeScope,
     AttributeValue,
     AuditRecord,
     BoundCertificate,
+    Connectivity,
     CredentialsType,
     Device,
     DeviceCa,
     DeviceIdentity,
+    DeviceStatus,
     KeyValue,
+    PresenceBatch,
     Product,
     Registration,
     StoredCredentials,
@@ -295,3 +298,118 @@ class StoredAttributes:
     ) -> list[AttributeValue]:
         return [AttributeValue(kv.key, kv.value, 0) for kv in self.values.get(scope, [])
                 if keys is None or kv.key in keys]
+
+
+class FakeSubDeviceStore:
+    """SubDeviceStore: devices by (project, name), each with the gateway that last connected it."""
+
+    def __init__(self) -> None:
+        self.devices: dict[tuple[str, str], DeviceIdentity] = {}
+        self.gateway_of: dict[str, str] = {}
+        self.products: set[tuple[str, str]] = set()
+        self.calls = 0
+        self.open = asyncio.Event()
+        self.open.set()
+
+    async def subdevice(
+        self, gateway: DeviceIdentity, name: str, product_name: str, max_per_gateway: int, now_ms: int
+    ) -> DeviceIdentity:
+        self.calls += 1
+        await self.open.wait()
+        key = (gateway.project_id, name)
+        device = self.devices.get(key)
+        if device is None:
+            if sum(1 for g in self.gateway_of.values() if g == gateway.device_id) >= max_per_gateway:
+                raise QuotaExceeded(f"The gateway already has {max_per_gateway} sub-devices")
+            self.products.add((gateway.project_id, product_name))
+            device = self.devices[key] = DeviceIdentity(f"sub-{len(self.devices) + 1}", gateway.project_id,
+                                                        f"product-{product_name}", name)
+        self.gateway_of[device.device_id] = gateway.device_id
+        return device
+
+
+class MemoryPresence:
+    """PresenceStore with the rules of storage/presence.py, and the registry's reading of
+    them (:meth:`connectivity`). Writes can be made to fail a number of times."""
+
+    def __init__(self) -> None:
+        self.batches: list[PresenceBatch] = []
+        self.failures: list[Exception] = []
+        self.leases: dict[str, int] = {}  # process -> lease until
+        self.connections: dict[tuple[str, str], int] = {}  # (device, process) -> since
+        self.rows: dict[str, dict[str, int | None]] = {}  # device -> presence column -> value
+
+    def _row(self, device_id: str) -> dict[str, int | None]:
+        return self.rows.setdefault(device_id, dict.fromkeys(
+            ("online_until", "last_online_time", "last_offline_time", "last_activity_time")))
+
+    def _leased(self, device_id: str, at: int) -> bool:
+        until = self._row(device_id)["online_until"]
+        return until is not None and until > at
+
+    def _live(self, device_id: str, at: int, other_than: str = "") -> bool:
+        return any(d == device_id and p != other_than and self.leases.get(p, 0) > at for d, p in self.connections)
+
+    def _went_offline(self, device_id: str, at: int | None) -> None:
+        row = self._row(device_id)
+        row["last_offline_time"] = max((t for t in (row["last_offline_time"], at) if t is not None), default=None)
+
+    async def write_presence(self, batch: PresenceBatch) -> bool:
+        if self.failures:
+            raise self.failures.pop(0)
+        b, me = batch, batch.process_id
+        self.batches.append(b)
+        renewed = me in self.leases
+        self.leases[me] = b.lease_until
+        for process, until in [(p, u) for p, u in self.leases.items() if u <= b.now]:
+            del self.leases[process]
+            for device_id, _ in [key for key in self.connections if key[1] == process]:
+                del self.connections[(device_id, process)]
+                if not self._leased(device_id, until) and not self._live(device_id, b.now):
+                    self._went_offline(device_id, until)
+        for device_id, since in b.opened:
+            if (device_id, me) not in self.connections:
+                if not self._leased(device_id, since) and not self._live(device_id, since):
+                    self._lapsed(device_id, since)
+                    self._row(device_id)["last_online_time"] = since
+                self.connections[(device_id, me)] = since
+        for device_id in (*b.seen, *b.requests):
+            row = self._row(device_id)
+            row["last_activity_time"] = max(row["last_activity_time"] or 0, b.now)
+        for device_id in b.requests:
+            row = self._row(device_id)
+            if not self._leased(device_id, b.now) and not self._live(device_id, b.now):
+                row["last_online_time"] = b.now
+            self._lapsed(device_id, b.now)
+            row["online_until"] = max(row["online_until"] or 0, b.online_until)
+        for device_id in b.released:
+            self.connections.pop((device_id, me), None)
+        for device_id, at in b.closed:
+            if self.connections.pop((device_id, me), None) is not None and not self._live(device_id, at, me):
+                row = self._row(device_id)
+                row["last_offline_time"] = at
+                if self._leased(device_id, at):
+                    row["online_until"] = at
+        return renewed
+
+    def _lapsed(self, device_id: str, at: int) -> None:
+        until = self._row(device_id)["online_until"]
+        if until is not None and until <= at:
+            self._went_offline(device_id, until)
+
+    async def end_process(self, process_id: str, now: int) -> None:
+        self.leases.pop(process_id, None)
+        for device_id, _ in [key for key in self.connections if key[1] == process_id]:
+            del self.connections[(device_id, process_id)]
+            if not self._leased(device_id, now) and not self._live(device_id, now, process_id):
+                self._row(device_id)["last_offline_time"] = now
+
+    def connectivity(self, device_id: str, now: int) -> Connectivity:
+        row = self._row(device_id)
+        held = [self.leases[p] for d, p in self.connections if d == device_id and p in self.leases]
+        online = self._leased(device_id, now) or any(until > now for until in held)
+        until = row["online_until"]
+        offline = [t for t in (row["last_offline_time"], until if until is not None and until <= now else None,
+                               *(u for u in held if u <= now)) if t is not None]
+        return Connectivity(DeviceStatus.ONLINE if online else DeviceStatus.OFFLINE, row["last_online_time"],
+                            max(offline, default=None), row["last_activity_time"])

@@ -3,7 +3,9 @@
 Not skipped when mosquitto is missing: these tests then fail and say so. Tiny
 loads, counts and zero errors checked; no timing is asserted (the figures
 depend on the machine). The gateway's own ``bench mqtt`` test lives with the
-gateway's MQTT listener.
+gateway's MQTT listener (tests/test_bench_smoke.py), but for the gateway-API
+mode (``--gateways``), whose generator and scenario are tested here against
+mosquitto, then against the gateway.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ import pytest
 
 from fleetgate.simulator.loadspec import LoadSpec
 from fleetgate.simulator.mosquitto import mosquitto, mosquitto_path
+from fleetgate.simulator.mqtt_gateway import GATEWAY_TELEMETRY_TOPIC
 from fleetgate.simulator.processes import RunningServer, ServerFailed, server_process
 from fleetgate.simulator.stats import LoadResult
 from fleetgate.simulator.worker import run_load
 from fleetgate.simulator.workloads import MqttTelemetrySpec
-from tests.bench_support import assert_run_shape, bench
+from tests.bench_support import LOAD, assert_run_shape, bench
 
 DEVICES = 20
+# Three gateways of four sub-devices each, two sub-devices a message: two messages go round.
+GATEWAYS = ("--gateways", "3", "--subdevices", "4", "--devices-per-message", "2")
 
 
 def require_mosquitto() -> None:
@@ -149,3 +154,49 @@ async def test_bench_idle_connections_against_mosquitto() -> None:
     assert checks["connections verified"] is True
     assert checks["mosquitto connections held"] == 200
     assert checks["mosquitto RSS holding them, KiB"] >= checks["mosquitto RSS before, KiB"] > 0
+
+
+async def test_gateway_messages_against_mosquitto(broker: RunningServer) -> None:
+    spec = load(broker, devices=3, topic=GATEWAY_TELEMETRY_TOPIC, subdevices=4, devices_per_message=2,
+                timestamps=True)
+    result = await run_load(spec, 0)
+    assert result.errors == {}
+    assert result.connections == 3 and result.ok > 0
+    assert result.datapoints_per_request == 6  # two sub-devices' three data points
+    # Before the clock, each gateway went once round its messages, one at a time.
+    assert result.total_ok >= result.ok + 3 * 2
+
+
+async def test_bench_mqtt_gateways_against_mosquitto() -> None:
+    require_mosquitto()
+    status, report, log = await bench("mqtt", "--target", "mosquitto", "--devices", "10", *GATEWAYS, *LOAD)
+    assert status == 0, log
+    assert report["scenario"] == "mqtt" and report["unit"] == "messages"
+    assert set(report["runs"]) == {"direct_max", "gateway_api_max"}
+    direct, through = report["runs"]["direct_max"], report["runs"]["gateway_api_max"]
+    for run in (direct, through):
+        assert_run_shape(run)
+    assert (direct["connections"], direct["datapoints_per_request"]) == (10, 3)
+    assert (through["connections"], through["datapoints_per_request"]) == (3, 6)
+    assert set(report["ratios"]) == {"sub-devices through gateways / direct devices, data points/s"}
+    assert report["targets"] == [] and report["checks"] == {}  # mosquitto stores nothing: nothing to promise
+    context = report["context"]
+    assert (context["gateways"], context["subdevices"], context["devices_per_message"]) == (3, 4, 2)
+    assert report["error_count"] == 0
+
+
+async def test_bench_mqtt_gateways_against_the_gateway() -> None:
+    status, report, log = await bench("mqtt", "--devices", "10", *GATEWAYS, "--timestamps", *LOAD)
+    assert status == 0, log
+    assert set(report["runs"]) == {"direct_max", "gateway_api_max"}
+    for run in report["runs"].values():
+        assert_run_shape(run)
+    checks = report["checks"]
+    # Every sub-device was created by its gateway's messages, and PUBACK meant stored, sub-device by sub-device.
+    assert checks["sub-devices in the database"] == 12 and checks["sub-devices verified"] is True
+    assert checks["rows in ts_kv, sub-devices"] == checks["data points acknowledged, sub-devices"] > 0
+    assert checks["rows in ts_kv, direct devices"] == checks["data points acknowledged, direct devices"] > 0
+    assert checks["rows verified"] is True
+    (target,) = report["targets"]
+    assert target["name"] == "gateway API" and target["goal"].startswith(">= 80%")
+    assert report["error_count"] == 0, log

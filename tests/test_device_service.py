@@ -179,8 +179,9 @@ async def test_a_devices_rpc_reply_settles_the_call_waiting_for_it(pipeline: Ing
     channel = Channel()
     service.attach(DEVICE, channel)
     call = asyncio.ensure_future(downlink.call(DEVICE.device_id, "reboot", {}, timeout=5, oneway=False))
-    service.rpc_reply(DEVICE, b'{"ok":true}', {"request_id": await pushed})
-    assert await call == {"ok": True}
+    async with asyncio.timeout(5):
+        service.rpc_reply(DEVICE, b'{"ok":true}', {"request_id": await pushed})
+        assert await call == {"ok": True}
     service.detach(DEVICE, channel)
     assert not downlink.connected(DEVICE.device_id)
 

@@ -10,7 +10,7 @@ from tests.pki import self_signed_pem
 from tests.support import Tenant, new_tenant
 
 DEVICE_KEYS = {"device_id", "device_name", "product_id", "description", "gateway", "create_time", "provisioned",
-               "auth_info"}
+               "status", "last_online_time", "last_offline_time", "last_activity_time", "auth_info"}
 
 
 async def post_telemetry(http, token: str, payload: object) -> int:

@@ -75,8 +75,15 @@ def test_the_mqtt_table_is_thingsboards_topics() -> None:
     assert _mqtt("v1/devices/me/rpc/response/9") == (Operation.RPC_REPLY, None, {"request_id": 9})
     assert _mqtt("v2/r/res/10") == (Operation.RPC_REPLY, None, {"request_id": 10})
     assert _mqtt("/provision/request") == (Operation.PROVISION, "/provision/response", {})
+    assert _mqtt("v1/gateway/connect") == (Operation.GATEWAY_CONNECT, None, {})
+    assert _mqtt("v1/gateway/disconnect") == (Operation.GATEWAY_DISCONNECT, None, {})
+    assert _mqtt("v1/gateway/telemetry") == (Operation.GATEWAY_TELEMETRY, None, {})
+    assert _mqtt("v1/gateway/attributes") == (Operation.GATEWAY_ATTRIBUTES, None, {})
+    assert _mqtt("v1/gateway/attributes/request") == (
+        Operation.GATEWAY_ATTRIBUTE_REQUEST, "v1/gateway/attributes/response", {})
+    assert _mqtt("v1/gateway/rpc") == (Operation.GATEWAY_RPC_REPLY, None, {})
     for unknown in ("v1/devices/me/rpc/request/x", "v1/devices/me/telemetry/", "v1/devices/other/telemetry",
-                    "v1/devices/me/attributes/response/1", "v2/r/req/", "v1/gateway/telemetry"):
+                    "v1/devices/me/attributes/response/1", "v2/r/req/", "v1/gateway/claim", "v1/gateway/rpc/1"):
         assert _mqtt(unknown) is None, unknown
 
 
@@ -119,9 +126,11 @@ def test_every_operation_is_a_device_service_method_of_its_reply_shape() -> None
         if operation is Operation.PROVISION:
             assert parameters == ["self", "body", "source", "protocol"]
         elif operation.reply is Reply.STORED:
-            assert parameters == ["self", "device", "body", "params", "protocol", "receipt"], operation
+            assert parameters[2:] == ["body", "params", "protocol", "receipt"], operation
         else:
-            assert parameters == ["self", "device", "body", "params"], operation
+            assert parameters[2:] == ["body", "params"], operation
+        if operation is not Operation.PROVISION:
+            assert parameters[1] == ("gateway" if operation.method.startswith("gateway_") else "device")
             assert not inspect.iscoroutinefunction(method), f"{operation} must check its request before awaiting"
 
 

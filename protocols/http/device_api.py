@@ -71,6 +71,7 @@ class DeviceApi:
 
     def __init__(self, service: DeviceService) -> None:
         self._service = service
+        self._handlers = {operation: service.handler(operation) for operation in Operation}
 
     def opened(self, address: str) -> Reply | None:
         """A new connection from ``address``: None if admitted, else the refusal to send."""
@@ -100,7 +101,10 @@ class DeviceApi:
             return self._provision(body, remote)
         if route.auth is Auth.CERTIFICATE:
             return self._by_certificate(route, match, body, certificate, remote)
-        token, address = _token(match), _address(remote)
+        token: str = match.params["token"]
+        if "%" in token:
+            token = unquote(token)
+        address = remote.rpartition(":")[0]
         try:
             self._service.check_source(address)
         except GatewayError as exc:
@@ -135,7 +139,7 @@ class DeviceApi:
 
     def _perform(self, device: DeviceIdentity, route: HttpRoute, params: Params, body: bytes) -> Outcome:
         operation = route.operation
-        handler = self._service.handler(operation)
+        handler = self._handlers[operation]
         try:
             if operation.reply is Answered.STORED:
                 future = handler(device, body, params, PROTOCOL)

@@ -1,6 +1,7 @@
 """Devices under /v5/iot/{project_id}/devices, in the shape of IoTDA's AddDevice and QueryDevice.
 
-A device's IoTDA ``description`` is its ThingsBoard ``label``.
+A device's IoTDA ``description`` is its ThingsBoard ``label``. Its ``status`` (ONLINE, OFFLINE)
+and last online, offline and activity times are read as of the request (fleetgate.core.presence).
 
 ``auth_info`` carries ThingsBoard's credential kinds. A response shows the clear
 access token or password only to the request that set it; afterwards only the
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from fleetgate.core.devices import DeviceManagement, generated_token
 from fleetgate.core.errors import InvalidInput
-from fleetgate.core.model import Credentials, CredentialsType, DeviceDetails, MqttBasic
+from fleetgate.core.model import Credentials, CredentialsType, DeviceDetails, DeviceStatus, MqttBasic
 from fleetgate.protocols.http.iotda import ScopedRoute, body_field, iotda_time, json_body, json_response, page_json, page_params
 
 _SETTABLE_TYPES = (CredentialsType.ACCESS_TOKEN, CredentialsType.MQTT_BASIC, CredentialsType.X509_CERTIFICATE)
@@ -54,6 +55,7 @@ class DeviceRoutes:
         page = await self._devices.list(
             project_id, limit, marker, offset,
             product_id=query.get("product_id") or None, name=query.get("device_name") or None,
+            status=_status(query.get("status") or None),
         )
         return json_response(page_json("devices", page, device_json))
 
@@ -107,8 +109,17 @@ def _credentials_type(raw: str | None) -> CredentialsType:
     return CredentialsType(raw)
 
 
+def _status(raw: str | None) -> DeviceStatus | None:
+    if raw is None:
+        return None
+    try:
+        return DeviceStatus(raw)
+    except ValueError:
+        raise InvalidInput(f"status must be one of {', '.join(DeviceStatus)}") from None
+
+
 def device_json(details: DeviceDetails, clear: Credentials | None = None) -> dict[str, Any]:
-    device = details.device
+    device, connectivity = details.device, details.connectivity
     return {
         "device_id": device.id,
         "device_name": device.name,
@@ -117,8 +128,16 @@ def device_json(details: DeviceDetails, clear: Credentials | None = None) -> dic
         "gateway": device.gateway,
         "create_time": iotda_time(device.created_at),
         "provisioned": details.provisioned,
+        "status": connectivity.status.value,
+        "last_online_time": _time(connectivity.last_online_time),
+        "last_offline_time": _time(connectivity.last_offline_time),
+        "last_activity_time": _time(connectivity.last_activity_time),
         "auth_info": _auth_info_json(details, clear),
     }
+
+
+def _time(ms: int | None) -> str | None:
+    return None if ms is None else iotda_time(ms)
 
 
 def _auth_info_json(details: DeviceDetails, clear: Credentials | None) -> dict[str, Any] | None:

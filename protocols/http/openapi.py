@@ -69,7 +69,8 @@ OPERATIONS_DESCRIBED: tuple[Operation, ...] = (
                             "product with the CHECK_PRE_PROVISIONED_DEVICES strategy the device is pre-provisioned: "
                             "its first provisioning request is answered with exactly these credentials."),
     _management("GET", "/devices", "List devices, newest first",
-                query=("limit", "marker", "offset", "product_id_filter", "device_name"), returns="DeviceList"),
+                query=("limit", "marker", "offset", "product_id_filter", "device_name", "status"),
+                returns="DeviceList"),
     _management("GET", "/devices/{device_id}", "Show a device", returns="Device"),
     _management("PUT", "/devices/{device_id}", "Change a device; auth_info replaces its credentials",
                 body="DeviceUpdate", returns="Device", errors=(409,)),
@@ -142,6 +143,8 @@ _NULLABLE_STRING = _s(["string", "null"])
 _STRATEGY = _s("string", enum=["ALLOW_CREATE_NEW_DEVICES", "CHECK_PRE_PROVISIONED_DEVICES", "DISABLED"])
 _CREDENTIALS_TYPE = _s("string", enum=["ACCESS_TOKEN", "MQTT_BASIC", "X509_CERTIFICATE"])
 _TIME = _s("string", "UTC, yyyyMMdd'T'HHmmss'Z'", examples=["20240131T080000Z"])
+_LAST_TIME = _s(["string", "null"], "UTC, yyyyMMdd'T'HHmmss'Z'; null: never", examples=["20240131T080000Z"])
+_STATUS = _s("string", enum=["ONLINE", "OFFLINE"])
 _VALUE = {"description": "A boolean, number, string or JSON value"}
 _PRODUCT_FIELDS = {
     "name": _s("string", maxLength=128),
@@ -196,11 +199,16 @@ SCHEMAS: dict[str, Any] = {
     ),
     "Device": _object(
         "device_id", "device_name", "product_id", "description", "gateway", "create_time", "provisioned",
-        "auth_info",
+        "status", "last_online_time", "last_offline_time", "last_activity_time", "auth_info",
         device_id=_s("string"), product_id=_s("string"),
         **{**_DEVICE_FIELDS, "auth_info": {"oneOf": [_ref("DeviceAuthInfo"), {"type": "null"}]}},
         create_time=_TIME,
         provisioned=_s("boolean", "True once the device has claimed its credentials by provisioning"),
+        status=_STATUS | {"description": "ONLINE while connected (MQTT, a CoAP observation, a sub-device behind "
+                          "its connected gateway), or within device_inactivity_timeout_seconds of a request"},
+        last_online_time=_LAST_TIME, last_offline_time=_LAST_TIME,
+        last_activity_time=_LAST_TIME | {"description": "The last message or request, to within "
+                                         "presence_flush_seconds; null: never"},
     ),
     "DeviceCreate": _object("device_name", "product_id", product_id=_s("string", "A product of this project"),
                             **_DEVICE_FIELDS),
@@ -275,6 +283,7 @@ PARAMETERS: dict[str, Any] = {
                      "Records to skip after the marker (else IOTDA.000018)"),
     "product_id_filter": _query("product_id", _s("string"), "Only this product's devices"),
     "device_name": _query("device_name", _s("string"), "Only the device with this name"),
+    "status": _query("status", _STATUS, "Only the devices ONLINE, or OFFLINE, now"),
     "scope": _query("scope", _s("string", enum=_SCOPES), "The attribute scope", required=True),
     "writable_scope": _query("scope", _s("string", enum=_SCOPES[1:]),
                              "SHARED_SCOPE or SERVER_SCOPE; client attributes are the device's", required=True),

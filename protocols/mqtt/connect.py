@@ -42,10 +42,13 @@ class Refused:
     message: str
 
 
-def _stored_by(topic: str) -> bool:
-    """Whether a PUBLISH to ``topic`` is stored (a will may only go to such a topic)."""
+def _stored_by(topic: str, device: DeviceIdentity) -> bool:
+    """Whether the device's PUBLISH to ``topic`` is stored (a will may only go to such a topic)."""
     match = ROUTES.match(topic)
-    return match is not None and match.targets[""].operation.reply is Reply.STORED
+    if match is None:
+        return False
+    operation = match.targets[""].operation
+    return operation.reply is Reply.STORED and operation.allowed(device)
 
 
 async def admit(
@@ -63,7 +66,7 @@ async def admit(
         else:
             device = await service.by_mqtt(connect.client_id, connect.username, connect.password, address)
         will = connect.will
-        if will is not None and not _stored_by(will.topic):
+        if will is not None and not _stored_by(will.topic, device):
             if connect.protocol_level == MQTT_5:
                 raise WillRefused(f"a will may only go to the device's own topics: {will.topic}")
             return _admitted(connect, device, limits, will_accepted=False)

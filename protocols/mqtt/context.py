@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fleetgate.core.device_service import DeviceService
+from fleetgate.core.operations import Operation
 from fleetgate.protocols.mqtt.connect import Limits
 
 if TYPE_CHECKING:
@@ -29,3 +30,8 @@ class MqttContext:
     settings: MqttSettings
     spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
     sessions: set[MqttSession]
+    # The service's method for each operation, bound once rather than looked up per message.
+    handlers: dict[Operation, Callable[..., Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.handlers.update((operation, self.service.handler(operation)) for operation in Operation)

@@ -41,6 +41,13 @@ ROUTES: RouteTable[TopicRoute] = RouteTable([
     _topic("v1/devices/me/rpc/response/{request_id:int}", Operation.RPC_REPLY),
     _topic("v2/r/res/{request_id:int}", Operation.RPC_REPLY),
     _topic("/provision/request", Operation.PROVISION, "/provision/response"),
+    # ThingsBoard's gateway API (https://thingsboard.io/docs/reference/gateway-mqtt-api/), gateways only
+    _topic("v1/gateway/connect", Operation.GATEWAY_CONNECT),
+    _topic("v1/gateway/disconnect", Operation.GATEWAY_DISCONNECT),
+    _topic("v1/gateway/telemetry", Operation.GATEWAY_TELEMETRY),
+    _topic("v1/gateway/attributes", Operation.GATEWAY_ATTRIBUTES),
+    _topic("v1/gateway/attributes/request", Operation.GATEWAY_ATTRIBUTE_REQUEST, "v1/gateway/attributes/response"),
+    _topic("v1/gateway/rpc", Operation.GATEWAY_RPC_REPLY),
 ])
 
 
@@ -49,6 +56,8 @@ class Feed(enum.Enum):
 
     ATTRIBUTE_UPDATES = "attribute_updates"
     RPC_REQUESTS = "rpc_requests"
+    SUBDEVICE_ATTRIBUTE_UPDATES = "subdevice_attribute_updates"  # {"device": "A", "data": {...}}
+    SUBDEVICE_RPC_REQUESTS = "subdevice_rpc_requests"  # {"device": "A", "data": {"id": 1, ...}}
     RESPONSES = "responses"  # answers are published whether or not subscribed; this sets their QoS
 
 
@@ -68,5 +77,11 @@ DEVICE_FILTERS: dict[str, Filter] = {
     "v2/r/req/+": Filter(Feed.RPC_REQUESTS, "v2/r/req/{request_id}"),
     "v1/devices/me/rpc/response/+": Filter(Feed.RESPONSES),
     "v2/r/res/+": Filter(Feed.RESPONSES),
+}
+GATEWAY_FILTERS: dict[str, Filter] = {
+    **DEVICE_FILTERS,
+    "v1/gateway/attributes": Filter(Feed.SUBDEVICE_ATTRIBUTE_UPDATES, "v1/gateway/attributes"),
+    "v1/gateway/attributes/response": Filter(Feed.RESPONSES),
+    "v1/gateway/rpc": Filter(Feed.SUBDEVICE_RPC_REQUESTS, "v1/gateway/rpc"),
 }
 PROVISIONING_FILTERS: dict[str, Filter] = {"/provision/response": Filter(Feed.RESPONSES)}

@@ -27,7 +27,7 @@ from fleetgate.protocols.mqtt.aliases import TopicAliases
 from fleetgate.protocols.mqtt.context import MqttContext
 from fleetgate.protocols.mqtt.connect import Admitted, Refused, admit
 from fleetgate.protocols.mqtt.errors import reason_of
-from fleetgate.protocols.mqtt.routes import ROUTES, Feed
+from fleetgate.protocols.mqtt.routes import DEVICE_FILTERS, GATEWAY_FILTERS, PROVISIONING_FILTERS, ROUTES, Feed
 from fleetgate.protocols.routing import render
 from fleetgate.protocols.mqtt.keepalive import KeepAlive
 from fleetgate.protocols.mqtt.outbound import DEFAULT_RECEIVE_MAXIMUM, Outbound
@@ -61,7 +61,7 @@ class MqttSession(asyncio.Protocol):
         self._backlog: list[Packet] = []  # packets that arrived while CONNECT or the queue was pending
         self._acks = AckQueue(self._write, self._on_stored, self._close)
         self._aliases = TopicAliases(context.settings.limits.topic_alias_maximum)
-        self._subscriptions = Subscriptions(provisioning_only=True)
+        self._subscriptions = Subscriptions(PROVISIONING_FILTERS)
         self._outbound = Outbound(self._write, _DOWNLINK_BACKLOG)
         self._paused_for: tuple[str, ...] = ()  # why reading stopped: "queue", "inflight"
         self._clock: KeepAlive | None = None
@@ -212,7 +212,10 @@ class MqttSession(asyncio.Protocol):
             self._close()
             return
         self._admitted = decision
-        self._subscriptions = Subscriptions(provisioning_only=decision.device is None)
+        device = decision.device
+        self._subscriptions = Subscriptions(
+            PROVISIONING_FILTERS if device is None else GATEWAY_FILTERS if device.gateway else DEVICE_FILTERS
+        )
         self._will = connect.will if decision.will_accepted else None
         outbound = self._outbound
         outbound.version = self._version
@@ -261,13 +264,13 @@ class MqttSession(asyncio.Protocol):
                 return
             self._ctx.spawn(self._provision(publish, cast(str, route.reply)))
             return
-        if route is None or not route.operation.needs_device:
+        if route is None or not route.operation.needs_device or not route.operation.allowed(device):
             metrics.BAD_REQUESTS.labels(PROTOCOL, "unknown_topic").inc()
             self._ack_now(publish, Reason.TOPIC_NAME_INVALID)
             return
         assert match is not None
         operation, params = route.operation, match.params
-        handler = self._ctx.service.handler(operation)
+        handler = self._ctx.handlers[operation]
         try:
             if operation.reply is Reply.STORED:
                 self._store(publish, handler, device, params)
@@ -361,6 +364,18 @@ class MqttSession(asyncio.Protocol):
         params = {"request_id": request_id}
         for topic in self._subscriptions.feeds(Feed.RPC_REQUESTS):
             self._publish(render(topic, params), body)
+
+    # the sub-devices behind a gateway (fleetgate.core.subdevices.GatewayChannel)
+
+    def push_subdevice_attributes(self, device: str, update: dict[str, Any]) -> None:
+        body = orjson.dumps({"device": device, "data": update})
+        for topic in self._subscriptions.feeds(Feed.SUBDEVICE_ATTRIBUTE_UPDATES):
+            self._publish(topic, body)
+
+    def push_subdevice_rpc(self, device: str, request_id: int, method: str, params: Any) -> None:
+        body = orjson.dumps({"device": device, "data": {"id": request_id, "method": method, "params": params}})
+        for topic in self._subscriptions.feeds(Feed.SUBDEVICE_RPC_REQUESTS):
+            self._publish(topic, body)
 
     def _publish(self, topic: str, payload: bytes) -> None:
         """Send to the device at the QoS its matching subscription was granted (0 without one)."""

@@ -6,14 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from fleetgate.protocols.mqtt.packets import MQTT_5, Reason, Subscription
-from fleetgate.protocols.mqtt.routes import DEVICE_FILTERS, PROVISIONING_FILTERS, Feed, Filter
+from fleetgate.protocols.mqtt.routes import Feed, Filter
 
 
 class Subscriptions:
     __slots__ = ("_filters", "_granted")
 
-    def __init__(self, provisioning_only: bool) -> None:
-        self._filters: dict[str, Filter] = PROVISIONING_FILTERS if provisioning_only else DEVICE_FILTERS
+    def __init__(self, filters: dict[str, Filter]) -> None:
+        """``filters``: those the session may have (routes.DEVICE_FILTERS, GATEWAY_FILTERS...)."""
+        self._filters = filters
         self._granted: dict[str, int] = {}
 
     def subscribe(self, subscription: Subscription, version: int) -> int:

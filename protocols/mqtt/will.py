@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def store_will(will: Will, device: DeviceIdentity, service: DeviceService, protocol: str) -> None:
     match = ROUTES.match(will.topic)
-    if match is None:
+    if match is None or not match.targets[""].operation.allowed(device):
         return
     try:
         service.handler(match.targets[""].operation)(device, will.payload, match.params, protocol)
