@@ -21,13 +21,13 @@ from fleetgate.core.admission import address_of
 from fleetgate.core.errors import GatewayError, InvalidInput, Overloaded, TooManyRequests
 from fleetgate.core.model import DeviceIdentity
 from fleetgate.core.operations import Operation, Params, Reply
-from fleetgate.protocols.mqtt import codec, provisioning
+from fleetgate.protocols.mqtt import codec, dialect, provisioning
 from fleetgate.protocols.mqtt.acks import AckQueue
 from fleetgate.protocols.mqtt.aliases import TopicAliases
 from fleetgate.protocols.mqtt.context import MqttContext
 from fleetgate.protocols.mqtt.connect import Admitted, Refused, admit
 from fleetgate.protocols.mqtt.errors import reason_of
-from fleetgate.protocols.mqtt.routes import DEVICE_FILTERS, GATEWAY_FILTERS, PROVISIONING_FILTERS, ROUTES, Feed
+from fleetgate.protocols.mqtt.routes import DEVICE_FILTERS, GATEWAY_FILTERS, PROVISIONING_FILTERS, ROUTES
 from fleetgate.protocols.routing import render
 from fleetgate.protocols.mqtt.keepalive import KeepAlive
 from fleetgate.protocols.mqtt.outbound import DEFAULT_RECEIVE_MAXIMUM, Outbound
@@ -351,31 +351,23 @@ class MqttSession(asyncio.Protocol):
         codes = tuple(self._subscriptions.unsubscribe(f) for f in unsubscribe.topic_filters)
         self._acks.ready(codec.encode(UnsubAck(unsubscribe.packet_id, codes), self._version))
 
-    # downlink (gateway.downlink.DeviceChannel)
+    # downlink: fleetgate.core.downlink.DeviceChannel, and GatewayChannel for a gateway's sub-devices
 
     def push_attributes(self, update: dict[str, Any]) -> None:
-        body = orjson.dumps(update)
-        for topic in self._subscriptions.feeds(Feed.ATTRIBUTE_UPDATES):
-            self._publish(topic, body)
+        self._publish_all(dialect.attribute_update(self._subscriptions, update))
 
     def push_rpc(self, request_id: int, method: str, params: Any) -> None:
-        # MQTT omits the id: it is in the topic.
-        body = orjson.dumps({"method": method, "params": params})
-        params = {"request_id": request_id}
-        for topic in self._subscriptions.feeds(Feed.RPC_REQUESTS):
-            self._publish(render(topic, params), body)
-
-    # the sub-devices behind a gateway (fleetgate.core.subdevices.GatewayChannel)
+        self._publish_all(dialect.rpc_request(self._subscriptions, request_id, method, params))
 
     def push_subdevice_attributes(self, device: str, update: dict[str, Any]) -> None:
-        body = orjson.dumps({"device": device, "data": update})
-        for topic in self._subscriptions.feeds(Feed.SUBDEVICE_ATTRIBUTE_UPDATES):
-            self._publish(topic, body)
+        self._publish_all(dialect.subdevice_attribute_update(self._subscriptions, device, update))
 
     def push_subdevice_rpc(self, device: str, request_id: int, method: str, params: Any) -> None:
-        body = orjson.dumps({"device": device, "data": {"id": request_id, "method": method, "params": params}})
-        for topic in self._subscriptions.feeds(Feed.SUBDEVICE_RPC_REQUESTS):
-            self._publish(topic, body)
+        self._publish_all(dialect.subdevice_rpc_request(self._subscriptions, device, request_id, method, params))
+
+    def _publish_all(self, outgoing: dialect.Outgoing) -> None:
+        for topic, payload in outgoing:
+            self._publish(topic, payload)
 
     def _publish(self, topic: str, payload: bytes) -> None:
         """Send to the device at the QoS its matching subscription was granted (0 without one)."""
