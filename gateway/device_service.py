@@ -354,6 +354,8 @@ class DeviceService:
             future = self._pipeline.submit_all(messages, wait_stored=self._ack_stored, receipt=receipt)
         metrics.MESSAGES.counts[(protocol, kind)] += 1
         metrics.DATAPOINTS.counts[(protocol,)] += sum(message.rows for message in messages)
+        for message in messages:
+            self._active(message.device_id, protocol)
         return future
 
     def _submit(

@@ -93,10 +93,12 @@ class DeviceManagement:
         product_id: str | None = None,
         name: str | None = None,
         status: DeviceStatus | None = None,
+        gateway_id: str | None = None,
     ) -> Page:
-        """Devices (DeviceDetails), newest first; ``status`` as of now (fleetgate.core.presence)."""
+        """Devices (DeviceDetails), newest first; ``status`` as of now (fleetgate.core.presence);
+        ``gateway_id``: the sub-devices of that gateway."""
         return await self._registry.list_devices(
-            project_id, limit, marker, offset, product_id=product_id, name=name, status=status
+            project_id, limit, marker, offset, product_id=product_id, name=name, status=status, gateway_id=gateway_id
         )
 
     async def update(

@@ -99,6 +99,7 @@ class Device:
     label: str | None = None
     gateway: bool = False
     created_at: int = 0
+    gateway_id: str | None = None  # a sub-device's gateway: the last one to connect it
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,7 +122,7 @@ class DeviceLookup(Protocol):
 class DeviceRegistry(DeviceLookup, DeviceCreator, Protocol):
     async def list_devices(
         self, project_id: str, limit: int, marker: str, offset: int, *, product_id: str | None, name: str | None,
-        status: DeviceStatus | None = None,
+        status: DeviceStatus | None = None, gateway_id: str | None = None,
     ) -> Page:
         """Devices (DeviceDetails) newest first, with their connectivity as of now."""
 

@@ -50,6 +50,7 @@ def device(r: asyncpg.Record) -> Device:
         label=r["label"],
         gateway=r["gateway"],
         created_at=r["created_at"],
+        gateway_id=r.get("gateway_id"),
     )
 
 

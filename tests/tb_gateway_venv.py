@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.cached_venv import CACHE, CachedVenv
 
-REQUIREMENTS = ("thingsboard-gateway==3.8.2",)
+REQUIREMENTS = ("thingsboard-gateway==3.8.5",)
 VENV = CachedVenv(CACHE / "tbgw-venv", REQUIREMENTS)
 
 

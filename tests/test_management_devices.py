@@ -9,8 +9,9 @@ from tests.management_client import Management, assert_error
 from tests.pki import self_signed_pem
 from tests.support import Tenant, new_tenant
 
-DEVICE_KEYS = {"device_id", "device_name", "product_id", "description", "gateway", "create_time", "provisioned",
-               "status", "last_online_time", "last_offline_time", "last_activity_time", "auth_info"}
+DEVICE_KEYS = {"device_id", "device_name", "product_id", "description", "gateway", "node_type", "gateway_id",
+               "create_time", "provisioned", "status", "last_online_time", "last_offline_time", "last_activity_time",
+               "auth_info"}
 
 
 async def post_telemetry(http, token: str, payload: object) -> int:
@@ -185,6 +186,7 @@ async def test_update(api: Management, http) -> None:
     renamed = await api.call("PUT", path, json={"device_name": "after", "description": "moved", "gateway": True})
     assert renamed.status == 200
     assert renamed.body == {**device, "device_name": "after", "description": "moved", "gateway": True,
+                            "node_type": "GATEWAY",
                             "auth_info": {"credentials_type": "ACCESS_TOKEN", "client_id": None, "user_name": None}}
     assert (await api.call("GET", path)).body == renamed.body
 

@@ -70,7 +70,7 @@ async def test_the_rows_move_to_their_projects_partitions(at_0005: str) -> None:
     conn = await asyncpg.connect(at_0005)
     try:
         await old_layout(conn)
-        assert await migrate(conn) == [6]
+        assert await migrate(conn) == [version for version, _, _ in available() if version >= 6]
         numbers = {r["id"]: r["no"] for r in await conn.fetch("SELECT id, no FROM projects")}
         a, b = numbers["a"], numbers["b"]
         assert a != b

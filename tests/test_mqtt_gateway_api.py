@@ -179,3 +179,25 @@ async def test_malformed_gateway_messages_are_refused(gateway, tenant, gateway_t
         assert reason_value(await client.publish(topic, payload)) == 0x99, (topic, payload)
     # Nothing of a refused message is stored, not even the devices it named.
     assert await device_row(gateway, tenant, "A") is None
+
+
+async def test_sub_devices_show_their_gateway_and_status(gateway, management, tenant, gateway_token, clients,
+                                                         mqtt_port) -> None:
+    client = await connected(clients, mqtt_port, gateway_token)
+    name = "gw-status-" + secrets.token_hex(3)
+    await client.publish("v1/gateway/connect", orjson.dumps({"device": name}))
+    device_id = (await device_row(gateway, tenant, name))["id"]
+    gateway_id = await gateway.services.pool.fetchval(
+        "SELECT id FROM devices WHERE project_id = $1 AND gateway", tenant.project_id)
+    await gateway.presence.flush()
+    _, shown = await operator(management, tenant, "GET", f"/devices/{device_id}")
+    assert (shown["node_type"], shown["gateway_id"], shown["status"]) == ("ENDPOINT", gateway_id, "ONLINE")
+    _, own = await operator(management, tenant, "GET", f"/devices/{gateway_id}")
+    assert (own["node_type"], own["gateway_id"], own["status"]) == ("GATEWAY", None, "ONLINE")
+    _, listed = await operator(management, tenant, "GET", "/devices", params={"gateway_id": gateway_id})
+    assert [d["device_name"] for d in listed["devices"]] == [name]
+
+    await client.publish("v1/gateway/disconnect", orjson.dumps({"device": name}))
+    await gateway.presence.flush()
+    _, shown = await operator(management, tenant, "GET", f"/devices/{device_id}")
+    assert shown["status"] == "OFFLINE" and shown["last_offline_time"] is not None

@@ -29,7 +29,7 @@ def routed(gateway: Gateway) -> set[tuple[str, str]]:
         for route in resource
         if route.method not in IGNORED_METHODS
     }
-    return management | set(DEVICE_ROUTES)
+    return management | {(method, path) for method, path, _ in DEVICE_ROUTES.rows}
 
 
 def documented(document: dict) -> set[tuple[str, str]]:

@@ -334,8 +334,11 @@ async def test_disconnect_is_acknowledged_and_the_sub_device_goes_offline(
         await connect(client, mqtt_port, token)
         for name in (thermostat, meter):
             assert await client.call("connect_device", "published", device=name) == ACKED
+        # Connectivity is written in batches: the test has this process write it now.
+        await gateway.presence.flush()
         assert (await device_of(api, thermostat))["status"] == "ONLINE"
         assert await client.call("disconnect_device", "published", device=thermostat) == ACKED
+        await gateway.presence.flush()
         shown = await device_of(api, thermostat)
         assert shown["status"] == "OFFLINE"
         assert shown["last_offline_time"] >= shown["last_online_time"]

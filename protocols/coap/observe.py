@@ -44,12 +44,12 @@ class Observer:
     def start(self, first: Message, service: DeviceService, observers: set[Observer]) -> None:
         """Send the first response (Observe=0) and receive pushes until the client's interest ends."""
         first.opt.observe = 0
-        service.attach(self.device, self)
+        service.attach(self.device, self, "coap")
         observers.add(self)
 
         def ended() -> None:
             self._ended = True
-            service.detach(self.device, self)
+            service.detach(self.device, self, "coap")
             observers.discard(self)
 
         self._pipe.add_response(first, is_last=False)

@@ -55,7 +55,7 @@ class DeviceRoutes:
         page = await self._devices.list(
             project_id, limit, marker, offset,
             product_id=query.get("product_id") or None, name=query.get("device_name") or None,
-            status=_status(query.get("status") or None),
+            status=_status(query.get("status") or None), gateway_id=query.get("gateway_id") or None,
         )
         return json_response(page_json("devices", page, device_json))
 
@@ -126,6 +126,9 @@ def device_json(details: DeviceDetails, clear: Credentials | None = None) -> dic
         "product_id": device.product_id,
         "description": device.label or "",
         "gateway": device.gateway,
+        # IoTDA's names: a gateway's node type, and a sub-device's gateway.
+        "node_type": "GATEWAY" if device.gateway else "ENDPOINT",
+        "gateway_id": device.gateway_id,
         "create_time": iotda_time(device.created_at),
         "provisioned": details.provisioned,
         "status": connectivity.status.value,
