@@ -7,7 +7,10 @@ mqtt --gateways N
     --inflight messages unacknowledged a connection); then each gateway
     connection publishes v1/gateway/telemetry for its --subdevices
     sub-devices, --devices-per-message of them in each message, taking turns
-    (simulator.mqtt_gateway). Each sub-device is created by its first message,
+    (simulator.mqtt_gateway), --gateway-inflight messages unacknowledged a
+    connection: by default as many as keep the direct run's data points in
+    flight (devices x inflight / (gateways x K)), so that both runs offer the
+    server the same load. Each sub-device is created by its first message,
     before the clock starts. The figure compared is data points a second: at
     QoS 1 with stored acknowledgements a PUBACK means the message's rows are
     committed, so they are stored data points, and the rows in ts_kv are
@@ -51,7 +54,7 @@ TARGET_SHARE = 0.8
 def gateway_workload(options: BenchOptions, tokens: tuple[str, ...]) -> MqttTelemetrySpec:
     return replace(
         mqtt_workload(options, tokens), topic=GATEWAY_TELEMETRY_TOPIC, subdevices=options.subdevices,
-        devices_per_message=options.devices_per_message,
+        devices_per_message=options.devices_per_message, inflight=options.gateway_window,
     )
 
 
@@ -129,11 +132,12 @@ def _report(
             f"iot-gateway bench mqtt --gateways: {what}, {options.gateways} gateway connections x "
             f"{options.subdevices} sub-devices, {options.devices_per_message} a message, against "
             f"{options.devices} direct devices; MQTT {options.mqtt_version}, QoS {options.qos}, "
-            f"{options.inflight} in flight a connection, 3 data points a device a message, "
+            f"{options.inflight} in flight a direct device, {options.gateway_window} a gateway, "
+            f"3 data points a device a message, "
             f"{options.duration:g} s after {options.warmup:g} s warm-up"
         ),
         context=context(options, space, gateways=options.gateways, subdevices=options.subdevices,
-                        devices_per_message=options.devices_per_message),
+                        devices_per_message=options.devices_per_message, gateway_inflight=options.gateway_window),
         runs=(
             Run("direct_max", f"{options.devices} direct devices, max throughput", direct),
             Run("gateway_api_max", f"{options.gateways} gateways x {options.subdevices} sub-devices, "

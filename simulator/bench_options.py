@@ -32,6 +32,7 @@ class BenchOptions:
     gateways: int = 0  # mqtt: > 0, the gateway-API scenario (simulator.bench_mqtt_gateway)
     subdevices: int = 100  # mqtt --gateways: sub-devices behind each gateway
     devices_per_message: int = 10  # mqtt --gateways: sub-devices in each message
+    gateway_inflight: int | None = None  # mqtt --gateways: a gateway connection's window (see gateway_window)
 
     @property
     def max_requests(self) -> int:
@@ -40,6 +41,15 @@ class BenchOptions:
     @property
     def max_messages(self) -> int:
         return math.ceil((self.warmup + self.duration) * _MAX_MQTT_RATE)
+
+    @property
+    def gateway_window(self) -> int:
+        """Unacknowledged messages a gateway connection may have: by default as many as keep the
+        data points in flight of the direct devices' run, so both offer the server the same load."""
+        if self.gateway_inflight is not None:
+            return self.gateway_inflight
+        per_gateway = self.devices * self.inflight / (max(1, self.gateways) * self.devices_per_message)
+        return min(65_535, max(1, math.ceil(per_gateway)))
 
     @property
     def connection_count(self) -> int:

@@ -201,6 +201,9 @@ def _mqtt_options(parser: argparse.ArgumentParser) -> None:
                        help="sub-devices behind each gateway [default: 100]")
     group.add_argument("--devices-per-message", type=positive(int), default=10, metavar="K",
                        help="sub-devices in each message, taking turns; at most --subdevices [default: 10]")
+    group.add_argument("--gateway-inflight", type=in_range(1, 65_535), metavar="N",
+                       help="unacknowledged messages a gateway connection may have [default: as many as keep "
+                            "the direct devices' data points in flight, devices x inflight / (gateways x K)]")
 
 
 def _idle_options(parser: argparse.ArgumentParser) -> None:

@@ -140,5 +140,9 @@ def test_bench_mqtt_takes_the_gateway_options() -> None:
         ["bench", "mqtt", "--gateways", "3", "--subdevices", "50", "--devices-per-message", "5"])
     options, _ = bench_request(args)
     assert (options.gateways, options.subdevices, options.devices_per_message) == (3, 50, 5)
+    # A gateway keeps as many data points in flight as the direct run does: 1000 x 10 / (3 x 5).
+    assert options.gateway_window == 667
+    options, _ = bench_request(build_parser().parse_args(["bench", "mqtt", "--gateways", "3", "--gateway-inflight", "7"]))
+    assert options.gateway_window == 7
     options, _ = bench_request(build_parser().parse_args(["bench", "mqtt"]))
     assert options.gateways == 0  # the direct-device scenario, as before
