@@ -261,6 +261,19 @@ class MemoryWriter:
         return sum(m.rows for batch in self.batches for m in batch)
 
 
+class RecordingReceipt:
+    """Receipt: a future the test awaits."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.get_running_loop().create_future()
+
+    def stored(self) -> None:
+        self.done.set_result(None)
+
+    def failed(self, error: BaseException) -> None:
+        self.done.set_exception(error)
+
+
 class OneCertificateDevice:
     """DeviceAuthStore holding one device with X509_CERTIFICATE credentials (this certificate)."""
 

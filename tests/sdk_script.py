@@ -11,9 +11,10 @@ itself after the time limit it is given as its first argument.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-import contextlib
+import textwrap
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +23,98 @@ from typing import Any
 import orjson
 
 EVENT_TIMEOUT = 30.0  # seconds the test waits for one event
+
+# The start of a script driving one of tb-mqtt-client's MQTT clients (TBDeviceMqttClient, or
+# TBGatewayMqttClient built on it): the script then imports its client and reads its commands.
+# connect() hooks the client's paho client and session limits to report, as events, the CONNACK,
+# the SUBACKs (``subscribed`` once all of the client's own subscriptions are granted), the session
+# limits, and each PUBACK (waited for by wait_published).
+TB_MQTT_PREAMBLE = textwrap.dedent(
+    """
+    import faulthandler, json, logging, sys, threading
+
+    faulthandler.dump_traceback_later(float(sys.argv[1]), exit=True)
+    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                        format="%(levelname)s %(name)s %(message)s")
+
+    WAIT = 15
+    lock = threading.Lock()
+
+
+    def emit(event, **fields):
+        with lock:
+            print(json.dumps({"event": event, **fields}, default=repr), flush=True)
+
+
+    def commands():  # (do, the command's other fields) for each command on stdin
+        for line in sys.stdin:
+            command = json.loads(line)
+            yield command.pop("do"), command
+
+
+    client = None
+    published = {}  # mid -> PUBACK reason code
+    puback = threading.Condition()
+    subacks = []
+    subscribed = threading.Event()
+    limits = threading.Event()
+
+
+    def on_publish(original):
+        def hook(paho_client, userdata, mid, reason=None, properties=None):
+            with puback:
+                published[mid] = getattr(reason, "value", reason)
+                puback.notify_all()
+            original(paho_client, userdata, mid, reason, properties)
+        return hook
+
+
+    def on_subscribe(original, subscriptions):
+        def hook(paho_client, userdata, mid, reasons, properties=None):
+            subacks.extend(r.value for r in reasons)
+            if len(subacks) >= subscriptions:
+                subscribed.set()
+            if original is not None:  # the device client has none, the gateway client has one
+                original(paho_client, userdata, mid, reasons, properties)
+        return hook
+
+
+    def on_connect(original):
+        def hook(paho_client, userdata, flags, reason, properties):
+            emit("connack", reason=reason.value, properties=properties.json() if properties else None)
+            original(paho_client, userdata, flags, reason, properties)
+        return hook
+
+
+    def on_limits(original):
+        def hook(request_id, response, *args, **kwargs):
+            original(request_id, response, *args, **kwargs)
+            emit("session_limits", response=response)
+            limits.set()
+        return hook
+
+
+    def connect(sdk_client, subscriptions):  # the client subscribes to that many filters on CONNACK
+        paho = sdk_client._client
+        paho.on_publish = on_publish(paho.on_publish)
+        paho.on_subscribe = on_subscribe(paho.on_subscribe, subscriptions)
+        paho.on_connect = on_connect(paho.on_connect)
+        sdk_client.service_configuration_callback = on_limits(sdk_client.service_configuration_callback)
+        sdk_client.connect(keepalive=60)
+        return paho
+
+
+    def wait_published(info):
+        mids = info.mid() if isinstance(info.mid(), list) else [info.mid()]
+        with puback:
+            done = puback.wait_for(lambda: all(m in published for m in mids), WAIT)
+        return {"acked": done, "reasons": [published.get(m) for m in mids], "messages": len(mids)}
+
+
+    def on_attribute_response(content, exception):
+        emit("attribute_response", content=content, error=repr(exception) if exception else None)
+    """
+)
 
 
 class ScriptClient:

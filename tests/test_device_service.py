@@ -24,7 +24,7 @@ from fleetgate.core.model import (
 from fleetgate.core.operations import NO_PARAMS
 from fleetgate.core.provisioning import ProvisioningService
 from tests.fakes import (
-    FakeAuditLog, FakeProvisioningStore, MemoryWriter, SetClock, StoredAttributes, TokenDevices,
+    FakeAuditLog, FakeProvisioningStore, MemoryWriter, RecordingReceipt, SetClock, StoredAttributes, TokenDevices,
 )
 
 DEVICE = DeviceIdentity("d1", "p1", "prod1", "meter")
@@ -40,17 +40,6 @@ class WatchedWriter(MemoryWriter):
     async def write(self, telemetry: Sequence[TelemetryMessage], attributes: Sequence[AttributeMessage]) -> None:
         self.writing.set()
         await super().write(telemetry, attributes)
-
-
-class Receipt:
-    def __init__(self) -> None:
-        self.done = asyncio.get_running_loop().create_future()
-
-    def stored(self) -> None:
-        self.done.set_result(None)
-
-    def failed(self, error: BaseException) -> None:
-        self.done.set_exception(error)
 
 
 @pytest.fixture
@@ -84,7 +73,7 @@ async def test_telemetry_is_acknowledged_once_its_rows_are_written(
 ) -> None:
     service = service_of(pipeline)
     writer.open.clear()
-    receipt = Receipt()
+    receipt = RecordingReceipt()
     assert service.telemetry(DEVICE, b'{"t":21.5,"on":true}', NO_PARAMS, "test", receipt) is None
     await writer.writing.wait()  # the batch is being written: nothing may be acknowledged yet
     assert not receipt.done.done()
@@ -96,7 +85,7 @@ async def test_telemetry_is_acknowledged_once_its_rows_are_written(
 async def test_accepted_acknowledgements_come_at_once(pipeline: IngestPipeline, writer: MemoryWriter) -> None:
     service = service_of(pipeline, ack_stored=False)
     writer.open.clear()
-    receipt = Receipt()
+    receipt = RecordingReceipt()
     service.telemetry(DEVICE, b'{"t":1}', NO_PARAMS, "test", receipt)
     assert receipt.done.done()
     writer.open.set()

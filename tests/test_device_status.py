@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiocoap
@@ -200,36 +202,44 @@ async def test_the_gauge_counts_devices_online_by_protocol(gw: Gateway, api: Man
         assert value(await scrape(management), "gateway_devices_online", protocol="http") >= 1
 
 
+@asynccontextmanager
+async def gateway_process(database_url: str, tmp_path: Path) -> AsyncIterator[GatewayProcess]:
+    """A gateway in a process of its own, writing connectivity every 0.2 s; killed at the end if still running."""
+    proc = await GatewayProcess.start(database_url, str(tmp_path), management_port=free_port(),
+                                      mqtt_port=free_port(), presence_flush_seconds=0.2)
+    try:
+        yield proc
+    finally:
+        await proc.kill()
+
+
+async def online_over_mqtt(api: Management, proc: GatewayProcess, device_id: str,
+                           token: str) -> tuple[RawMqtt, dict[str, Any]]:
+    """The device connected to ``proc`` over MQTT: its connection, and the device once shown ONLINE."""
+    client = await RawMqtt.open(proc.port("mqtt"))
+    await client.connect(username=token)
+    return client, await becomes(api, device_id, "ONLINE")
+
+
 async def test_a_stopped_gateway_leaves_its_devices_offline_at_once(
     database_url: str, gw: Gateway, api: Management, device_http, tmp_path
 ) -> None:
     device_id, token = await new_device(api, device_http)
-    proc = await GatewayProcess.start(database_url, str(tmp_path), management_port=free_port(),
-                                      mqtt_port=free_port(), presence_flush_seconds=0.2)
-    try:
-        client = await RawMqtt.open(proc.port("mqtt"))
-        await client.connect(username=token)
-        online = await becomes(api, device_id, "ONLINE")
+    async with gateway_process(database_url, tmp_path) as proc:
+        client, online = await online_over_mqtt(api, proc, device_id, token)
         assert await proc.stop() == 0
         offline = await shown(api, device_id)
         assert offline["status"] == "OFFLINE"
         assert offline["last_offline_time"] >= online["last_online_time"]
         await client.close()
-    finally:
-        await proc.kill()
 
 
 async def test_a_killed_gateway_leaves_its_devices_offline_once_its_lease_runs_out(
     database_url: str, gw: Gateway, api: Management, device_http, tmp_path
 ) -> None:
     device_id, token = await new_device(api, device_http)
-    proc = await GatewayProcess.start(database_url, str(tmp_path), management_port=free_port(),
-                                      mqtt_port=free_port(), presence_flush_seconds=0.2)
-    try:
-        client = await RawMqtt.open(proc.port("mqtt"))
-        await client.connect(username=token)
-        online = await becomes(api, device_id, "ONLINE")
-    finally:
+    async with gateway_process(database_url, tmp_path) as proc:
+        client, online = await online_over_mqtt(api, proc, device_id, token)
         await proc.kill()  # SIGKILL: nothing is written on the way out
     await client.close()
     # The lease is 5 writes (1 s): the device is OFFLINE once it has run out, written or not.

@@ -256,9 +256,12 @@ class Live:
 
     async def response(self, client: RawCoap, sent: Message, wait: float) -> None:
         # By message id only an ACK or RST: the gateway numbers its own NON and CON messages, and a
-        # late NON response to an earlier request may carry this request's message id.
+        # late NON response to an earlier request may carry this request's message id. By token only
+        # a message with a code: an empty RST (to an earlier datagram of the example, sent late)
+        # has no token, which an empty-token request would otherwise match.
         first = await self.next_for(
-            client, lambda m: (m.mid == sent.mid and m.mtype in (Type.ACK, Type.RST)) or m.token == sent.token, wait)
+            client, lambda m: ((m.mid == sent.mid and m.mtype in (Type.ACK, Type.RST))
+                               or (m.token == sent.token and m.code != Code.EMPTY)), wait)
         if first is None:
             assert sent.mtype is Type.NON, f"no answer to {sent} {sent.opt}"
             return

@@ -20,21 +20,12 @@ from fleetgate.core.model import DeviceIdentity, KeyValue, TelemetryMessage, Val
 from fleetgate.core.operations import NO_PARAMS, Operation
 from fleetgate.core.provisioning import ProvisioningService
 from fleetgate.core.subdevices import SubDeviceLimits, SubDevices
-from tests.fakes import FakeAuditLog, FakeProvisioningStore, FakeSubDeviceStore, MemoryWriter, SetClock, TokenDevices
+from tests.fakes import (
+    FakeAuditLog, FakeProvisioningStore, FakeSubDeviceStore, MemoryWriter, RecordingReceipt, SetClock, TokenDevices,
+)
 
 GATEWAY = DeviceIdentity("gw1", "p1", "prod-gw", "gateway", gateway=True)
 PLAIN = DeviceIdentity("d1", "p1", "prod1", "meter")
-
-
-class Receipt:
-    def __init__(self) -> None:
-        self.done = asyncio.get_running_loop().create_future()
-
-    def stored(self) -> None:
-        self.done.set_result(None)
-
-    def failed(self, error: BaseException) -> None:
-        self.done.set_exception(error)
 
 
 class GatewayConnection:
@@ -105,7 +96,7 @@ def rows_of(writer: MemoryWriter) -> dict[str, list[KeyValue]]:
 async def test_one_acknowledgement_once_every_sub_devices_rows_are_stored(
     service: DeviceService, store: FakeSubDeviceStore, writer: MemoryWriter
 ) -> None:
-    receipt = Receipt()
+    receipt = RecordingReceipt()
     body = b'{"A":[{"ts":1767225600000,"values":{"t":1}}],"B":{"h":2.5}}'
     assert service.gateway_telemetry(GATEWAY, body, NO_PARAMS, "test", receipt) is None
     await receipt.done
@@ -121,7 +112,7 @@ async def test_a_malformed_message_is_refused_before_anything_is_done(
 ) -> None:
     for body in (b'{"A":{"t":1},"B":[1]}', b'{"A":{"t":1},"B":{"k":{"a":1}},"C":{}, "D":{}, "E":{}}', b"{"):
         with pytest.raises(InvalidInput):  # malformed, or too many devices
-            service.gateway_telemetry(GATEWAY, body, NO_PARAMS, "test", Receipt())
+            service.gateway_telemetry(GATEWAY, body, NO_PARAMS, "test", RecordingReceipt())
     assert store.calls == 0 and not writer.batches
 
 
@@ -129,7 +120,7 @@ async def test_concurrent_messages_naming_a_new_device_share_one_lookup(
     service: DeviceService, store: FakeSubDeviceStore
 ) -> None:
     store.open.clear()
-    receipts = [Receipt() for _ in range(3)]
+    receipts = [RecordingReceipt() for _ in range(3)]
     for receipt in receipts:
         service.gateway_telemetry(GATEWAY, b'{"A":{"t":1}}', NO_PARAMS, "test", receipt)
     store.open.set()
@@ -138,7 +129,7 @@ async def test_concurrent_messages_naming_a_new_device_share_one_lookup(
 
 
 async def test_the_sub_device_limit_refuses_the_message(service: DeviceService) -> None:
-    receipt = Receipt()
+    receipt = RecordingReceipt()
     service.gateway_telemetry(GATEWAY, b'{"A":{"t":1},"B":{"t":1},"C":{"t":1},"D":{"t":1}}', NO_PARAMS, "t", receipt)
     with pytest.raises(QuotaExceeded):
         await receipt.done
@@ -149,7 +140,7 @@ async def test_the_downlink_reaches_a_sub_device_through_its_gateway(
 ) -> None:
     connection = GatewayConnection()
     service.attach(GATEWAY, connection)
-    receipt = Receipt()
+    receipt = RecordingReceipt()
     service.gateway_connect(GATEWAY, b'{"device":"A","type":"relay"}', NO_PARAMS, "test", receipt)
     await receipt.done
     assert downlink.connected("sub-1")
@@ -163,7 +154,7 @@ async def test_the_downlink_reaches_a_sub_device_through_its_gateway(
 
     service.gateway_disconnect(GATEWAY, b'{"device":"A"}', NO_PARAMS)
     assert not downlink.connected("sub-1")
-    again = Receipt()
+    again = RecordingReceipt()
     service.gateway_connect(GATEWAY, b'{"device":"A"}', NO_PARAMS, "test", again)
     await again.done
     assert downlink.connected("sub-1")

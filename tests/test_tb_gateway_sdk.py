@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import secrets
 import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,82 +23,15 @@ from fleetgate.app import Gateway
 from tests import tb_sdk_venv
 from tests.management_client import Management
 from tests.paho_async import AsyncPaho
-from tests.sdk_script import ScriptClient, running_script
+from tests.sdk_script import TB_MQTT_PREAMBLE, ScriptClient, running_script
 from tests.support import Tenant, new_tenant, provision
 from tests.telemetry_support import stored
 
 SCRIPT_LIMIT = 120  # seconds: the script exits by itself after this, whatever it is doing
 
-SCRIPT = textwrap.dedent(
+SCRIPT = TB_MQTT_PREAMBLE + textwrap.dedent(
     """
-    import faulthandler, json, logging, sys, threading
-
-    faulthandler.dump_traceback_later(float(sys.argv[1]), exit=True)
-    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
-                        format="%(levelname)s %(name)s %(message)s")
-
     from tb_gateway_mqtt import TBGatewayMqttClient
-
-    WAIT = 15
-    SUBSCRIPTIONS = 7  # the device API's four filters, then the gateway API's three
-    lock = threading.Lock()
-
-
-    def emit(event, **fields):
-        with lock:
-            print(json.dumps({"event": event, **fields}, default=repr), flush=True)
-
-
-    client = None
-    published = {}  # mid -> PUBACK reason code
-    puback = threading.Condition()
-    subacks = []
-    subscribed = threading.Event()
-    limits = threading.Event()
-
-
-    def on_publish(original):
-        def hook(paho_client, userdata, mid, reason=None, properties=None):
-            with puback:
-                published[mid] = getattr(reason, "value", reason)
-                puback.notify_all()
-            original(paho_client, userdata, mid, reason, properties)
-        return hook
-
-
-    def on_subscribe(original):
-        def hook(paho_client, userdata, mid, reasons, properties=None):
-            subacks.extend(r.value for r in reasons)
-            if len(subacks) >= SUBSCRIPTIONS:
-                subscribed.set()
-            original(paho_client, userdata, mid, reasons, properties)
-        return hook
-
-
-    def on_connect(original):
-        def hook(paho_client, userdata, flags, reason, properties):
-            emit("connack", reason=reason.value)
-            original(paho_client, userdata, flags, reason, properties)
-        return hook
-
-
-    def on_limits(original):
-        def hook(request_id, response, *args, **kwargs):
-            original(request_id, response, *args, **kwargs)
-            emit("session_limits", response=response)
-            limits.set()
-        return hook
-
-
-    def wait_published(info):
-        mids = info.mid() if isinstance(info.mid(), list) else [info.mid()]
-        with puback:
-            done = puback.wait_for(lambda: all(m in published for m in mids), WAIT)
-        return {"acked": done, "reasons": [published.get(m) for m in mids], "messages": len(mids)}
-
-
-    def on_attribute_response(content, exception):
-        emit("attribute_response", content=content, error=repr(exception) if exception else None)
 
 
     def on_attribute_update(subscription):
@@ -113,17 +48,10 @@ SCRIPT = textwrap.dedent(
         return handler
 
 
-    for line in sys.stdin:
-        command = json.loads(line)
-        do = command.pop("do")
+    for do, command in commands():
         if do == "connect":
             client = TBGatewayMqttClient(command["host"], port=command["port"], username=command["username"])
-            paho = client._client
-            paho.on_publish = on_publish(paho.on_publish)
-            paho.on_subscribe = on_subscribe(paho.on_subscribe)
-            paho.on_connect = on_connect(paho.on_connect)
-            client.service_configuration_callback = on_limits(client.service_configuration_callback)
-            client.connect(keepalive=60)
+            connect(client, 7)  # the device API's four filters, then the gateway API's three
             emit("connected", subscribed=subscribed.wait(WAIT), subacks=subacks, limits=limits.wait(WAIT),
                  is_connected=client.is_connected())
         elif do == "connect_device":
@@ -193,6 +121,20 @@ async def connect(client: ScriptClient, port: int, token: str) -> None:
     assert connected["limits"], client.events
 
 
+@asynccontextmanager
+async def connected_gateway(tb_python: Path, script: Path, port: int, token: str,
+                            *sub_devices: str) -> AsyncIterator[ScriptClient]:
+    """The SDK connected as the gateway device, these sub-devices connected through it (each
+    acknowledged); once the block is done, disconnected and ended (its log then in ``log``)."""
+    async with running_script(tb_python, script, SCRIPT_LIMIT) as client:
+        await connect(client, port, token)
+        for name in sub_devices:
+            assert await client.call("connect_device", "published", device=name) == ACKED
+        yield client
+        await client.call("disconnect", "disconnected")
+        await client.finish()
+
+
 async def device_of(api: Management, name: str) -> dict[str, Any]:
     """The management API's view of the project's device of this name."""
     reply = await api.call("GET", "/devices", params={"device_name": name})
@@ -221,8 +163,7 @@ async def test_sub_devices_connect_and_their_data_is_stored_and_answered(
 ) -> None:
     gateway_name, token = gateway_device
     thermostat, meter = names()
-    async with running_script(tb_python, sdk_script, SCRIPT_LIMIT) as client:
-        await connect(client, mqtt_port, token)
+    async with connected_gateway(tb_python, sdk_script, mqtt_port, token) as client:
         # One with a type, one with none of ours: the SDK then sends its own "default".
         assert await client.call("connect_device", "published", device=thermostat, type="thermostat") == ACKED
         assert await client.call("connect_device", "published", device=meter) == ACKED
@@ -264,9 +205,7 @@ async def test_sub_devices_connect_and_their_data_is_stored_and_answered(
         answer = await client.call("request_attributes", "attribute_response", device=meter, client=True,
                                    keys=["model"])
         assert without_id(answer["content"]) == {"device": meter, "value": "M-1"}
-        await client.call("disconnect", "disconnected")
-        log = await client.finish()
-    assert "Unable to find callback" not in log
+    assert "Unable to find callback" not in client.log
 
     attributes = await gateway.services.pool.fetch(
         "SELECT d.name, a.key, a.long_v, a.str_v FROM attribute_kv a JOIN devices d ON d.id = a.device_id "
@@ -288,10 +227,7 @@ async def test_shared_attributes_and_server_side_rpc_reach_the_sub_device(
 ) -> None:
     _, token = gateway_device
     thermostat, meter = names()
-    async with running_script(tb_python, sdk_script, SCRIPT_LIMIT) as client:
-        await connect(client, mqtt_port, token)
-        for name in (thermostat, meter):
-            assert await client.call("connect_device", "published", device=name) == ACKED
+    async with connected_gateway(tb_python, sdk_script, mqtt_port, token, thermostat, meter) as client:
         assert (await client.call("subscribe", "subscription", device=thermostat, attribute="target"))["id"]
         assert (await client.call("subscribe_all", "subscription"))["id"]
         thermostat_id = (await device_of(api, thermostat))["device_id"]
@@ -321,8 +257,6 @@ async def test_shared_attributes_and_server_side_rpc_reach_the_sub_device(
             assert isinstance(data.pop("id"), int)
             assert data == {"method": "set", "params": {"to": name}}
             assert (call.status, call.body) == (200, {"response": reply})
-        await client.call("disconnect", "disconnected")
-        await client.finish()
 
 
 async def test_disconnect_is_acknowledged_and_the_sub_device_goes_offline(
@@ -330,10 +264,7 @@ async def test_disconnect_is_acknowledged_and_the_sub_device_goes_offline(
 ) -> None:
     _, token = gateway_device
     thermostat, meter = names()
-    async with running_script(tb_python, sdk_script, SCRIPT_LIMIT) as client:
-        await connect(client, mqtt_port, token)
-        for name in (thermostat, meter):
-            assert await client.call("connect_device", "published", device=name) == ACKED
+    async with connected_gateway(tb_python, sdk_script, mqtt_port, token, thermostat, meter) as client:
         # Connectivity is written in batches: the test has this process write it now.
         await gateway.presence.flush()
         assert (await device_of(api, thermostat))["status"] == "ONLINE"
@@ -347,8 +278,6 @@ async def test_disconnect_is_acknowledged_and_the_sub_device_goes_offline(
         call = await api.call("POST", f"/devices/{shown['device_id']}/commands",
                               json={"method": "set", "params": {}, "timeout": 10000})
         assert (call.status, call.body["error_code"]) == (409, "IOTDA.014016")
-        await client.call("disconnect", "disconnected")
-        await client.finish()
 
 
 # The refusals, with paho: a plain device on the gateway API, a gateway naming another project's device.

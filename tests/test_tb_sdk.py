@@ -99,14 +99,13 @@ async def device_row(gateway: Gateway, tenant: Tenant, name: str) -> dict[str, A
     return dict(row)
 
 
-def sdk_version(venv_python: Path) -> str:
-    site = tb_sdk_venv.site_packages(venv_python.parent.parent)
-    (dist,) = site.glob("tb_mqtt_client-*.dist-info")
+def sdk_version() -> str:
+    (dist,) = tb_sdk_venv.VENV.site_packages().glob("tb_mqtt_client-*.dist-info")
     return dist.name.removeprefix("tb_mqtt_client-").removesuffix(".dist-info")
 
 
-def test_the_pinned_sdk_is_installed(tb_python):
-    assert f"tb-mqtt-client=={sdk_version(tb_python)}" in tb_sdk_venv.REQUIREMENTS
+def test_the_pinned_sdk_is_installed(tb_python):  # the environment is built by then
+    assert f"tb-mqtt-client=={sdk_version()}" in tb_sdk_venv.REQUIREMENTS
 
 
 async def test_sdk_provision_telemetry_attributes(gateway, base_url, tenant, tb_python, sdk_script):

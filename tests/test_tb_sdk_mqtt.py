@@ -1,24 +1,14 @@
 """ThingsBoard's Python device SDK (tb-mqtt-client's TBDeviceMqttClient, MQTT 5) against the gateway.
 
-The SDK runs in its own virtual environment (tests/tb_sdk_venv.py), as a script the
-test drives: the test writes one JSON command a line to the script's stdin
-("connect", "telemetry", ...), the script calls the SDK and prints one JSON event a
-line on stdout as things happen (its callbacks included), so the test can act at
-the right moment, e.g. push an attribute once the SDK reports its SUBACKs. The
-SDK's own log goes to stderr, which the test reads at the end. Every wait is
-bounded on both sides: the test kills the script (by its PID) in a finally, and
-the script ends itself after SCRIPT_LIMIT seconds.
+The SDK runs as a script in its own virtual environment (tests/tb_sdk_venv.py), driven
+over its stdin and stdout (tests/sdk_script.py), so the test can act at the right moment,
+e.g. push an attribute once the SDK reports its SUBACKs.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import secrets
 import textwrap
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,78 +18,15 @@ import pytest
 from fleetgate.app import Gateway
 from tests import tb_sdk_venv
 from tests.pki import self_signed_pem
+from tests.sdk_script import TB_MQTT_PREAMBLE, ScriptClient, running_script
 from tests.support import Tenant, provision
 from tests.telemetry_support import stored
 
 SCRIPT_LIMIT = 120  # seconds: the script exits by itself after this, whatever it is doing
-EVENT_TIMEOUT = 30  # seconds the test waits for one event (the SDK's provisioning polls once a second)
 
-SCRIPT = textwrap.dedent(
+SCRIPT = TB_MQTT_PREAMBLE + textwrap.dedent(
     """
-    import faulthandler, json, logging, sys, threading
-
-    faulthandler.dump_traceback_later(float(sys.argv[1]), exit=True)
-    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
-                        format="%(levelname)s %(name)s %(message)s")
-
     from tb_device_mqtt import TBDeviceMqttClient
-
-    WAIT = 15
-    lock = threading.Lock()
-
-
-    def emit(event, **fields):
-        with lock:
-            print(json.dumps({"event": event, **fields}, default=repr), flush=True)
-
-
-    client = None
-    published = {}  # mid -> PUBACK reason code
-    puback = threading.Condition()
-    subacks = []
-    subscribed = threading.Event()
-    limits = threading.Event()
-
-
-    def on_publish(original):
-        def hook(paho_client, userdata, mid, reason=None, properties=None):
-            with puback:
-                published[mid] = getattr(reason, "value", reason)
-                puback.notify_all()
-            original(paho_client, userdata, mid, reason, properties)
-        return hook
-
-
-    def on_subscribe(paho_client, userdata, mid, reasons, properties):
-        subacks.extend(r.value for r in reasons)
-        if len(subacks) >= 4:  # the SDK subscribes to four filters on CONNACK
-            subscribed.set()
-
-
-    def on_connect(original):
-        def hook(paho_client, userdata, flags, reason, properties):
-            emit("connack", reason=reason.value, properties=properties.json() if properties else None)
-            original(paho_client, userdata, flags, reason, properties)
-        return hook
-
-
-    def on_limits(original):
-        def hook(request_id, response, *args, **kwargs):
-            original(request_id, response, *args, **kwargs)
-            emit("session_limits", response=response)
-            limits.set()
-        return hook
-
-
-    def wait_published(info):
-        mids = info.mid() if isinstance(info.mid(), list) else [info.mid()]
-        with puback:
-            done = puback.wait_for(lambda: all(m in published for m in mids), WAIT)
-        return {"acked": done, "reasons": [published.get(m) for m in mids], "messages": len(mids)}
-
-
-    def on_attribute_response(content, exception):
-        emit("attribute_response", content=content, error=repr(exception) if exception else None)
 
 
     def on_attribute_update(content, exception):
@@ -113,18 +40,11 @@ SCRIPT = textwrap.dedent(
         return handler
 
 
-    for line in sys.stdin:
-        command = json.loads(line)
-        do = command.pop("do")
+    for do, command in commands():
         if do == "connect":
             client = TBDeviceMqttClient(command["host"], port=command["port"], username=command.get("username"),
                                         password=command.get("password"), client_id=command.get("client_id", ""))
-            paho = client._client
-            paho.on_publish = on_publish(paho.on_publish)
-            paho.on_subscribe = on_subscribe
-            paho.on_connect = on_connect(paho.on_connect)
-            client.service_configuration_callback = on_limits(client.service_configuration_callback)
-            client.connect(keepalive=60)
+            paho = connect(client, 4)  # the SDK subscribes to four filters on CONNACK
             emit("connected", subscribed=subscribed.wait(WAIT), subacks=subacks, limits=limits.wait(WAIT),
                  is_connected=client.is_connected(), max_payload_size=client.max_payload_size,
                  max_inflight=paho._max_inflight_messages, rate_limits_received=client.rate_limits_received)
@@ -165,69 +85,6 @@ def sdk_script(tmp_path: Path) -> Path:
     return script
 
 
-class Sdk:
-    """One running SDK script: send commands, await its events, read its log at the end."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.events: list[dict[str, Any]] = []
-        assert process.stderr is not None
-        # Read the log as it comes, so that a chatty SDK never blocks on a full pipe.
-        self.log_reader = asyncio.ensure_future(process.stderr.read())
-        self.log = ""
-
-    async def send(self, do: str, **fields: Any) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(orjson.dumps({"do": do, **fields}) + b"\n")
-        await self.process.stdin.drain()
-
-    async def event(self, name: str, timeout: float = EVENT_TIMEOUT) -> dict[str, Any]:
-        """The next event called ``name`` (earlier events of other names are kept in ``events``)."""
-        assert self.process.stdout is not None
-        async with asyncio.timeout(timeout):
-            while True:
-                line = await self.process.stdout.readline()
-                if not line:
-                    raise AssertionError(f"the SDK script ended ({await self.process.wait()}) before {name!r}; "
-                                         f"events: {self.events}")
-                event = json.loads(line)
-                self.events.append(event)
-                if event["event"] == name:
-                    return event
-
-    async def call(self, do: str, event: str, **fields: Any) -> dict[str, Any]:
-        await self.send(do, **fields)
-        return await self.event(event)
-
-    async def finish(self) -> str:
-        """Disconnect, exit, and the SDK's log."""
-        await self.send("exit")
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        async with asyncio.timeout(EVENT_TIMEOUT):
-            await self.process.wait()
-            self.log = (await self.log_reader).decode(errors="replace")
-        assert self.process.returncode == 0, self.log
-        return self.log
-
-
-@asynccontextmanager
-async def sdk(tb_python: Path, script: Path) -> AsyncIterator[Sdk]:
-    process = await asyncio.create_subprocess_exec(
-        str(tb_python), str(script), str(SCRIPT_LIMIT),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "NO_PROXY": "127.0.0.1,localhost"},
-    )
-    client = Sdk(process)
-    try:
-        yield client
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        client.log_reader.cancel()
-
-
 @pytest.fixture
 async def device(http, tenant: Tenant) -> tuple[str, str]:
     name, result = await provision(http, tenant)
@@ -246,7 +103,7 @@ async def set_shared(management, tenant: Tenant, device: str, values: dict[str, 
         assert resp.status == 200, await resp.text()
 
 
-async def connect(client: Sdk, port: int, **credentials: Any) -> dict[str, Any]:
+async def connect(client: ScriptClient, port: int, **credentials: Any) -> dict[str, Any]:
     connected = await client.call("connect", "connected", host="127.0.0.1", port=port, **credentials)
     assert connected["is_connected"], client.events
     return connected
@@ -256,7 +113,7 @@ async def test_sdk_connects_with_mqtt5_and_applies_session_limits(gateway, devic
                                                                    sdk_script) -> None:
     _, token = device
     settings = gateway.settings
-    async with sdk(tb_python, sdk_script) as client:
+    async with running_script(tb_python, sdk_script, SCRIPT_LIMIT) as client:
         connected = await connect(client, mqtt_port, username=token)
         connack = next(e for e in client.events if e["event"] == "connack")
         await client.call("disconnect", "disconnected")
@@ -291,7 +148,7 @@ async def test_sdk_telemetry_attributes_and_attribute_request(gateway, managemen
                                                               tb_python, sdk_script) -> None:
     name, token = device
     await set_shared(management, tenant, await device_id(gateway, tenant, name), {"target": 21.5, "mode": "eco"})
-    async with sdk(tb_python, sdk_script) as client:
+    async with running_script(tb_python, sdk_script, SCRIPT_LIMIT) as client:
         await connect(client, mqtt_port, username=token)
         # A plain dict is sent as [{...}]: the gateway must take the array form.
         sent = await client.call("telemetry", "published", data={"temperature": 21.5, "humidity": 40, "on": True})
@@ -328,7 +185,7 @@ async def test_sdk_attribute_updates_and_server_side_rpc(gateway, management, te
                                                          sdk_script) -> None:
     name, token = device
     device_key = await device_id(gateway, tenant, name)
-    async with sdk(tb_python, sdk_script) as client:
+    async with running_script(tb_python, sdk_script, SCRIPT_LIMIT) as client:
         await connect(client, mqtt_port, username=token)  # returns once the SDK's SUBACKs are in
         await client.call("subscribe_to_all_attributes", "subscription")
         await set_shared(management, tenant, device_key, {"interval": 30, "label": "hall"})
@@ -375,7 +232,7 @@ async def test_sdk_provision(gateway, tenant, mqtt_port, tb_python, sdk_script, 
         expected = "".join(line for line in pem.splitlines() if not line.startswith("-----"))
         login = {}
 
-    async with sdk(tb_python, sdk_script) as client:
+    async with running_script(tb_python, sdk_script, SCRIPT_LIMIT) as client:
         provisioned = await client.call("provision", "provisioned", **request)
         assert provisioned["credentials"] == {"credentialsValue": expected, "credentialsType": kind,
                                               "status": "SUCCESS"}
@@ -395,7 +252,7 @@ async def test_sdk_provision_failures_return_none(gateway, tenant, mqtt_port, tb
     name = "sdk-mqtt-twice-" + secrets.token_hex(3)
     request = {"host": "127.0.0.1", "port": mqtt_port, "provision_device_key": tenant.provision_key,
                "provision_device_secret": tenant.provision_secret, "device_name": name}
-    async with sdk(tb_python, sdk_script) as client:
+    async with running_script(tb_python, sdk_script, SCRIPT_LIMIT) as client:
         first = await client.call("provision", "provisioned", **request)
         assert first["credentials"]["status"] == "SUCCESS"
         again = await client.call("provision", "provisioned", **request)
