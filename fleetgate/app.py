@@ -17,6 +17,7 @@ from fleetgate.core.admission import AdmissionLimits, ConnectionGate
 from fleetgate.core.auth import DeviceAuthenticator
 from fleetgate.core.backoff import FailureBackoff
 from fleetgate.core.buckets import TokenBuckets
+from fleetgate.core.claiming import Claiming
 from fleetgate.core.autoregistration import AutoRegistration
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.codec import PayloadLimits
@@ -51,6 +52,7 @@ from fleetgate.storage import embedded
 from fleetgate.storage.attributes import AttributeStore
 from fleetgate.storage.audit import AuditStore
 from fleetgate.storage.certificates import CertificateWatch
+from fleetgate.storage.claims import ClaimStore
 from fleetgate.storage.downlink_bus import PgDownlinkBus
 from fleetgate.storage.database import open_pool, ping
 from fleetgate.storage.device_cas import DeviceCaStore
@@ -104,6 +106,7 @@ class Services:
     templates: TemplateService
     cas: CaService
     registration: AutoRegistration
+    claiming: Claiming
 
 
 async def open_services(
@@ -131,6 +134,7 @@ async def open_services(
         templates=TemplateService(TemplateStore(pool), settings.max_templates_per_project, clock=clock),
         cas=CaService(DeviceCaStore(pool), settings.max_device_cas_per_project, clock=clock),
         registration=AutoRegistration(RegistrationStore(pool, clock=clock), clock=clock),
+        claiming=Claiming(ClaimStore(pool), clock=clock),
     )
 
 
@@ -210,6 +214,7 @@ class Gateway:
         self._device_service = device_service = DeviceService(
             auth=auth, provisioning=services.provisioning, pipeline=self._pipeline, attributes=services.attributes,
             downlink=downlink, limits=limits, ack_stored=s.ack == "stored", presence=presence,
+            claiming=services.claiming,
             subdevices=SubDevices(SubDeviceStore(services.pool), SubDeviceLimits(
                 s.gateway_max_subdevices, s.gateway_max_devices_per_message, s.gateway_default_product,
             )),
@@ -219,7 +224,7 @@ class Gateway:
             )),
         )
         self._device_http = DeviceHttpServer(
-            DeviceApi(device_service),
+            DeviceApi(device_service, s.http_max_long_polls),
             HttpLimits(s.max_payload_bytes, s.http_idle_seconds, s.http_request_timeout_seconds, s.http_max_head_bytes),
             s.tls_handshake_timeout_seconds,
         )
@@ -262,6 +267,7 @@ class Gateway:
             attributes=AttributeService(services.registry, services.attributes, limits, downlink),
             telemetry=TelemetryQueryService(services.registry, services.telemetry_queries),
             commands=CommandService(services.registry, downlink),
+            claiming=services.claiming,
         )
         readiness = Readiness(
             database=lambda: ping(services.pool),

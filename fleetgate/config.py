@@ -84,6 +84,10 @@ class Settings:
         30.0, "A device HTTP request must arrive whole (head and body) within this long of its first byte; "
         "else 408 and the connection is closed.", min=0.1,
     )
+    http_max_long_polls: int = _setting(
+        10_000, "Most device HTTP long polls (GET .../rpc and .../attributes/updates) waiting at once, per "
+        "process; more: 429 with Retry-After.", min=1,
+    )
     http_max_head_bytes: int = _setting(
         8_192, "Largest device HTTP request line plus headers; larger: 431 and the connection is closed.",
         min=1_024, max=1_048_576,

@@ -23,6 +23,7 @@ import orjson
 from fleetgate.core import codec, gateway_requests, metrics
 from fleetgate.core.admission import ConnectionGate
 from fleetgate.core.auth import DeviceAuthenticator
+from fleetgate.core.claiming import Claiming, claim_request, gateway_claim_requests
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.codec import PayloadLimits
 from fleetgate.core.downlink import DeviceChannel, Downlink
@@ -51,9 +52,10 @@ class DeviceService:
         self, *, auth: DeviceAuthenticator, provisioning: ProvisioningService, pipeline: IngestPipeline,
         attributes: AttributeReader, downlink: Downlink, limits: PayloadLimits, ack_stored: bool,
         subdevices: SubDevices | None = None, gate: ConnectionGate | None = None, clock: Clock = SYSTEM_CLOCK,
-        presence: Presence | None = None,
+        presence: Presence | None = None, claiming: Claiming | None = None,
     ) -> None:
         self._auth = auth
+        self._claiming = claiming
         self._provisioning = provisioning
         self._pipeline = pipeline
         self._attributes = attributes
@@ -160,6 +162,11 @@ class DeviceService:
         self._active(device.device_id)
         self._downlink.rpc_reply(device.device_id, params["request_id"], codec.loads(body))
 
+    def claim(self, device: DeviceIdentity, body: bytes, params: Params) -> None:
+        """ThingsBoard's claiming (fleetgate.core.claiming): ``{"secretKey": ..., "durationMs": ...}``."""
+        self._active(device.device_id)
+        self._claims().request(device, claim_request(body))
+
     # ThingsBoard's gateway API (fleetgate.core.gateway_requests): a gateway acting for its sub-devices
 
     def gateway_connect(
@@ -224,6 +231,12 @@ class DeviceService:
         if device is not None:
             self._downlink.rpc_reply(device.device_id, reply.request_id, reply.data)
 
+    def gateway_claim(self, gateway: DeviceIdentity, body: bytes, params: Params) -> None:
+        """``{"A": {"secretKey": ..., "durationMs": ...}}``: claims for sub-devices, found or created by name."""
+        subdevices = self._subdevices_of(gateway)
+        requests = gateway_claim_requests(body, subdevices.limits.max_per_message)
+        self._claims().request_for_subdevices(gateway, requests, subdevices)
+
     # the downlink and back-pressure
 
     def attach(self, device: DeviceIdentity, channel: DeviceChannel, protocol: str = "mqtt") -> None:
@@ -254,8 +267,10 @@ class DeviceService:
                     self._subdevices.forget_gateway(device.device_id)
 
     async def close(self) -> None:
-        """Finish the sub-device lookups under way (their messages are then answered)."""
+        """Finish the sub-device lookups under way (their messages are then answered), and the claims."""
         await self._tasks.finish()
+        if self._claiming is not None:
+            await self._claiming.close()
 
     @property
     def saturated(self) -> bool:
@@ -266,6 +281,11 @@ class DeviceService:
         await self._pipeline.wait_for_room()
 
     # internals
+
+    def _claims(self) -> Claiming:
+        if self._claiming is None:
+            raise InvalidInput("This gateway does not serve claiming")
+        return self._claiming
 
     def _subdevices_of(self, gateway: DeviceIdentity) -> SubDevices:
         if self._subdevices is None:

@@ -94,11 +94,13 @@ class DeviceManagement:
         name: str | None = None,
         status: DeviceStatus | None = None,
         gateway_id: str | None = None,
+        customer: str | None = None,
     ) -> Page:
         """Devices (DeviceDetails), newest first; ``status`` as of now (fleetgate.core.presence);
-        ``gateway_id``: the sub-devices of that gateway."""
+        ``gateway_id``: the sub-devices of that gateway; ``customer``: the devices it claimed."""
         return await self._registry.list_devices(
-            project_id, limit, marker, offset, product_id=product_id, name=name, status=status, gateway_id=gateway_id
+            project_id, limit, marker, offset, product_id=product_id, name=name, status=status, gateway_id=gateway_id,
+            customer=customer,
         )
 
     async def update(

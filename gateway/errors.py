@@ -178,3 +178,19 @@ class MethodNotAllowed(GatewayError):
     def __init__(self, message: str = "", allowed: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.allowed = allowed
+
+
+class ClaimingNotAllowed(Forbidden):
+    """The device's product does not allow claiming."""
+
+
+class ClaimSecretMismatch(Forbidden):
+    """The secret key does not match the device's claim."""
+
+
+class ClaimExpired(NotFound):
+    """The device has no claim in progress, or its claim expired: the device must ask to be claimed again."""
+
+
+class DeviceAlreadyClaimed(Conflict):
+    """The device is already claimed; release it first."""

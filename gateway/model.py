@@ -52,6 +52,7 @@ class Product:
     provision_secret: str | None
     send_ack_on_validation_error: bool
     created_at: int
+    allow_claiming: bool = True  # whether its devices may be claimed (ThingsBoard's claiming)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,7 @@ class Device:
     gateway: bool = False
     created_at: int = 0
     gateway_id: str | None = None  # a sub-device's gateway: the last one to connect it
+    customer: str | None = None  # who claimed the device (ThingsBoard's claiming); None: unclaimed
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,3 +387,25 @@ class PresenceBatch:
     online_until: int = 0  # the requests' lease
     released: tuple[str, ...] = ()  # connections closed with the device still online by its last request
     closed: tuple[tuple[str, int], ...] = ()  # connections closed, the device offline: (device, when)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimingData:
+    """ThingsBoard's ``claimingData`` server attribute: a device's claim in progress, its secret
+    kept only as a hash (fleetgate.core.credentials.hash_password), until ``expiration_time``."""
+
+    secret_hash: str
+    expiration_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimTarget:
+    """What deciding a claim needs of a device: who holds it, whether its product allows
+    claiming, and its claim in progress, if any."""
+
+    device_id: str
+    project_id: str
+    name: str
+    customer: str | None
+    allow_claiming: bool
+    claim: ClaimingData | None

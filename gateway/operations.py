@@ -50,6 +50,7 @@ class Operation(enum.Enum):
     CLIENT_RPC = ("client_rpc", Reply.ANSWER)
     RPC_REPLY = ("rpc_reply", Reply.NONE)
     PROVISION = ("provision", Reply.ANSWER, Caller.ANYONE)
+    CLAIM = ("claim", Reply.NONE)
     # ThingsBoard's gateway API: a gateway device acting for the sub-devices behind it.
     GATEWAY_CONNECT = ("gateway_connect", Reply.STORED, Caller.GATEWAY)
     GATEWAY_DISCONNECT = ("gateway_disconnect", Reply.NONE, Caller.GATEWAY)
@@ -57,6 +58,7 @@ class Operation(enum.Enum):
     GATEWAY_ATTRIBUTES = ("gateway_attributes", Reply.STORED, Caller.GATEWAY)
     GATEWAY_ATTRIBUTE_REQUEST = ("gateway_attribute_request", Reply.ANSWER, Caller.GATEWAY)
     GATEWAY_RPC_REPLY = ("gateway_rpc_reply", Reply.NONE, Caller.GATEWAY)
+    GATEWAY_CLAIM = ("gateway_claim", Reply.NONE, Caller.GATEWAY)
 
     def __init__(self, method: str, reply: Reply, caller: Caller = Caller.DEVICE) -> None:
         self.method = method

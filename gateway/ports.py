@@ -15,6 +15,8 @@ from fleetgate.core.model import (
     AttributeValue,
     AuditRecord,
     BoundCertificate,
+    ClaimingData,
+    ClaimTarget,
     Device,
     DeviceCa,
     DeviceDetails,
@@ -122,7 +124,7 @@ class DeviceLookup(Protocol):
 class DeviceRegistry(DeviceLookup, DeviceCreator, Protocol):
     async def list_devices(
         self, project_id: str, limit: int, marker: str, offset: int, *, product_id: str | None, name: str | None,
-        status: DeviceStatus | None = None, gateway_id: str | None = None,
+        status: DeviceStatus | None = None, gateway_id: str | None = None, customer: str | None = None,
     ) -> Page:
         """Devices (DeviceDetails) newest first, with their connectivity as of now."""
 
@@ -243,3 +245,23 @@ class SubDeviceStore(Protocol):
         (with the product named ``product_name``, made if missing, provisioning disabled) when
         there is none. QuotaExceeded past ``max_per_gateway`` sub-devices."""
         ...
+
+
+class ClaimStore(Protocol):
+    """ThingsBoard's claiming (fleetgate.core.claiming): the ``claimingData`` server attribute and
+    the device's ``customer``."""
+
+    async def claim_target(self, project_id: str, *, device_id: str | None = None,
+                           name: str | None = None) -> ClaimTarget | None:
+        """The device of this project with this id (or name), None when there is none."""
+
+    async def save_claim(self, device_id: str, claim: ClaimingData, ts: int) -> bool:
+        """Write the ``claimingData`` server attribute at ``ts`` (replacing any); False, writing
+        nothing, when the device is claimed already or no longer exists."""
+
+    async def assign_customer(self, device_id: str, customer: str) -> bool:
+        """In one transaction, give the unclaimed device its customer and delete its
+        ``claimingData``; False, changing nothing, when it is claimed already."""
+
+    async def release(self, project_id: str, device_id: str) -> bool:
+        """Free the device of its customer (and any claim in progress); False when there is no such device."""

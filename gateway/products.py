@@ -36,6 +36,7 @@ class ProductService:
         provision_key: str | None = None,
         provision_secret: str | None = None,
         send_ack_on_validation_error: bool = False,
+        allow_claiming: bool = True,
     ) -> Product:
         product = _validated(
             Product(
@@ -48,6 +49,7 @@ class ProductService:
                 provision_secret=provision_secret or None,
                 send_ack_on_validation_error=send_ack_on_validation_error,
                 created_at=self._clock.now_ms(),
+                allow_claiming=allow_claiming,
             )
         )
         await self._store.create_product(product)
@@ -66,7 +68,7 @@ class ProductService:
     async def update(self, project_id: str, product_id: str, changes: dict[str, Any]) -> Product:
         current = await self.get(project_id, product_id)
         allowed = {"name", "description", "provision_strategy", "provision_key", "provision_secret",
-                   "send_ack_on_validation_error"}
+                   "send_ack_on_validation_error", "allow_claiming"}
         unknown = set(changes) - allowed
         if unknown:
             raise InvalidInput(f"Unknown or read-only fields: {', '.join(sorted(unknown))}")
@@ -106,4 +108,6 @@ def _validated(product: Product) -> Product:
         raise InvalidInput("provision_key and provision_secret are required unless provision_strategy is DISABLED")
     if not isinstance(product.send_ack_on_validation_error, bool):
         raise InvalidInput("send_ack_on_validation_error must be true or false")
+    if not isinstance(product.allow_claiming, bool):
+        raise InvalidInput("allow_claiming must be true or false")
     return product

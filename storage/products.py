@@ -32,11 +32,12 @@ class ProductStore:
             try:
                 await self._pool.execute(
                     """INSERT INTO products (id, project_id, name, description, provision_strategy, provision_key,
-                                             provision_secret, send_ack_on_validation_error, created_at)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+                                             provision_secret, send_ack_on_validation_error, created_at,
+                                             allow_claiming)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
                     product.id, product.project_id, product.name, product.description,
                     product.provision_strategy.value, product.provision_key, self._secret(product),
-                    product.send_ack_on_validation_error, product.created_at,
+                    product.send_ack_on_validation_error, product.created_at, product.allow_claiming,
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise _taken(exc) from None
@@ -58,11 +59,12 @@ class ProductStore:
             try:
                 await self._pool.execute(
                     """UPDATE products SET name = $3, description = $4, provision_strategy = $5, provision_key = $6,
-                                           provision_secret = $7, send_ack_on_validation_error = $8
+                                           provision_secret = $7, send_ack_on_validation_error = $8,
+                                           allow_claiming = $9
                        WHERE project_id = $1 AND id = $2""",
                     product.project_id, product.id, product.name, product.description,
                     product.provision_strategy.value, product.provision_key, self._secret(product),
-                    product.send_ack_on_validation_error,
+                    product.send_ack_on_validation_error, product.allow_claiming,
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise _taken(exc) from None

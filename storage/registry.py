@@ -71,11 +71,12 @@ class DeviceRegistryStore(DeviceStore):
 
     async def list_devices(
         self, project_id: str, limit: int, marker: str, offset: int, *, product_id: str | None, name: str | None,
-        status: DeviceStatus | None = None, gateway_id: str | None = None,
+        status: DeviceStatus | None = None, gateway_id: str | None = None, customer: str | None = None,
     ) -> Page:
         conditions, args = ["project_id = $1"], [project_id, self._clock.now_ms()]
         for column, value in (("product_id", product_id), ("name", name),
-                              ("status", status.value if status else None), ("gateway_id", gateway_id)):
+                              ("status", status.value if status else None), ("gateway_id", gateway_id),
+                              ("customer", customer)):
             if value is not None:
                 args.append(value)
                 conditions.append(f"{column} = ${len(args)}")

@@ -38,6 +38,7 @@ def product(r: asyncpg.Record, sealer: Sealer) -> Product:
         provision_secret=sealer.open(r["provision_secret"], PROVISION_SECRET),
         send_ack_on_validation_error=r["send_ack_on_validation_error"],
         created_at=r["created_at"],
+        allow_claiming=r["allow_claiming"],
     )
 
 
@@ -51,6 +52,7 @@ def device(r: asyncpg.Record) -> Device:
         gateway=r["gateway"],
         created_at=r["created_at"],
         gateway_id=r.get("gateway_id"),
+        customer=r.get("customer"),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -17,6 +18,7 @@ from fleetgate.app import Gateway
 from fleetgate.storage import embedded
 from tests.management_client import Management
 from tests.pki import self_signed
+from tests import tb_sdk_venv
 from tests.support import Tenant, free_port, gateway_settings, new_tenant, running_gateway
 
 
@@ -101,3 +103,10 @@ async def tls_api(tls: tuple[Gateway, str]) -> AsyncIterator[Management]:
     tenant = await new_tenant(gw.services)
     async with aiohttp.ClientSession(listener_url(gw, "management")) as http:
         yield Management(http, tenant)
+
+
+@pytest.fixture(scope="session")
+async def tb_python() -> Path:
+    """The interpreter of ThingsBoard's Python SDK (tb-mqtt-client) in its own environment, built
+    once and cached across runs (tests/tb_sdk_venv.py), without blocking the loop."""
+    return await tb_sdk_venv.ensure()

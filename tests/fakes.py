@@ -16,6 +16,8 @@ from fleetgate.core.model import (
     AttributeValue,
     AuditRecord,
     BoundCertificate,
+    ClaimingData,
+    ClaimTarget,
     Connectivity,
     CredentialsType,
     Device,
@@ -426,3 +428,52 @@ class MemoryPresence:
                                *(u for u in held if u <= now)) if t is not None]
         return Connectivity(DeviceStatus.ONLINE if online else DeviceStatus.OFFLINE, row["last_online_time"],
                             max(offline, default=None), row["last_activity_time"])
+
+
+@dataclasses.dataclass
+class _Claimable:
+    device: DeviceIdentity
+    allow_claiming: bool = True
+    customer: str | None = None
+    claim: ClaimingData | None = None
+    claim_ts: int | None = None
+
+
+class FakeClaimStore:
+    """ClaimStore: devices with their product's switch, customer and claimingData."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, _Claimable] = {}
+
+    def add(self, device: DeviceIdentity, *, allow_claiming: bool = True) -> _Claimable:
+        entry = self.devices[device.device_id] = _Claimable(device, allow_claiming)
+        return entry
+
+    async def claim_target(self, project_id: str, *, device_id: str | None = None,
+                           name: str | None = None) -> ClaimTarget | None:
+        for e in self.devices.values():
+            if e.device.project_id == project_id and (e.device.device_id == device_id or e.device.name == name):
+                return ClaimTarget(e.device.device_id, project_id, e.device.name, e.customer, e.allow_claiming,
+                                   e.claim)
+        return None
+
+    async def save_claim(self, device_id: str, claim: ClaimingData, ts: int) -> bool:
+        entry = self.devices.get(device_id)
+        if entry is None or entry.customer is not None:
+            return False
+        entry.claim, entry.claim_ts = claim, ts
+        return True
+
+    async def assign_customer(self, device_id: str, customer: str) -> bool:
+        entry = self.devices[device_id]
+        if entry.customer is not None:
+            return False
+        entry.customer, entry.claim = customer, None
+        return True
+
+    async def release(self, project_id: str, device_id: str) -> bool:
+        entry = self.devices.get(device_id)
+        if entry is None or entry.device.project_id != project_id:
+            return False
+        entry.customer, entry.claim = None, None
+        return True

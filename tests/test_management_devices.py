@@ -10,7 +10,7 @@ from tests.pki import self_signed_pem
 from tests.support import Tenant, new_tenant
 
 DEVICE_KEYS = {"device_id", "device_name", "product_id", "description", "gateway", "node_type", "gateway_id",
-               "create_time", "provisioned", "status", "last_online_time", "last_offline_time", "last_activity_time",
+               "customer", "create_time", "provisioned", "status", "last_online_time", "last_offline_time", "last_activity_time",
                "auth_info"}
 
 

@@ -13,6 +13,7 @@ from fleetgate.protocols.coap.routes import ROUTES as COAP_ROUTES
 from fleetgate.protocols.coap.routes import Stream
 from fleetgate.protocols.http.device_api import ROUTES as HTTP_ROUTES
 from fleetgate.protocols.http.device_api import Auth
+from fleetgate.protocols.http.long_polls import Feed
 from fleetgate.protocols.mqtt.routes import ROUTES as MQTT_ROUTES
 from fleetgate.protocols.routing import RouteTable, render
 
@@ -82,8 +83,10 @@ def test_the_mqtt_table_is_thingsboards_topics() -> None:
     assert _mqtt("v1/gateway/attributes/request") == (
         Operation.GATEWAY_ATTRIBUTE_REQUEST, "v1/gateway/attributes/response", {})
     assert _mqtt("v1/gateway/rpc") == (Operation.GATEWAY_RPC_REPLY, None, {})
+    assert _mqtt("v1/devices/me/claim") == (Operation.CLAIM, None, {})
+    assert _mqtt("v1/gateway/claim") == (Operation.GATEWAY_CLAIM, None, {})
     for unknown in ("v1/devices/me/rpc/request/x", "v1/devices/me/telemetry/", "v1/devices/other/telemetry",
-                    "v1/devices/me/attributes/response/1", "v2/r/req/", "v1/gateway/claim", "v1/gateway/rpc/1"):
+                    "v1/devices/me/attributes/response/1", "v2/r/req/", "v1/gateway/claim/1", "v1/gateway/rpc/1"):
         assert _mqtt(unknown) is None, unknown
 
 
@@ -99,7 +102,15 @@ def test_the_http_table_is_thingsboards_paths() -> None:
     assert route("GET", "/api/v1/T/attributes") == (Operation.ATTRIBUTE_REQUEST, Auth.TOKEN, True)
     assert route("POST", "/api/v1/me/telemetry") == (Operation.TELEMETRY, Auth.CERTIFICATE, False)
     assert route("GET", "/api/v1/me/attributes") == (Operation.ATTRIBUTE_REQUEST, Auth.CERTIFICATE, True)
+    assert route("POST", "/api/v1/T/claim") == (Operation.CLAIM, Auth.TOKEN, False)
     assert route("GET", "/api/v1/T/telemetry") is None and HTTP_ROUTES.match("/api/v1/T/telemetry") is not None
+    # HTTP RPC: long polls (no operation: protocols.http.long_polls), client-side calls and replies.
+    assert route("GET", "/api/v1/T/rpc") == route("GET", "/api/v1/T/attributes/updates") == (None, Auth.TOKEN, True)
+    for path, feed in (("/api/v1/T/rpc", Feed.RPC), ("/api/v1/T/attributes/updates", Feed.ATTRIBUTES)):
+        assert HTTP_ROUTES.match(path).targets["GET"].poll is feed  # type: ignore[union-attr]
+    assert route("POST", "/api/v1/T/rpc") == (Operation.CLIENT_RPC, Auth.TOKEN, False)
+    assert route("POST", "/api/v1/T/rpc/3") == (Operation.RPC_REPLY, Auth.TOKEN, False)
+    assert HTTP_ROUTES.match("/api/v1/T/rpc/x") is None and route("POST", "/api/v1/T/attributes/updates") is None
     assert HTTP_ROUTES.match("/api/v1/T/nothing") is None
 
 
@@ -116,6 +127,7 @@ def test_the_coap_table_is_thingsboards_resources() -> None:
     assert route("POST", "api/v1/T/rpc") == (Operation.CLIENT_RPC, None, None)
     assert route("GET", "api/v1/T/rpc") == (None, Stream.RPC, None)
     assert route("POST", "api/v1/T/rpc/3") == (Operation.RPC_REPLY, None, None)
+    assert route("POST", "api/v1/T/claim") == (Operation.CLAIM, None, None)
     assert COAP_ROUTES.match("api/v1/T/rpc/x") is None
 
 

@@ -20,7 +20,6 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from fleetgate.app import Gateway
-from tests import tb_sdk_venv
 from tests.management_client import Management
 from tests.paho_async import AsyncPaho
 from tests.sdk_script import TB_MQTT_PREAMBLE, ScriptClient, running_script
@@ -85,12 +84,6 @@ SCRIPT = TB_MQTT_PREAMBLE + textwrap.dedent(
 )
 
 ACKED = {"event": "published", "acked": True, "reasons": [0], "messages": 1}
-
-
-@pytest.fixture(scope="session")
-async def tb_python() -> Path:
-    """The SDK environment's interpreter, built once (and cached across runs)."""
-    return await tb_sdk_venv.ensure()
 
 
 @pytest.fixture

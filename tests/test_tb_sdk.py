@@ -65,12 +65,6 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="session")
-async def tb_python() -> Path:
-    """The SDK environment's interpreter, built once (and cached across runs) without blocking the loop."""
-    return await tb_sdk_venv.ensure()
-
-
 @pytest.fixture
 def sdk_script(tmp_path: Path) -> Path:
     script = tmp_path / "tb_sdk_client.py"

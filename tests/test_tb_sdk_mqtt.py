@@ -16,7 +16,6 @@ import orjson
 import pytest
 
 from fleetgate.app import Gateway
-from tests import tb_sdk_venv
 from tests.pki import self_signed_pem
 from tests.sdk_script import TB_MQTT_PREAMBLE, ScriptClient, running_script
 from tests.support import Tenant, provision
@@ -70,12 +69,6 @@ SCRIPT = TB_MQTT_PREAMBLE + textwrap.dedent(
             break
     """
 )
-
-
-@pytest.fixture(scope="session")
-async def tb_python() -> Path:
-    """The SDK environment's interpreter, built once (and cached across runs)."""
-    return await tb_sdk_venv.ensure()
 
 
 @pytest.fixture

@@ -38,4 +38,5 @@ ROUTES: RouteTable[CoapRoute] = RouteTable([
     ("POST", "api/v1/{token}/rpc", CoapRoute(Operation.CLIENT_RPC)),
     ("GET", "api/v1/{token}/rpc", CoapRoute(None, observe=Stream.RPC)),
     ("POST", "api/v1/{token}/rpc/{request_id:int}", CoapRoute(Operation.RPC_REPLY)),
+    ("POST", "api/v1/{token}/claim", CoapRoute(Operation.CLAIM)),
 ])

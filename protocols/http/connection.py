@@ -35,7 +35,10 @@ from fleetgate.protocols.http.wire import Reply, encode
 
 log = logging.getLogger(__name__)
 
-Outcome = Reply | asyncio.Future[Any] | Coroutine[Any, Any, Reply]
+# A coroutine may resolve to a future: a long poll, once its device is known, is waited on with a
+# callback rather than by the task that authenticated it.
+Later = Coroutine[Any, Any, Reply | asyncio.Future[Any]]
+Outcome = Reply | asyncio.Future[Any] | Later
 _MAX_PIPELINED = 16
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -58,14 +61,17 @@ class DeviceApiPort:
     ) -> Outcome: ...
     def oversize(self, method: bytes, target: bytes, remote: str = "") -> Outcome: ...
     def stored(self, future: asyncio.Future[Any]) -> Reply: ...
+    def abandoned(self, future: asyncio.Future[Any]) -> None: ...
+    def stopping(self) -> None: ...
 
 
 class _Slot:
-    __slots__ = ("data", "close")
+    __slots__ = ("data", "close", "waiting")
 
     def __init__(self, close: bool) -> None:
         self.data: bytes | None = None
         self.close = close
+        self.waiting: asyncio.Future[Any] | None = None  # the future the answer comes from
 
 
 class _Stop(Exception):
@@ -77,7 +83,7 @@ class DeviceHttpConnection(asyncio.Protocol):
         self,
         api: DeviceApiPort,
         limits: HttpLimits,
-        spawn: Callable[[Coroutine[Any, Any, Reply]], asyncio.Task[Reply]],
+        spawn: Callable[[Later], asyncio.Task[Reply | asyncio.Future[Any]]],
         registry: set[DeviceHttpConnection],
     ) -> None:
         self._api = api
@@ -139,6 +145,10 @@ class DeviceHttpConnection(asyncio.Protocol):
             self._address = None
         if self._idle is not None:
             self._idle.cancel()
+        # Answers nobody will read: the device API stops waiting for them (a long poll is detached).
+        for slot in self._slots:
+            if slot.waiting is not None and not slot.waiting.done():
+                self._api.abandoned(slot.waiting)
 
     def data_received(self, data: bytes) -> None:
         if self._stopped:
@@ -253,10 +263,20 @@ class DeviceHttpConnection(asyncio.Protocol):
         if isinstance(outcome, Reply):
             self._complete(slot, outcome)
         elif isinstance(outcome, asyncio.Future):
+            slot.waiting = outcome
             outcome.add_done_callback(lambda future: self._complete(slot, self._api.stored(future)))
         else:
             task = self._spawn(outcome)
-            task.add_done_callback(lambda done: self._complete(slot, _task_reply(done)))
+            task.add_done_callback(lambda done: self._answered_later(slot, done))
+
+    def _answered_later(self, slot: _Slot, task: asyncio.Task[Reply | asyncio.Future[Any]]) -> None:
+        reply = _task_reply(task)
+        if isinstance(reply, asyncio.Future):
+            if self._transport is None and not reply.done():
+                self._api.abandoned(reply)  # the client left while its device was being authenticated
+            self._answer(slot, reply)
+        else:
+            self._complete(slot, reply)
 
     def _complete(self, slot: _Slot, reply: Reply) -> None:
         slot.data = encode(reply, keep_alive=not slot.close)
@@ -311,7 +331,7 @@ class DeviceHttpConnection(asyncio.Protocol):
             self._transport.close()
 
 
-def _task_reply(task: asyncio.Task[Reply]) -> Reply:
+def _task_reply(task: asyncio.Task[Reply | asyncio.Future[Any]]) -> Reply | asyncio.Future[Any]:
     if task.cancelled():
         return Reply.text(503, "The gateway is shutting down")
     exc = task.exception()

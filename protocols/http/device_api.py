@@ -3,7 +3,8 @@ from method and path to the device service's operations.
 
 Deliberate deviation: a malformed body gets 400 with the reason, where
 ThingsBoard answers 500. The routes are served by the project's own HTTP/1.1
-protocol (protocols.http.connection); ``ROUTES`` also feeds the OpenAPI document.
+protocol (protocols.http.connection); ``ROUTES`` also feeds the OpenAPI document. A route
+without an operation is a long poll (protocols.http.long_polls).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from fleetgate.core.operations import Operation, Params, Reply as Answered
 from fleetgate.core.provision_json import response_to_json
 from fleetgate.protocols.http.connection import Outcome
 from fleetgate.protocols.http.errors import refused
+from fleetgate.protocols.http.long_polls import Feed, LongPolls
 from fleetgate.protocols.http.wire import OK, Reply
 from fleetgate.protocols.routing import Match, RouteTable
 
@@ -42,15 +44,21 @@ class Auth(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class HttpRoute:
-    operation: Operation
+    operation: Operation | None  # None: a long poll for ``poll``
     auth: Auth = Auth.TOKEN
     query: bool = False  # the query string is the request, in the body's JSON form
+    poll: Feed | None = None  # what a long poll waits for (protocols.http.long_polls)
+
+    def __post_init__(self) -> None:
+        if (self.operation is None) == (self.poll is None):
+            raise ValueError("a route performs an operation or is a long poll, one of the two")
 
 
 def _route(
-    method: str, path: str, operation: Operation, auth: Auth = Auth.TOKEN, *, query: bool = False
+    method: str, path: str, operation: Operation | None, auth: Auth = Auth.TOKEN, *, query: bool = False,
+    poll: Feed | None = None,
 ) -> tuple[str, str, HttpRoute]:
-    return method, path, HttpRoute(operation, auth, query)
+    return method, path, HttpRoute(operation, auth, query, poll)
 
 
 ROUTES: RouteTable[HttpRoute] = RouteTable([
@@ -61,6 +69,11 @@ ROUTES: RouteTable[HttpRoute] = RouteTable([
     _route("POST", "/api/v1/{token}/telemetry", Operation.TELEMETRY),
     _route("POST", "/api/v1/{token}/attributes", Operation.ATTRIBUTES),
     _route("GET", "/api/v1/{token}/attributes", Operation.ATTRIBUTE_REQUEST, query=True),
+    _route("GET", "/api/v1/{token}/attributes/updates", None, query=True, poll=Feed.ATTRIBUTES),
+    _route("GET", "/api/v1/{token}/rpc", None, query=True, poll=Feed.RPC),
+    _route("POST", "/api/v1/{token}/rpc", Operation.CLIENT_RPC),
+    _route("POST", "/api/v1/{token}/rpc/{request_id:int}", Operation.RPC_REPLY),
+    _route("POST", "/api/v1/{token}/claim", Operation.CLAIM),
 ])
 _NOT_FOUND = refused(UnknownAddress("Not found"))
 _TOO_LARGE = PayloadTooLarge("The body is larger than the configured limit")
@@ -69,9 +82,10 @@ _TOO_LARGE = PayloadTooLarge("The body is larger than the configured limit")
 class DeviceApi:
     """What a device HTTP connection asks (protocols.http.connection.DeviceApiPort)."""
 
-    def __init__(self, service: DeviceService) -> None:
+    def __init__(self, service: DeviceService, max_long_polls: int = 10_000) -> None:
         self._service = service
         self._handlers = {operation: service.handler(operation) for operation in Operation}
+        self.polls = LongPolls(service, max_long_polls)
 
     def opened(self, address: str) -> Reply | None:
         """A new connection from ``address``: None if admitted, else the refusal to send."""
@@ -129,16 +143,26 @@ class DeviceApi:
             return Reply.text(503, "The gateway is shutting down")
         exc = future.exception()
         if exc is None:
-            return OK
+            result = future.result()
+            return result if isinstance(result, Reply) else OK  # a long poll's answer, or "stored"
         if isinstance(exc, GatewayError):
             return refused(exc)
         log.error("storing a message failed", exc_info=exc)
         return Reply.text(500, "The message could not be stored")
 
+    def abandoned(self, future: asyncio.Future[Any]) -> None:
+        """The client waiting for ``future`` went away: a long poll is detached at once."""
+        self.polls.abandon(future)
+
+    def stopping(self) -> None:
+        self.polls.close()
+
     # the operation, once the device is known
 
     def _perform(self, device: DeviceIdentity, route: HttpRoute, params: Params, body: bytes) -> Outcome:
         operation = route.operation
+        if operation is None:
+            return self.polls.open(device, route.poll, body)  # type: ignore[arg-type]  # one or the other
         handler = self._handlers[operation]
         try:
             if operation.reply is Answered.STORED:
@@ -152,12 +176,15 @@ class DeviceApi:
         return OK
 
     async def _after_auth(self, route: HttpRoute, match: Match[HttpRoute], body: bytes, token: str,
-                          address: str) -> Reply:
+                          address: str) -> Reply | asyncio.Future[Any]:
         try:
             device = await self._service.by_token(token, address)
         except GatewayError as exc:
             return refused(exc)
-        return await self._settled(self._perform(device, route, match.params, body))
+        outcome = self._perform(device, route, match.params, body)
+        if route.poll is not None and isinstance(outcome, asyncio.Future):
+            return outcome  # the connection waits for a long poll with a callback, not with this task
+        return await self._settled(outcome)
 
     async def _by_certificate(
         self, route: HttpRoute, match: Match[HttpRoute], body: bytes, certificate: bytes | None, remote: str

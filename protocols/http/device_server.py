@@ -44,7 +44,9 @@ class DeviceHttpServer:
             server.close()
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Let running handlers finish (within ``timeout``), then close every connection."""
+        """Answer the long polls, let running handlers finish (within ``timeout``), then close every
+        connection."""
+        self._api.stopping()
         await self._tasks.finish(timeout)
         for connection in list(self._connections):
             connection.close_when_idle()

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from fleetgate.core import errors, signing
 from fleetgate.core.attributes import AttributeService
+from fleetgate.core.claiming import Claiming
 from fleetgate.core.devices import DeviceManagement
 from fleetgate.core.model import Product
 from fleetgate.core.commands import CommandService
@@ -32,6 +33,7 @@ from fleetgate.protocols.http.iotda import (
 )
 from fleetgate.protocols.http.management_attributes import AttributeRoutes
 from fleetgate.protocols.http.management_certificates import CertificateRoutes
+from fleetgate.protocols.http.management_claims import ClaimRoutes
 from fleetgate.protocols.http.management_devices import DeviceRoutes
 from fleetgate.protocols.http.management_commands import CommandRoutes
 from fleetgate.protocols.http.management_telemetry import TelemetryRoutes
@@ -49,6 +51,10 @@ _CODES: list[tuple[type[errors.GatewayError], str]] = [
     (errors.VerificationFailed, "IOTDA.014305"),
     (errors.CaTaken, "IOTDA.014306"),
     (errors.CaQuotaExceeded, "IOTDA.014307"),
+    (errors.ClaimingNotAllowed, "IOTDA.014311"),
+    (errors.ClaimSecretMismatch, "IOTDA.014312"),
+    (errors.ClaimExpired, "IOTDA.014313"),
+    (errors.DeviceAlreadyClaimed, "IOTDA.014314"),
     (errors.LimitOutOfRange, "IOTDA.000017"),
     (errors.OffsetOutOfRange, "IOTDA.000018"),
     (errors.InvalidTime, "IOTDA.000009"),
@@ -89,6 +95,7 @@ def product_json(p: Product) -> dict[str, Any]:
         "provision_key": p.provision_key,
         "provision_secret": p.provision_secret,
         "send_ack_on_validation_error": p.send_ack_on_validation_error,
+        "allow_claiming": p.allow_claiming,
         "create_time": iotda_time(p.created_at),
     }
 
@@ -102,11 +109,13 @@ class ManagementApi:
         attributes: AttributeService,
         telemetry: TelemetryQueryService,
         commands: CommandService,
+        claiming: Claiming | None = None,
     ) -> None:
         self._s = services
         self._groups = (
             DeviceRoutes(devices), AttributeRoutes(attributes), TelemetryRoutes(telemetry), CommandRoutes(commands),
             TemplateRoutes(services.templates, services.registration), CertificateRoutes(services.cas),
+            *((ClaimRoutes(claiming, devices),) if claiming is not None else ()),
         )
 
     def routes(self) -> list[web.RouteDef]:
@@ -153,6 +162,7 @@ class ManagementApi:
 
     async def create_product(self, request: web.Request, project_id: str) -> web.Response:
         body = await json_body(request)
+        allow_claiming = body_field(body, "allow_claiming", bool)
         product = await self._s.products.create(
             project_id,
             body_field(body, "name", str, required=True),
@@ -161,6 +171,7 @@ class ManagementApi:
             provision_key=body_field(body, "provision_key", str),
             provision_secret=body_field(body, "provision_secret", str),
             send_ack_on_validation_error=body_field(body, "send_ack_on_validation_error", bool) or False,
+            allow_claiming=True if allow_claiming is None else allow_claiming,
         )
         return json_response(product_json(product), status=201)
 

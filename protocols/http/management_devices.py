@@ -56,6 +56,7 @@ class DeviceRoutes:
             project_id, limit, marker, offset,
             product_id=query.get("product_id") or None, name=query.get("device_name") or None,
             status=_status(query.get("status") or None), gateway_id=query.get("gateway_id") or None,
+            customer=query.get("customer") or None,
         )
         return json_response(page_json("devices", page, device_json))
 
@@ -129,6 +130,7 @@ def device_json(details: DeviceDetails, clear: Credentials | None = None) -> dic
         # IoTDA's names: a gateway's node type, and a sub-device's gateway.
         "node_type": "GATEWAY" if device.gateway else "ENDPOINT",
         "gateway_id": device.gateway_id,
+        "customer": device.customer,  # who claimed it (ThingsBoard's claiming); None: unclaimed
         "create_time": iotda_time(device.created_at),
         "provisioned": details.provisioned,
         "status": connectivity.status.value,

@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from fleetgate.core.telemetry_queries import DEFAULT_LIMIT, MAX_LIMIT
-from fleetgate.protocols.http import openapi_provisioning
+from fleetgate.protocols.http import openapi_claiming, openapi_downlink, openapi_provisioning
 from fleetgate.protocols.http.schema import obj as _object
 from fleetgate.protocols.http.schema import ref as _ref
 from fleetgate.protocols.http.iotda import NO_MARKER, PREFIX
@@ -69,7 +69,8 @@ OPERATIONS_DESCRIBED: tuple[Operation, ...] = (
                             "product with the CHECK_PRE_PROVISIONED_DEVICES strategy the device is pre-provisioned: "
                             "its first provisioning request is answered with exactly these credentials."),
     _management("GET", "/devices", "List devices, newest first",
-                query=("limit", "marker", "offset", "product_id_filter", "device_name", "status", "gateway_id"),
+                query=("limit", "marker", "offset", "product_id_filter", "device_name", "status", "gateway_id",
+                       "customer"),
                 returns="DeviceList"),
     _management("GET", "/devices/{device_id}", "Show a device", returns="Device"),
     _management("PUT", "/devices/{device_id}", "Change a device; auth_info replaces its credentials",
@@ -98,6 +99,10 @@ OPERATIONS_DESCRIBED: tuple[Operation, ...] = (
                             "one-way call answers 202 once sent. 409 (IOTDA.014016) when the device is not connected."),
     *(_management(method, path, summary, **details)
       for method, path, summary, details in openapi_provisioning.OPERATIONS),
+    *(_management(method, path, summary, **details)
+      for method, path, summary, details in openapi_claiming.OPERATIONS),
+    *(Operation(method, path, DEVICE_API, summary, **details)
+      for method, path, summary, details in openapi_claiming.DEVICE_OPERATIONS),
     Operation("POST", "/api/v1/provision", DEVICE_API, "Claim provisioning (ThingsBoard)", body="ProvisionRequest",
               returns="ProvisionResponse", errors=(400, 413, 429),
               description="Refusals are answered with 200 and status NOT_FOUND or FAILURE, as ThingsBoard does."),
@@ -118,6 +123,8 @@ OPERATIONS_DESCRIBED: tuple[Operation, ...] = (
           ("POST", "telemetry", "Send telemetry", "TelemetryPayload", None),
           ("POST", "attributes", "Report client attributes", "AttributeValues", None),
           ("GET", "attributes", "Request client and shared attributes", None, "DeviceAttributes"))),
+    *(Operation(method, path, DEVICE_API, summary, **details)
+      for method, path, summary, details in openapi_downlink.OPERATIONS),
     Operation("GET", "/metrics", OPERATIONS, "Prometheus metrics", returns="Metrics", media="text/plain"),
     Operation("GET", "/healthz", OPERATIONS, "Liveness", returns="Health"),
     Operation("GET", "/readyz", OPERATIONS, "Readiness", returns="Readiness",
@@ -154,6 +161,7 @@ _PRODUCT_FIELDS = {
     "provision_key": _s(["string", "null"], "Required unless the strategy is DISABLED; unique across projects"),
     "provision_secret": _s(["string", "null"]),
     "send_ack_on_validation_error": _s("boolean"),
+    "allow_claiming": _s("boolean", "Whether its devices may be claimed", default=True),
 }
 _DEVICE_FIELDS = {
     "device_name": _s("string", "Unique in the project", maxLength=256),
@@ -198,19 +206,21 @@ SCHEMAS: dict[str, Any] = {
         password=_s(["string", "null"], "Only in the answer to the request that set it"),
     ),
     "Device": _object(
-        "device_id", "device_name", "product_id", "description", "gateway", "node_type", "gateway_id", "create_time",
-        "provisioned", "status", "last_online_time", "last_offline_time", "last_activity_time", "auth_info",
+        "device_id", "device_name", "product_id", "description", "gateway", "node_type", "gateway_id", "customer",
+        "create_time", "provisioned", "status", "last_online_time", "last_offline_time", "last_activity_time",
+        "auth_info",
         device_id=_s("string"), product_id=_s("string"),
         node_type=_s("string", "GATEWAY for a gateway device, else ENDPOINT", enum=["GATEWAY", "ENDPOINT"]),
         gateway_id=_NULLABLE_STRING | {"description": "A sub-device's gateway: the last one to connect it"},
+        customer=_NULLABLE_STRING | {"description": "Who claimed the device (ThingsBoard's claiming); null: unclaimed"},
         **{**_DEVICE_FIELDS, "auth_info": {"oneOf": [_ref("DeviceAuthInfo"), {"type": "null"}]}},
         create_time=_TIME,
         provisioned=_s("boolean", "True once the device has claimed its credentials by provisioning"),
         status=_STATUS | {"description": "ONLINE while connected (MQTT, a CoAP observation, a sub-device behind "
                           "its connected gateway), or within device_inactivity_timeout_seconds of a request"},
         last_online_time=_LAST_TIME, last_offline_time=_LAST_TIME,
-        last_activity_time=_LAST_TIME | {"description": "The last message or request, to within "
-                                         "presence_flush_seconds; null: never"},
+        last_activity_time=_LAST_TIME | {"description": "The last message or request, to within a tenth of "
+                                         "device_inactivity_timeout_seconds; null: never"},
     ),
     "DeviceCreate": _object("device_name", "product_id", product_id=_s("string", "A product of this project"),
                             **_DEVICE_FIELDS),
@@ -287,6 +297,7 @@ PARAMETERS: dict[str, Any] = {
     "device_name": _query("device_name", _s("string"), "Only the device with this name"),
     "status": _query("status", _STATUS, "Only the devices ONLINE, or OFFLINE, now"),
     "gateway_id": _query("gateway_id", _s("string"), "Only the sub-devices of this gateway device"),
+    "customer": _query("customer", _s("string"), "Only the devices claimed by this customer"),
     "scope": _query("scope", _s("string", enum=_SCOPES), "The attribute scope", required=True),
     "writable_scope": _query("scope", _s("string", enum=_SCOPES[1:]),
                              "SHARED_SCOPE or SERVER_SCOPE; client attributes are the device's", required=True),
@@ -329,6 +340,7 @@ RESPONSES: dict[str, Any] = {
                                              "authentication failures or this provision key's attempts; retry "
                                              "after Retry-After",
                               "headers": {"Retry-After": {"schema": _s("integer")}}, "content": _TEXT},
+    "DeviceRequestTimeout": {"description": "A long poll's timeout passed with nothing to answer; no body"},
     "DeviceUnavailable": {"description": "The ingest queue is full or the database down; retry after Retry-After",
                           "headers": {"Retry-After": {"schema": _s("integer")}}, "content": _TEXT},
 }
@@ -336,7 +348,7 @@ _ERROR_RESPONSES = {
     MANAGEMENT: {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
                  413: "PayloadTooLarge", 503: "Unavailable", 504: "GatewayTimeout"},
     DEVICE_API: {400: "DeviceBadRequest", 401: "DeviceUnauthorized", 403: "DeviceForbidden", 413: "DevicePayloadTooLarge",
-                 429: "DeviceTooManyRequests", 503: "DeviceUnavailable"},
+                 408: "DeviceRequestTimeout", 429: "DeviceTooManyRequests", 503: "DeviceUnavailable"},
 }
 
 
@@ -385,8 +397,9 @@ def document() -> dict[str, Any]:
                  {"name": OPERATIONS, "description": "Health, metrics and this document"}],
         "paths": paths,
         "components": {
-            "schemas": {**SCHEMAS, **openapi_provisioning.SCHEMAS},
-            "parameters": {**PARAMETERS, **openapi_provisioning.PARAMETERS},
+            "schemas": {**SCHEMAS, **openapi_provisioning.SCHEMAS, **openapi_downlink.SCHEMAS,
+                        **openapi_claiming.SCHEMAS},
+            "parameters": {**PARAMETERS, **openapi_provisioning.PARAMETERS, **openapi_downlink.PARAMETERS},
             "responses": RESPONSES,
             "securitySchemes": {"XAuthToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}},
         },

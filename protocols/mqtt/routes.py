@@ -41,6 +41,7 @@ ROUTES: RouteTable[TopicRoute] = RouteTable([
     _topic("v1/devices/me/rpc/response/{request_id:int}", Operation.RPC_REPLY),
     _topic("v2/r/res/{request_id:int}", Operation.RPC_REPLY),
     _topic("/provision/request", Operation.PROVISION, "/provision/response"),
+    _topic("v1/devices/me/claim", Operation.CLAIM),
     # ThingsBoard's gateway API (https://thingsboard.io/docs/reference/gateway-mqtt-api/), gateways only
     _topic("v1/gateway/connect", Operation.GATEWAY_CONNECT),
     _topic("v1/gateway/disconnect", Operation.GATEWAY_DISCONNECT),
@@ -48,6 +49,7 @@ ROUTES: RouteTable[TopicRoute] = RouteTable([
     _topic("v1/gateway/attributes", Operation.GATEWAY_ATTRIBUTES),
     _topic("v1/gateway/attributes/request", Operation.GATEWAY_ATTRIBUTE_REQUEST, "v1/gateway/attributes/response"),
     _topic("v1/gateway/rpc", Operation.GATEWAY_RPC_REPLY),
+    _topic("v1/gateway/claim", Operation.GATEWAY_CLAIM),
 ])
 
 
