@@ -161,7 +161,7 @@ class Claiming:
             raise InvalidInput("customer must be 1 to 255 characters without control characters")
         target = await self._store.claim_target(project_id, name=device_name)
         if target is None:
-            raise NotFound(f"Device {device_name} does not exist")
+            raise NotFound("The project has no device of this name")
         if not target.allow_claiming:
             raise ClaimingNotAllowed()
         if target.customer is not None:

@@ -21,8 +21,8 @@ from fleetgate.core.model import DeviceIdentity
 from fleetgate.protocols.http.long_polls import Feed, LongPolls, poll_timeout
 from fleetgate.protocols.http.wire import Reply
 from tests.conftest import listener_url
+from tests.http_rpc_support import Device, command, poll, provision, watch_polls
 from tests.support import Tenant, gateway_settings, new_tenant, running_gateway
-from tests.test_device_api import Device, provision
 
 TIMEOUT = 20.0
 DEVICE = DeviceIdentity("d1", "p1", "prod1", "meter")
@@ -111,8 +111,10 @@ async def test_polls_are_bounded_and_a_malformed_timeout_is_refused() -> None:
     # Abandoned (its connection closed): detached at once, and its place is free again.
     polls.abandon(first)  # type: ignore[arg-type]
     assert first.cancelled() and channels.log[-1] == ("detach", "d1", "http")  # type: ignore[union-attr]
-    assert isinstance(polls.open(DEVICE, Feed.RPC, b"{}"), asyncio.Future)
+    last = polls.open(DEVICE, Feed.RPC, b"{}")
     polls.close()  # the gateway stops: every open poll is answered
+    stopping = await answer(last)
+    assert stopping.status == 503 and ("Retry-After", "1") in stopping.headers
     assert len(polls) == 0 and not channels.downlink.connected("d1")
 
 
@@ -130,32 +132,6 @@ async def test_abandoning_a_future_of_no_poll_changes_nothing() -> None:
 def opened(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> defaultdict[str, asyncio.Event]:
     """Set for a device once one of its HTTP long polls is attached to the downlink."""
     return watch_polls(gateway, monkeypatch)
-
-
-def watch_polls(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> defaultdict[str, asyncio.Event]:
-    events: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
-    service = gateway._device_service
-    attach: Callable[..., None] = service.attach
-
-    def watched(device: DeviceIdentity, channel: DeviceChannel, protocol: str = "mqtt") -> None:
-        attach(device, channel, protocol)
-        if protocol == "http":
-            events[device.device_id].set()
-
-    monkeypatch.setattr(service, "attach", watched)
-    return events
-
-
-async def poll(http: aiohttp.ClientSession, path: str, **params: str) -> tuple[int, bytes]:
-    async with http.get(path, params=params) as resp:
-        return resp.status, await resp.read()
-
-
-async def command(management: aiohttp.ClientSession, tenant: Tenant, device_id: str,
-                  body: dict[str, Any]) -> tuple[int, Any]:
-    async with management.post(f"/v5/iot/{tenant.project_id}/devices/{device_id}/commands", json=body,
-                               headers={"X-Auth-Token": tenant.token}) as resp:
-        return resp.status, orjson.loads(await resp.read())
 
 
 async def device_status(management: aiohttp.ClientSession, tenant: Tenant, device_id: str) -> str:
@@ -290,3 +266,22 @@ async def test_polls_are_bounded_and_a_closed_poll_frees_its_place(
         await detached.wait()
         assert not bounded._downlink.connected(device.id)
         assert await poll(http, f"/api/v1/{device.token}/rpc", timeout="100") == (408, b"")
+
+
+async def test_waiting_polls_are_answered_when_the_gateway_stops(
+        database_url: str, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = Gateway(gateway_settings(str(tmp_path_factory.mktemp("stopping"))), database_url)
+    await gateway.start()
+    stopping: asyncio.Future[None] | None = None
+    try:
+        opened = watch_polls(gateway, monkeypatch)
+        tenant = await new_tenant(gateway.services)
+        async with asyncio.timeout(TIMEOUT), aiohttp.ClientSession(listener_url(gateway, "http")) as http:
+            device = await provision(http, gateway, tenant)
+            waiting = asyncio.ensure_future(poll(http, f"/api/v1/{device.token}/rpc"))
+            await opened[device.id].wait()
+            stopping = asyncio.ensure_future(gateway.stop())
+            status, body = await waiting
+            assert (status, body) == (503, b"The gateway is shutting down")
+    finally:
+        await (stopping if stopping is not None else gateway.stop())

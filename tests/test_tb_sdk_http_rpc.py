@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.sdk_script import running_script
-from tests.test_device_api import provision
-from tests.test_http_long_polls import command, watch_polls
+from tests.http_rpc_support import command, provision, watch_polls
 
 SCRIPT = textwrap.dedent(
     """
