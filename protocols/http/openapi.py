@@ -341,14 +341,16 @@ RESPONSES: dict[str, Any] = {
                                              "after Retry-After",
                               "headers": {"Retry-After": {"schema": _s("integer")}}, "content": _TEXT},
     "DeviceRequestTimeout": {"description": "A long poll's timeout passed with nothing to answer; no body"},
+    "DeviceNotFound": {"description": "No resource at this path", "content": _TEXT},
     "DeviceUnavailable": {"description": "The ingest queue is full or the database down; retry after Retry-After",
                           "headers": {"Retry-After": {"schema": _s("integer")}}, "content": _TEXT},
 }
 _ERROR_RESPONSES = {
     MANAGEMENT: {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
                  413: "PayloadTooLarge", 503: "Unavailable", 504: "GatewayTimeout"},
-    DEVICE_API: {400: "DeviceBadRequest", 401: "DeviceUnauthorized", 403: "DeviceForbidden", 413: "DevicePayloadTooLarge",
-                 408: "DeviceRequestTimeout", 429: "DeviceTooManyRequests", 503: "DeviceUnavailable"},
+    DEVICE_API: {400: "DeviceBadRequest", 401: "DeviceUnauthorized", 403: "DeviceForbidden", 404: "DeviceNotFound",
+                 413: "DevicePayloadTooLarge", 408: "DeviceRequestTimeout", 429: "DeviceTooManyRequests",
+                 503: "DeviceUnavailable"},
 }
 
 

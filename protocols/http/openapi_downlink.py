@@ -18,8 +18,9 @@ OPERATIONS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
      {"query": ("timeout",), "returns": "RpcRequest", "errors": (400, 401, 408, 429, 503),
       "description": _POLL.format(what="operator's call") + " Answer it with POST /api/v1/{token}/rpc/{id}."}),
     ("POST", "/api/v1/{token}/rpc/{request_id}", "Answer a server-side RPC request",
-     {"body": "RpcAnswer", "errors": (400, 401, 413, 429),
-      "description": "The body, any JSON, is the operator's reply; an answer nobody waits for is dropped."}),
+     {"body": "RpcAnswer", "errors": (400, 401, 404, 413, 429),
+      "description": "The body, any JSON, is the operator's reply; an answer nobody waits for is dropped. "
+                     "An id that is not a decimal number below 2^31 names no resource: 404."}),
     ("POST", "/api/v1/{token}/rpc", "Client-side RPC", {"body": "ClientRpc", "returns": "RpcAnswer",
                                                         "errors": (400, 401, 413, 429),
                                                         "description": "getSessionLimits is answered with "
