@@ -4,10 +4,8 @@ call, and an event set when a device's long poll is attached to the downlink."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -18,25 +16,6 @@ from fleetgate.app import Gateway
 from fleetgate.core.downlink import DeviceChannel
 from fleetgate.core.model import DeviceIdentity
 from tests.support import Tenant
-
-
-@dataclass(frozen=True)
-class Device:
-    token: str
-    id: str
-
-
-async def provision(http: aiohttp.ClientSession, gateway: Gateway, tenant: Tenant) -> Device:
-    """A device provisioned over the device API (its token not yet used)."""
-    name = "rpc-" + secrets.token_hex(6)
-    body = {"deviceName": name, "provisionDeviceKey": tenant.provision_key,
-            "provisionDeviceSecret": tenant.provision_secret}
-    async with http.post("/api/v1/provision", json=body) as resp:
-        result = orjson.loads(await resp.read())
-    assert result["status"] == "SUCCESS", result
-    device_id = await gateway.services.pool.fetchval(
-        "SELECT id FROM devices WHERE project_id = $1 AND name = $2", tenant.project_id, name)
-    return Device(result["credentialsValue"], device_id)
 
 
 def watch_polls(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> defaultdict[str, asyncio.Event]:

@@ -119,3 +119,26 @@ async def pre_provision(gateway: Gateway, tenant: Tenant, name: str, credentials
     stored = creds.to_stored(creds.validate(credentials), keep_pending=True)
     await gateway.services.devices.create_device(device, stored)
     return device
+
+
+@dataclass(frozen=True)
+class ProvisionedDevice:
+    """A provisioned device as the tests use it: its access token and database id."""
+
+    token: str
+    id: str
+
+
+async def provision_device(
+    http: aiohttp.ClientSession, gateway: Gateway, tenant: Tenant, prefix: str = "dev-"
+) -> ProvisionedDevice:
+    """A device provisioned over the device API (its token not yet used)."""
+    name = prefix + secrets.token_hex(6)
+    body = {"deviceName": name, "provisionDeviceKey": tenant.provision_key,
+            "provisionDeviceSecret": tenant.provision_secret}
+    async with http.post("/api/v1/provision", json=body) as resp:
+        result = orjson.loads(await resp.read())
+    assert result["status"] == "SUCCESS", result
+    device_id = await gateway.services.pool.fetchval(
+        "SELECT id FROM devices WHERE project_id = $1 AND name = $2", tenant.project_id, name)
+    return ProvisionedDevice(result["credentialsValue"], device_id)

@@ -7,7 +7,6 @@ rows can be read back at once.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -16,7 +15,7 @@ import pytest
 
 from fleetgate.app import Gateway
 from fleetgate.core.model import AttributeScope, KeyValue, ValueType
-from tests.support import Tenant
+from tests.support import ProvisionedDevice, Tenant, provision_device
 
 _TS_ROWS = """SELECT k.key, t.ts, t.bool_v, t.long_v, t.dbl_v, t.str_v, t.json_v
               FROM ts_kv t JOIN key_dictionary k ON k.key_id = t.key
@@ -25,29 +24,9 @@ _ATTRIBUTE_ROWS = """SELECT key, bool_v, long_v, dbl_v, str_v, json_v FROM attri
                      WHERE device_id = $1 AND scope = $2 ORDER BY key"""
 
 
-@dataclass(frozen=True)
-class Device:
-    """A provisioned device as the tests use it: its access token and database id."""
-
-    token: str
-    id: str
-
-
-async def provision(http: aiohttp.ClientSession, gateway: Gateway, tenant: Tenant) -> Device:
-    name = "dev-" + secrets.token_hex(6)
-    body = {"deviceName": name, "provisionDeviceKey": tenant.provision_key,
-            "provisionDeviceSecret": tenant.provision_secret}
-    async with http.post("/api/v1/provision", json=body) as resp:
-        result = orjson.loads(await resp.read())
-    assert result["status"] == "SUCCESS", result
-    device_id = await gateway.services.pool.fetchval(
-        "SELECT id FROM devices WHERE project_id = $1 AND name = $2", tenant.project_id, name)
-    return Device(result["credentialsValue"], device_id)
-
-
 @pytest.fixture
-async def device(http: aiohttp.ClientSession, gateway: Gateway, tenant: Tenant) -> Device:
-    return await provision(http, gateway, tenant)
+async def device(http: aiohttp.ClientSession, gateway: Gateway, tenant: Tenant) -> ProvisionedDevice:
+    return await provision_device(http, gateway, tenant)
 
 
 async def post(http: aiohttp.ClientSession, path: str, body: bytes | str) -> tuple[int, bytes]:
@@ -60,11 +39,11 @@ async def get(http: aiohttp.ClientSession, path: str, params: Any = None) -> tup
         return resp.status, await resp.read()
 
 
-async def ts_rows(gateway: Gateway, device: Device) -> list[tuple[Any, ...]]:
+async def ts_rows(gateway: Gateway, device: ProvisionedDevice) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in await gateway.services.pool.fetch(_TS_ROWS, device.id)]
 
 
-async def attribute_rows(gateway: Gateway, device: Device, scope: str = "CLIENT_SCOPE") -> list[tuple[Any, ...]]:
+async def attribute_rows(gateway: Gateway, device: ProvisionedDevice, scope: str = "CLIENT_SCOPE") -> list[tuple[Any, ...]]:
     return [tuple(r) for r in await gateway.services.pool.fetch(_ATTRIBUTE_ROWS, device.id, scope)]
 
 
@@ -90,7 +69,7 @@ async def test_the_token_is_checked_before_the_body(http, gateway, feature):
 
 
 async def test_a_provision_token_authenticates_only_its_own_device(http, gateway, tenant):
-    first, second = await provision(http, gateway, tenant), await provision(http, gateway, tenant)
+    first, second = await provision_device(http, gateway, tenant), await provision_device(http, gateway, tenant)
     assert await post(http, f"/api/v1/{first.token}/telemetry", '{"who":1}') == (200, b"")
     assert await post(http, f"/api/v1/{second.token}/telemetry", '{"who":2}') == (200, b"")
     assert [r[3] for r in await ts_rows(gateway, first)] == [1]
@@ -225,7 +204,7 @@ async def test_a_key_with_a_nul_character_is_400(http, gateway, device):
 
 
 @pytest.fixture
-async def attributed(http, gateway, device) -> Device:
+async def attributed(http, gateway, device) -> ProvisionedDevice:
     """A device with client attributes a, b, c and shared attributes s1, s2."""
     assert await post(http, f"/api/v1/{device.token}/attributes", '{"a":1,"b":"x","c":{"k":[1]}}') == (200, b"")
     await gateway.services.attributes.write_attributes(

@@ -21,8 +21,10 @@ from fleetgate.core.model import DeviceIdentity
 from fleetgate.protocols.http.long_polls import Feed, LongPolls, poll_timeout
 from fleetgate.protocols.http.wire import Reply
 from tests.conftest import listener_url
-from tests.http_rpc_support import Device, command, poll, provision, watch_polls
-from tests.support import Tenant, gateway_settings, new_tenant, running_gateway
+from tests.http_rpc_support import command, poll, watch_polls
+from tests.support import (
+    ProvisionedDevice, Tenant, gateway_settings, new_tenant, provision_device, running_gateway,
+)
 
 TIMEOUT = 20.0
 DEVICE = DeviceIdentity("d1", "p1", "prod1", "meter")
@@ -142,7 +144,7 @@ async def device_status(management: aiohttp.ClientSession, tenant: Tenant, devic
 
 async def test_an_rpc_poll_receives_an_operators_call_and_the_reply_reaches_the_operator(
         gateway, http, management, tenant, opened) -> None:
-    device = await provision(http, gateway, tenant)
+    device = await provision_device(http, gateway, tenant, "rpc-")
     async with asyncio.timeout(TIMEOUT):
         waiting = asyncio.ensure_future(poll(http, f"/api/v1/{device.token}/rpc", timeout="15000"))
         await opened[device.id].wait()
@@ -162,7 +164,7 @@ async def test_an_rpc_poll_receives_an_operators_call_and_the_reply_reaches_the_
 async def test_a_poll_with_a_token_already_known_is_answered_too(gateway, http, tenant, management, opened) -> None:
     """The first request of a token is authenticated in a task (the test above); later ones from
     the token cache, and the poll is then waited on by its future alone."""
-    device = await provision(http, gateway, tenant)
+    device = await provision_device(http, gateway, tenant, "rpc-")
     async with asyncio.timeout(TIMEOUT):
         assert await poll(http, f"/api/v1/{device.token}/rpc", timeout="1") == (408, b"")
         assert gateway._device_service.cached_token(device.token) is not None
@@ -175,7 +177,7 @@ async def test_a_poll_with_a_token_already_known_is_answered_too(gateway, http, 
 
 
 async def test_a_poll_times_out_with_408(gateway, http, tenant) -> None:
-    device = await provision(http, gateway, tenant)
+    device = await provision_device(http, gateway, tenant, "rpc-")
     async with asyncio.timeout(TIMEOUT):
         assert await poll(http, f"/api/v1/{device.token}/rpc", timeout="200") == (408, b"")
         assert await poll(http, f"/api/v1/{device.token}/attributes/updates", timeout="200") == (408, b"")
@@ -184,7 +186,7 @@ async def test_a_poll_times_out_with_408(gateway, http, tenant) -> None:
 
 @pytest.mark.parametrize("timeout", ["abc", "-5", "1e999"])
 async def test_a_timeout_that_is_not_a_number_is_400(gateway, http, tenant, timeout) -> None:
-    device = await provision(http, gateway, tenant)
+    device = await provision_device(http, gateway, tenant, "rpc-")
     status, body = await poll(http, f"/api/v1/{device.token}/rpc", timeout=timeout)
     assert status == 400 and b"timeout" in body
 
@@ -194,7 +196,7 @@ async def test_a_poll_with_an_unknown_token_is_401(http) -> None:
 
 
 async def test_shared_attribute_updates_arrive(gateway, http, management, tenant, opened) -> None:
-    device = await provision(http, gateway, tenant)
+    device = await provision_device(http, gateway, tenant, "rpc-")
     async with asyncio.timeout(TIMEOUT):
         waiting = asyncio.ensure_future(poll(http, f"/api/v1/{device.token}/attributes/updates", timeout="15000"))
         await opened[device.id].wait()
@@ -207,7 +209,7 @@ async def test_shared_attribute_updates_arrive(gateway, http, management, tenant
 
 
 async def test_client_side_rpc(http, gateway, tenant) -> None:
-    device = await provision(http, gateway, tenant)
+    device = await provision_device(http, gateway, tenant, "rpc-")
     path = f"/api/v1/{device.token}/rpc"
     async with http.post(path, json={"method": "getSessionLimits", "params": {}}) as resp:
         assert resp.status == 200
@@ -221,7 +223,7 @@ async def test_client_side_rpc(http, gateway, tenant) -> None:
 
 
 async def test_a_reply_nobody_waits_for_is_dropped(http, gateway, tenant) -> None:
-    device = await provision(http, gateway, tenant)
+    device = await provision_device(http, gateway, tenant, "rpc-")
     async with http.post(f"/api/v1/{device.token}/rpc/12345", json={"late": True}) as resp:
         assert resp.status == 200
     async with http.post(f"/api/v1/{device.token}/rpc/12345", data=b"{") as resp:
@@ -254,7 +256,7 @@ async def test_polls_are_bounded_and_a_closed_poll_frees_its_place(
     before = refusals._value.get()
     base_url = listener_url(bounded, "http")
     async with asyncio.timeout(TIMEOUT), aiohttp.ClientSession(base_url) as http:
-        device: Device = await provision(http, bounded, tenant)
+        device: ProvisionedDevice = await provision_device(http, bounded, tenant, "rpc-")
         async with aiohttp.ClientSession(base_url) as first:
             waiting = asyncio.ensure_future(poll(first, f"/api/v1/{device.token}/rpc", timeout="60000"))
             await opened[device.id].wait()
@@ -277,7 +279,7 @@ async def test_waiting_polls_are_answered_when_the_gateway_stops(
         opened = watch_polls(gateway, monkeypatch)
         tenant = await new_tenant(gateway.services)
         async with asyncio.timeout(TIMEOUT), aiohttp.ClientSession(listener_url(gateway, "http")) as http:
-            device = await provision(http, gateway, tenant)
+            device = await provision_device(http, gateway, tenant, "rpc-")
             waiting = asyncio.ensure_future(poll(http, f"/api/v1/{device.token}/rpc"))
             await opened[device.id].wait()
             stopping = asyncio.ensure_future(gateway.stop())

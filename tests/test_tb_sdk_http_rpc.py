@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.sdk_script import running_script
-from tests.http_rpc_support import command, provision, watch_polls
+from tests.http_rpc_support import command, watch_polls
+from tests.support import provision_device
 
 SCRIPT = textwrap.dedent(
     """
@@ -47,7 +48,7 @@ def sdk_script(tmp_path: Path) -> Path:
 async def test_the_sdk_s_rpc_subscription_receives_a_call_and_its_answer_reaches_the_operator(
         gateway, base_url, http, management, tenant, tb_python, sdk_script, monkeypatch) -> None:
     opened = watch_polls(gateway, monkeypatch)
-    device = await provision(http, gateway, tenant)
+    device = await provision_device(http, gateway, tenant, "rpc-")
     env = {"GATEWAY_URL": base_url, "DEVICE_TOKEN": device.token}
     async with running_script(tb_python, sdk_script, 90, env=env) as client:
         await client.event("subscribed")
