@@ -8,8 +8,9 @@ tests share the database without seeing each other's rows.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from fleetgate.app import Gateway
 from fleetgate.storage import embedded
 from tests.management_client import Management
+from tests.paho_async import AsyncPaho
 from tests.pki import self_signed
 from tests import tb_sdk_venv
 from tests.support import Tenant, free_port, gateway_settings, new_tenant, running_gateway
@@ -110,3 +112,17 @@ async def tb_python() -> Path:
     """The interpreter of ThingsBoard's Python SDK (tb-mqtt-client) in its own environment, built
     once and cached across runs (tests/tb_sdk_venv.py), without blocking the loop."""
     return await tb_sdk_venv.ensure()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[..., AsyncPaho]]:
+    """Makes paho-mqtt clients (tests/paho_async.py); each is closed at the end of the test."""
+    made: list[AsyncPaho] = []
+
+    def make(*args: Any, **kwargs: Any) -> AsyncPaho:
+        made.append(AsyncPaho(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for client in made:
+        await client.close()

@@ -96,3 +96,10 @@ class AsyncPaho:
 def _settle(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
         future.set_result(value)
+
+
+def reason_value(reason: Any) -> int:
+    """A paho reason code (or a SUBACK's list of one) as its number."""
+    if isinstance(reason, list):
+        (reason,) = reason
+    return reason.value if hasattr(reason, "value") else int(reason)

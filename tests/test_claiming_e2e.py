@@ -15,30 +15,13 @@ from typing import Any
 import aiohttp
 import orjson
 import paho.mqtt.client as mqtt
-import pytest
 from aiocoap import Code
 
 from fleetgate.app import Gateway
 from tests.coap_support import coap_client, device_id_of, provision_device, request
 from tests.management_client import Management, assert_error
-from tests.paho_async import AsyncPaho
+from tests.paho_async import reason_value
 from tests.support import Tenant, new_tenant, provision
-
-def reason_value(reason: Any) -> int:
-    return reason.value if hasattr(reason, "value") else int(reason)
-
-
-@pytest.fixture
-async def clients():
-    made: list[AsyncPaho] = []
-
-    def make(**kwargs: Any) -> AsyncPaho:
-        made.append(AsyncPaho(**kwargs))
-        return made[-1]
-
-    yield make
-    for client in made:
-        await client.close()
 
 
 async def device(http: aiohttp.ClientSession, tenant: Tenant, **extra: Any) -> tuple[str, str]:

@@ -9,7 +9,7 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.paho_async import AsyncPaho
+from tests.paho_async import reason_value
 from tests.support import Tenant, provision
 from tests.telemetry_support import stored
 
@@ -20,23 +20,6 @@ VERSIONS = [pytest.param(mqtt.MQTTv311, id="3.1.1"), pytest.param(mqtt.MQTTv5, i
 async def device(http, tenant: Tenant) -> tuple[str, str]:
     name, result = await provision(http, tenant)
     return name, result["credentialsValue"]
-
-
-@pytest.fixture
-async def clients():
-    made: list[AsyncPaho] = []
-
-    def make(*args, **kwargs) -> AsyncPaho:
-        made.append(AsyncPaho(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for client in made:
-        await client.close()
-
-
-def reason_value(reason) -> int:
-    return reason.value if hasattr(reason, "value") else int(reason)
 
 
 @pytest.mark.parametrize("version", VERSIONS)

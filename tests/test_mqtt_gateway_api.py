@@ -12,28 +12,9 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.paho_async import AsyncPaho
+from tests.paho_async import AsyncPaho, reason_value
 from tests.support import Tenant, new_tenant, provision
 from tests.telemetry_support import stored
-
-
-def reason_value(reason: Any) -> int:
-    if isinstance(reason, list):  # a SUBACK's, one per filter
-        (reason,) = reason
-    return reason.value if hasattr(reason, "value") else int(reason)
-
-
-@pytest.fixture
-async def clients():
-    made: list[AsyncPaho] = []
-
-    def make(**kwargs: Any) -> AsyncPaho:
-        made.append(AsyncPaho(**kwargs))
-        return made[-1]
-
-    yield make
-    for client in made:
-        await client.close()
 
 
 @pytest.fixture
