@@ -1,4 +1,4 @@
-"""The ``iot-gateway`` command: serve, migrate, admin, and the simulator's bench and simulate.
+"""The iot-gateway command: serve, migrate, admin, and the simulator's bench and simulate.
 
 Every subcommand reads the same configuration (TOML file, GATEWAY_* variables,
 flags), so ``admin`` works against the database ``serve`` uses, embedded or not,
