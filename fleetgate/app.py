@@ -28,6 +28,7 @@ from fleetgate.core.devices import DeviceManagement
 from fleetgate.core.downlink import Downlink, SessionLimits
 from fleetgate.core.health import Readiness
 from fleetgate.core.ingest import IngestPipeline, IngestSettings
+from fleetgate.core.persistent_rpc import PersistentRpc, PersistentRpcSettings
 from fleetgate.core.presence import Presence, PresenceSettings
 from fleetgate.core.products import ProductService
 from fleetgate.core.projects import ProjectService
@@ -57,6 +58,7 @@ from fleetgate.storage.downlink_bus import PgDownlinkBus
 from fleetgate.storage.database import open_pool, ping
 from fleetgate.storage.device_cas import DeviceCaStore
 from fleetgate.storage.devices import DeviceStore
+from fleetgate.storage.persistent_rpc import PersistentRpcStore
 from fleetgate.storage.presence import PresenceStore
 from fleetgate.storage.products import ProductStore
 from fleetgate.storage.projects import ProjectStore
@@ -160,11 +162,17 @@ class Gateway:
         self._tls: list[DeviceTls] = []
         self._retention: Retention | None = None
         self._presence: Presence | None = None
+        self._persistent_rpc: PersistentRpc | None = None
 
     @property
     def presence(self) -> Presence:
         assert self._presence is not None, "the gateway is not started"
         return self._presence
+
+    @property
+    def persistent_rpc(self) -> PersistentRpc:
+        assert self._persistent_rpc is not None, "the gateway is not started"
+        return self._persistent_rpc
 
     @property
     def services(self) -> Services:
@@ -205,6 +213,11 @@ class Gateway:
         self._bus = bus = PgDownlinkBus(self._url, services.pool)
         self._downlink = downlink = Downlink(SessionLimits(s.max_payload_bytes, s.mqtt_max_inflight), bus)
         bus.receiver = downlink.receive
+        self._persistent_rpc = persistent_rpc = PersistentRpc(
+            PersistentRpcStore(services.pool), services.registry, downlink,
+            PersistentRpcSettings(round(s.rpc_persistent_ttl_seconds * 1000), s.rpc_persistent_retries),
+        )
+        downlink.on_listening = persistent_rpc.listening
         await bus.start()
         self._presence = presence = Presence(PresenceStore(services.pool), PresenceSettings(
             round(s.device_inactivity_timeout_seconds * 1000), s.presence_flush_seconds,
@@ -266,7 +279,7 @@ class Gateway:
             devices=DeviceManagement(services.registry, services.products, auth),
             attributes=AttributeService(services.registry, services.attributes, limits, downlink),
             telemetry=TelemetryQueryService(services.registry, services.telemetry_queries),
-            commands=CommandService(services.registry, downlink),
+            commands=CommandService(services.registry, downlink, persistent_rpc),
             claiming=services.claiming,
         )
         readiness = Readiness(
@@ -342,6 +355,8 @@ class Gateway:
             await self._certificates.stop()
         if self._device_service is not None:
             await self._device_service.close()
+        if self._persistent_rpc is not None:
+            await self._persistent_rpc.close()
         if self._downlink is not None:
             await self._downlink.close()
         if self._bus is not None:

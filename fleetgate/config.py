@@ -170,6 +170,14 @@ class Settings:
     gateway_default_product: str = _setting(
         "default", "Product (created on first use, provisioning disabled) of a sub-device connected without a type."
     )
+    rpc_persistent_ttl_seconds: float = _setting(
+        86_400.0, "How long a persistent RPC call waits for its device to take it (then EXPIRED), when the "
+        "operator gives no expiration_time.", min=1, max=31_536_000,
+    )
+    rpc_persistent_retries: int = _setting(
+        5, "Times a persistent RPC call is sent again when the device does not answer it in time (then "
+        "TIMEOUT), when the operator gives no retries (ThingsBoard's actors.rpc.max_retries).", min=0, max=100,
+    )
     shutdown_timeout_seconds: float = _setting(
         30.0, "Deadline for stopping on SIGTERM: the ingest queue drained, connections and pool closed.", min=0
     )

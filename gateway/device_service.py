@@ -180,6 +180,11 @@ class DeviceService(GatewayOperations):
             self._gateway_channels.setdefault(device.device_id, set()).add(channel)
             self._behind[channel] = {}
 
+    def rpc_listening(self, device: DeviceIdentity, channel: DeviceChannel) -> None:
+        """The attached ``channel`` takes server-side RPC from now on (an MQTT subscription to RPC
+        requests, an RPC long poll or observation): the device's persistent calls go out to it."""
+        self._downlink.listen_rpc(device.device_id, channel)
+
     def detach(self, device: DeviceIdentity, channel: DeviceChannel, protocol: str = "mqtt") -> None:
         self._downlink.detach(device.device_id, channel)
         if self._presence is not None:

@@ -102,6 +102,11 @@ class Downlink:
         self._bus: DownlinkBus = bus
         self._tasks = OwnedTasks()  # publishing "delivered" and replies
         self._channels: dict[str, set[DeviceChannel]] = {}
+        # The channels that take server-side RPC now (an MQTT subscription to RPC requests, an RPC
+        # long poll or observation), told by rpc_listening: persistent calls go to these only.
+        self._listeners: dict[str, set[DeviceChannel]] = {}
+        # Told of a device that listens in this process, or of a new persistent call for one.
+        self.on_listening: Callable[[str], None] | None = None
         self._calls: dict[tuple[str, int], _Call] = {}
 
     @property
@@ -112,11 +117,26 @@ class Downlink:
         self._channels.setdefault(device_id, set()).add(channel)
 
     def detach(self, device_id: str, channel: DeviceChannel) -> None:
-        channels = self._channels.get(device_id)
-        if channels is not None:
-            channels.discard(channel)
-            if not channels:
-                del self._channels[device_id]
+        for table in (self._channels, self._listeners):
+            channels = table.get(device_id)
+            if channels is not None:
+                channels.discard(channel)
+                if not channels:
+                    del table[device_id]
+
+    def listen_rpc(self, device_id: str, channel: DeviceChannel) -> None:
+        """The attached ``channel`` takes server-side RPC from now on."""
+        self._listeners.setdefault(device_id, set()).add(channel)
+        if self.on_listening is not None:
+            self.on_listening(device_id)
+
+    def listening(self, device_id: str) -> bool:
+        """Whether a channel of the device in this process takes server-side RPC."""
+        return device_id in self._listeners
+
+    async def queued(self, device_id: str) -> None:
+        """Tell whichever process the device listens in that a persistent call waits for it."""
+        await self._bus.publish({"t": "queued", "d": device_id})
 
     def connected(self, device_id: str) -> bool:
         """Whether this process holds a connection of the device."""
@@ -125,8 +145,13 @@ class Downlink:
     async def attributes_changed(self, device_id: str, updated: Sequence[KeyValue], deleted: Sequence[str]) -> None:
         await self._bus.publish({"t": "attributes", "d": device_id, "u": attribute_update(updated, deleted)})
 
-    async def call(self, device_id: str, method: str, params: Any, *, timeout: float, oneway: bool) -> Any:
-        """Send an RPC request to the device; for a two-way call, wait for its reply."""
+    async def call(
+        self, device_id: str, method: str, params: Any, *, timeout: float, oneway: bool,
+        listeners_only: bool = False, on_delivered: Callable[[], None] | None = None,
+    ) -> Any:
+        """Send an RPC request to the device; for a two-way call, wait for its reply.
+        ``listeners_only``: to the channels that take RPC (and delivered only by one of them);
+        ``on_delivered`` is called once the device has the request."""
         if not method:
             raise InvalidInput("method is required")
         if not 0 < timeout <= MAX_RPC_TIMEOUT:
@@ -136,12 +161,17 @@ class Downlink:
         call = self._calls[key] = _Call(loop.create_future(), None if oneway else loop.create_future())
         deadline = loop.time() + timeout
         try:
-            await self._bus.publish({"t": "rpc", "d": device_id, "i": key[1], "m": method, "p": params})
+            event = {"t": "rpc", "d": device_id, "i": key[1], "m": method, "p": params}
+            if listeners_only:
+                event["l"] = 1
+            await self._bus.publish(event)
             try:
                 async with asyncio.timeout(min(self._delivery_timeout, timeout)):
                     await call.delivered
             except TimeoutError:
                 raise DeviceNotConnected(f"Device {device_id} is not connected") from None
+            if on_delivered is not None:
+                on_delivered()
             if call.reply is None:
                 return None
             try:
@@ -165,18 +195,21 @@ class Downlink:
                 for channel in list(self._channels.get(device_id, ())):
                     channel.push_attributes(event["u"])
             elif kind == "rpc":
-                self._deliver(device_id, event["i"], event["m"], event.get("p"))
+                self._deliver(device_id, event["i"], event["m"], event.get("p"), bool(event.get("l")))
             elif kind == "delivered":
                 call = self._calls.get((device_id, event["i"]))
                 if call is not None and not call.delivered.done():
                     call.delivered.set_result(None)
             elif kind == "reply":
                 self._settle(device_id, event["i"], event.get("r"))
+            elif kind == "queued":
+                if device_id in self._listeners and self.on_listening is not None:
+                    self.on_listening(device_id)
         except (KeyError, TypeError) as exc:
             log.warning("a malformed downlink event was dropped: %r", exc)
 
-    def _deliver(self, device_id: str, request_id: int, method: str, params: Any) -> None:
-        channels = self._channels.get(device_id)
+    def _deliver(self, device_id: str, request_id: int, method: str, params: Any, listeners_only: bool) -> None:
+        channels = (self._listeners if listeners_only else self._channels).get(device_id)
         if not channels:
             return
         for channel in list(channels):

@@ -35,6 +35,7 @@ from fleetgate.core.model import (
     TimeseriesPoint,
     TimeseriesQuery,
 )
+from fleetgate.core.rpc_calls import PersistentCall, RpcStatus
 
 
 class DeviceCreator(Protocol):
@@ -265,3 +266,29 @@ class ClaimStore(Protocol):
 
     async def release(self, project_id: str, device_id: str) -> bool:
         """Free the device of its customer (and any claim in progress); False when there is no such device."""
+
+
+class PersistentRpcStore(Protocol):
+    """ThingsBoard's persistent RPC (fleetgate.core.persistent_rpc). ``call`` and ``list_calls``
+    first make every pending call of the device (QUEUED, SENT, DELIVERED) whose expiration time
+    is at or before ``now`` EXPIRED."""
+
+    async def add_call(self, call: PersistentCall) -> None: ...
+
+    async def call(self, device_id: str, call_id: str, now: int) -> PersistentCall | None: ...
+
+    async def list_calls(self, device_id: str, limit: int, marker: str, offset: int, now: int) -> Page:
+        """The device's calls (PersistentCall), newest first."""
+
+    async def delete_call(self, device_id: str, call_id: str) -> bool: ...
+
+    async def take_next(self, device_id: str, now: int) -> PersistentCall | None:
+        """The device's oldest QUEUED call not expired at ``now``, now SENT; None when there is none.
+        Atomic: of processes asking at once, one gets it."""
+
+    async def settle(
+        self, call_id: str, status: RpcStatus, expected: frozenset[RpcStatus], now: int, *,
+        response: object = None, delivered: bool = False,
+    ) -> bool:
+        """Set the call's status (and response) if it is one of ``expected``; ``delivered`` counts
+        an attempt. False, changing nothing, when it is not (or was deleted)."""

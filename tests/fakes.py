@@ -22,16 +22,19 @@ from fleetgate.core.model import (
     CredentialsType,
     Device,
     DeviceCa,
+    DeviceDetails,
     DeviceIdentity,
     DeviceStatus,
     KeyValue,
     PresenceBatch,
+    Page,
     Product,
     Registration,
     StoredCredentials,
     TelemetryMessage,
     Template,
 )
+from fleetgate.core.rpc_calls import PersistentCall, RpcStatus
 
 
 class FakeAuditLog:
@@ -476,4 +479,66 @@ class FakeClaimStore:
         if entry is None or entry.device.project_id != project_id:
             return False
         entry.customer, entry.claim = None, None
+        return True
+
+
+class MemoryRpcCalls:
+    """PersistentRpcStore (persistent RPC calls) and the DeviceLookup it is asked through."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, PersistentCall] = {}
+        self.devices: dict[str, str] = {}  # device id -> project id
+
+    def add_device(self, project_id: str, device_id: str) -> None:
+        self.devices[device_id] = project_id
+
+    async def device(self, project_id: str, device_id: str) -> DeviceDetails | None:
+        if self.devices.get(device_id) != project_id:
+            return None
+        return DeviceDetails(Device(device_id, project_id, "product", device_id), None)
+
+    def _expire(self, device_id: str, now: int) -> None:
+        for call in list(self.calls.values()):
+            if call.device_id == device_id and call.status.pending and call.expiration_time <= now:
+                self.calls[call.id] = dataclasses.replace(call, status=RpcStatus.EXPIRED)
+
+    async def add_call(self, call: PersistentCall) -> None:
+        self.calls[call.id] = call
+
+    async def call(self, device_id: str, call_id: str, now: int) -> PersistentCall | None:
+        self._expire(device_id, now)
+        call = self.calls.get(call_id)
+        return call if call is not None and call.device_id == device_id else None
+
+    async def list_calls(self, device_id: str, limit: int, marker: str, offset: int, now: int) -> Page:
+        self._expire(device_id, now)
+        mine = sorted((c for c in self.calls.values() if c.device_id == device_id and c.id < marker),
+                      key=lambda c: c.id, reverse=True)
+        items = tuple(mine[offset:offset + limit])
+        return Page(items, len(mine), items[-1].id if items else None)
+
+    async def delete_call(self, device_id: str, call_id: str) -> bool:
+        call = self.calls.get(call_id)
+        if call is None or call.device_id != device_id:
+            return False
+        del self.calls[call_id]
+        return True
+
+    async def take_next(self, device_id: str, now: int) -> PersistentCall | None:
+        queued = sorted((c for c in self.calls.values() if c.device_id == device_id
+                         and c.status is RpcStatus.QUEUED and c.expiration_time > now), key=lambda c: c.id)
+        if not queued:
+            return None
+        taken = self.calls[queued[0].id] = dataclasses.replace(queued[0], status=RpcStatus.SENT)
+        return taken
+
+    async def settle(
+        self, call_id: str, status: RpcStatus, expected: frozenset[RpcStatus], now: int, *,
+        response: object = None, delivered: bool = False,
+    ) -> bool:
+        call = self.calls.get(call_id)
+        if call is None or call.status not in expected:
+            return False
+        self.calls[call_id] = dataclasses.replace(
+            call, status=status, response=response, attempts=call.attempts + (1 if delivered else 0))
         return True

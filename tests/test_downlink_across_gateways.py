@@ -85,3 +85,20 @@ async def test_a_device_connected_to_no_gateway_is_409_through_either(other_mana
     for api in (management, other_management):
         status, body = await call(api, tenant, device_id, {"method": "reboot", "oneway": True})
         assert (status, body["error_code"]) == (409, "IOTDA.014016")
+
+
+async def test_a_persistent_call_through_the_other_gateway_reaches_the_device_and_succeeds(
+        gateway, other_management, tenant, connected) -> None:
+    device_id, client = connected
+    status, queued = await call(other_management, tenant, device_id,
+                                {"method": "echo", "params": {"n": 1}, "persistent": True})
+    assert (status, queued["status"]) == (202, "QUEUED")
+    request = await client.packet()  # the gateway holding the device took the call
+    assert orjson.loads(request.payload) == {"method": "echo", "params": {"n": 1}}
+    request_id = request.topic.rsplit("/", 1)[1]
+    await client.send(Publish(f"v1/devices/me/rpc/response/{request_id}", b'{"n":2}'))
+    await gateway.persistent_rpc.settled()
+    async with other_management.get(f"/v5/iot/{tenant.project_id}/devices/{device_id}/commands/"
+                                    f"{queued['command_id']}", headers={"X-Auth-Token": tenant.token}) as resp:
+        shown = orjson.loads(await resp.read())
+    assert (shown["status"], shown["response"]) == ("SUCCESSFUL", {"n": 2})

@@ -48,6 +48,9 @@ class Channels:
         self.downlink.detach(device.device_id, channel)
         self.log.append(("detach", device.device_id, protocol))
 
+    def rpc_listening(self, device: DeviceIdentity, channel: DeviceChannel) -> None:
+        self.downlink.listen_rpc(device.device_id, channel)
+
 
 def polls_of(max_polls: int = 10) -> tuple[LongPolls, Channels]:
     channels = Channels()

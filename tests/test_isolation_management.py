@@ -50,6 +50,9 @@ def requests(victim: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         ("GET", "/devices/{device_id}/telemetry/latest"): {},
         ("GET", "/devices/{device_id}/telemetry/{key}"): {"params": {"start_time": 0, "end_time": 2**50}},
         ("POST", "/devices/{device_id}/commands"): {"json": {"method": "reboot", "params": {}, "oneway": True}},
+        ("GET", "/devices/{device_id}/commands"): {},
+        ("GET", "/devices/{device_id}/commands/{command_id}"): {},
+        ("DELETE", "/devices/{device_id}/commands/{command_id}"): {},
         ("POST", "/provisioning-templates"): {"json": template_body("t-" + secrets.token_hex(3),
                                                                     product_id=victim["product_id"])},
         ("GET", "/provisioning-templates"): {},
@@ -92,6 +95,9 @@ async def victim(gateway, management, http) -> dict[str, Any]:
     written = await api.call("POST", f"/devices/{device_id}/attributes", params={"scope": "SHARED_SCOPE"},
                              json={"victim_attr": "victim-marker"})
     assert written.status == 200, written
+    command = await api.call("POST", f"/devices/{device_id}/commands",
+                             json={"method": "victim-marker", "persistent": True})
+    assert command.status == 202, command
     template = await api.call("POST", "/provisioning-templates",
                               json=template_body("victim-tpl-" + secrets.token_hex(3), product_id=tenant.product_id))
     assert template.status == 201, template
@@ -106,7 +112,7 @@ async def victim(gateway, management, http) -> dict[str, Any]:
         "tenant": tenant, "api": api, "device_name": name, "device_id": device_id, "product_id": tenant.product_id,
         "template_id": template.body["template_id"], "certificate_id": certificate.body["certificate_id"],
         "key": "victim_temp", "ca_pem": ca.pem, "leaf_pem": pki.leaf(ca, CN="leaf").pem, "crl": pki.crl(ca),
-        "template_name": template.body["template_name"],
+        "template_name": template.body["template_name"], "command_id": command.body["command_id"],
     }
 
 
@@ -116,7 +122,8 @@ async def snapshot(victim: dict[str, Any]) -> dict[str, Any]:
         f"/products/{victim['product_id']}", f"/devices/{victim['device_id']}",
         f"/provisioning-templates/{victim['template_id']}", f"/certificates/{victim['certificate_id']}",
         f"/devices/{victim['device_id']}/telemetry/latest", "/devices", "/products", "/provisioning-templates",
-        "/certificates",
+        "/certificates", f"/devices/{victim['device_id']}/commands",
+        f"/devices/{victim['device_id']}/commands/{victim['command_id']}",
     ]
     state = {}
     for path in paths:

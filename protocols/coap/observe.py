@@ -46,6 +46,8 @@ class Observer:
         first.opt.observe = 0
         service.attach(self.device, self, "coap")
         observers.add(self)
+        if self._stream is Stream.RPC:
+            service.rpc_listening(self.device, self)  # persistent calls waiting are notified
 
         def ended() -> None:
             self._ended = True

@@ -130,6 +130,8 @@ class LongPolls:
         self._open[poll.future] = poll
         self._service.attach(device, poll, PROTOCOL)
         poll.start(loop, timeout)
+        if feed is Feed.RPC:
+            self._service.rpc_listening(device, poll)  # a persistent call waiting answers it
         return poll.future
 
     def end(self, poll: LongPoll) -> bool:

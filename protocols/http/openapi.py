@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from fleetgate.core.telemetry_queries import DEFAULT_LIMIT, MAX_LIMIT
-from fleetgate.protocols.http import openapi_claiming, openapi_downlink, openapi_provisioning
+from fleetgate.protocols.http import openapi_claiming, openapi_commands, openapi_downlink, openapi_provisioning
 from fleetgate.protocols.http.schema import obj as _object
 from fleetgate.protocols.http.schema import ref as _ref
 from fleetgate.protocols.http.iotda import NO_MARKER, PREFIX
@@ -38,6 +38,7 @@ class Operation:
     media: str = _JSON
     errors: tuple[int, ...] = ()
     description: str = ""
+    accepted: str | None = None  # the schema of a 202 answered besides ``status``
 
 
 def _management(method: str, path: str, summary: str, **details: Any) -> Operation:
@@ -91,12 +92,8 @@ OPERATIONS_DESCRIBED: tuple[Operation, ...] = (
                 query=("start_time", "end_time", "series_limit", "order"), returns="TelemetrySeries",
                 description="Values with start_time <= ts <= end_time, at most limit of them, by ts in the order "
                             "asked. A key named 'latest' cannot be asked for here."),
-    _management("POST", "/devices/{device_id}/commands", "Server-side RPC to a connected device",
-                body="CommandRequest", returns="CommandResponse", errors=(409, 504),
-                description="ThingsBoard's RPC: published to the device's session (MQTT "
-                            "v1/devices/me/rpc/request/{id}); a two-way call answers with the device's reply from "
-                            "v1/devices/me/rpc/response/{id}, 504 (IOTDA.000021) when none came within timeout; a "
-                            "one-way call answers 202 once sent. 409 (IOTDA.014016) when the device is not connected."),
+    *(_management(method, path, summary, **details)
+      for method, path, summary, details in openapi_commands.OPERATIONS),
     *(_management(method, path, summary, **details)
       for method, path, summary, details in openapi_provisioning.OPERATIONS),
     *(_management(method, path, summary, **details)
@@ -233,13 +230,6 @@ SCHEMAS: dict[str, Any] = {
         "key", "ts", "value", key=_s("string"), ts=_s("integer"), value=_VALUE))),
     "TelemetrySeries": _object("key", "values", key=_s("string"), values=_s("array", items=_object(
         "ts", "value", ts=_s("integer", "Unix milliseconds"), value=_VALUE))),
-    "CommandRequest": _object(
-        "method", method=_s("string"), params={"description": "Any JSON, passed to the device as it is"},
-        timeout=_s("integer", "Milliseconds to wait for a two-way call's reply", default=10_000, minimum=1,
-                   maximum=600_000),
-        oneway=_s("boolean", "Send without waiting for a reply", default=False),
-    ),
-    "CommandResponse": _object("response", response={"description": "The device's reply, any JSON"}),
     "ProvisionRequest": _object(
         "provisionDeviceKey", "provisionDeviceSecret",
         deviceName=_s("string"), provisionDeviceKey=_s("string"), provisionDeviceSecret=_s("string"),
@@ -369,6 +359,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         "parameters": [{"$ref": f"#/components/parameters/{name}"} for name in (*path_parameters, *op.query)],
         "responses": {
             str(op.status): _success(op),
+            **({"202": {"description": "Accepted", "content": {op.media: {"schema": _ref(op.accepted)}}}}
+               if op.accepted else {}),
             **{str(status): {"$ref": f"#/components/responses/{_ERROR_RESPONSES[op.tag][status]}"}
                for status in op.errors},
         },
@@ -400,8 +392,9 @@ def document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": {**SCHEMAS, **openapi_provisioning.SCHEMAS, **openapi_downlink.SCHEMAS,
-                        **openapi_claiming.SCHEMAS},
-            "parameters": {**PARAMETERS, **openapi_provisioning.PARAMETERS, **openapi_downlink.PARAMETERS},
+                        **openapi_claiming.SCHEMAS, **openapi_commands.SCHEMAS},
+            "parameters": {**PARAMETERS, **openapi_provisioning.PARAMETERS, **openapi_downlink.PARAMETERS,
+                           **openapi_commands.PARAMETERS},
             "responses": RESPONSES,
             "securitySchemes": {"XAuthToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}},
         },

@@ -27,7 +27,7 @@ from fleetgate.protocols.mqtt.aliases import TopicAliases
 from fleetgate.protocols.mqtt.context import MqttContext
 from fleetgate.protocols.mqtt.connect import Admitted, Refused, admit
 from fleetgate.protocols.mqtt.errors import reason_of
-from fleetgate.protocols.mqtt.routes import DEVICE_FILTERS, GATEWAY_FILTERS, PROVISIONING_FILTERS, ROUTES
+from fleetgate.protocols.mqtt.routes import DEVICE_FILTERS, GATEWAY_FILTERS, PROVISIONING_FILTERS, ROUTES, Feed
 from fleetgate.protocols.routing import render
 from fleetgate.protocols.mqtt.keepalive import KeepAlive
 from fleetgate.protocols.mqtt.outbound import DEFAULT_RECEIVE_MAXIMUM, Outbound
@@ -344,8 +344,15 @@ class MqttSession(asyncio.Protocol):
     # SUBSCRIBE
 
     def _on_subscribe(self, subscribe: Subscribe) -> None:
+        listened = self._listens_rpc()
         codes = tuple(self._subscriptions.subscribe(s, self._version) for s in subscribe.subscriptions)
         self._acks.ready(codec.encode(SubAck(subscribe.packet_id, codes), self._version))
+        device = self.device
+        if device is not None and not listened and self._listens_rpc():
+            self._ctx.service.rpc_listening(device, self)  # its persistent calls go out after the SUBACK
+
+    def _listens_rpc(self) -> bool:
+        return next(self._subscriptions.feeds(Feed.RPC_REQUESTS), None) is not None
 
     def _on_unsubscribe(self, unsubscribe: Unsubscribe) -> None:
         codes = tuple(self._subscriptions.unsubscribe(f) for f in unsubscribe.topic_filters)
