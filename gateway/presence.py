@@ -27,6 +27,7 @@ from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import GatewayError
 from fleetgate.core.model import PresenceBatch
 from fleetgate.core.ports import PresenceStore
+from fleetgate.core.retry import Outage
 from fleetgate.core.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
@@ -230,15 +231,20 @@ class Presence:
             self._requests.setdefault(device_id, protocol)
 
     async def _every_interval(self) -> None:
+        # A database outage is one warning and, once it ends, one summary: not a line every write.
+        outage = Outage(log)
         while True:
             await asyncio.sleep(self._settings.flush_seconds)
             try:
                 await self.flush()
             except GatewayError as exc:
-                log.warning("device connectivity not written this time, retried at the next write: %s", exc.message)
+                outage.failed("device connectivity not written, retried at each write: %s", exc.message)
+                continue
             except Exception:
                 # Whatever it was, the next write tries again: a stopped task would let the lease lapse.
                 log.exception("device connectivity not written this time, retried at the next write")
+                continue
+            outage.recovered("device connectivity written again")
 
 
 def _split(pending: dict[str, T], due: Callable[[str], bool]) -> tuple[dict[str, T], dict[str, T]]:
