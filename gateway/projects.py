@@ -9,7 +9,7 @@ import secrets
 from fleetgate.core import signing
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import InvalidInput, NotFound, Unauthorized
-from fleetgate.core.ids import new_id
+from fleetgate.core.ids import new_id, random_alphanumeric
 from fleetgate.core.model import Project
 from fleetgate.core.ports import ProjectStore
 
@@ -37,7 +37,9 @@ class ProjectService:
         """A new management token for the project, returned once in clear and stored hashed."""
         if await self._store.project(project_id) is None:
             raise NotFound(f"Project {project_id} does not exist")
-        token = secrets.token_urlsafe(32)
+        # Letters and digits only: a token is often a command-line argument, and one that
+        # began with '-' would be read as an option.
+        token = random_alphanumeric(43)
         await self._store.add_token(project_id, token_hash(token), description, self._clock.now_ms())
         return token
 
@@ -48,7 +50,7 @@ class ProjectService:
         if await self._store.project(project_id) is None:
             raise NotFound(f"Project {project_id} does not exist")
         access_key = "".join(secrets.choice(_AK_ALPHABET) for _ in range(20))
-        secret_key = secrets.token_urlsafe(30)
+        secret_key = random_alphanumeric(40)
         await self._store.add_access_key(access_key, project_id, secret_key, self._clock.now_ms())
         return access_key, secret_key
 
