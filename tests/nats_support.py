@@ -1,0 +1,98 @@
+"""Debian's nats-server, started by a test: one node or a cluster on loopback, JetStream on, each in
+a temporary directory on free ports. Readiness is awaited on the server's own log line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port
+
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+requires_nats_server = pytest.mark.skipif(
+    not Path(NATS_SERVER).exists(), reason="nats-server is not installed (.ci/run installs Debian's package)")
+
+
+@dataclass
+class NatsNode:
+    """One nats-server process; stop() and start() again keep its ports and its JetStream store."""
+
+    name: str
+    directory: Path
+    port: int
+    cluster_port: int
+    routes: list[int]
+    jetstream: bool
+    process: asyncio.subprocess.Process | None = None
+    log: list[str] = field(default_factory=list)
+    _reader: asyncio.Task | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def _config(self) -> str:
+        lines = [f'server_name: "{self.name}"', "listen: 127.0.0.1:%d" % self.port]
+        if self.jetstream:
+            lines.append(f'jetstream {{ store_dir: "{self.directory / "js"}" }}')
+        if self.routes:
+            routes = ", ".join(f'"nats-route://127.0.0.1:{port}"' for port in self.routes)
+            lines.append(f'cluster {{ name: "test", listen: "127.0.0.1:{self.cluster_port}", routes: [{routes}] }}')
+        return "\n".join(lines) + "\n"
+
+    async def start(self) -> None:
+        config = self.directory / "nats.conf"
+        config.write_text(self._config())
+        self.process = await asyncio.create_subprocess_exec(
+            NATS_SERVER, "-c", str(config), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        ready = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.create_task(self._read(self.process, ready))
+        try:
+            async with asyncio.timeout(30):
+                await ready
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _read(self, process: asyncio.subprocess.Process, ready: asyncio.Future) -> None:
+        while line := await process.stderr.readline():
+            text = line.decode(errors="replace")
+            self.log.append(text)
+            if "Server is ready" in text and not ready.done():
+                ready.set_result(None)
+        if not ready.done():
+            ready.set_exception(RuntimeError(f"nats-server {self.name} exited: {''.join(self.log)[-2000:]}"))
+
+    async def stop(self, sig: int = signal.SIGTERM) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.returncode is None:
+            process.send_signal(sig)
+            await process.wait()
+        if self._reader is not None:
+            await self._reader
+            self._reader = None
+
+
+@contextlib.asynccontextmanager
+async def nats_cluster(directory: Path, nodes: int = 1, *, jetstream: bool = True) -> AsyncIterator[list[NatsNode]]:
+    """``nodes`` servers (one is a plain server, more form a cluster), stopped on exit."""
+    ports = [(free_port(), free_port()) for _ in range(nodes)]
+    cluster = []
+    for index, (port, cluster_port) in enumerate(ports):
+        node_dir = directory / f"nats-{index}"
+        node_dir.mkdir(parents=True, exist_ok=True)
+        routes = [other for _, other in ports if other != cluster_port] if nodes > 1 else []
+        cluster.append(NatsNode(f"n{index}", node_dir, port, cluster_port, routes, jetstream))
+    try:
+        await asyncio.gather(*(node.start() for node in cluster))
+        yield cluster
+    finally:
+        await asyncio.gather(*(node.stop() for node in cluster), return_exceptions=True)
