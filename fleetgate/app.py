@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
 from aiohttp import web
@@ -28,15 +30,24 @@ from fleetgate.core.devices import DeviceManagement
 from fleetgate.core.downlink import Downlink, SessionLimits
 from fleetgate.core.health import Readiness
 from fleetgate.core.ingest import IngestPipeline, IngestSettings
+from fleetgate.core.live import CommittedFeed, LiveHub
+from fleetgate.core.iotda_commands import IotdaCommands
+from fleetgate.core.iotda_devices import IotdaDevices
+from fleetgate.core.iotda_uplink import IotdaUplink
+from fleetgate.core.ota import OtaService
+from fleetgate.core.ota_downloads import DownloadLimits, OtaDownloads
+from fleetgate.core.ota_metrics import IN_FLIGHT as OTA_IN_FLIGHT
+from fleetgate.core.ota_progress import OtaProgress
 from fleetgate.core.persistent_rpc import PersistentRpc, PersistentRpcSettings
 from fleetgate.core.presence import Presence, PresenceSettings
+from fleetgate.core.recovery import Recovery
 from fleetgate.core.products import ProductService
 from fleetgate.core.projects import ProjectService
 from fleetgate.core.provisioning import ProvisioningService
 from fleetgate.core.provisioning_templates import TemplateService
 from fleetgate.core.retention import Retention
 from fleetgate.core.tasks import OwnedTasks
-from fleetgate.core.telemetry_queries import TelemetryQueryService
+from fleetgate.core.telemetry_queries import SeriesQueries, TelemetryQueryService
 from fleetgate.core.device_service import DeviceService
 from fleetgate.core.subdevices import SubDeviceLimits, SubDevices
 from fleetgate.protocols.coap.server import CoapServer, CoapSettings
@@ -44,6 +55,7 @@ from fleetgate.protocols.http.connection import HttpLimits
 from fleetgate.protocols.http.device_api import DeviceApi
 from fleetgate.protocols.http.device_server import DeviceHttpServer
 from fleetgate.protocols.http.management import ManagementApi
+from fleetgate.protocols.http.live_ws import LiveLimits, LiveWebSocket
 from fleetgate.protocols.http.openapi import openapi_route
 from fleetgate.protocols.http.server import Health, HttpServer, build_app
 from fleetgate.protocols.mqtt.connect import Limits
@@ -54,10 +66,16 @@ from fleetgate.storage.attributes import AttributeStore
 from fleetgate.storage.audit import AuditStore
 from fleetgate.storage.certificates import CertificateWatch
 from fleetgate.storage.claims import ClaimStore
+from fleetgate.forwarding_runtime import ForwardingRuntime
 from fleetgate.storage.downlink_bus import PgDownlinkBus
-from fleetgate.storage.database import open_pool, ping
+
+if TYPE_CHECKING:
+    from fleetgate.storage.nats_bus import NatsDownlinkBus
+from fleetgate.storage.database import open_pool, ping, probe
 from fleetgate.storage.device_cas import DeviceCaStore
 from fleetgate.storage.devices import DeviceStore
+from fleetgate.storage.iotda import IotdaStore
+from fleetgate.storage.ota import OtaStore
 from fleetgate.storage.persistent_rpc import PersistentRpcStore
 from fleetgate.storage.presence import PresenceStore
 from fleetgate.storage.products import ProductStore
@@ -68,6 +86,9 @@ from fleetgate.storage.retention import RetentionStore
 from fleetgate.storage.sealing import Sealer, load_key
 from fleetgate.storage.telemetry import KeyDictionary, TelemetryWriter
 from fleetgate.storage.telemetry_queries import TelemetryQueryStore
+from fleetgate.storage.series import SeriesStore
+from fleetgate.storage.fleet import FleetStore
+from fleetgate.storage.live_bus import PgLiveBus
 from fleetgate.storage.subdevices import SubDeviceStore
 from fleetgate.storage.templates import TemplateStore
 
@@ -79,6 +100,20 @@ _CLOSE_GRACE = 0.5
 def database_url(settings: Settings) -> str:
     """The configured server, or the embedded one in data_dir (started here: blocking)."""
     return settings.database_url or embedded.start(settings.data_dir)
+
+
+def downlink_bus(settings: Settings, url: str, pool: asyncpg.Pool) -> PgDownlinkBus | NatsDownlinkBus:
+    """NATS when nats_url is set (nats-py imported only then), else PostgreSQL NOTIFY."""
+    if not settings.nats_url:
+        return PgDownlinkBus(url, pool)
+    from fleetgate.storage.nats_bus import NatsDownlinkBus, NatsSettings
+
+    s = settings
+    return NatsDownlinkBus(NatsSettings(
+        NatsSettings.parse_servers(s.nats_url), user=s.nats_user, password=s.nats_password, token=s.nats_token,
+        credentials_file=s.nats_credentials_file, tls_ca_file=s.nats_tls_ca_file,
+        tls_cert_file=s.nats_tls_cert_file, tls_key_file=s.nats_tls_key_file, subject_prefix=s.nats_subject_prefix,
+    ))
 
 
 def secrets_key_file(settings: Settings) -> str:
@@ -151,11 +186,14 @@ class Gateway:
         self._services: Services | None = None
         self._pipeline: IngestPipeline | None = None
         self._http: HttpServer | None = None
+        self._live_bus: PgLiveBus | None = None
+        self._live: LiveHub | None = None
+        self._live_ws: LiveWebSocket | None = None
         self._device_http: DeviceHttpServer | None = None
         self._mqtt: MqttServer | None = None
         self._coap: CoapServer | None = None
         self._certificates: CertificateWatch | None = None
-        self._bus: PgDownlinkBus | None = None
+        self._bus: PgDownlinkBus | NatsDownlinkBus | None = None
         self._downlink: Downlink | None = None
         self._device_service: DeviceService | None = None
         self._http_app: web.Application | None = None
@@ -163,6 +201,9 @@ class Gateway:
         self._retention: Retention | None = None
         self._presence: Presence | None = None
         self._persistent_rpc: PersistentRpc | None = None
+        self._ota_progress: OtaProgress | None = None
+        self._iotda_commands: IotdaCommands | None = None
+        self._forwarding: ForwardingRuntime | None = None
 
     @property
     def presence(self) -> Presence:
@@ -173,6 +214,11 @@ class Gateway:
     def persistent_rpc(self) -> PersistentRpc:
         assert self._persistent_rpc is not None, "the gateway is not started"
         return self._persistent_rpc
+
+    @property
+    def ota_progress(self) -> OtaProgress:
+        assert self._ota_progress is not None, "the gateway is not started"
+        return self._ota_progress
 
     @property
     def services(self) -> Services:
@@ -188,8 +234,14 @@ class Gateway:
     async def start(self) -> None:
         s = self.settings
         self._services = services = await open_services(self._url, s.db_pool_size, s)
+        self._forwarding = forwarding = ForwardingRuntime(s, self._url, services.pool)
+        await forwarding.start()
+        self._live_bus = live_bus = PgLiveBus(self._url, services.pool)
+        await live_bus.start()
+        self._live = live = LiveHub(live_bus)
+        live.start()
         self._pipeline = IngestPipeline(
-            TelemetryWriter(services.pool, services.keys),
+            CommittedFeed(TelemetryWriter(services.pool, services.keys, outbox=forwarding.outbox), live),
             IngestSettings(
                 capacity_rows=s.ingest_queue_rows,
                 batch_max_rows=s.batch_max_rows,
@@ -197,6 +249,7 @@ class Gateway:
                 writers=s.writers,
                 retry_max_delay=s.db_retry_max_seconds,
             ),
+            Recovery(functools.partial(probe, self._url)),
         )
         self._pipeline.start()
         if s.retention_interval_seconds:
@@ -210,7 +263,7 @@ class Gateway:
         auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds, certificates=services.registration,
                                    backoff=backoff)
         limits = PayloadLimits(s.max_key_length, s.max_string_length, s.max_datapoints_per_message)
-        self._bus = bus = PgDownlinkBus(self._url, services.pool)
+        self._bus = bus = downlink_bus(s, self._url, services.pool)
         self._downlink = downlink = Downlink(SessionLimits(s.max_payload_bytes, s.mqtt_max_inflight), bus)
         bus.receiver = downlink.receive
         self._persistent_rpc = persistent_rpc = PersistentRpc(
@@ -224,10 +277,20 @@ class Gateway:
         ))
         presence.sample(("mqtt", "http", "coap"))
         presence.start()
+        ota_store = OtaStore(services.pool)
+        self._ota_progress = OtaProgress(ota_store)
+        ota_downloads = OtaDownloads(ota_store, DownloadLimits(
+            max_chunk_bytes=s.ota_max_chunk_bytes, max_in_flight=s.ota_max_downloads_in_flight,
+            chunk_rate_per_device=s.ota_chunk_rate_per_device,
+            chunk_burst_per_device=max(1, round(2 * s.ota_chunk_rate_per_device)), cache_bytes=s.ota_cache_bytes,
+        ))
+        metrics.sample(OTA_IN_FLIGHT, lambda: ota_downloads.in_flight)
+        iotda_store = IotdaStore(services.pool)
+        iotda_uplink = IotdaUplink(iotda_store, services.telemetry_queries, downlink)
         self._device_service = device_service = DeviceService(
-            auth=auth, provisioning=services.provisioning, pipeline=self._pipeline, attributes=services.attributes,
+            iotda=iotda_uplink, auth=auth, provisioning=services.provisioning, pipeline=self._pipeline, attributes=services.attributes,
             downlink=downlink, limits=limits, ack_stored=s.ack == "stored", presence=presence,
-            claiming=services.claiming,
+            claiming=services.claiming, ota=(ota_downloads, self._ota_progress),
             subdevices=SubDevices(SubDeviceStore(services.pool), SubDeviceLimits(
                 s.gateway_max_subdevices, s.gateway_max_devices_per_message, s.gateway_default_product,
             )),
@@ -274,20 +337,34 @@ class Gateway:
             port = await self._coap.start(s.host, s.coap_port)
             self.listeners.append(Listener("coap", f"coap://{_display(s.host)}:{port}"))
 
+        device_management = DeviceManagement(services.registry, services.products, auth)
+        self._iotda_commands = iotda_commands = IotdaCommands(
+            services.registry, downlink, iotda_store, iotda_uplink, timeout=s.iotda_command_timeout_seconds)
         management = ManagementApi(
             services,
-            devices=DeviceManagement(services.registry, services.products, auth),
+            iotda=(IotdaDevices(device_management, services.products, iotda_store, auth), iotda_commands),
+            devices=device_management,
             attributes=AttributeService(services.registry, services.attributes, limits, downlink),
             telemetry=TelemetryQueryService(services.registry, services.telemetry_queries),
+            series=SeriesQueries(services.registry, SeriesStore(services.pool), FleetStore(services.pool)),
             commands=CommandService(services.registry, downlink, persistent_rpc),
-            claiming=services.claiming,
+            claiming=services.claiming, forwarding=forwarding.rules,
+            ota=OtaService(ota_store, services.registry, downlink, max_package_bytes=s.ota_max_package_bytes),
+        )
+        self._live_ws = live_ws = LiveWebSocket(
+            live, services.projects.project_of,
+            TelemetryQueryService(services.registry, services.telemetry_queries),
+            SeriesQueries(services.registry, SeriesStore(services.pool), FleetStore(services.pool)),
+            AttributeService(services.registry, services.attributes, limits, downlink),
+            LiveLimits(s.live_max_connections_per_token, s.live_max_subscriptions_per_connection,
+                       s.live_buffer_updates),
         )
         readiness = Readiness(
             database=lambda: ping(services.pool),
             queue_saturated=lambda: self._pipeline is not None and self._pipeline.saturated,
             listening=self._listening,
         )
-        app = build_app([*management.routes(), openapi_route()], s.max_payload_bytes, readiness.report, self._health)
+        app = build_app([*management.routes(), openapi_route(), *live_ws.routes()], s.max_payload_bytes, readiness.report, self._health)
         self._http_app = app
         self._http = HttpServer(app)
         if s.management_port:
@@ -348,6 +425,9 @@ class Gateway:
             await self._mqtt.close()
         if self._coap is not None:
             await self._coap.close()
+        if self._forwarding is not None:
+            # After the drain: what it committed waits in the outbox for the next start, or another replica.
+            await self._forwarding.stop()
         if self._presence is not None:
             # After the front-ends: the connections they closed are written as ended now.
             await self._presence.stop(min(left(), 5.0))
@@ -357,12 +437,20 @@ class Gateway:
             await self._device_service.close()
         if self._persistent_rpc is not None:
             await self._persistent_rpc.close()
+        if self._iotda_commands is not None:
+            await self._iotda_commands.close()
         if self._downlink is not None:
             await self._downlink.close()
         if self._bus is not None:
             await self._bus.stop()
         if self._retention is not None:
             await self._retention.stop()
+        if self._live_ws is not None:
+            await self._live_ws.close()
+        if self._live is not None:
+            await self._live.close()
+        if self._live_bus is not None:
+            await self._live_bus.stop()
         if self._http is not None:
             await self._http.close()
         if self._services is not None:

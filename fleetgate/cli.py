@@ -19,7 +19,7 @@ from typing import Any
 from fleetgate import config, workers
 from fleetgate.config import ConfigError, Settings
 from fleetgate.core import logs
-from fleetgate.core.errors import GatewayError, NotFound
+from fleetgate.core.errors import GatewayError, InvalidInput, NotFound
 from fleetgate.runner import run_async
 
 # Collect the young generation every 100,000 net allocations, not 700. At full load
@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="days to keep; -1 returns the project to the telemetry_ttl_days setting")
     _add_settings(p)
     p.set_defaults(run=_admin(_set_telemetry_ttl))
+
+    p = admin_commands.add_parser(
+        "create-reader-role", help="a database role that may read the SQL views (docs/sql.md); prints 'ROLE PASSWORD'")
+    p.add_argument("role", help="lower-case letters, digits and underscores")
+    p.add_argument("--password", help="the role's password [default: a new random one]")
+    _add_settings(p)
+    p.set_defaults(run=_admin(_create_reader_role))
 
     for name, help_text in _SIMULATOR_COMMANDS.items():
         # Nothing here is an option (no argument holds a NUL): every argument is the
@@ -232,3 +239,14 @@ async def _set_telemetry_ttl(services: Any, args: argparse.Namespace) -> str:
     if not await set_telemetry_ttl(services.pool, args.project, days):
         raise NotFound(f"no project {args.project}")
     return "default" if days is None else str(days)
+
+
+async def _create_reader_role(services: Any, args: argparse.Namespace) -> str:
+    from fleetgate.core.ids import random_alphanumeric
+    from fleetgate.storage.reader_role import create_reader_role, valid_role_name
+
+    if not valid_role_name(args.role):
+        raise InvalidInput(f"role name {args.role!r}: lower-case letters, digits and underscores")
+    password = args.password or random_alphanumeric(24)
+    await create_reader_role(services.pool, args.role, password)
+    return f"{args.role} {password}"

@@ -141,8 +141,44 @@ class Settings:
         1, "Gateway processes sharing the listening ports (SO_REUSEPORT), each with its own loop, batcher and "
         "pool (db_pool_size each).", min=1, max=256,
     )
+    ota_max_package_bytes: int = _setting(
+        64 * 1024 * 1024, "Largest OTA package an upload may store; a larger one stores nothing (413).", min=1
+    )
+    ota_max_chunk_bytes: int = _setting(
+        1024 * 1024, "Largest OTA chunk a device may ask for (a whole package counts as one chunk); larger: "
+        "PAYLOAD_TOO_LARGE on v2/fw/error, HTTP 413, CoAP 4.13.", min=1,
+    )
+    ota_max_downloads_in_flight: int = _setting(
+        64, "OTA chunks read at once per process; more wait their turn (up to 10,000, then refused).", min=1
+    )
+    ota_chunk_rate_per_device: float = _setting(
+        200.0, "OTA chunk requests a second each device may make (with a burst of twice as many); more are "
+        "refused (TOO_MANY_REQUESTS, HTTP 429, CoAP 4.29).", min=0.01,
+    )
+    ota_cache_bytes: int = _setting(
+        32 * 1024 * 1024, "Memory for OTA package blocks shared by the devices downloading them, per process.",
+        min=0,
+    )
     db_pool_size: int = _setting(8, "PostgreSQL connections per process (writers included).", min=2, max=200)
     db_retry_max_seconds: float = _setting(5.0, "Longest back-off between retries while PostgreSQL is down.", min=0.01)
+    nats_url: str | None = _setting(
+        None, "NATS servers for the downlink bus, comma-separated (nats://host:4222,tls://host:4222); each "
+        "downlink message then goes only to the process holding its device. Unset: PostgreSQL NOTIFY, "
+        "heard by every process. Needs the nats extra.",
+    )
+    nats_user: str | None = _setting(None, "NATS user name (with nats_password).")
+    nats_password: str | None = _setting(None, "NATS password of nats_user.")
+    nats_token: str | None = _setting(None, "NATS authentication token.")
+    nats_credentials_file: str | None = _setting(None, "NATS credentials file (.creds: user JWT and NKey seed).")
+    nats_tls_ca_file: str | None = _setting(
+        None, "PEM CA certificates the NATS servers' certificates are checked against (TLS to NATS is on with "
+        "this, a client certificate or a tls:// URL; the system's CAs when unset)."
+    )
+    nats_tls_cert_file: str | None = _setting(None, "PEM client certificate for NATS (mutual TLS).")
+    nats_tls_key_file: str | None = _setting(None, "PEM private key of nats_tls_cert_file.")
+    nats_subject_prefix: str = _setting(
+        "fleetgate", "First token of the bus's NATS subjects: gateways sharing one NATS each need their own."
+    )
     device_inactivity_timeout_seconds: float = _setting(
         600.0, "A device that makes requests (HTTP, CoAP) rather than holding a connection is ONLINE for this "
         "long after its last one.", min=0.01,
@@ -170,6 +206,10 @@ class Settings:
     gateway_default_product: str = _setting(
         "default", "Product (created on first use, provisioning disabled) of a sub-device connected without a type."
     )
+    iotda_command_timeout_seconds: float = _setting(
+        20.0, "How long IoTDA's CreateCommand, UpdateProperties and ListProperties wait for the device's "
+        "answer (IoTDA waits 20 s).", min=0.1, max=600,
+    )
     rpc_persistent_ttl_seconds: float = _setting(
         86_400.0, "How long a persistent RPC call waits for its device to take it (then EXPIRED), when the "
         "operator gives no expiration_time.", min=1, max=31_536_000,
@@ -177,6 +217,37 @@ class Settings:
     rpc_persistent_retries: int = _setting(
         5, "Times a persistent RPC call is sent again when the device does not answer it in time (then "
         "TIMEOUT), when the operator gives no retries (ThingsBoard's actors.rpc.max_retries).", min=0, max=100,
+    )
+    forwarding_workers_per_action: int = _setting(
+        4, "Forwarding: workers per action in each process, each delivering one lane (a sixteenth of the "
+        "devices) at a time; 0 delivers nothing from this process (another replica does).", min=0, max=16,
+    )
+    forwarding_lease_seconds: float = _setting(
+        15.0, "Forwarding: how long a worker holds a lane without renewing it; a replica that dies leaves its "
+        "lanes to others after this, and what it sent without recording is sent again.", min=1,
+    )
+    forwarding_retry_max_seconds: float = _setting(
+        60.0, "Forwarding: longest back-off between attempts of a failed delivery (from 1 s, doubling).", min=1
+    )
+    forwarding_max_attempts: int = _setting(
+        10, "Forwarding: attempts before a notification is dead-lettered.", min=1, max=1_000_000
+    )
+    forwarding_max_age_seconds: float = _setting(
+        86_400.0, "Forwarding: age at which a notification that still fails is dead-lettered.", min=1
+    )
+    forwarding_backlog_max: int = _setting(
+        1_000_000, "Forwarding: undelivered notifications kept per action; beyond, the oldest are "
+        "dead-lettered (a warning at 80 %).", min=1,
+    )
+    live_max_connections_per_token: int = _setting(
+        10, "Live feed: WebSocket connections one management token may hold open at once, per process.", min=1
+    )
+    live_max_subscriptions_per_connection: int = _setting(
+        1_000, "Live feed: subscriptions (tsSubCmds, attrSubCmds) one WebSocket connection may hold.", min=1
+    )
+    live_buffer_updates: int = _setting(
+        10_000, "Live feed: updates waiting for a slow WebSocket subscriber; beyond, the oldest are dropped "
+        "(and counted in gateway_live_updates_dropped_total).", min=1,
     )
     shutdown_timeout_seconds: float = _setting(
         30.0, "Deadline for stopping on SIGTERM: the ingest queue drained, connections and pool closed.", min=0

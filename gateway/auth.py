@@ -15,7 +15,7 @@ import time
 from typing import Any, Protocol
 
 from fleetgate.core import credentials as creds
-from fleetgate.core import pki
+from fleetgate.core import iotda_auth, pki
 from fleetgate.core.backoff import FailureBackoff
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import CertificateRefused, SourceBlocked, Unauthorized
@@ -96,6 +96,11 @@ class DeviceAuthenticator:
         Unauthorized when nothing matches or a stored field disagrees; which CONNACK code
         that becomes depends on the fields the client sent, and is the front-end's choice.
         """
+        iotda = iotda_auth.parse(client_id, username)
+        if iotda is not None and password is not None:
+            found = await self._lookup(iotda_auth.lookup(iotda.device_id))
+            if found is not None and found[1].type is CredentialsType.SECRET:
+                return self._secret_match(found, iotda, password)
         given = password.decode("utf-8", "replace") if password is not None else None
         if not username:
             found = await self._lookup(creds.mqtt_basic_lookup(client_id, None)) if client_id else None
@@ -111,7 +116,8 @@ class DeviceAuthenticator:
         return self._basic_match(found, client_id, username, given)
 
     async def by_certificate(
-        self, der: bytes, source: str = "", address: str = "", *, resumed: bool = False
+        self, der: bytes, source: str = "", address: str = "", *, resumed: bool = False,
+        iotda: iotda_auth.IotdaConnect | None = None,
     ) -> DeviceIdentity:
         """An X509_CERTIFICATE device, by its credentials hash (SHA3-256 of the Base64 DER); else
         a device bound to the certificate's fingerprint, registered at its first connection
@@ -120,12 +126,20 @@ class DeviceAuthenticator:
         ``resumed``: the TLS session was resumed from a ticket, so no handshake checked the
         certificate this time; its dates are checked here (the ticket may have been issued
         while it was valid). Revocation and disabling are looked up on every connection anyway.
+
+        ``iotda``: the IoTDA form of CONNECT, whose user name must be the certificate's own
+        device: a user name never selects another device than the certificate's.
         """
         self.check_source(address)
         try:
             if resumed and not pki.valid_at(pki.load_der(der), self._clock.now_ms()):
                 raise Unauthorized()
-            return await self._by_certificate(der, source)
+            if iotda is not None and not iotda_auth.fresh(iotda, self._clock.now_ms()):
+                raise Unauthorized()
+            device = await self._by_certificate(der, source)
+            if iotda is not None and device.device_id != iotda.device_id:
+                raise Unauthorized()
+            return device
         except Unauthorized:
             raise self._failed(address, CertificateRefused("Not authorized")) from None
 
@@ -136,6 +150,17 @@ class DeviceAuthenticator:
         if found is None and self._certificates is not None:
             return await self._certificates.authenticate(der, source)
         raise Unauthorized()
+
+    def _secret_match(
+        self, found: tuple[DeviceIdentity, StoredCredentials], iotda: iotda_auth.IotdaConnect, password: bytes
+    ) -> DeviceIdentity:
+        """IoTDA's secret check: the hour when the client id asks for it, then the HMAC."""
+        secret = found[1].secret
+        if secret is None or not iotda_auth.fresh(iotda, self._clock.now_ms()):
+            raise Unauthorized()
+        if not iotda_auth.password_matches(secret, iotda.hour, password):
+            raise Unauthorized()
+        return found[0]
 
     @staticmethod
     def _basic_match(

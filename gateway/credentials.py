@@ -17,7 +17,8 @@ import hmac
 import os
 
 from fleetgate.core.errors import CredentialsInvalid
-from fleetgate.core.model import Credentials, CredentialsType, MqttBasic, StoredCredentials
+from fleetgate.core import iotda_auth
+from fleetgate.core.model import Credentials, CredentialsType, IotdaSecret, MqttBasic, StoredCredentials
 
 CERTIFICATE_TOKEN = "me"
 _PEM_MARKERS = ("-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----")
@@ -112,6 +113,10 @@ def validate(credentials: Credentials) -> Credentials:
             trimmed = trim_certificate(credentials.value)
             _check_certificate(trimmed)
             return Credentials(CredentialsType.X509_CERTIFICATE, trimmed)
+        case CredentialsType.SECRET:
+            assert isinstance(credentials.value, IotdaSecret)
+            iotda_auth.validate_secret(credentials.value.secret)
+            return credentials
     raise CredentialsInvalid(f"Unsupported credentials type {credentials.type}!")
 
 
@@ -150,4 +155,9 @@ def to_stored(credentials: Credentials, *, keep_pending: bool = False) -> Stored
                 certificate=credentials.value,
                 pending=pending,
             )
+        case CredentialsType.SECRET:
+            # Never kept pending: IoTDA devices do not claim credentials by provisioning.
+            secret = credentials.value
+            assert isinstance(secret, IotdaSecret)
+            return StoredCredentials(credentials.type, iotda_auth.lookup(secret.device_id), secret=secret.secret)
     raise CredentialsInvalid(f"Unsupported credentials type {credentials.type}!")

@@ -29,10 +29,16 @@ from fleetgate.core.codec import PayloadLimits
 from fleetgate.core.downlink import DeviceChannel, Downlink
 from fleetgate.core.errors import InvalidInput
 from fleetgate.core.ingest import IngestPipeline, Receipt
+from fleetgate.core import iotda_codec
+from fleetgate.core.iotda_auth import IotdaConnect
+from fleetgate.core.iotda_uplink import IotdaUplink, shadow_request
 from fleetgate.core.model import (
     AttributeMessage, AttributeScope, DeviceIdentity, ProvisionResult, TelemetryMessage,
 )
 from fleetgate.core.operations import Operation, Params
+from fleetgate.core.ota_downloads import OtaDownloads
+from fleetgate.core.ota_model import OtaType
+from fleetgate.core.ota_progress import OtaProgress, mentions_ota
 from fleetgate.core.ports import AttributeReader
 from fleetgate.core.provision_json import request_from_json
 from fleetgate.core.presence import Presence
@@ -54,7 +60,10 @@ class DeviceService(GatewayOperations):
         attributes: AttributeReader, downlink: Downlink, limits: PayloadLimits, ack_stored: bool,
         subdevices: SubDevices | None = None, gate: ConnectionGate | None = None, clock: Clock = SYSTEM_CLOCK,
         presence: Presence | None = None, claiming: Claiming | None = None,
+        ota: tuple[OtaDownloads, OtaProgress] | None = None, iotda: IotdaUplink | None = None,
     ) -> None:
+        self._iotda = iotda
+        self._ota = ota
         self._auth = auth
         self._claiming = claiming
         self._provisioning = provisioning
@@ -106,11 +115,12 @@ class DeviceService(GatewayOperations):
         return await self._auth.by_mqtt(client_id, username, password, address)
 
     async def by_certificate(
-        self, der: bytes, source: str = "", address: str = "", *, resumed: bool = False
+        self, der: bytes, source: str = "", address: str = "", *, resumed: bool = False,
+        iotda: IotdaConnect | None = None,
     ) -> DeviceIdentity:
         """The certificate's device (registered now when a device CA's template allows it);
-        CertificateRefused otherwise."""
-        return await self._auth.by_certificate(der, source, address, resumed=resumed)
+        CertificateRefused otherwise, or when an IoTDA CONNECT names another device."""
+        return await self._auth.by_certificate(der, source, address, resumed=resumed, iotda=iotda)
 
     # provisioning
 
@@ -128,6 +138,8 @@ class DeviceService(GatewayOperations):
         self, device: DeviceIdentity, body: bytes, params: Params, protocol: str, receipt: Receipt | None = None
     ) -> asyncio.Future[None] | None:
         readings = codec.parse_telemetry(body, self._server_ts(device.device_id), self.limits)
+        if self._ota is not None and mentions_ota(body):
+            self._ota[1].reported(device, readings)  # fw_state and the like (fleetgate.core.ota_progress)
         return self._submit(TelemetryMessage(device.device_id, readings), protocol, "telemetry", receipt)
 
     def attributes(
@@ -168,6 +180,64 @@ class DeviceService(GatewayOperations):
         self._active(device.device_id)
         self._claims().request(device, claim_request(body))
 
+    def firmware_chunk(self, device: DeviceIdentity, body: bytes, params: Params) -> Awaitable[bytes]:
+        """MQTT's ``v2/fw/request/{request_id}/chunk/{chunk}``, the chunk size in the body."""
+        self._active(device.device_id)
+        return self._downloads().mqtt_chunk(device, OtaType.FIRMWARE, params["request_id"], params["chunk"], body)
+
+    def software_chunk(self, device: DeviceIdentity, body: bytes, params: Params) -> Awaitable[bytes]:
+        self._active(device.device_id)
+        return self._downloads().mqtt_chunk(device, OtaType.SOFTWARE, params["request_id"], params["chunk"], body)
+
+    def firmware(self, device: DeviceIdentity, body: bytes, params: Params) -> Awaitable[bytes]:
+        """HTTP's and CoAP's firmware download: ``?title=&version=&size=&chunk=`` as the body."""
+        self._active(device.device_id)
+        return self._downloads().query_chunk(device, OtaType.FIRMWARE, body, counted="continuation" not in params)
+
+    def software(self, device: DeviceIdentity, body: bytes, params: Params) -> Awaitable[bytes]:
+        self._active(device.device_id)
+        return self._downloads().query_chunk(device, OtaType.SOFTWARE, body, counted="continuation" not in params)
+
+    # IoTDA's $oc topics: the dialect lives in fleetgate.core.iotda_codec and iotda_uplink
+
+    def iotda_properties(
+        self, device: DeviceIdentity, body: bytes, params: Params, protocol: str, receipt: Receipt | None = None
+    ) -> asyncio.Future[None] | None:
+        """``properties/report``: telemetry keyed by property name, each property's service remembered."""
+        report = iotda_codec.properties_report(body, self._server_ts(device.device_id), self.limits)
+        if self._iotda is not None:
+            self._iotda.remember(device.device_id, report.services)
+        return self._submit(TelemetryMessage(device.device_id, report.readings), protocol, "iotda_properties",
+                            receipt)
+
+    def iotda_message(
+        self, device: DeviceIdentity, body: bytes, params: Params, protocol: str, receipt: Receipt | None = None
+    ) -> None:
+        """``messages/up``, into the device message log."""
+        self._active(device.device_id, protocol)
+        self._iotda_uplink().message_up(device, body, receipt)
+        metrics.MESSAGES.counts[(protocol, "iotda_message")] += 1
+
+    def iotda_event(
+        self, device: DeviceIdentity, body: bytes, params: Params, protocol: str, receipt: Receipt | None = None
+    ) -> None:
+        """``events/up``: recorded whatever its type (``$time_sync`` answered)."""
+        self._active(device.device_id, protocol)
+        self._iotda_uplink().event_up(device, body, receipt, protocol)
+
+    def iotda_response(self, device: DeviceIdentity, body: bytes, params: Params) -> None:
+        """A device's answer to a command or a properties set or get; one nobody waits for is dropped."""
+        self._active(device.device_id)
+        request_id = params["request_id"]
+        answer = codec.loads(body)
+        if isinstance(request_id, str) and request_id.isdigit() and len(request_id) <= 10:
+            self._downlink.rpc_reply(device.device_id, int(request_id), answer)
+
+    def iotda_shadow(self, device: DeviceIdentity, body: bytes, params: Params) -> Awaitable[bytes]:
+        """``shadow/get``: the desired and reported properties, of one service or all."""
+        self._active(device.device_id)
+        return self._iotda_uplink().shadow_answer(device, shadow_request(body))
+
     # the downlink and back-pressure
 
     def attach(self, device: DeviceIdentity, channel: DeviceChannel, protocol: str = "mqtt") -> None:
@@ -207,6 +277,10 @@ class DeviceService(GatewayOperations):
         await self._tasks.finish()
         if self._claiming is not None:
             await self._claiming.close()
+        if self._ota is not None:
+            await self._ota[1].close()
+        if self._iotda is not None:
+            await self._iotda.close()
 
     @property
     def saturated(self) -> bool:
@@ -217,6 +291,16 @@ class DeviceService(GatewayOperations):
         await self._pipeline.wait_for_room()
 
     # internals
+
+    def _downloads(self) -> OtaDownloads:
+        if self._ota is None:
+            raise InvalidInput("This gateway does not serve OTA packages")
+        return self._ota[0]
+
+    def _iotda_uplink(self) -> IotdaUplink:
+        if self._iotda is None:
+            raise InvalidInput("This gateway does not serve IoTDA's device topics")
+        return self._iotda
 
     def _claims(self) -> Claiming:
         if self._claiming is None:

@@ -61,11 +61,13 @@ class DeviceManagement:
         description: str = "",
         gateway: bool = False,
         credentials: Credentials | None = None,
+        device_id: str | None = None,
     ) -> DeviceChange:
-        """Register a device; without credentials it gets a generated access token."""
+        """Register a device; without credentials it gets a generated access token. ``device_id``:
+        the operator's choice (IoTDA's AddDevice), already checked; otherwise a new id."""
         device = _validated(
             Device(
-                id=new_id(),
+                id=device_id or new_id(),
                 project_id=project_id,
                 product_id=product_id,
                 name=name,
@@ -150,6 +152,11 @@ def _pre_provisioned(product: Product) -> bool:
 
 def _info(stored: StoredCredentials) -> CredentialsInfo:
     return CredentialsInfo(stored.type, stored.client_id, stored.user_name)
+
+
+def validated(device: Device) -> Device:
+    """The checks every new or changed device passes (InvalidInput otherwise)."""
+    return _validated(device)
 
 
 def _validated(device: Device) -> Device:

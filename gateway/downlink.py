@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
-from fleetgate.core.errors import DeviceNotConnected, InvalidInput, RpcTimeout
+from fleetgate.core import iotda_downlink
+from fleetgate.core.errors import DeviceNotConnected, GatewayError, InvalidInput, RpcTimeout
 from fleetgate.core.model import KeyValue, ValueType
 from fleetgate.core.ports import DownlinkBus
 from fleetgate.core.tasks import OwnedTasks
@@ -62,6 +65,9 @@ def attribute_update(updated: Sequence[KeyValue], deleted: Sequence[str]) -> dic
 _RPC_IDS = 2**31 - 1
 # How long a call waits for some process to say it handed the request to the device.
 DELIVERY_TIMEOUT = 2.0
+# Reply addresses of calls delivered here and awaiting the device's answer (a routing bus):
+# each is kept for its call's timeout, and no more than this many at once.
+_MAX_ORIGINS = 100_000
 
 
 class LocalBus:
@@ -73,6 +79,12 @@ class LocalBus:
     async def publish(self, event: dict[str, Any]) -> None:
         if self.receiver is not None:
             self.receiver(event)
+
+    def subscribe(self, device_id: str) -> None:
+        pass
+
+    def unsubscribe(self, device_id: str) -> None:
+        pass
 
 
 @dataclass(slots=True)
@@ -108,13 +120,21 @@ class Downlink:
         # Told of a device that listens in this process, or of a new persistent call for one.
         self.on_listening: Callable[[str], None] | None = None
         self._calls: dict[tuple[str, int], _Call] = {}
+        # (device, request id) -> (the caller's address, when to forget it), oldest first
+        self._origins: OrderedDict[tuple[str, int], tuple[str, float]] = OrderedDict()
+        # requests pushed here lately -> when to forget them (a request published twice is pushed once)
+        self._pushed: OrderedDict[tuple[str, int], float] = OrderedDict()
 
     @property
     def bus(self) -> DownlinkBus:
         return self._bus
 
     def attach(self, device_id: str, channel: DeviceChannel) -> None:
-        self._channels.setdefault(device_id, set()).add(channel)
+        channels = self._channels.get(device_id)
+        if channels is None:
+            channels = self._channels[device_id] = set()
+            self._bus.subscribe(device_id)
+        channels.add(channel)
 
     def detach(self, device_id: str, channel: DeviceChannel) -> None:
         for table in (self._channels, self._listeners):
@@ -123,6 +143,8 @@ class Downlink:
                 channels.discard(channel)
                 if not channels:
                     del table[device_id]
+                    if table is self._channels:
+                        self._bus.unsubscribe(device_id)
 
     def listen_rpc(self, device_id: str, channel: DeviceChannel) -> None:
         """The attached ``channel`` takes server-side RPC from now on."""
@@ -148,27 +170,30 @@ class Downlink:
     async def call(
         self, device_id: str, method: str, params: Any, *, timeout: float, oneway: bool,
         listeners_only: bool = False, on_delivered: Callable[[], None] | None = None,
+        iotda: dict[str, Any] | None = None, request_id: int | None = None,
     ) -> Any:
         """Send an RPC request to the device; for a two-way call, wait for its reply.
         ``listeners_only``: to the channels that take RPC (and delivered only by one of them);
-        ``on_delivered`` is called once the device has the request."""
+        ``on_delivered`` is called once the device has the request. ``iotda``: the request as an
+        IoTDA device takes it (fleetgate.core.iotda_downlink), with the caller's ``request_id``."""
         if not method:
             raise InvalidInput("method is required")
         if not 0 < timeout <= MAX_RPC_TIMEOUT:
             raise InvalidInput(f"timeout must be more than 0 and at most {MAX_RPC_TIMEOUT:.0f} seconds")
         loop = asyncio.get_running_loop()
-        key = (device_id, secrets.randbelow(_RPC_IDS) + 1)
+        key = (device_id, request_id or secrets.randbelow(_RPC_IDS) + 1)
         call = self._calls[key] = _Call(loop.create_future(), None if oneway else loop.create_future())
         deadline = loop.time() + timeout
         try:
             event = {"t": "rpc", "d": device_id, "i": key[1], "m": method, "p": params}
             if listeners_only:
                 event["l"] = 1
+            if iotda is not None:
+                event["x"] = iotda
+            if not oneway:  # how long the holder keeps this process's address for the reply
+                event["w"] = timeout
             await self._bus.publish(event)
-            try:
-                async with asyncio.timeout(min(self._delivery_timeout, timeout)):
-                    await call.delivered
-            except TimeoutError:
+            if not await self._delivered(call, event, min(self._delivery_timeout, timeout)):
                 raise DeviceNotConnected(f"Device {device_id} is not connected") from None
             if on_delivered is not None:
                 on_delivered()
@@ -182,10 +207,28 @@ class Downlink:
         finally:
             del self._calls[key]
 
+    async def _delivered(self, call: _Call, event: dict[str, Any], limit: float) -> bool:
+        """Whether the request reached the device within ``limit``. It is published once more
+        halfway: a bus may lose a message while a process moves to another of its servers
+        (a NATS node lost), and the holder pushes a request it has seen only once."""
+        for attempt in range(2):
+            try:
+                async with asyncio.timeout(limit / 2):
+                    await asyncio.shield(call.delivered)
+                return True
+            except TimeoutError:
+                if attempt == 0:
+                    await self._bus.publish(event)
+        return False
+
     def rpc_reply(self, device_id: str, request_id: int, reply: Any) -> None:
         """A device's answer to a server-side call, for whichever process waits for it."""
         if not self._settle(device_id, request_id, reply):
-            self._tasks.spawn(self._bus.publish({"t": "reply", "d": device_id, "i": request_id, "r": reply}))
+            event = {"t": "reply", "d": device_id, "i": request_id, "r": reply}
+            origin = self._origins.pop((device_id, request_id), None)
+            if origin is not None:
+                event["a"] = origin[0]
+            self._tasks.spawn(self._publish(event))
 
     def receive(self, event: dict[str, Any]) -> None:
         """An event from the bus (the bus calls this; malformed events are logged and dropped)."""
@@ -195,7 +238,8 @@ class Downlink:
                 for channel in list(self._channels.get(device_id, ())):
                     channel.push_attributes(event["u"])
             elif kind == "rpc":
-                self._deliver(device_id, event["i"], event["m"], event.get("p"), bool(event.get("l")))
+                self._deliver(device_id, event["i"], event["m"], event.get("p"), bool(event.get("l")),
+                              event.get("o"), event.get("w"), event.get("x"))
             elif kind == "delivered":
                 call = self._calls.get((device_id, event["i"]))
                 if call is not None and not call.delivered.done():
@@ -208,18 +252,64 @@ class Downlink:
         except (KeyError, TypeError) as exc:
             log.warning("a malformed downlink event was dropped: %r", exc)
 
-    def _deliver(self, device_id: str, request_id: int, method: str, params: Any, listeners_only: bool) -> None:
+    def _deliver(
+        self, device_id: str, request_id: int, method: str, params: Any, listeners_only: bool,
+        origin: str | None = None, wait: float | None = None, iotda: dict[str, Any] | None = None,
+    ) -> None:
         channels = (self._listeners if listeners_only else self._channels).get(device_id)
         if not channels:
             return
-        for channel in list(channels):
-            channel.push_rpc(request_id, method, params)
+        if self._seen(device_id, request_id):  # published again (Downlink._delivered): the receipt only
+            pass
+        elif iotda is None:
+            for channel in list(channels):
+                channel.push_rpc(request_id, method, params)
+        # Delivered only if some connection speaks the request's dialect.
+        elif not [channel for channel in list(channels) if iotda_downlink.deliver(channel, request_id, method,
+                                                                                  params, iotda)]:
+            del self._pushed[(device_id, request_id)]
+            return
         call = self._calls.get((device_id, request_id))
         if call is not None:  # the call was made here: no need to tell the others
             if not call.delivered.done():
                 call.delivered.set_result(None)
+        elif origin is None:
+            self._tasks.spawn(self._publish({"t": "delivered", "d": device_id, "i": request_id}))
         else:
-            self._tasks.spawn(self._bus.publish({"t": "delivered", "d": device_id, "i": request_id}))
+            if wait is not None:
+                self._remember(device_id, request_id, origin, float(wait))
+            self._tasks.spawn(self._publish({"t": "delivered", "d": device_id, "i": request_id, "a": origin}))
+
+    def push_iotda(self, device_id: str, kind: str, body: dict[str, Any]) -> None:
+        """An IoTDA message to the device's connections in this process (an answer to its event)."""
+        for channel in list(self._channels.get(device_id, ())):
+            iotda_downlink.push(channel, kind, body)
+
+    def _seen(self, device_id: str, request_id: int) -> bool:
+        """Whether this request was pushed here within the delivery timeout; it is from now on."""
+        now, pushed = time.monotonic(), self._pushed
+        while pushed and (len(pushed) >= _MAX_ORIGINS or next(iter(pushed.values())) <= now):
+            pushed.popitem(last=False)
+        if (device_id, request_id) in pushed:
+            return True
+        pushed[(device_id, request_id)] = now + self._delivery_timeout
+        return False
+
+    def _remember(self, device_id: str, request_id: int, origin: str, wait: float) -> None:
+        """Keep the caller's address until the call's timeout, for the device's reply."""
+        now = time.monotonic()
+        origins = self._origins
+        while origins and (len(origins) >= _MAX_ORIGINS or next(iter(origins.values()))[1] <= now):
+            origins.popitem(last=False)
+        origins[(device_id, request_id)] = (origin, now + min(wait, MAX_RPC_TIMEOUT))
+
+    async def _publish(self, event: dict[str, Any]) -> None:
+        """An answer on the bus, from a task: the caller times out if it does not get there."""
+        try:
+            await self._bus.publish(event)
+        except GatewayError as exc:
+            log.warning("a downlink %s was not sent: %s", event["t"], exc.message,
+                        extra={"device_id": event["d"]})
 
     def _settle(self, device_id: str, request_id: int, reply: Any) -> bool:
         call = self._calls.get((device_id, request_id))

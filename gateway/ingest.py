@@ -27,6 +27,7 @@ from fleetgate.core import metrics
 from fleetgate.core.errors import Overloaded, Unavailable
 from fleetgate.core.model import AttributeMessage, TelemetryMessage
 from fleetgate.core.ports import IngestWriter
+from fleetgate.core.recovery import Recovery
 from fleetgate.core.retry import Backoff, Outage
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,10 @@ class IngestSettings:
 
 
 class IngestPipeline:
-    def __init__(self, writer: IngestWriter, settings: IngestSettings) -> None:
+    def __init__(self, writer: IngestWriter, settings: IngestSettings, recovery: Recovery | None = None) -> None:
         self._writer = writer
+        # Waits out the back-off between attempts, and ends it when the database is back.
+        self._recovery = recovery or Recovery()
         self._settings = settings
         self._capacity = settings.capacity_rows
         # (message, its row count, the receipt its acknowledgement waits on)
@@ -308,6 +311,9 @@ class IngestPipeline:
                 metrics.DB_ERRORS.inc()
                 self._outage.failed("telemetry writes retried with back-off (at most %.1f s apart), nothing "
                                     "acknowledged meanwhile: %s", maximum, exc)
+                if await self._recovery.wait(backoff.next()):
+                    backoff.reset()
+                continue
             except Exception as exc:
                 metrics.DB_ERRORS.inc()
                 if len(batch) > 1:

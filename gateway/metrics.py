@@ -105,6 +105,15 @@ DEVICES_ONLINE = Gauge(
     "gateway_devices_online", "Devices online through this process: connected, or within the inactivity "
     "timeout of a request", ["protocol"], multiprocess_mode="livesum",
 )
+LIVE_CONNECTIONS = Gauge("gateway_live_connections", "Open live-feed WebSocket connections", multiprocess_mode="livesum")
+LIVE_SENT = Counter("gateway_live_updates_sent_total", "Live-feed updates sent to WebSocket subscribers")
+LIVE_DROPPED = Counter(
+    "gateway_live_updates_dropped_total", "Live-feed updates dropped: the oldest of a slow subscriber's full buffer, "
+    "or of a bus that could not keep up")
+LIVE_LATENCY = Histogram(
+    "gateway_live_delivery_seconds", "From a batch's commit to its update's being sent to a WebSocket subscriber",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 RETENTION_DROPPED = Counter("gateway_retention_partitions_dropped_total", "Telemetry partitions dropped by retention")
 RETENTION_DELETED = Counter(
     "gateway_retention_rows_deleted_total", "Rows deleted by retention", ["table"]

@@ -18,6 +18,7 @@ class CredentialsType(enum.StrEnum):
     MQTT_BASIC = "MQTT_BASIC"
     X509_CERTIFICATE = "X509_CERTIFICATE"
     LWM2M_CREDENTIALS = "LWM2M_CREDENTIALS"
+    SECRET = "SECRET"  # IoTDA's secret: the MQTT password is an HMAC of it (fleetgate.core.iotda_auth)
 
 
 class ProvisionStatus(enum.StrEnum):
@@ -71,7 +72,15 @@ class Credentials:
     """
 
     type: CredentialsType
-    value: str | MqttBasic
+    value: str | MqttBasic | IotdaSecret
+
+
+@dataclass(frozen=True, slots=True)
+class IotdaSecret:
+    """An IoTDA device's secret: looked up by the device id the CONNECT's user name carries."""
+
+    device_id: str
+    secret: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,7 @@ class StoredCredentials:
     user_name: str | None = None
     certificate: str | None = None
     pending: Credentials | None = None
+    secret: str | None = None  # SECRET: the clear secret, which the HMAC check needs (sealed at rest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +249,7 @@ class CredentialsInfo:
     type: CredentialsType
     client_id: str | None = None
     user_name: str | None = None
+    fingerprint: str | None = None  # the SHA-256 of the device certificate bound to it (IoTDA)
 
 
 class DeviceStatus(enum.StrEnum):

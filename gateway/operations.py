@@ -51,6 +51,12 @@ class Operation(enum.Enum):
     RPC_REPLY = ("rpc_reply", Reply.NONE)
     PROVISION = ("provision", Reply.ANSWER, Caller.ANYONE)
     CLAIM = ("claim", Reply.NONE)
+    # OTA package downloads (fleetgate.core.ota_downloads): MQTT's v2/fw/request/{id}/chunk/{n},
+    # and HTTP's and CoAP's ?title=&version=&size=&chunk=
+    FIRMWARE_CHUNK = ("firmware_chunk", Reply.ANSWER)
+    SOFTWARE_CHUNK = ("software_chunk", Reply.ANSWER)
+    FIRMWARE = ("firmware", Reply.ANSWER)
+    SOFTWARE = ("software", Reply.ANSWER)
     # ThingsBoard's gateway API: a gateway device acting for the sub-devices behind it.
     GATEWAY_CONNECT = ("gateway_connect", Reply.STORED, Caller.GATEWAY)
     GATEWAY_DISCONNECT = ("gateway_disconnect", Reply.NONE, Caller.GATEWAY)
@@ -59,6 +65,13 @@ class Operation(enum.Enum):
     GATEWAY_ATTRIBUTE_REQUEST = ("gateway_attribute_request", Reply.ANSWER, Caller.GATEWAY)
     GATEWAY_RPC_REPLY = ("gateway_rpc_reply", Reply.NONE, Caller.GATEWAY)
     GATEWAY_CLAIM = ("gateway_claim", Reply.NONE, Caller.GATEWAY)
+
+    # IoTDA's device topics ($oc/devices/{device_id}/sys/...; fleetgate.core.iotda_uplink).
+    IOTDA_PROPERTIES = ("iotda_properties", Reply.STORED)
+    IOTDA_MESSAGE = ("iotda_message", Reply.STORED)
+    IOTDA_EVENT = ("iotda_event", Reply.STORED)
+    IOTDA_RESPONSE = ("iotda_response", Reply.NONE)
+    IOTDA_SHADOW = ("iotda_shadow", Reply.ANSWER)
 
     def __init__(self, method: str, reply: Reply, caller: Caller = Caller.DEVICE) -> None:
         self.method = method

@@ -6,8 +6,8 @@ may hand in-memory fakes. Methods raise only errors from :mod:`fleetgate.core.er
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from fleetgate.core.model import (
     AttributeMessage,
@@ -36,6 +36,8 @@ from fleetgate.core.model import (
     TimeseriesQuery,
 )
 from fleetgate.core.rpc_calls import PersistentCall, RpcStatus
+from fleetgate.core.fleet import FleetPage, FleetQuery
+from fleetgate.core.timeseries import BucketValue, SeriesQuery
 
 
 class DeviceCreator(Protocol):
@@ -158,6 +160,34 @@ class TelemetryQueryStore(Protocol):
     async def history(self, device_id: str, query: TimeseriesQuery) -> list[TimeseriesPoint]: ...
 
 
+class SeriesStore(Protocol):
+    """Several keys of a device over time (fleetgate.core.timeseries), aggregated in the database."""
+
+    async def raw_series(self, device_id: str, query: SeriesQuery) -> dict[str, list[TimeseriesPoint]]:
+        """Each key's values (at most ``query.limit``, in ``query.order``); keys without any absent."""
+
+    async def aggregated_series(self, device_id: str, query: SeriesQuery) -> list[BucketValue]:
+        """Each key's non-empty buckets, by key then bucket index."""
+
+
+class LiveBus(Protocol):
+    """Carries live-feed events (fleetgate.core.live) to every gateway process, this one included,
+    in the order they were sent. Each event is a JSON object."""
+
+    receiver: Callable[[dict[str, Any]], None] | None
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Queue ``event`` without waiting: a bus that cannot keep up drops the oldest queued."""
+
+    async def flush(self) -> None:
+        """Until every event queued so far has been sent (or dropped)."""
+
+
+class FleetStore(Protocol):
+    async def fleet_latest(self, query: FleetQuery) -> FleetPage:
+        """A page of the project's devices matching the query, with their latest values of its keys."""
+
+
 class TemplateStore(Protocol):
     async def create_template(self, template: Template, max_per_project: int) -> None:
         """TemplateQuotaExceeded when the project already has ``max_per_project``; TemplateNameTaken."""
@@ -220,10 +250,21 @@ class RegistrationStore(Protocol):
 
 
 class DownlinkBus(Protocol):
-    """Carries downlink events to every gateway process (this one included), so that a
-    device is reached whichever process holds its connection. Each event is a JSON object."""
+    """Carries downlink events to the gateway processes (this one included), so that a device
+    is reached whichever process holds its connection. Each event is a JSON object naming its
+    device (``"d"``). A broadcasting bus (PostgreSQL NOTIFY) brings every event to every process;
+    a routing bus (NATS) brings an event only to the processes that subscribed to its device,
+    stamps it with a reply address (``"o"``), and sends an event that carries an address
+    (``"a"``, the ``"o"`` of the event it answers) to that process alone."""
 
-    async def publish(self, event: dict[str, object]) -> None: ...
+    async def publish(self, event: dict[str, object]) -> None:
+        """Unavailable when the bus cannot take it now (it never waits long for that)."""
+
+    def subscribe(self, device_id: str) -> None:
+        """This process holds the device from now on: its events are to come here."""
+
+    def unsubscribe(self, device_id: str) -> None:
+        """This process no longer holds the device."""
 
 
 class PresenceStore(Protocol):

@@ -1,13 +1,15 @@
-"""What operators ask of stored telemetry: the latest values, and a key's values over time."""
+"""What operators ask of stored telemetry: the latest values, and keys' values over time, raw or aggregated."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from fleetgate.core.devices import require_device
 from fleetgate.core.errors import InvalidInput, InvalidTimeRange
 from fleetgate.core.model import LatestTelemetry, SortOrder, TimeseriesPoint, TimeseriesQuery
-from fleetgate.core.ports import DeviceLookup, TelemetryQueryStore
+from fleetgate.core.fleet import FleetPage, FleetQuery
+from fleetgate.core.ports import DeviceLookup, FleetStore, SeriesStore, TelemetryQueryStore
+from fleetgate.core.timeseries import Aggregation, SeriesQuery
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -38,3 +40,38 @@ class TelemetryQueryService:
             raise InvalidTimeRange(f"start_time {query.start_ts} is after end_time {query.end_ts}")
         await require_device(self._devices, project_id, device_id)
         return await self._store.history(device_id, query)
+
+
+class SeriesQueries:
+    def __init__(self, devices: DeviceLookup, store: SeriesStore, fleet: FleetStore) -> None:
+        self._devices = devices
+        self._store = store
+        self._fleet = fleet
+
+    async def fleet_latest(self, query: FleetQuery) -> FleetPage:
+        """The latest values of the query's keys for a page of the project's devices."""
+        return await self._fleet.fleet_latest(query)
+
+    async def series(
+        self, project_id: str, device_id: str, query: SeriesQuery
+    ) -> Mapping[str, Sequence[TimeseriesPoint]]:
+        """Every asked key (in the order asked) with its points, none when it has no values."""
+        if query.start > query.end:
+            raise InvalidTimeRange(f"start_time {query.start} is after end_time {query.end}")
+        await require_device(self._devices, project_id, device_id)
+        if query.agg is Aggregation.NONE:
+            found = await self._store.raw_series(device_id, query)
+            return {key: found.get(key, ()) for key in query.keys}
+        assert query.buckets is not None
+        answer: dict[str, list[TimeseriesPoint]] = {key: [] for key in query.keys}
+        for bucket in await self._store.aggregated_series(device_id, query):
+            if bucket.non_numeric and query.agg is not Aggregation.COUNT:
+                raise InvalidInput(
+                    f"{query.agg.value} takes numbers and booleans only: key {bucket.key!r} holds "
+                    f"strings or JSON in [{', '.join(map(str, query.buckets.span(bucket.index)))}); "
+                    "COUNT takes every type")
+            answer[bucket.key].append(TimeseriesPoint(query.buckets.ts(bucket.index), bucket.value))
+        if query.order is SortOrder.DESC:
+            for points in answer.values():
+                points.reverse()
+        return answer

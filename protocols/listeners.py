@@ -1,26 +1,116 @@
 """A TCP device listener's socket, the same for HTTP and MQTT, bound with SO_REUSEPORT so that
 `serve --workers N` shares every port among its workers (aiocoap binds CoAP's UDP socket with
-SO_REUSEPORT itself)."""
+SO_REUSEPORT itself).
+
+A TLS listener that counts refused certificates (``refused``) does its handshakes itself, with
+``loop.start_tls`` on each accepted connection, rather than handing the context to
+``create_server``: there the loop drops a failed handshake with no word to anyone, and the
+peer's address is lost with it. A certificate refused in the handshake (an unknown CA, an
+expired or revoked certificate, none where one is required) is an authentication failure
+of that address, like a wrong token: ``auth_failures_per_address`` of them block it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fleetgate.core.admission import address_of
 
 # Devices reconnect in storms: a deep accept backlog. A TLS handshake not done within
 # ``tls_handshake_seconds`` of the accept (a client that sends nothing, or dribbles its
 # ClientHello) is abandoned and the socket closed, before any protocol object exists.
 _BACKLOG = 4096
+# OpenSSL's reasons for a client that sent no certificate to a context requiring one.
+_NO_CERTIFICATE = frozenset({"PEER_DID_NOT_RETURN_A_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"})
+
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 
 
 async def listen(
     factory: Callable[[], asyncio.BaseProtocol], host: str, port: int, ssl_context: ssl.SSLContext | None,
-    tls_handshake_seconds: float = 10.0,
+    tls_handshake_seconds: float = 10.0, *, refused: Callable[[str], None] | None = None,
+    spawn: Spawn | None = None,
 ) -> tuple[asyncio.Server, int]:
-    """The server and the port it really bound (``port`` may be 0 for any)."""
-    server = await asyncio.get_running_loop().create_server(
-        factory, host, port, ssl=ssl_context, backlog=_BACKLOG, reuse_port=True,
-        ssl_handshake_timeout=tls_handshake_seconds if ssl_context else None,
-    )
+    """The server and the port it really bound (``port`` may be 0 for any). With a TLS context,
+    ``refused`` (told the address of each certificate refused in a handshake) and ``spawn``
+    (which owns the handshakes' tasks), the handshakes are done here."""
+    loop = asyncio.get_running_loop()
+    if ssl_context is not None and refused is not None and spawn is not None:
+        handshakes = _Handshakes(ssl_context, tls_handshake_seconds, refused, spawn)
+        server = await loop.create_server(
+            lambda: _Handshake(factory(), handshakes), host, port, backlog=_BACKLOG, reuse_port=True)
+    else:
+        server = await loop.create_server(
+            factory, host, port, ssl=ssl_context, backlog=_BACKLOG, reuse_port=True,
+            ssl_handshake_timeout=tls_handshake_seconds if ssl_context else None,
+        )
     return server, server.sockets[0].getsockname()[1]
+
+
+class _Handshakes:
+    """What every handshake of one listener shares."""
+
+    __slots__ = ("context", "timeout", "refused", "spawn")
+
+    def __init__(self, context: ssl.SSLContext, timeout: float, refused: Callable[[str], None], spawn: Spawn) -> None:
+        self.context, self.timeout, self.refused, self.spawn = context, timeout, refused, spawn
+
+
+class _Handshake(asyncio.Protocol):
+    """An accepted connection until its TLS handshake is done; then the application's protocol
+    is handed the TLS transport, as ``create_server(ssl=...)`` would have."""
+
+    __slots__ = ("_app", "_handshakes", "_task")
+
+    def __init__(self, app: asyncio.BaseProtocol, handshakes: _Handshakes) -> None:
+        self._app = app
+        self._handshakes = handshakes
+        self._task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        # Nothing is read before start_tls takes the socket over: the ClientHello is its.
+        transport.pause_reading()
+        self._task = self._handshakes.spawn(self._handshake(transport))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Before start_tls took over (after, the TLS protocol is told instead).
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        handshakes = self._handshakes
+        address = address_of(transport.get_extra_info("peername"))
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                transport, self._app, handshakes.context, server_side=True,
+                ssl_handshake_timeout=handshakes.timeout)
+        except ssl.SSLCertVerificationError:
+            handshakes.refused(address)
+            _abort(transport)
+            return
+        except ssl.SSLError as exc:
+            if exc.reason in _NO_CERTIFICATE:
+                handshakes.refused(address)
+            _abort(transport)
+            return
+        except (OSError, TimeoutError, RuntimeError):
+            # The client left, dribbled past the deadline, or the transport closed meanwhile.
+            _abort(transport)
+            return
+        except asyncio.CancelledError:
+            _abort(transport)
+            raise
+        if tls is None:  # the connection was lost as the handshake ended
+            _abort(transport)
+            return
+        self._app.connection_made(tls)
+
+
+def _abort(transport: asyncio.Transport) -> None:
+    with contextlib.suppress(Exception):
+        transport.abort()

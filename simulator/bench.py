@@ -2,7 +2,7 @@
 
 Scenarios, each a coroutine from (options, workspace) to a report:
 http and provision (simulator.bench_http), mqtt (simulator.bench_mqtt; with
---gateways, simulator.bench_mqtt_gateway),
+--gateways, simulator.bench_mqtt_gateway; with --iotda, simulator.bench_mqtt_iotda),
 idle-connections (simulator.bench_idle), mtls (simulator.bench_mtls), coap
 (simulator.bench_coap), soak (simulator.bench_soak); what they share, the workspace
 with its database and the servers, is in simulator.bench_workspace.
@@ -23,8 +23,11 @@ from fleetgate.simulator.bench_http import http, provision
 from fleetgate.simulator.bench_idle import idle_connections
 from fleetgate.simulator.bench_mqtt import mqtt
 from fleetgate.simulator.bench_mqtt_gateway import gateway_api
+from fleetgate.simulator.bench_forwarding import forwarding
+from fleetgate.simulator.bench_mqtt_iotda import iotda_reports
 from fleetgate.simulator.bench_mtls import mtls
 from fleetgate.simulator.bench_options import BenchOptions
+from fleetgate.simulator.bench_ota import ota
 from fleetgate.simulator.bench_soak import soak
 from fleetgate.simulator.bench_workspace import BenchError, Workspace, workspace
 from fleetgate.simulator.mosquitto import MosquittoMissing
@@ -34,6 +37,10 @@ from fleetgate.simulator.worker import WorkerFailed
 
 
 async def _mqtt(options: BenchOptions, space: Workspace) -> BenchReport:
+    if options.iotda:
+        return await iotda_reports(options, space)
+    if options.forwarding:
+        return await forwarding(options, space)
     return await (gateway_api if options.gateways else mqtt)(options, space)
 
 
@@ -45,6 +52,7 @@ SCENARIOS: dict[str, Callable[[BenchOptions, Workspace], Coroutine[Any, Any, Ben
     "mtls": mtls,
     "coap": coap,
     "soak": soak,
+    "ota": ota,
 }
 
 

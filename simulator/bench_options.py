@@ -33,6 +33,10 @@ class BenchOptions:
     subdevices: int = 100  # mqtt --gateways: sub-devices behind each gateway
     devices_per_message: int = 10  # mqtt --gateways: sub-devices in each message
     gateway_inflight: int | None = None  # mqtt --gateways: a gateway connection's window (see gateway_window)
+    iotda: bool = False  # mqtt: IoTDA's properties/report against ThingsBoard's telemetry (bench_mqtt_iotda)
+    forwarding: bool = False  # mqtt: with and without one HTTP forwarding action (bench_forwarding)
+    package_bytes: int = 1024 * 1024  # ota: the package the devices download
+    chunk_bytes: int = 16 * 1024  # ota: the chunk size they ask for
 
     @property
     def max_requests(self) -> int:

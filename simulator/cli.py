@@ -72,6 +72,12 @@ _SCENARIOS: dict[str, tuple[str, str]] = {  # name: (one line, description)
         "Confirmable CoAP telemetry from --devices devices at maximum rate, compared with a bare "
         "aiocoap handler, then --requests more with the gateway's VmRSS before and after.",
     ),
+    "ota": (
+        "one OTA package downloaded by many MQTT devices at once",
+        "--devices MQTT devices fetch one --package-bytes package in --chunk-bytes chunks at once, as "
+        "ThingsBoard's SDK does; chunks/s and MB/s against a bare asyncio responder serving the same "
+        "bytes, and the gateway's VmRSS before, at its highest during, and after the downloads.",
+    ),
     "soak": (
         "MQTT telemetry for a long time: the gateway's memory must settle",
         "MQTT telemetry for --duration seconds (1800 for a real soak) at --rate (default: half the "
@@ -204,6 +210,14 @@ def _mqtt_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gateway-inflight", type=in_range(1, 65_535), metavar="N",
                        help="unacknowledged messages a gateway connection may have [default: as many as keep "
                             "the direct devices' data points in flight, devices x inflight / (gateways x K)]")
+    parser.add_argument_group("Huawei IoTDA").add_argument(
+        "--iotda", action="store_true",
+        help="as many IoTDA devices (a secret each) publishing $oc/.../properties/report, measured against the "
+             "ThingsBoard devices' telemetry in alternating runs")
+    parser.add_argument_group("data forwarding").add_argument(
+        "--forwarding", action="store_true",
+        help="stored data points a second with one HTTP forwarding action to a local receiver against the same "
+             "run without, then the forwarding lag at half that rate")
 
 
 def _idle_options(parser: argparse.ArgumentParser) -> None:
@@ -231,6 +245,16 @@ def _coap_options(parser: argparse.ArgumentParser) -> None:
                        help="time cap of the memory run [default: 900]")
 
 
+def _ota_options(parser: argparse.ArgumentParser) -> None:
+    _devices(parser)
+    parser.add_argument("--duration", type=positive(float), default=120.0, metavar="SECONDS",
+                        help="time cap of each download run [default: 120]")
+    parser.add_argument("--package-bytes", type=positive(int), default=1024 * 1024, metavar="N",
+                        help="size of the package [default: 1048576]")
+    parser.add_argument("--chunk-bytes", type=positive(int), default=16 * 1024, metavar="N",
+                        help="chunk size the devices ask for [default: 16384]")
+
+
 def _soak_options(parser: argparse.ArgumentParser) -> None:
     _devices(parser)
     _timing(parser, "the soak's length")
@@ -246,4 +270,5 @@ _SCENARIO_OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "mtls": _mtls_options,
     "coap": _coap_options,
     "soak": _soak_options,
+    "ota": _ota_options,
 }

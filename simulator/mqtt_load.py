@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
+from fleetgate.simulator import iotda
 from fleetgate.simulator.loadspec import LoadSpec
 from fleetgate.simulator.mqtt_connect import ConnectOutcome, Device, connect_all, disconnect_all
 from fleetgate.simulator.mqtt_driver import ClosedLoopDriver, OpenLoopDriver
@@ -33,12 +34,22 @@ _CONNECT_TIMEOUT = 30.0
 
 
 def devices_of(spec: MqttTelemetrySpec) -> list[Device]:
-    """A device's user name is its access token; an empty token: none (a client certificate says who it is)."""
+    """A device's user name is its access token; an empty token: none (a client certificate says who it is).
+    An IoTDA device's token is its device id (simulator.iotda)."""
+    if spec.iotda_secret:
+        stamp = iotda.hour()
+        return [Device(iotda.client_id(token, stamp), token, iotda.password(spec.iotda_secret, stamp))
+                for token in spec.tokens]
     return [Device(f"{spec.client_prefix}{spec.first + i}", token or None) for i, token in enumerate(spec.tokens)]
 
 
 def template_of(spec: MqttTelemetrySpec) -> PublishTemplate | list[PublishTemplate]:
-    """What every device publishes; a gateway's: its own sub-devices' messages, one template a connection."""
+    """What every device publishes; a gateway's: its own sub-devices' messages, one template a connection;
+    an IoTDA device's: its properties on its own topic."""
+    if spec.iotda_secret:
+        body = iotda.report_body(spec.body)
+        return [PublishTemplate.build(iotda.report_topic(token), body, qos=spec.qos, version=spec.version)
+                for token in spec.tokens]
     if not spec.subdevices:
         return PublishTemplate.build(
             spec.topic, spec.body, qos=spec.qos, version=spec.version, timestamp=spec.timestamps

@@ -100,6 +100,8 @@ class MqttTelemetrySpec:
     tls: MqttTls | None = None
     subdevices: int = 0
     devices_per_message: int = 1
+    # Huawei IoTDA's dialect when set: each token is a device id with this secret (simulator.iotda).
+    iotda_secret: str = ""
 
     def __post_init__(self) -> None:
         if self.qos not in (0, 1):
@@ -124,7 +126,7 @@ class MqttTelemetrySpec:
             "keepalive": self.keepalive, "timestamps": self.timestamps, "client_prefix": self.client_prefix,
             "first": self.first, "source_hosts": list(self.source_hosts),
             "tls": self.tls.to_json() if self.tls else None, "subdevices": self.subdevices,
-            "devices_per_message": self.devices_per_message,
+            "devices_per_message": self.devices_per_message, "iotda_secret": self.iotda_secret,
         }
 
     @classmethod
@@ -134,7 +136,7 @@ class MqttTelemetrySpec:
             int(data["version"]), float(data["connect_rate"]), int(data["keepalive"]), bool(data["timestamps"]),
             data["client_prefix"], int(data["first"]), tuple(data["source_hosts"]),
             MqttTls.from_json(data.get("tls")), int(data.get("subdevices", 0)),
-            int(data.get("devices_per_message", 1)),
+            int(data.get("devices_per_message", 1)), str(data.get("iotda_secret", "")),
         )
 
     def split(self, parts: int) -> list[MqttTelemetrySpec]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+
 import asyncpg
 import orjson
 
@@ -49,6 +52,39 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
+def discard(conn: asyncpg.Connection) -> None:
+    """Close a connection whose protocol state is unknown, so that the pool never hands it out again.
+
+    A backend terminated while its connection sat idle in the pool sends its FATAL
+    error some time before its socket closes; a COPY begun in between fails at once
+    with InternalClientError, and asyncpg 0.32's ``copy_in`` has by then made the
+    future its result was to come through, outside the ``try`` that would have
+    failed it (its queries fail theirs). Terminating the connection completes that
+    future with ConnectionDoesNotExistError, which nobody awaits: asyncio would log
+    "Future exception was never retrieved". So the futures the protocol still holds
+    are marked retrieved first, as asyncpg does itself when it abandons a COPY.
+    ``gc.get_referents`` lists the protocol's own references only, not the heap's.
+    """
+    protocol = getattr(conn, "_protocol", None)
+    if protocol is not None:
+        for held in gc.get_referents(protocol):
+            if isinstance(held, asyncio.Future) and not held.done():
+                held.add_done_callback(_retrieved)
+    conn.terminate()
+
+
+def _retrieved(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+async def probe(url: str) -> None:
+    """One connection attempt, closed at once: raises while PostgreSQL accepts none. Refused
+    in microseconds while it is down, so an outage can be watched closely for its end."""
+    conn = await asyncpg.connect(url)
+    await conn.close()
+
+
 async def ping(pool: asyncpg.Pool) -> None:
     """One round trip on a pooled connection: raises when PostgreSQL does not answer."""
     await pool.fetchval("SELECT 1")
@@ -62,6 +98,10 @@ async def open_pool(url: str, size: int, *, run_migrations: bool = True) -> asyn
                 await migrate(conn)
             finally:
                 await conn.close()
+        # Opened with two connections, and no floor kept afterwards (min_size 0): asyncpg
+        # restores a floor from a task of its own, which logs a traceback each time it
+        # fails to connect, every second or more while PostgreSQL is down. The writers
+        # reconnect as they need, and their outage is one warning and one summary.
         return await asyncpg.create_pool(
-            url, min_size=min(2, size), max_size=size, init=_init_connection, reset=_keep_session
+            url, init_size=min(2, size), min_size=0, max_size=size, init=_init_connection, reset=_keep_session
         )

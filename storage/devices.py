@@ -22,15 +22,15 @@ _NEW_DEVICE = """
         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
     ), credentials AS (
         INSERT INTO device_credentials
-            (device_id, type, lookup, password_hash, client_id, user_name, certificate, pending)
-        SELECT id, $8, $9, $10, $11, $12, $13, $14 FROM device
+            (device_id, type, lookup, password_hash, client_id, user_name, certificate, pending, secret)
+        SELECT id, $8, $9, $10, $11, $12, $13, $14, $15 FROM device
     )"""
 _CREATE_DEVICE = _NEW_DEVICE + " SELECT FROM device"
 _CREATE_PROVISIONED = _NEW_DEVICE + f""", state AS (
         INSERT INTO attribute_kv (device_id, scope, key, last_update_ts, str_v)
         SELECT id, 'SERVER_SCOPE', 'provisionState', $7, 'provisioned' FROM device
     )
-    INSERT INTO {AUDIT_COLUMNS} SELECT $7, $15, $16, $17, $18, $19, $20, $21 FROM device"""
+    INSERT INTO {AUDIT_COLUMNS} SELECT $7, $16, $17, $18, $19, $20, $21, $22 FROM device"""
 
 # The first provisioning of an existing device. The attribute insert is the claim:
 # of concurrent claims one inserts, the others wait for it and then insert nothing,
@@ -70,7 +70,7 @@ class DeviceStore:
         d, c = device, credentials
         values = (d.id, d.project_id, d.product_id, d.name, d.label, d.gateway, d.created_at,
                   c.type.value, c.lookup, c.password_hash, c.client_id, c.user_name, c.certificate,
-                  rows.pending_to_json(c.pending, self._sealer))
+                  rows.pending_to_json(c.pending, self._sealer), self._sealer.seal(c.secret, rows.SECRET))
         with translated():
             try:
                 if provisioned is None:
@@ -89,7 +89,8 @@ class DeviceStore:
     ) -> tuple[Device, StoredCredentials | None] | None:
         with translated():
             record = await self._pool.fetchrow(
-                """SELECT d.*, c.type, c.lookup, c.password_hash, c.client_id, c.user_name, c.certificate, c.pending
+                """SELECT d.*, c.type, c.lookup, c.password_hash, c.client_id, c.user_name, c.certificate, c.pending,
+                          c.secret
                    FROM devices d LEFT JOIN device_credentials c ON c.device_id = d.id
                    WHERE d.project_id = $1 AND d.name = $2""",
                 project_id, name,
@@ -117,11 +118,11 @@ class DeviceStore:
 
 
 _UPSERT_CREDENTIALS = """INSERT INTO device_credentials
-    (device_id, type, lookup, password_hash, client_id, user_name, certificate, pending)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    (device_id, type, lookup, password_hash, client_id, user_name, certificate, pending, secret)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
     ON CONFLICT (device_id) DO UPDATE SET type = EXCLUDED.type, lookup = EXCLUDED.lookup,
         password_hash = EXCLUDED.password_hash, client_id = EXCLUDED.client_id, user_name = EXCLUDED.user_name,
-        certificate = EXCLUDED.certificate, pending = EXCLUDED.pending"""
+        certificate = EXCLUDED.certificate, pending = EXCLUDED.pending, secret = EXCLUDED.secret"""
 
 
 async def update_credentials(
@@ -138,7 +139,7 @@ async def update_credentials(
         await conn.execute(
             _UPSERT_CREDENTIALS, device_id, credentials.type.value, credentials.lookup, credentials.password_hash,
             credentials.client_id, credentials.user_name, credentials.certificate,
-            rows.pending_to_json(credentials.pending, sealer),
+            rows.pending_to_json(credentials.pending, sealer), sealer.seal(credentials.secret, rows.SECRET),
         )
     except asyncpg.UniqueViolationError:
         raise CredentialsTaken() from None

@@ -44,6 +44,12 @@ class PgDownlinkBus:
     async def stop(self) -> None:
         await self._listening.stop()
 
+    def subscribe(self, device_id: str) -> None:
+        """Nothing to do: every process hears every event."""
+
+    def unsubscribe(self, device_id: str) -> None:
+        pass
+
     async def publish(self, event: dict[str, Any]) -> None:
         text = json.dumps(event, ensure_ascii=True, separators=(",", ":"))
         with translated():

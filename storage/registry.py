@@ -23,8 +23,11 @@ def _details_at(now: str) -> str:
     its last request's lease runs. An expired lease, or a dead process's, is a time it went
     offline that nothing has written yet."""
     return f"""(SELECT d.*, c.type AS credentials_type, c.client_id, c.user_name,
+                       (SELECT b.fingerprint FROM device_certificates b WHERE b.device_id = d.id
+                        ORDER BY b.enabled DESC, b.created_at DESC LIMIT 1) AS fingerprint,
                        EXISTS (SELECT 1 FROM attribute_kv a WHERE a.device_id = d.id AND a.scope = 'SERVER_SCOPE'
-                               AND a.key = 'provisionState') AS provisioned,
+                               AND a.key = 'provisionState')
+                       OR EXISTS (SELECT 1 FROM device_registrations r WHERE r.device_id = d.id) AS provisioned,
                        CASE WHEN coalesce(d.online_until > {now}, false) OR held.live IS NOT NULL
                             THEN 'ONLINE' ELSE 'OFFLINE' END AS status,
                        GREATEST(d.last_offline_time, CASE WHEN d.online_until <= {now} THEN d.online_until END,
@@ -45,8 +48,11 @@ _DELETE_CONNECTIONS = "DELETE FROM device_connections WHERE device_id = $1"
 
 
 def _details(r: asyncpg.Record) -> DeviceDetails:
-    kind = r["credentials_type"]
-    info = CredentialsInfo(CredentialsType(kind), r["client_id"], r["user_name"]) if kind else None
+    kind, fingerprint = r["credentials_type"], r["fingerprint"]
+    if kind:
+        info: CredentialsInfo | None = CredentialsInfo(CredentialsType(kind), r["client_id"], r["user_name"])
+    else:  # a device a certificate registered (IoTDA's templates), or bound to a fingerprint
+        info = CredentialsInfo(CredentialsType.X509_CERTIFICATE, fingerprint=fingerprint) if fingerprint else None
     connectivity = Connectivity(DeviceStatus(r["status"]), r["last_online_time"], r["offline_time"],
                                 r["last_activity_time"])
     return DeviceDetails(rows.device(r), info, r["provisioned"], connectivity)

@@ -25,6 +25,7 @@ from fleetgate.core.model import (
 PROVISION_SECRET = "products.provision_secret"
 PENDING = "device_credentials.pending"
 SECRET_KEY = "access_keys.secret_key"
+SECRET = "device_credentials.secret"
 
 
 def product(r: asyncpg.Record, sealer: Sealer) -> Product:
@@ -70,6 +71,7 @@ def stored_credentials(r: asyncpg.Record, sealer: Sealer) -> StoredCredentials:
         user_name=r["user_name"],
         certificate=r["certificate"],
         pending=pending_from_json(r["pending"], sealer),
+        secret=sealer.open(r.get("secret"), SECRET),
     )
 
 

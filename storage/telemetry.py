@@ -33,7 +33,9 @@ import asyncpg
 
 from fleetgate.core.errors import Unavailable
 from fleetgate.core.model import AttributeMessage, KeyValue, TelemetryMessage, ValueType
+from fleetgate.storage.database import discard
 from fleetgate.storage.errors import translated
+from fleetgate.storage.forwarding_outbox import COLUMNS as _OUTBOX_COLUMNS, TelemetryOutbox
 from fleetgate.storage.partitions import Partitions
 
 _COLUMNS = ("device_id", "key", "ts", "project_no", "bool_v", "long_v", "dbl_v", "str_v", "json_v")
@@ -145,40 +147,52 @@ class DeviceProjects:
 
 
 class TelemetryWriter:
-    def __init__(self, pool: asyncpg.Pool, keys: KeyDictionary, projects: DeviceProjects | None = None) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, keys: KeyDictionary, projects: DeviceProjects | None = None,
+        outbox: TelemetryOutbox | None = None,
+    ) -> None:
         self._pool = pool
+        # Forwarding's outbox rows, when a rule wants the batch: written in its transaction.
+        self._outbox = outbox
         self._keys = keys
         self._projects = projects or DeviceProjects()
         self._partitions = Partitions()
         self._upsert_until = 0.0  # time.monotonic() until which batches take the upsert path
+        self._batch_projects: Mapping[str, int] = {}
 
     async def write(self, telemetry: Sequence[TelemetryMessage], attributes: Sequence[AttributeMessage]) -> None:
         with translated():
             rows: list[tuple[object, ...]] = []
+            notes: list[tuple[object, ...]] = []
             if telemetry:
                 rows = await self._rows(telemetry)
+                if self._outbox is not None and self._outbox.active:
+                    notes = self._outbox.records(telemetry, self._batch_projects)
             async with self._pool.acquire() as conn:
                 try:
-                    await self._write_on(conn, rows, attributes)
+                    await self._write_on(conn, rows, attributes, notes)
                 except (asyncpg.InterfaceError, asyncpg.InternalClientError):
                     # The connection's protocol state is unknown (a COPY cut short by a
                     # terminated backend): close it, so that the pool never hands it out again.
-                    conn.terminate()
+                    discard(conn)
                     raise
+            if notes:
+                self._outbox.committed(notes)  # type: ignore[union-attr]
 
     async def _write_on(
-        self, conn: asyncpg.Connection, rows: list[tuple[object, ...]], attributes: Sequence[AttributeMessage]
+        self, conn: asyncpg.Connection, rows: list[tuple[object, ...]], attributes: Sequence[AttributeMessage],
+        notes: list[tuple[object, ...]],
     ) -> None:
         if rows and time.monotonic() >= self._upsert_until:
             try:
-                await self._copy(conn, rows, attributes)
+                await self._copy(conn, rows, attributes, notes)
                 return
             except asyncpg.UniqueViolationError:
                 self._upsert_until = time.monotonic() + _UPSERT_PERIOD
             except asyncpg.CheckViolationError:
                 raise self._partition_dropped() from None
         try:
-            await self._upsert(conn, rows, attributes)
+            await self._upsert(conn, rows, attributes, notes)
         except asyncpg.CheckViolationError:
             raise self._partition_dropped() from None
 
@@ -201,22 +215,28 @@ class TelemetryWriter:
         if rows and not self._partitions.cover(projects, lowest, highest):
             await self._partitions.ensure(self._pool, {
                 (numbers[m.device_id], r.ts) for m in telemetry if m.device_id in numbers for r in m.readings})
+        self._batch_projects = numbers  # what the outbox rows of this batch are matched with
         return rows
 
     async def _copy(
-        self, conn: asyncpg.Connection, rows: list[tuple[object, ...]], attributes: Sequence[AttributeMessage]
+        self, conn: asyncpg.Connection, rows: list[tuple[object, ...]], attributes: Sequence[AttributeMessage],
+        notes: list[tuple[object, ...]],
     ) -> None:
-        if not attributes:
+        if not attributes and not notes:
             # One statement outside a transaction block commits on its own, triggers
             # included: the batch is durable when the COPY returns.
             await conn.copy_records_to_table("ts_kv", records=rows, columns=_COLUMNS)
             return
         async with conn.transaction():
             await conn.copy_records_to_table("ts_kv", records=rows, columns=_COLUMNS)
-            await conn.execute(_UPSERT_ATTRIBUTES, *_attribute_columns(attributes))
+            if notes:
+                await conn.copy_records_to_table("forwarding_outbox", records=notes, columns=_OUTBOX_COLUMNS)
+            if attributes:
+                await conn.execute(_UPSERT_ATTRIBUTES, *_attribute_columns(attributes))
 
     async def _upsert(
-        self, conn: asyncpg.Connection, rows: list[tuple[object, ...]], attributes: Sequence[AttributeMessage]
+        self, conn: asyncpg.Connection, rows: list[tuple[object, ...]], attributes: Sequence[AttributeMessage],
+        notes: list[tuple[object, ...]] = (),  # type: ignore[assignment]
     ) -> None:
         """Stage the rows, then merge them: later rows win over earlier ones and over stored ones."""
         if not rows:
@@ -229,6 +249,8 @@ class TelemetryWriter:
         async with conn.transaction():
             await conn.copy_records_to_table("ts_kv_stage", records=unique, columns=_COLUMNS)
             await conn.execute(_UPSERT_TS)
+            if notes:
+                await conn.copy_records_to_table("forwarding_outbox", records=notes, columns=_OUTBOX_COLUMNS)
             if attributes:
                 await conn.execute(_UPSERT_ATTRIBUTES, *_attribute_columns(attributes))
 

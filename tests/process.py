@@ -61,6 +61,15 @@ class GatewayProcess:
             await self._logged.wait_for(lambda: any(text in line for line in self.log))
         return next(line for line in self.log if text in line)
 
+    def count(self, text: str) -> int:
+        """How many log lines so far contain ``text``."""
+        return sum(text in line for line in self.log)
+
+    async def logged_times(self, text: str, times: int, timeout: float = 10) -> None:
+        """Return once ``times`` log lines contain ``text``."""
+        async with asyncio.timeout(timeout), self._logged:
+            await self._logged.wait_for(lambda: self.count(text) >= times)
+
     async def stop(self, timeout: float = 60) -> int:
         """SIGTERM, then the exit code."""
         if self.proc.returncode is None:

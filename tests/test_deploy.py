@@ -17,7 +17,7 @@ MANIFESTS = sorted((DEPLOY / "k8s").glob("*.yaml"))
 SETTINGS = {env for _, env, _, _ in config.describe()}
 DEFAULTS = config.Settings()
 # Images compose pulls (no registry is reachable from the tests: these are the official names).
-KNOWN_IMAGES = {"postgres:16", "prom/prometheus:v2.53.0"}
+KNOWN_IMAGES = {"postgres:16", "prom/prometheus:v2.53.0", "grafana/grafana:11.1.0"}
 
 
 def documents(path: Path) -> list[dict]:

@@ -16,6 +16,16 @@ from huaweicloudsdkcore.auth.credentials import BasicCredentials  # noqa: E402
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException  # noqa: E402
 from huaweicloudsdkiotda.v5 import (  # noqa: E402
     AddCertificateRequest,
+    AddDevice,
+    AddDeviceRequest,
+    AuthInfo,
+    CreateCommandRequest,
+    CreateMessageRequest,
+    DeviceCommandRequest,
+    DeviceMessageRequest,
+    DevicePropertiesRequest,
+    ShowDeviceShadowRequest,
+    UpdatePropertiesRequest,
     CheckCertificateRequest,
     CreateCertificateDTO,
     CreateProvisioningTemplate,
@@ -33,7 +43,10 @@ from huaweicloudsdkiotda.v5 import (  # noqa: E402
     VerifyCertificateDTO,
 )
 
+import orjson  # noqa: E402
+
 from tests import pki  # noqa: E402
+from tests.iotda_support import connect, report, request_id_of, topic  # noqa: E402
 from tests.template_bodies import SEED_BODY  # noqa: E402
 
 
@@ -94,3 +107,54 @@ async def test_a_wrong_secret_key_is_refused(gateway, management_url, tenant) ->
     with pytest.raises(ClientRequestException) as refused:
         await asyncio.to_thread(sdk.list_provisioning_templates, ListProvisioningTemplatesRequest())
     assert refused.value.status_code == 401 and refused.value.error_code == "IOTDA.000002"
+
+
+async def test_the_sdk_drives_an_iotda_device(gateway, management_url, tenant, mqtt_port, clients) -> None:
+    """AddDevice, then a device speaking IoTDA's MQTT contract (paho, tests/iotda_support.py) answers
+    CreateCommand and UpdateProperties, takes CreateMessage, and shows in ShowDeviceShadow."""
+    ak, sk = await gateway.services.projects.create_access_key(tenant.project_id)
+    sdk = client(management_url, tenant.project_id, ak, sk)
+
+    def call(method, request):
+        return asyncio.to_thread(getattr(sdk, method), request)
+
+    added = await call("add_device", AddDeviceRequest(body=AddDevice(
+        node_id="sdk-node", device_name="sdk-node", product_id=tenant.product_id,
+        auth_info=AuthInfo(auth_type="SECRET", secret="SdkSecret_0001", secure_access=False))))
+    assert added.status_code == 201 and added.device_id == f"{tenant.product_id}_sdk-node"
+    assert added.auth_info.auth_type == "SECRET" and added.auth_info.secret == "SdkSecret_0001"
+    device_id = added.device_id
+    device, reason = await connect(clients, mqtt_port, device_id, "SdkSecret_0001")
+    assert reason == 0
+    await device.publish(topic(device_id, "properties/report"), report("Meter", {"power": 12.5}))
+
+    commanded = asyncio.create_task(call("create_command", CreateCommandRequest(
+        device_id=device_id, body=DeviceCommandRequest(service_id="Meter", command_name="RESET", paras={"n": 1}))))
+    message = await device.next_message()
+    assert orjson.loads(message.payload)["command_name"] == "RESET"
+    await device.publish(topic(device_id, f"commands/response/request_id={request_id_of(message.topic)}"),
+                         orjson.dumps({"result_code": 0, "response_name": "RESET", "paras": {"done": True}}))
+    response = await commanded
+    assert response.command_id == request_id_of(message.topic)
+    assert response.response == {"result_code": 0, "response_name": "RESET", "paras": {"done": True}}
+
+    setting = asyncio.create_task(call("update_properties", UpdatePropertiesRequest(
+        device_id=device_id, body=DevicePropertiesRequest(services=[
+            {"service_id": "Meter", "properties": {"interval": 5}}]))))
+    message = await device.next_message()
+    assert message.topic.startswith(topic(device_id, "properties/set/request_id="))
+    await device.publish(topic(device_id, f"properties/set/response/request_id={request_id_of(message.topic)}"),
+                         orjson.dumps({"result_code": 0, "result_desc": "Success"}))
+    assert (await setting).response == {"result_code": 0, "result_desc": "Success"}
+
+    sent = await call("create_message", CreateMessageRequest(
+        device_id=device_id, body=DeviceMessageRequest(message_id="sdk-m1", name="note", message="hello")))
+    assert sent.status_code == 201 and sent.message_id == "sdk-m1" and sent.result.status == "PENDING"
+    message = await device.next_message()
+    assert message.topic == topic(device_id, "messages/down")
+    assert orjson.loads(message.payload)["content"] == "hello"
+
+    shadow = await call("show_device_shadow", ShowDeviceShadowRequest(device_id=device_id))
+    assert shadow.device_id == device_id
+    (meter,) = shadow.shadow
+    assert meter.service_id == "Meter" and meter.reported.properties == {"power": 12.5}

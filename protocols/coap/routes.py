@@ -39,4 +39,7 @@ ROUTES: RouteTable[CoapRoute] = RouteTable([
     ("GET", "api/v1/{token}/rpc", CoapRoute(None, observe=Stream.RPC)),
     ("POST", "api/v1/{token}/rpc/{request_id:int}", CoapRoute(Operation.RPC_REPLY)),
     ("POST", "api/v1/{token}/claim", CoapRoute(Operation.CLAIM)),
+    # ThingsBoard's OTA resources: coap://host/fw/{token}?title=&version=&size=&chunk= (Block2 when large)
+    ("GET", "fw/{token}", CoapRoute(Operation.FIRMWARE, query=True)),
+    ("GET", "sw/{token}", CoapRoute(Operation.SOFTWARE, query=True)),
 ])

@@ -23,6 +23,7 @@ from fleetgate.core.errors import GatewayError, InvalidInput, MethodNotAllowed, 
 from fleetgate.core.model import DeviceIdentity, ProvisionStatus
 from fleetgate.core.operations import Operation, Params, Reply
 from fleetgate.core.provision_json import response_to_json
+from fleetgate.protocols.coap.block2 import block2_answer, continuation
 from fleetgate.protocols.coap.blockwise import Block1Uploads, Body, Continue
 from fleetgate.protocols.coap.errors import PROTOCOL, refused
 from fleetgate.protocols.coap.observe import Observer, json_message
@@ -31,6 +32,8 @@ from fleetgate.protocols.coap.routes import ROUTES, CoapRoute
 from fleetgate.protocols.routing import Match
 
 log = logging.getLogger(__name__)
+# Operations answered with raw bytes, in Block2 blocks when large: OTA package chunks.
+_RAW = frozenset({Operation.FIRMWARE, Operation.SOFTWARE})
 
 Spawn = Callable[[Coroutine[Any, Any, None]], object]
 
@@ -158,6 +161,10 @@ class DeviceSite:
         if operation.reply is Reply.STORED:
             handler(device, body.payload, params, PROTOCOL, PipeReceipt(pipe, body.block1, self._max_payload))
             return None
+        if operation in _RAW:
+            if continuation(pipe.request):
+                params = {**params, "continuation": True}  # a later block of a chunk already counted
+            return self._answer_raw(pipe, handler(device, body.payload, params))
         if operation.reply is Reply.ANSWER:
             return self._answer(pipe, device, route, body, handler(device, body.payload, params))
         handler(device, body.payload, params)
@@ -167,6 +174,9 @@ class DeviceSite:
     async def _answer(self, pipe: Pipe, device: DeviceIdentity, route: CoapRoute, body: Body,
                       answer: Awaitable[bytes]) -> None:
         self._observe(pipe, device, route, _with_block1(json_message(Code.CONTENT, await answer), body))
+
+    async def _answer_raw(self, pipe: Pipe, answer: Awaitable[bytes]) -> None:
+        pipe.add_response(block2_answer(pipe.request, await answer), is_last=True)
 
     def _observe(self, pipe: Pipe, device: DeviceIdentity, route: CoapRoute, answer: Message) -> None:
         """Answer; with Observe=0 on a route that streams, the stream's notifications follow

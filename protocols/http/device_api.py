@@ -74,7 +74,11 @@ ROUTES: RouteTable[HttpRoute] = RouteTable([
     _route("POST", "/api/v1/{token}/rpc", Operation.CLIENT_RPC),
     _route("POST", "/api/v1/{token}/rpc/{request_id:int}", Operation.RPC_REPLY),
     _route("POST", "/api/v1/{token}/claim", Operation.CLAIM),
+    _route("GET", "/api/v1/{token}/firmware", Operation.FIRMWARE, query=True),
+    _route("GET", "/api/v1/{token}/software", Operation.SOFTWARE, query=True),
 ])
+# Operations answered with raw bytes rather than JSON: OTA package chunks.
+_RAW = frozenset({Operation.FIRMWARE, Operation.SOFTWARE})
 _NOT_FOUND = refused(UnknownAddress("Not found"))
 _TOO_LARGE = PayloadTooLarge("The body is larger than the configured limit")
 
@@ -169,7 +173,7 @@ class DeviceApi:
                 future = handler(device, body, params, PROTOCOL)
                 return OK if future is None else future
             if operation.reply is Answered.ANSWER:
-                return _answered(handler(device, body, params))
+                return _answered(handler(device, body, params), operation in _RAW)
             handler(device, body, params)
         except GatewayError as exc:
             return refused(exc)
@@ -222,11 +226,12 @@ class DeviceApi:
         return Reply.json(response_to_json(result))
 
 
-async def _answered(answer: Awaitable[bytes]) -> Reply:
+async def _answered(answer: Awaitable[bytes], raw: bool = False) -> Reply:
     try:
-        return Reply.json(await answer)
+        body = await answer
     except GatewayError as exc:
         return refused(exc)
+    return Reply(200, body, "application/octet-stream") if raw else Reply.json(body)
 
 
 def _query_body(query: bytes) -> bytes:

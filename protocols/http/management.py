@@ -17,8 +17,12 @@ from fleetgate.core.attributes import AttributeService
 from fleetgate.core.claiming import Claiming
 from fleetgate.core.devices import DeviceManagement
 from fleetgate.core.model import Product
+from fleetgate.core.ota import OtaService
 from fleetgate.core.commands import CommandService
-from fleetgate.core.telemetry_queries import TelemetryQueryService
+from fleetgate.core.iotda_commands import CommandTimeout, IotdaCommands
+from fleetgate.core.iotda_devices import IotdaDevices
+from fleetgate.core.forwarding_rules import RuleService
+from fleetgate.core.telemetry_queries import SeriesQueries, TelemetryQueryService
 from fleetgate.protocols.http.errors import retry_headers, status_of
 from fleetgate.protocols.http.iotda import (
     PREFIX,
@@ -35,9 +39,12 @@ from fleetgate.protocols.http.management_attributes import AttributeRoutes
 from fleetgate.protocols.http.management_certificates import CertificateRoutes
 from fleetgate.protocols.http.management_claims import ClaimRoutes
 from fleetgate.protocols.http.management_devices import DeviceRoutes
+from fleetgate.protocols.http.management_iotda import IotdaRoutes
+from fleetgate.protocols.http.management_ota import OtaRoutes
 from fleetgate.protocols.http.management_commands import CommandRoutes
 from fleetgate.protocols.http.management_telemetry import TelemetryRoutes
 from fleetgate.protocols.http.management_templates import TemplateRoutes
+from fleetgate.protocols.http.iotda_rules import RuleRoutes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -66,6 +73,7 @@ _CODES: list[tuple[type[errors.GatewayError], str]] = [
     (errors.NotFound, "IOTDA.000005"),
     (errors.DeviceNotConnected, "IOTDA.014016"),
     (errors.Conflict, "IOTDA.000007"),
+    (CommandTimeout, "IOTDA.014111"),
     (errors.RpcTimeout, "IOTDA.000021"),
     (errors.QuotaExceeded, "IOTDA.000020"),
     (errors.Overloaded, "IOTDA.021101"),
@@ -110,12 +118,20 @@ class ManagementApi:
         telemetry: TelemetryQueryService,
         commands: CommandService,
         claiming: Claiming | None = None,
+        ota: OtaService | None = None,
+        series: SeriesQueries | None = None,
+        forwarding: RuleService | None = None,
+        iotda: tuple[IotdaDevices, IotdaCommands] | None = None,
     ) -> None:
         self._s = services
         self._groups = (
-            DeviceRoutes(devices), AttributeRoutes(attributes), TelemetryRoutes(telemetry), CommandRoutes(commands),
+            DeviceRoutes(devices, iotda[0] if iotda else None), AttributeRoutes(attributes),
+            TelemetryRoutes(telemetry, series), CommandRoutes(commands, iotda[1] if iotda else None),
+            *((IotdaRoutes(*iotda),) if iotda is not None else ()),
             TemplateRoutes(services.templates, services.registration), CertificateRoutes(services.cas),
             *((ClaimRoutes(claiming, devices),) if claiming is not None else ()),
+            *((OtaRoutes(ota),) if ota is not None else ()),
+            *((RuleRoutes(forwarding),) if forwarding is not None else ()),
         )
 
     def routes(self) -> list[web.RouteDef]:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from fleetgate.core import errors
 from fleetgate.core.commands import CommandService
+from fleetgate.core.iotda_commands import IotdaCommands
 from fleetgate.core.rpc_calls import PersistentCall
 from fleetgate.protocols.http.iotda import (
     ScopedRoute, body_field, iotda_time, json_body, json_response, page_json, page_params,
@@ -22,8 +23,9 @@ DEFAULT_TIMEOUT_MS = 10_000
 
 
 class CommandRoutes:
-    def __init__(self, commands: CommandService) -> None:
+    def __init__(self, commands: CommandService, iotda: IotdaCommands | None = None) -> None:
         self._commands = commands
+        self._iotda = iotda
 
     def routes(self) -> list[ScopedRoute]:
         return [
@@ -37,8 +39,14 @@ class CommandRoutes:
         """ThingsBoard's RPC: {"method", "params", "timeout" (ms), "oneway"}; a two-way call
         answers with the device's reply, a one-way call with 202 once it is sent. With
         "persistent": true (and "expiration_time", Unix ms, and "retries"), 202 with the
-        stored call at once."""
+        stored call at once. IoTDA's CreateCommand body (``service_id``, ``command_name``,
+        ``paras``) is synchronous: 200 with the device's response."""
         body = await json_body(request)
+        if self._iotda is not None and "command_name" in body and "method" not in body:
+            result = await self._iotda.command(
+                project_id, request.match_info["device_id"], body_field(body, "service_id", str),
+                body_field(body, "command_name", str, required=True), body.get("paras"))
+            return json_response({"command_id": result.command_id, "response": result.response})
         timeout_ms = _integer(body, "timeout", DEFAULT_TIMEOUT_MS, "an integer number of milliseconds")
         oneway = body_field(body, "oneway", bool) or False
         method = body_field(body, "method", str, required=True)

@@ -16,16 +16,20 @@ from aiohttp import web
 
 from fleetgate.core.devices import DeviceManagement, generated_token
 from fleetgate.core.errors import InvalidInput
-from fleetgate.core.model import Credentials, CredentialsType, DeviceDetails, DeviceStatus, MqttBasic
+from fleetgate.core.iotda_devices import SECRET, IotdaDevices, NewDevice
+from fleetgate.core.model import Credentials, CredentialsType, DeviceDetails, DeviceStatus, IotdaSecret, MqttBasic
 from fleetgate.protocols.http.iotda import ScopedRoute, body_field, iotda_time, json_body, json_response, page_json, page_params
 
 _SETTABLE_TYPES = (CredentialsType.ACCESS_TOKEN, CredentialsType.MQTT_BASIC, CredentialsType.X509_CERTIFICATE)
 _UPDATABLE = frozenset({"device_name", "description", "gateway", "auth_info"})
+# IoTDA's names for the kinds it knows (auth_info.auth_type).
+_AUTH_TYPES = {CredentialsType.SECRET: "SECRET", CredentialsType.X509_CERTIFICATE: "CERTIFICATES"}
 
 
 class DeviceRoutes:
-    def __init__(self, devices: DeviceManagement) -> None:
+    def __init__(self, devices: DeviceManagement, iotda: IotdaDevices | None = None) -> None:
         self._devices = devices
+        self._iotda = iotda
 
     def routes(self) -> list[ScopedRoute]:
         return [
@@ -39,6 +43,9 @@ class DeviceRoutes:
     async def create_device(self, request: web.Request, project_id: str) -> web.Response:
         body = await json_body(request)
         auth_info = body_field(body, "auth_info", dict)
+        if self._iotda is not None and iotda_add_device(body, auth_info):
+            added = await self._iotda.add(project_id, new_device(body, auth_info))
+            return json_response(device_json(added.change.details, added.change.credentials), status=201)
         change = await self._devices.create(
             project_id,
             body_field(body, "device_name", str, required=True),
@@ -82,6 +89,27 @@ class DeviceRoutes:
     async def delete_device(self, request: web.Request, project_id: str) -> web.Response:
         await self._devices.delete(project_id, request.match_info["device_id"])
         return web.Response(status=204)
+
+
+def iotda_add_device(body: dict[str, Any], auth_info: dict[str, Any] | None) -> bool:
+    """Whether the body is IoTDA's AddDevice (an auth_type, a node id or a chosen device id) rather
+    than ThingsBoard's credential kinds."""
+    return (auth_info is not None and "auth_type" in auth_info) or "node_id" in body or "device_id" in body
+
+
+def new_device(body: dict[str, Any], auth_info: dict[str, Any] | None) -> NewDevice:
+    info = auth_info or {}
+    return NewDevice(
+        product_id=body_field(body, "product_id", str, required=True),
+        auth_type=body_field(info, "auth_type", str) or SECRET,
+        node_id=body_field(body, "node_id", str),
+        device_id=body_field(body, "device_id", str),
+        device_name=body_field(body, "device_name", str),
+        description=body_field(body, "description", str) or "",
+        gateway=body_field(body, "gateway", bool) or False,
+        secret=body_field(info, "secret", str),
+        fingerprint=body_field(info, "fingerprint", str),
+    )
 
 
 def credentials_of(auth_info: dict[str, Any]) -> Credentials:
@@ -151,8 +179,15 @@ def _auth_info_json(details: DeviceDetails, clear: Credentials | None) -> dict[s
         return None
     shown: dict[str, Any] = {"credentials_type": info.type.value, "client_id": info.client_id,
                              "user_name": info.user_name}
+    # IoTDA's view, for the devices IoTDA knows: a secret, or a certificate bound by its fingerprint.
+    if info.type is CredentialsType.SECRET or info.fingerprint is not None:
+        shown["auth_type"] = _AUTH_TYPES[info.type]
+    if info.fingerprint is not None:
+        shown["fingerprint"] = info.fingerprint
     if clear is not None:
-        if isinstance(clear.value, MqttBasic):
+        if isinstance(clear.value, IotdaSecret):
+            shown["secret"] = clear.value.secret
+        elif isinstance(clear.value, MqttBasic):
             shown["password"] = clear.value.password
         elif clear.type is CredentialsType.ACCESS_TOKEN:
             shown["access_token"] = clear.value

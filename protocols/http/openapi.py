@@ -17,6 +17,7 @@ from aiohttp import web
 
 from fleetgate.core.telemetry_queries import DEFAULT_LIMIT, MAX_LIMIT
 from fleetgate.protocols.http import openapi_claiming, openapi_commands, openapi_downlink, openapi_provisioning
+from fleetgate.protocols.http import openapi_iotda, openapi_ota, openapi_queries
 from fleetgate.protocols.http.schema import obj as _object
 from fleetgate.protocols.http.schema import ref as _ref
 from fleetgate.protocols.http.iotda import NO_MARKER, PREFIX
@@ -100,6 +101,14 @@ OPERATIONS_DESCRIBED: tuple[Operation, ...] = (
       for method, path, summary, details in openapi_claiming.OPERATIONS),
     *(Operation(method, path, DEVICE_API, summary, **details)
       for method, path, summary, details in openapi_claiming.DEVICE_OPERATIONS),
+    *(_management(method, path, summary, **details) for method, path, summary, details in openapi_ota.OPERATIONS),
+    *(_management(method, path, summary, **details)
+      for method, path, summary, details in openapi_queries.OPERATIONS),
+    *(Operation(method, path, MANAGEMENT, summary, **details)
+      for method, path, summary, details in openapi_queries.WEBSOCKET_OPERATIONS),
+    *(_management(method, path, summary, **details) for method, path, summary, details in openapi_iotda.OPERATIONS),
+    *(Operation(method, path, DEVICE_API, summary, **details)
+      for method, path, summary, details in openapi_ota.DEVICE_OPERATIONS),
     Operation("POST", "/api/v1/provision", DEVICE_API, "Claim provisioning (ThingsBoard)", body="ProvisionRequest",
               returns="ProvisionResponse", errors=(400, 413, 429),
               description="Refusals are answered with 200 and status NOT_FOUND or FAILURE, as ThingsBoard does."),
@@ -195,10 +204,20 @@ SCHEMAS: dict[str, Any] = {
         user_name=_s("string", "MQTT_BASIC"),
         password=_s("string", "MQTT_BASIC, with a user name"),
         certificate=_s("string", "X509_CERTIFICATE: PEM, or its Base64 body"),
+        auth_type=_s("string", "IoTDA's AddDevice (instead of credentials_type): SECRET or CERTIFICATES",
+                     enum=["SECRET", "CERTIFICATES"]),
+        secret=_s("string", "SECRET: 8 to 32 letters, digits, _ or -; generated when absent"),
+        fingerprint=_s("string", "CERTIFICATES: the device certificate's SHA-256, 64 hex digits"),
+        secure_access=_s("boolean", "Accepted and not enforced"),
     ),
     "DeviceAuthInfo": _object(
         "credentials_type", "client_id", "user_name",
-        credentials_type=_CREDENTIALS_TYPE, client_id=_NULLABLE_STRING, user_name=_NULLABLE_STRING,
+        credentials_type=_s("string", enum=[*_CREDENTIALS_TYPE["enum"], "SECRET"]), client_id=_NULLABLE_STRING,
+        user_name=_NULLABLE_STRING,
+        auth_type=_s("string", "IoTDA's kind, for a secret device or a certificate bound by fingerprint",
+                     enum=["SECRET", "CERTIFICATES"]),
+        fingerprint=_s("string", "The bound certificate's SHA-256"),
+        secret=_s("string", "Only in the answer to the request that set it"),
         access_token=_s("string", "Only in the answer to the request that set it"),
         password=_s(["string", "null"], "Only in the answer to the request that set it"),
     ),
@@ -220,6 +239,8 @@ SCHEMAS: dict[str, Any] = {
                                          "device_inactivity_timeout_seconds; null: never"},
     ),
     "DeviceCreate": _object("device_name", "product_id", product_id=_s("string", "A product of this project"),
+                            node_id=_s("string", "IoTDA: the device's node id; its id is then {product_id}_{node_id}"),
+                            device_id=_s("string", "IoTDA: the device id chosen", pattern="^[A-Za-z0-9_-]{1,128}$"),
                             **_DEVICE_FIELDS),
     "DeviceUpdate": _closed(_object(**_DEVICE_FIELDS)),
     "DeviceList": _page_list("devices", "Device"),
@@ -392,9 +413,11 @@ def document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": {**SCHEMAS, **openapi_provisioning.SCHEMAS, **openapi_downlink.SCHEMAS,
-                        **openapi_claiming.SCHEMAS, **openapi_commands.SCHEMAS},
+                        **openapi_claiming.SCHEMAS, **openapi_commands.SCHEMAS, **openapi_ota.SCHEMAS,
+                        **openapi_iotda.SCHEMAS, **openapi_queries.SCHEMAS},
             "parameters": {**PARAMETERS, **openapi_provisioning.PARAMETERS, **openapi_downlink.PARAMETERS,
-                           **openapi_commands.PARAMETERS},
+                           **openapi_commands.PARAMETERS, **openapi_ota.PARAMETERS,
+                           **openapi_iotda.PARAMETERS, **openapi_queries.PARAMETERS},
             "responses": RESPONSES,
             "securitySchemes": {"XAuthToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}},
         },

@@ -37,7 +37,12 @@ OPERATIONS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
 _INTEGER = {"type": "integer"}
 SCHEMAS: dict[str, Any] = {
     "CommandRequest": _object(
-        "method", method={"type": "string"}, params={"description": "Any JSON, passed to the device as it is"},
+        method={"type": "string", "description": "Required unless command_name is given"},
+        params={"description": "Any JSON, passed to the device as it is"},
+        command_name={"type": "string", "description": "IoTDA's CreateCommand (with service_id and paras): "
+                      "synchronous, waits iotda_command_timeout_seconds; a ThingsBoard device takes it as RPC "
+                      "(method = command_name, params = paras)"},
+        service_id={"type": "string"}, paras={"description": "Any JSON: the command's parameters"},
         timeout={"type": "integer", "description": "Milliseconds to wait for a two-way call's reply (each attempt "
                  "of a persistent call)", "default": 10_000, "minimum": 1, "maximum": round(MAX_RPC_TIMEOUT * 1000)},
         oneway={"type": "boolean", "description": "Send without waiting for a reply", "default": False},
@@ -47,7 +52,9 @@ SCHEMAS: dict[str, Any] = {
         retries={"type": "integer", "minimum": 0, "maximum": MAX_RETRIES, "description": "Persistent: times the "
                  "call is sent again when unanswered. Absent: rpc_persistent_retries"},
     ),
-    "CommandResponse": _object("response", response={"description": "The device's reply, any JSON"}),
+    "CommandResponse": _object("response", response={"description": "The device's reply, any JSON"},
+                               command_id={"type": "string", "description": "IoTDA's CreateCommand: the request "
+                                           "id the device saw in commands/request_id={command_id}"}),
     "CommandAccepted": {"description": "{} for a one-way call once sent; the stored call for a persistent one",
                         "oneOf": [{"type": "object", "maxProperties": 0}, _ref("PersistentCommand")]},
     "PersistentCommand": _object(

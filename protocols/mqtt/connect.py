@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from fleetgate.core import iotda_auth
 from fleetgate.core.device_service import DeviceService
 from fleetgate.core.errors import GatewayError
 from fleetgate.core.model import DeviceIdentity
@@ -34,6 +35,7 @@ class Admitted:
     keep_alive: int
     will_accepted: bool
     connack_properties: Properties
+    iotda: bool = False  # connected in IoTDA's form: commands go out on its $oc topics
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,21 +63,25 @@ async def admit(
         if connect.username == PROVISION or connect.client_id == PROVISION:
             # Provisioning comes first, before any certificate, and needs no credentials.
             return _admitted(connect, None, limits, will_accepted=False)
-        if peer_certificate is not None and connect.username is None:
-            device = await service.by_certificate(peer_certificate, source, address, resumed=resumed)
+        iotda = iotda_auth.parse(connect.client_id, connect.username)
+        if peer_certificate is not None and (connect.username is None or (iotda and connect.password is None)):
+            # A certificate alone (ThingsBoard), or with IoTDA's client id and user name.
+            device = await service.by_certificate(peer_certificate, source, address, resumed=resumed, iotda=iotda)
         else:
             device = await service.by_mqtt(connect.client_id, connect.username, connect.password, address)
         will = connect.will
         if will is not None and not _stored_by(will.topic, device):
             if connect.protocol_level == MQTT_5:
                 raise WillRefused(f"a will may only go to the device's own topics: {will.topic}")
-            return _admitted(connect, device, limits, will_accepted=False)
+            return _admitted(connect, device, limits, will_accepted=False, iotda=iotda is not None)
     except GatewayError as exc:
         return Refused(reason_of(exc, connect), exc.message)
-    return _admitted(connect, device, limits, will_accepted=will is not None)
+    return _admitted(connect, device, limits, will_accepted=will is not None, iotda=iotda is not None)
 
 
-def _admitted(connect: Connect, device: DeviceIdentity | None, limits: Limits, *, will_accepted: bool) -> Admitted:
+def _admitted(
+    connect: Connect, device: DeviceIdentity | None, limits: Limits, *, will_accepted: bool, iotda: bool = False
+) -> Admitted:
     client_id = connect.client_id
     properties: Properties = {}
     if connect.protocol_level == MQTT_5:
@@ -90,4 +96,4 @@ def _admitted(connect: Connect, device: DeviceIdentity | None, limits: Limits, *
         if not client_id:
             client_id = "gw-" + secrets.token_hex(8)
             properties[Property.ASSIGNED_CLIENT_IDENTIFIER] = client_id
-    return Admitted(device, client_id, connect.keep_alive, will_accepted, properties)
+    return Admitted(device, client_id, connect.keep_alive, will_accepted, properties, iotda)

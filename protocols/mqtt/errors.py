@@ -8,8 +8,8 @@ without one. A refused CONNECT gets ThingsBoard's codes (spec 3.1).
 from __future__ import annotations
 
 from fleetgate.core.errors import (
-    CertificateRefused, GatewayError, InvalidInput, InvalidProvisionRequest, SourceBlocked, TooManyConnections,
-    TooManyRequests, UnknownAddress, Unauthorized,
+    CertificateRefused, GatewayError, InvalidInput, InvalidProvisionRequest, NotFound, PayloadTooLarge,
+    SourceBlocked, TooManyConnections, TooManyRequests, UnknownAddress, Unauthorized,
 )
 from fleetgate.protocols.mqtt.packets import MQTT_5, Connect, Reason
 
@@ -35,6 +35,22 @@ def reason_of(exc: GatewayError, connect: Connect | None = None) -> int:
     if isinstance(exc, TooManyRequests):
         return Reason.QUOTA_EXCEEDED
     return Reason.SERVER_UNAVAILABLE
+
+
+def error_text(exc: GatewayError) -> bytes:
+    """A refusal published as text on its own topic (ThingsBoard's v2/fw/error): ThingsBoard's
+    status name, then why."""
+    if isinstance(exc, PayloadTooLarge):
+        status = "PAYLOAD_TOO_LARGE"
+    elif isinstance(exc, InvalidInput):
+        status = "BAD_REQUEST"
+    elif isinstance(exc, NotFound):
+        status = "NOT_FOUND"
+    elif isinstance(exc, TooManyRequests):
+        status = "TOO_MANY_REQUESTS"
+    else:
+        status = "FAILURE"
+    return f"{status}: {exc.message}".encode()
 
 
 def _connack_reason(exc: GatewayError, connect: Connect) -> int:

@@ -19,10 +19,13 @@ from fleetgate.protocols.routing import RouteTable
 class TopicRoute:
     operation: Operation
     reply: str | None = None  # where an ANSWER operation's answer is published
+    error: str | None = None  # where its refusal goes, as text (else: {"error": ...} on ``reply``)
 
 
-def _topic(pattern: str, operation: Operation, reply: str | None = None) -> tuple[str, str, TopicRoute]:
-    return "", pattern, TopicRoute(operation, reply)
+def _topic(
+    pattern: str, operation: Operation, reply: str | None = None, error: str | None = None
+) -> tuple[str, str, TopicRoute]:
+    return "", pattern, TopicRoute(operation, reply, error)
 
 
 ROUTES: RouteTable[TopicRoute] = RouteTable([
@@ -42,6 +45,11 @@ ROUTES: RouteTable[TopicRoute] = RouteTable([
     _topic("v2/r/res/{request_id:int}", Operation.RPC_REPLY),
     _topic("/provision/request", Operation.PROVISION, "/provision/response"),
     _topic("v1/devices/me/claim", Operation.CLAIM),
+    # OTA downloads: raw bytes back, whether or not subscribed (the SDK subscribes to v2/fw/response/+)
+    _topic("v2/fw/request/{request_id:int}/chunk/{chunk}", Operation.FIRMWARE_CHUNK,
+           "v2/fw/response/{request_id}/chunk/{chunk}", "v2/fw/error"),
+    _topic("v2/sw/request/{request_id:int}/chunk/{chunk}", Operation.SOFTWARE_CHUNK,
+           "v2/sw/response/{request_id}/chunk/{chunk}", "v2/sw/error"),
     # ThingsBoard's gateway API (https://thingsboard.io/docs/reference/gateway-mqtt-api/), gateways only
     _topic("v1/gateway/connect", Operation.GATEWAY_CONNECT),
     _topic("v1/gateway/disconnect", Operation.GATEWAY_DISCONNECT),
@@ -79,6 +87,12 @@ DEVICE_FILTERS: dict[str, Filter] = {
     "v2/r/req/+": Filter(Feed.RPC_REQUESTS, "v2/r/req/{request_id}"),
     "v1/devices/me/rpc/response/+": Filter(Feed.RESPONSES),
     "v2/r/res/+": Filter(Feed.RESPONSES),
+    "v2/fw/response/+": Filter(Feed.RESPONSES),
+    "v2/fw/response/#": Filter(Feed.RESPONSES),
+    "v2/fw/error": Filter(Feed.RESPONSES),
+    "v2/sw/response/+": Filter(Feed.RESPONSES),
+    "v2/sw/response/#": Filter(Feed.RESPONSES),
+    "v2/sw/error": Filter(Feed.RESPONSES),
 }
 GATEWAY_FILTERS: dict[str, Filter] = {
     **DEVICE_FILTERS,

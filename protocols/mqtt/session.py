@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, cast
 
 import orjson
@@ -21,12 +22,12 @@ from fleetgate.core.admission import address_of
 from fleetgate.core.errors import GatewayError, InvalidInput, Overloaded, TooManyRequests
 from fleetgate.core.model import DeviceIdentity
 from fleetgate.core.operations import Operation, Params, Reply
-from fleetgate.protocols.mqtt import codec, dialect, provisioning
+from fleetgate.protocols.mqtt import codec, dialect, iotda_topics, provisioning
 from fleetgate.protocols.mqtt.acks import AckQueue
 from fleetgate.protocols.mqtt.aliases import TopicAliases
 from fleetgate.protocols.mqtt.context import MqttContext
 from fleetgate.protocols.mqtt.connect import Admitted, Refused, admit
-from fleetgate.protocols.mqtt.errors import reason_of
+from fleetgate.protocols.mqtt.errors import error_text, reason_of
 from fleetgate.protocols.mqtt.routes import DEVICE_FILTERS, GATEWAY_FILTERS, PROVISIONING_FILTERS, ROUTES, Feed
 from fleetgate.protocols.routing import render
 from fleetgate.protocols.mqtt.keepalive import KeepAlive
@@ -253,9 +254,18 @@ class MqttSession(asyncio.Protocol):
         if publish.qos and self._acks.in_flight >= limits.receive_maximum:
             self._abort(Reason.RECEIVE_MAXIMUM_EXCEEDED, "more QoS 1 and 2 messages in flight than allowed")
             return
-        match = ROUTES.match(topic) if len(topic) <= limits.max_topic_length else None
-        route = match.targets[""] if match is not None else None
         device = self._admitted.device if self._admitted else None
+        if len(topic) > limits.max_topic_length:
+            match = None
+        elif device is not None and topic.startswith(iotda_topics.PREFIX):
+            try:
+                match = iotda_topics.match(topic, device.device_id)
+            except iotda_topics.Confined:
+                self._confined(publish)
+                return
+        else:
+            match = ROUTES.match(topic)
+        route = match.targets[""] if match is not None else None
         if device is None:
             # A provisioning session may only ask for its credentials.
             if route is None or route.operation is not Operation.PROVISION:
@@ -274,6 +284,10 @@ class MqttSession(asyncio.Protocol):
         try:
             if operation.reply is Reply.STORED:
                 self._store(publish, handler, device, params)
+            elif operation.reply is Reply.ANSWER and route.error is not None:
+                self._ack_now(publish, Reason.SUCCESS)
+                self._ctx.spawn(self._answer_or_error(partial(handler, device, publish.payload, params),
+                                                      route.error, render(cast(str, route.reply), params)))
             elif operation.reply is Reply.ANSWER:
                 answer = handler(device, publish.payload, params)
                 self._ack_now(publish, Reason.SUCCESS)
@@ -311,6 +325,14 @@ class MqttSession(asyncio.Protocol):
     def _ack_now(self, publish: Publish, reason: int) -> None:
         self._acks.answer(cast(int, publish.packet_id), publish.qos, reason)
 
+    def _confined(self, publish: Publish) -> None:
+        """Another device's topic: PUBACK 0x87 on MQTT 5, the connection closed on 3.1.1."""
+        metrics.BAD_REQUESTS.labels(PROTOCOL, "not_authorized").inc()
+        if self._version == MQTT_5:
+            self._ack_now(publish, Reason.NOT_AUTHORIZED)
+        else:
+            self._close()
+
     def _refuse_payload(self, publish: Publish, device: DeviceIdentity, exc: InvalidInput) -> None:
         """Malformed payload: PUBACK 0x99 on MQTT 5 (or when the product asks for it), else close."""
         metrics.BAD_REQUESTS.labels(PROTOCOL, "malformed").inc()
@@ -327,6 +349,16 @@ class MqttSession(asyncio.Protocol):
             body = await answer
         except GatewayError as exc:
             body = orjson.dumps({"error": exc.message})
+        self._publish(topic, body)
+
+    async def _answer_or_error(self, answer: Callable[[], Awaitable[bytes]], error_topic: str, topic: str) -> None:
+        """An answer whose refusal, at once or later, goes to its own topic as text (v2/fw/error)."""
+        try:
+            body = await answer()
+        except GatewayError as exc:
+            metrics.BAD_REQUESTS.labels(PROTOCOL, "refused").inc()
+            self._publish(error_topic, error_text(exc))
+            return
         self._publish(topic, body)
 
     async def _provision(self, publish: Publish, reply_topic: str) -> None:
@@ -364,7 +396,19 @@ class MqttSession(asyncio.Protocol):
         self._publish_all(dialect.attribute_update(self._subscriptions, update))
 
     def push_rpc(self, request_id: int, method: str, params: Any) -> None:
+        admitted = self._admitted
+        if admitted is not None and admitted.iotda and admitted.device is not None:
+            self._publish(*iotda_topics.rpc_as_command(admitted.device.device_id, request_id, method, params))
+            return
         self._publish_all(dialect.rpc_request(self._subscriptions, request_id, method, params))
+
+    def push_iotda(self, kind: str, request_id: int, body: dict[str, Any]) -> bool:
+        """fleetgate.core.iotda_downlink: sent when connected in IoTDA's dialect, with no subscription."""
+        admitted = self._admitted
+        if admitted is None or not admitted.iotda or admitted.device is None:
+            return False
+        self._publish(*iotda_topics.downlink(admitted.device.device_id, kind, request_id, body))
+        return True
 
     def push_subdevice_attributes(self, device: str, update: dict[str, Any]) -> None:
         self._publish_all(dialect.subdevice_attribute_update(self._subscriptions, device, update))

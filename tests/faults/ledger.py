@@ -36,6 +36,7 @@ class DeviceLog:
     seq: int = 0
     sent: dict[int, Message] = field(default_factory=dict)
     acked: set[int] = field(default_factory=set)
+    first_acked_after: dict[float, float] = field(default_factory=dict)  # mark -> first ack at or after it
 
     def new_message(self) -> Message:
         self.seq += 1
@@ -45,6 +46,14 @@ class DeviceLog:
 
     def ack(self, message: Message) -> None:
         self.acked.add(message.seq)
+        now = time.monotonic()
+        for mark, first in self.first_acked_after.items():
+            if not first and now >= mark:
+                self.first_acked_after[mark] = now
+
+    def watch(self, mark: float) -> None:
+        """Note the first acknowledgement at or after ``mark`` (time.monotonic())."""
+        self.first_acked_after.setdefault(mark, 0.0)
 
 
 class Clock:
@@ -83,15 +92,20 @@ class Accounting:
     unacknowledged_missing: int  # sent, never acknowledged, not stored after the retransmissions
     seconds: float
     events: str
+    recovery_ms: float | None = None  # the database back -> the first acknowledgement after that
 
     @staticmethod
     def header() -> str:
         return (f"{'scenario':<22} {'sent':>7} {'acked':>7} {'stored':>7} {'lost':>5} {'dup':>5} "
-                f"{'missing':>7} {'secs':>6}  client events")
+                f"{'missing':>7} {'secs':>6} {'recov ms':>8}  client events")
 
     def row(self) -> str:
         return (f"{self.scenario:<22} {self.sent:>7} {self.acknowledged:>7} {self.stored:>7} {self.lost:>5} "
-                f"{self.duplicated:>5} {self.unacknowledged_missing:>7} {self.seconds:>6.1f}  {self.events}")
+                f"{self.duplicated:>5} {self.unacknowledged_missing:>7} {self.seconds:>6.1f} {self.recovery():>8}  "
+                f"{self.events}")
+
+    def recovery(self) -> str:
+        return "-" if self.recovery_ms is None else f"{self.recovery_ms:.0f}"
 
 
 # Filled by the scenarios, printed by conftest.pytest_terminal_summary.
@@ -99,8 +113,9 @@ RESULTS: list[Accounting] = []
 
 
 def account(scenario: str, logs: list[DeviceLog], stored_rows: dict[str, list[tuple[int, int]]],
-            seconds: float, events: Counter[str]) -> Accounting:
-    """``stored_rows``: device name -> [(ts, seq value)] read from ts_kv for key ``seq``."""
+            seconds: float, events: Counter[str], back_at: float | None = None) -> Accounting:
+    """``stored_rows``: device name -> [(ts, seq value)] read from ts_kv for key ``seq``; ``back_at``:
+    when the database was back (time.monotonic()), watched with DeviceLog.watch."""
     sent = acked = stored = lost = duplicated = missing = 0
     for log in logs:
         rows = stored_rows.get(log.name, [])
@@ -114,4 +129,8 @@ def account(scenario: str, logs: list[DeviceLog], stored_rows: dict[str, list[tu
         lost += len(log.acked - present)
         missing += len(log.sent.keys() - log.acked - present)
     shown = ", ".join(f"{k} {v}" for k, v in sorted(events.items()))
-    return Accounting(scenario, sent, acked, stored, lost, duplicated, missing, seconds, shown)
+    recovery = None
+    if back_at is not None:
+        firsts = [first for log in logs if (first := log.first_acked_after.get(back_at))]
+        recovery = (min(firsts) - back_at) * 1000 if firsts else None
+    return Accounting(scenario, sent, acked, stored, lost, duplicated, missing, seconds, shown, recovery)

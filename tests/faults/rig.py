@@ -43,15 +43,8 @@ GATEWAY_SETTINGS = {
 }
 # A crash, or an error a crash would log. Tracebacks alone are not: asyncpg's pool logs a
 # WARNING with one each time it fails to reconnect while the database is down.
-CRASH = re.compile(r"^\S+ \S+ (ERROR|CRITICAL) |Task exception was never retrieved|Exception in callback")
-
-
-def _asyncpg_cut_copy(log: list[str], i: int) -> bool:
-    """asyncio's report of a bare Future inside asyncpg left unretrieved when a backend is
-    terminated during COPY: asyncpg's, not the gateway's (whose COPY itself fails with the
-    same error and is retried)."""
-    return ("Future exception was never retrieved" in log[i] and i + 1 < len(log)
-            and "ConnectionDoesNotExistError" in log[i + 1])
+CRASH = re.compile(r"^\S+ \S+ (ERROR|CRITICAL) |Task exception was never retrieved|Future exception was never retrieved"
+                   r"|Exception in callback")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +61,7 @@ class Rig:
         self.killed: list[GatewayProcess] = []  # gateways this test SIGKILLed on purpose
         self.devices: list[Device] = []
         self.closed = False
+        self.back_at: float | None = None  # when the database was back after the fault (time.monotonic())
 
     @classmethod
     async def create(cls, root: Path) -> Rig:
@@ -160,9 +154,15 @@ class Rig:
             rows.setdefault(record["name"], []).append((record["ts"], record["long_v"]))
         return rows
 
+    def database_back(self) -> None:
+        """The database is back now: the accounting shows how long the first acknowledgement took."""
+        self.back_at = time.monotonic()
+        for device in self.devices:
+            device.log.watch(self.back_at)
+
     async def account(self, scenario: str, started: float, events: Counter[str]) -> Accounting:
         return account(scenario, [d.log for d in self.devices], await self.stored_rows(),
-                       time.monotonic() - started, events)
+                       time.monotonic() - started, events, self.back_at)
 
     def logged(self, text: str) -> int:
         """How many lines of the gateways' logs hold ``text``."""
@@ -173,7 +173,13 @@ class Rig:
         """Log lines of the gateway (and of those killed on purpose) that tell of a crash."""
         gateways = [*self.killed, *([self.gateway] if self.gateway else [])]
         return ["".join(g.log[max(i - 2, 0):i + 25]) for g in gateways for i, line in enumerate(g.log)
-                if CRASH.search(line) and not _asyncpg_cut_copy(g.log, i)]
+                if CRASH.search(line)]
+
+    def tracebacks(self) -> list[str]:
+        """The tracebacks in the gateways' logs, with the lines before them."""
+        gateways = [*self.killed, *([self.gateway] if self.gateway else [])]
+        return ["".join(g.log[max(i - 3, 0):i + 20]) for g in gateways for i, line in enumerate(g.log)
+                if "Traceback" in line]
 
     async def close(self) -> None:
         """Stop the gateway (SIGTERM: it must exit 0) and the database; the logs are kept in

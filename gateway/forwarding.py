@@ -1,0 +1,321 @@
+"""Delivering the outbox: each active action's notifications, at least once, in order per device.
+
+An action's outbox is split into lanes (by device). A worker leases a lane, delivers its oldest
+items in order, deletes what was delivered and, when the lane is empty, releases it. The lease is
+what lets replicas share an action without delivering twice: a lane is held by one worker at a
+time; a replica that dies stops renewing its leases, and another takes the lane over when the
+lease has run out (what it delivered without deleting is then delivered again: the at-least-once
+window, one lease long). A failed delivery is retried with back-off and holds its lane (so a
+device's later notifications wait behind it); after ``max_attempts`` or ``max_age`` it is
+dead-lettered. Nothing waits on a timer unless something is due: workers wake when this process
+commits rows for them (:meth:`Forwarder.wake`, the writer's and the database's notifications),
+when a retry or a lease they wait on is due, or at the latest every ``idle_check_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from fleetgate.core import forwarding_metrics as fm
+from fleetgate.core.clock import SYSTEM_CLOCK, Clock
+from fleetgate.core.errors import GatewayError
+from fleetgate.core.forwarding_model import (
+    Action,
+    Channel,
+    Delivery,
+    DeliveryFailed,
+    Lane,
+    OutboxItem,
+    OutboxStore,
+    Route,
+    RuleStore,
+)
+from fleetgate.core.forwarding_sql import Select, Where, parse_select, parse_where
+from fleetgate.core.retry import Outage
+from fleetgate.core.tasks import OwnedTasks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardingSettings:
+    workers_per_action: int = 4
+    batch: int = 200  # items a worker takes from a lane at a time
+    lease_seconds: float = 15.0
+    retry_first_seconds: float = 1.0
+    retry_max_seconds: float = 60.0
+    max_attempts: int = 10
+    max_age_seconds: float = 86_400.0
+    backlog_max: int = 1_000_000  # undelivered notifications per action; the oldest are dead-lettered beyond
+    backlog_warning: float = 0.8  # a warning once the backlog reaches this fraction of the bound
+    check_seconds: float = 5.0  # how often the backlog is measured (lag, bound)
+    idle_check_seconds: float = 10.0
+
+
+def iotda_time(ms: int) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(ms / 1000))
+
+
+def iso_time(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+def notification(item: OutboxItem) -> dict[str, Any]:
+    """IoTDA's push JSON for an outbox item."""
+    return {
+        "resource": item.resource,
+        "event": item.event,
+        "event_time": iotda_time(item.event_time),
+        "event_time_ms": iso_time(item.event_time),
+        "request_id": str(item.id),
+        "notify_data": {"header": dict(item.header), "body": orjson.loads(item.body)},
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A route with its rule's where and select parsed (they were checked when the rule was written)."""
+
+    action: Action
+    where: Where | None
+    select: Select | None
+    channel: Channel
+
+
+class Forwarder:
+    def __init__(
+        self, rules: RuleStore, outbox: OutboxStore, channels: Mapping[str, Channel], settings: ForwardingSettings,
+        *, on_routes: Callable[[], Awaitable[None]] | None = None, clock: Clock = SYSTEM_CLOCK,
+        owner: str | None = None,
+    ) -> None:
+        self._rules = rules
+        self._outbox = outbox
+        self._channels = channels
+        self._settings = settings
+        self._on_routes = on_routes
+        self._clock = clock
+        self.owner = owner or secrets.token_hex(8)
+        self._routes: dict[str, _Compiled] = {}
+        self._workers: dict[str, OwnedTasks] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._tasks = OwnedTasks()
+        self._reload = asyncio.Lock()
+        self._warned: set[str] = set()
+        self._outage = Outage(log)  # the database's
+        self._receivers: dict[str, Outage] = {}  # each action's receiver: one warning an outage, one summary
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        return tuple(self._routes)
+
+    async def start(self) -> None:
+        await self.reload()
+        self._tasks.spawn(self._watch())
+
+    async def stop(self) -> None:
+        await self._tasks.finish()
+        for workers in self._workers.values():
+            await workers.finish()
+        self._workers.clear()
+        for channel in self._channels.values():
+            await channel.close()
+
+    def wake(self, action_ids: Sequence[str] | None = None) -> None:
+        """Rows were committed for these actions (all when None): idle workers look again."""
+        for action_id in self._wake if action_ids is None else action_ids:
+            event = self._wake.get(action_id)
+            if event is not None:
+                event.set()
+
+    def notified(self, payload: str) -> None:
+        """The database's notification: ``rules`` when rules changed, else rows to deliver."""
+        if payload == "rules":
+            self._tasks.spawn(self.reload())
+        else:
+            self.wake()
+
+    async def reload(self) -> None:
+        """Follow the rules: workers for every active rule's action, none for the others."""
+        async with self._reload:
+            try:
+                routes = await self._rules.routes()
+            except GatewayError as exc:
+                log.warning("forwarding rules not reloaded, the previous ones stay: %s", exc)
+                return
+            compiled = {route.action.id: self._compile(route) for route in routes}
+            current = {k: v for k, v in compiled.items() if v is not None}
+            for action_id in [a for a in self._workers if a not in current]:
+                await self._workers.pop(action_id).finish()
+                self._wake.pop(action_id, None)
+            self._routes = current  # type: ignore[assignment]
+            for action_id in current:
+                if action_id not in self._workers:
+                    self._wake[action_id] = event = asyncio.Event()
+                    event.set()
+                    workers = self._workers[action_id] = OwnedTasks()
+                    # An owner each: a lane leased to one worker is not another's, even in this process.
+                    for n in range(self._settings.workers_per_action):
+                        workers.spawn(self._work(action_id, event, f"{self.owner}-{n}"))
+            if self._on_routes is not None:
+                await self._on_routes()
+
+    def _compile(self, route: Route) -> _Compiled | None:
+        channel = self._channels.get(route.action.channel)
+        if channel is None:
+            log.warning("action %s: channel %s is not available here", route.action.id, route.action.channel)
+            return None
+        rule = route.rule
+        return _Compiled(
+            route.action, parse_where(rule.where) if rule.where else None,
+            parse_select(rule.select) if rule.select else None, channel,
+        )
+
+    # workers
+
+    async def _work(self, action_id: str, wake: asyncio.Event, owner: str) -> None:
+        s = self._settings
+        while True:
+            wake.clear()
+            try:
+                lane = await self._outbox.claim(action_id, owner, self._clock.now_ms(),
+                                                round(s.lease_seconds * 1000), s.batch)
+                if lane is None:
+                    due = await self._outbox.next_due(action_id, owner)
+                    self._outage.recovered("forwarding resumed")
+                    await self._idle(wake, due)
+                    continue
+                await self._deliver_lane(lane, owner)
+                self._outage.recovered("forwarding resumed")
+            except GatewayError as exc:
+                self._outage.failed("forwarding paused, the database is unavailable: %s", exc)
+                await self._idle(wake, self._clock.now_ms() + round(s.retry_first_seconds * 1000))
+            except Exception:
+                log.exception("forwarding worker of action %s failed; it starts again", action_id)
+                await self._idle(wake, self._clock.now_ms() + round(s.retry_first_seconds * 1000))
+
+    async def _idle(self, wake: asyncio.Event, due: int | None) -> None:
+        timeout = self._settings.idle_check_seconds
+        if due is not None:
+            timeout = min(timeout, max((due - self._clock.now_ms()) / 1000, 0.01))
+        try:
+            async with asyncio.timeout(timeout):
+                await wake.wait()
+        except TimeoutError:
+            pass
+
+    async def _deliver_lane(self, lane: Lane, owner: str) -> None:
+        route = self._routes.get(lane.action_id)
+        if route is None:
+            await self._outbox.release(lane, owner)
+            return
+        label = lane.action_id
+        done: list[int] = []
+        failed: OutboxItem | None = None
+        error = ""
+        chunk = max(1, int(route.action.detail.get("batch_size", 1) or 1))
+        items = list(lane.items)
+        started = self._clock.now_ms()
+        for at in range(0, len(items), chunk):
+            group = items[at:at + chunk]
+            deliveries: list[tuple[OutboxItem, Delivery]] = []
+            for item in group:
+                delivery = self._render(route, item)
+                if delivery is None:
+                    fm.FILTERED.labels(label).inc()
+                    done.append(item.id)
+                else:
+                    deliveries.append((item, delivery))
+            if not deliveries:
+                continue
+            try:
+                await route.channel.deliver(route.action, [d for _, d in deliveries])
+            except DeliveryFailed as exc:
+                failed, error = deliveries[0][0], str(exc)[:500]
+                break
+            done.extend(item.id for item, _ in deliveries)
+            self._receiver(label).recovered("action %s: delivering again", label)
+            fm.DELIVERED.labels(label).inc(len(deliveries))
+            fm.LAG.labels(label).set(max(0.0, (started - min(i.created_at for i, _ in deliveries)) / 1000))
+        if done:
+            await self._outbox.delivered(lane, owner, done)
+        if failed is not None:
+            await self._failed(lane, failed, error, owner)
+        elif len(lane.items) < self._settings.batch:
+            await self._outbox.release(lane, owner)
+
+    def _render(self, route: _Compiled, item: OutboxItem) -> Delivery | None:
+        data = notification(item)
+        if route.where is not None and not route.where.matches(data):
+            return None
+        payload = route.select.apply(data) if route.select is not None else data
+        return Delivery(orjson.dumps(payload), f"{route.action.id}-{item.id}", item.device_id)
+
+    async def _failed(self, lane: Lane, item: OutboxItem, error: str, owner: str) -> None:
+        """The lane's head could not be delivered: tried again later, or dead-lettered."""
+        s = self._settings
+        now = self._clock.now_ms()
+        attempts = item.attempts + 1
+        if attempts >= s.max_attempts or now - item.created_at >= s.max_age_seconds * 1000:
+            reason = "attempts" if attempts >= s.max_attempts else "age"
+            await self._outbox.dead_letter([item], reason, error, now)
+            fm.FAILED.labels(lane.action_id, reason).inc()
+            self._receiver(lane.action_id).failed("action %s: notification %d dead-lettered after %d attempts "
+                                                  "(%s): %s", lane.action_id, item.id, attempts, reason, error)
+            return
+        delay = min(s.retry_first_seconds * 2 ** (attempts - 1), s.retry_max_seconds)
+        await self._outbox.retry(item, error, now + round(delay * 1000))
+        fm.RETRIED.labels(lane.action_id).inc()
+        self._receiver(lane.action_id).failed("action %s: delivery failed, retried with back-off (at most %.0f s "
+                                              "apart): %s", lane.action_id, s.retry_max_seconds, error)
+        await self._outbox.release(lane, owner)
+
+    def _receiver(self, action_id: str) -> Outage:
+        outage = self._receivers.get(action_id)
+        if outage is None:
+            outage = self._receivers[action_id] = Outage(log)
+        return outage
+
+    # the backlog: lag, bound
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                await self.check_backlog()
+            except GatewayError as exc:
+                log.debug("forwarding backlog not measured: %s", exc)
+            except Exception:
+                log.exception("forwarding backlog not measured")
+            await asyncio.sleep(self._settings.check_seconds)
+
+    async def check_backlog(self) -> None:
+        s = self._settings
+        now = self._clock.now_ms()
+        backlog = await self._outbox.backlog()
+        for action_id in self._routes:
+            found = backlog.get(action_id)
+            count = found.count if found else 0
+            oldest = found.oldest if found else None
+            fm.BACKLOG.labels(action_id).set(count)
+            fm.LAG.labels(action_id).set(0 if oldest is None else max(0.0, (now - oldest) / 1000))
+            if count >= s.backlog_max:
+                trimmed = await self._outbox.trim(action_id, s.backlog_max, now)
+                if trimmed:
+                    fm.FAILED.labels(action_id, "backlog").inc(trimmed)
+                    log.warning("action %s: backlog at its bound (%d): the oldest %d notifications dead-lettered",
+                                action_id, s.backlog_max, trimmed)
+            elif count >= s.backlog_max * s.backlog_warning:
+                if action_id not in self._warned:
+                    self._warned.add(action_id)
+                    log.warning("action %s: %d notifications undelivered, %.0f%% of the bound (%d); beyond it the "
+                                "oldest are dead-lettered", action_id, count, 100 * count / s.backlog_max,
+                                s.backlog_max)
+            else:
+                self._warned.discard(action_id)

@@ -1,0 +1,179 @@
+"""The bench's forwarding scenario (``bench mqtt --forwarding``): MQTT telemetry stored with and
+without one HTTP forwarding action to a local receiver, in one run on one gateway.
+
+1. a closed loop with no rule: the baseline's stored data points a second;
+2. a device.property/report rule made active with one HTTP_FORWARDING action to a receiver in this
+   process (``batch_size`` notifications a request), then the same closed loop: the share of the
+   baseline's rate it keeps (the target: 70 % or more);
+3. an open loop at half the forwarding run's rate: the forwarding lag, the time from a data point's
+   timestamp (the gateway's, at receipt) to its notification reaching the receiver, a second at a
+   time; bounded when the last seconds' lag is no more than the first seconds' plus a second;
+4. the receiver must end up with every data point stored after the rule was made active.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import time
+from dataclasses import replace
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from fleetgate.simulator.bench_mqtt import mqtt_workload
+from fleetgate.simulator.bench_options import BenchOptions
+from fleetgate.simulator.bench_workspace import (
+    BenchError,
+    Workspace,
+    admin,
+    context,
+    gateway_server,
+    measure,
+    new_tenant,
+    notes,
+    progress,
+    provision_devices,
+    stored_rows,
+)
+from fleetgate.simulator.loadspec import LoadSpec
+from fleetgate.simulator.processes import free_port
+from fleetgate.simulator.report import BenchReport, Ratio, Run, Target
+
+TARGET_SHARE = 0.7
+BATCH_SIZE = 200
+_DRAIN_SECONDS = 120.0
+
+
+class Receiver:
+    """Counts the data points it is sent, and their lag a second."""
+
+    def __init__(self) -> None:
+        self.points = 0
+        self.requests = 0
+        self.lags: dict[int, float] = {}  # second of arrival -> the highest lag seen in it
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.port = free_port()
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/push", self._push)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _push(self, request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        now = time.time()
+        second = int(now)
+        count = 0
+        for note in body if isinstance(body, list) else [body]:
+            for service in note["notify_data"]["body"]["services"]:
+                count += len(service["properties"])
+                lag = now - _seconds(service["event_time"])
+                if lag > self.lags.get(second, 0.0):
+                    self.lags[second] = lag
+        async with self._changed:
+            self.points += count
+            self.requests += 1
+            self._changed.notify_all()
+        return web.Response(status=200)
+
+    async def wait_points(self, count: int, timeout: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(lambda: self.points >= count)
+        except TimeoutError:
+            return False
+        return True
+
+
+def _seconds(iso: str) -> float:
+    whole, _, fraction = iso.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + int(fraction or 0) / 1000
+
+
+async def _forward_to(management: str, token: str, project_id: str, url: str) -> None:
+    headers = {"X-Auth-Token": token}
+    base = f"{management}/v5/iot/{project_id}/routing-rule"
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.post(f"{base}/rules", json={"rule_name": "bench", "active": True, "subject": {
+                "resource": "device.property", "event": "report"}}) as resp:
+            if resp.status != 201:
+                raise BenchError(f"creating the forwarding rule: {resp.status} {await resp.text()}")
+            rule_id = (await resp.json())["rule_id"]
+        async with http.post(f"{base}/actions", json={
+                "rule_id": rule_id, "channel": "HTTP_FORWARDING",
+                "channel_detail": {"http_forwarding": {"url": url, "batch_size": BATCH_SIZE}}}) as resp:
+            if resp.status != 201:
+                raise BenchError(f"creating the forwarding action: {resp.status} {await resp.text()}")
+
+
+async def forwarding(options: BenchOptions, space: Workspace) -> BenchReport:
+    tenant = await new_tenant(space)
+    token = await admin(space, "create-token", "--project", tenant.project_id)
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        async with gateway_server(space, mqtt=True, listeners=("management",), management_port=free_port()) as gw:
+            tokens = await provision_devices(gw, tenant, options.devices)
+            host, port = gw.endpoint("mqtt")
+            spec = LoadSpec(host, port, mqtt_workload(options, tokens), connections=len(tokens),
+                            warmup=options.warmup, duration=options.duration, max_requests=options.max_messages)
+            plain = await measure("without forwarding, closed loop", spec, options, unit="messages")
+            before = await stored_rows(space, tenant)
+            await _forward_to(gw.urls["management"], token, tenant.project_id, f"http://127.0.0.1:{receiver.port}/push")
+            progress("forwarding rule active: one HTTP action")
+            forwarded = await measure("with forwarding, closed loop", spec, options, unit="messages")
+            rate = options.rate or forwarded.requests_per_s / 2
+            if rate <= 0:
+                raise BenchError(f"the gateway acknowledged no message: {dict(forwarded.errors)}")
+            lag_started = time.time()
+            at_rate = await measure(f"with forwarding, {rate:,.0f}/s", replace(spec, mode="open", rate=rate), options,
+                                    unit="messages")
+            lag_ended = time.time()
+            stored = await stored_rows(space, tenant)
+            progress("waiting for the receiver to have every data point")
+            drained = await receiver.wait_points(stored - before, _DRAIN_SECONDS)
+    finally:
+        await receiver.stop()
+    share = forwarded.datapoints_per_s / plain.datapoints_per_s if plain.datapoints_per_s else 0.0
+    lags = [lag for second, lag in sorted(receiver.lags.items()) if lag_started + options.warmup <= second < lag_ended]
+    head, tail = _mean(lags[: max(1, len(lags) // 4)]), _mean(lags[-max(1, len(lags) // 4):])
+    bounded = bool(lags) and tail <= head + 1.0
+    lag_figure = f"max {max(lags, default=0):.2f} s, first quarter {head:.2f} s, last quarter {tail:.2f} s"
+    return BenchReport(
+        scenario="mqtt",
+        title=(f"iot-gateway bench mqtt --forwarding: {options.devices} devices, QoS {options.qos}, "
+               f"{options.inflight} in flight, 3 data points a message, one HTTP_FORWARDING action "
+               f"(batch_size {BATCH_SIZE}) to a local receiver, {options.duration:g} s runs"),
+        context=context(options, space, rate=rate),
+        runs=(
+            Run("without_forwarding_max", "no forwarding rule, max throughput", plain),
+            Run("forwarding_max", "one HTTP action, max throughput", forwarded),
+            Run("forwarding_rate", f"one HTTP action at {rate:,.0f}/s", at_rate),
+        ),
+        ratios=(Ratio("forwarding / no forwarding, stored data points a second", share),),
+        targets=(
+            Target("throughput", f">= {TARGET_SHARE:.0%} of the run without forwarding", f"{share:.0%}",
+                   share >= TARGET_SHARE),
+            Target("lag", "bounded at half the forwarding run's rate", lag_figure, bounded),
+        ),
+        checks={
+            "data points stored with the rule active": stored - before,
+            "data points received": receiver.points,
+            "every stored data point received": drained and receiver.points >= stored - before,
+        },
+        notes=notes((plain, forwarded, at_rate)),
+        unit="messages",
+    )
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0

@@ -1,0 +1,159 @@
+"""Forwarding rules end to end on the session's gateway: managed through IoTDA's routing-rule API,
+delivered to a local HTTP receiver as IoTDA's push JSON, filtered by the where subset, device
+events, dead letters and their replay."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.forwarding_support import Receiver, points
+from tests.management_client import Management, assert_error
+from tests.support import provision_device
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver(secret="s3cret")
+    await r.start()
+    yield r
+    await r.stop()
+
+
+async def forward(api: Management, url: str, *, resource: str = "device.property", event: str = "report",
+                  where: str | None = None, select: str | None = None, **http: Any) -> tuple[str, str]:
+    """An active rule with one HTTP action: (rule id, action id)."""
+    rule: dict[str, Any] = {"rule_name": "r-" + secrets.token_hex(3), "subject": {"resource": resource, "event": event},
+                            "app_type": "GLOBAL"}
+    if where is not None:
+        rule["where"] = where
+    if select is not None:
+        rule["select"] = select
+    created = await api.call("POST", "/routing-rule/rules", json=rule)
+    assert created.status == 201, created
+    rule_id = created.body["rule_id"]
+    detail = {"url": url, "signature_enable": True, "token": "s3cret", **http}
+    action = await api.call("POST", "/routing-rule/actions", json={
+        "rule_id": rule_id, "channel": "HTTP_FORWARDING", "channel_detail": {"http_forwarding": detail}})
+    assert action.status == 201, action
+    activated = await api.call("PUT", f"/routing-rule/rules/{rule_id}", json={"active": True})
+    assert activated.status == 200 and activated.body["active"] is True
+    return rule_id, action.body["action_id"]
+
+
+async def send(http: aiohttp.ClientSession, token: str, body: Any) -> None:
+    async with http.post(f"/api/v1/{token}/telemetry", json=body) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def test_property_reports_reach_the_receiver_as_iotda_json(gateway, http, api, tenant, receiver) -> None:
+    _, action_id = await forward(api, receiver.url)
+    device = await provision_device(http, gateway, tenant)
+    await send(http, device.token, {"ts": 1_700_000_000_123, "values": {"temperature": 21.5, "on": True}})
+    await receiver.wait_for(lambda: len(receiver.notifications) >= 1)
+    (note,) = receiver.notifications
+    assert set(note) >= {"resource", "event", "event_time", "notify_data"}
+    assert (note["resource"], note["event"], note["event_time"]) == ("device.property", "report", "20231114T221320Z")
+    header = note["notify_data"]["header"]
+    assert header["device_id"] == device.id and header["product_id"] == tenant.product_id and header["node_id"]
+    assert note["notify_data"]["body"] == {"services": [{
+        "service_id": "telemetry", "properties": {"temperature": 21.5, "on": True},
+        "event_time": "2023-11-14T22:13:20.123Z"}]}
+    assert receiver.bad_signatures == 0 and list(receiver.message_ids.values()) == [1]
+    shown = await api.call("GET", f"/routing-rule/actions/{action_id}")
+    assert shown.body["channel_detail"]["http_forwarding"]["token"] == "******"
+
+
+async def test_where_forwards_exactly_the_matching_messages(gateway, http, api, tenant, receiver) -> None:
+    await forward(api, receiver.url, where="notify_data.body.services[0].properties.temperature > 30 "
+                                           "AND NOT notify_data.body.services[0].properties.mode = 'off'")
+    device = await provision_device(http, gateway, tenant)
+    sent = [(t, mode) for t in (10, 31, 50, 29, 45) for mode in ("on", "off")]
+    for i, (t, mode) in enumerate(sent):
+        await send(http, device.token, {"ts": 1_700_000_000_000 + i, "values": {"temperature": t, "mode": mode}})
+    wanted = {(t, "on") for t, mode in sent if t > 30 and mode != "off"}
+    await receiver.wait_for(lambda: len(receiver.notifications) >= len(wanted))
+    # The last message sent matches: once it is here, every earlier one has been decided.
+    got = {(n["notify_data"]["body"]["services"][0]["properties"]["temperature"],
+            n["notify_data"]["body"]["services"][0]["properties"]["mode"]) for n in receiver.notifications}
+    assert got == wanted and len(receiver.notifications) == len(wanted)
+
+
+@pytest.mark.parametrize("where", ["concat(a, 'b') = 'ab'", "a + 1 > 2", "a IN (1, 2)", "temperature >"])
+async def test_where_outside_the_subset_is_refused_at_creation(api, where) -> None:
+    reply = await api.call("POST", "/routing-rule/rules", json={
+        "rule_name": "bad", "subject": {"resource": "device.property", "event": "report"}, "where": where})
+    assert_error(reply, 400, "IOTDA.000006")
+
+
+async def test_unknown_subject_and_channel_are_refused(api) -> None:
+    reply = await api.call("POST", "/routing-rule/rules", json={
+        "rule_name": "bad", "subject": {"resource": "device.nothing", "event": "report"}})
+    assert_error(reply, 400, "IOTDA.000006")
+    rule = await api.call("POST", "/routing-rule/rules", json={
+        "rule_name": "ok", "subject": {"resource": "device", "event": "create"}})
+    reply = await api.call("POST", "/routing-rule/actions", json={
+        "rule_id": rule.body["rule_id"], "channel": "KAFKA_FORWARDING", "channel_detail": {}})
+    assert_error(reply, 400, "IOTDA.000006")
+    reply = await api.call("POST", "/routing-rule/actions", json={
+        "rule_id": rule.body["rule_id"], "channel": "HTTP_FORWARDING",
+        "channel_detail": {"http_forwarding": {"url": "ftp://x"}}})
+    assert_error(reply, 400, "IOTDA.000006")
+
+
+async def test_device_events(gateway, http, api, tenant, receiver) -> None:
+    for event in ("create", "delete"):
+        await forward(api, receiver.url, resource="device", event=event)
+    created = await api.create_device("ev-" + secrets.token_hex(3))
+    deleted = await api.call("DELETE", f"/devices/{created['device_id']}")
+    assert deleted.status == 204
+    await receiver.wait_for(lambda: len(receiver.notifications) >= 2)
+    assert [(n["resource"], n["event"]) for n in receiver.notifications] == [("device", "create"), ("device", "delete")]
+    assert {n["notify_data"]["header"]["device_id"] for n in receiver.notifications} == {created["device_id"]}
+    assert receiver.notifications[0]["notify_data"]["body"]["device_name"] == created["device_name"]
+
+
+async def test_status_updates(gateway, http, api, tenant, receiver) -> None:
+    await forward(api, receiver.url, resource="device.status", event="update")
+    device = await provision_device(http, gateway, tenant)
+    await send(http, device.token, {"t": 1})  # a request: the device is ONLINE
+    await gateway.presence.flush()
+    await receiver.wait_for(lambda: len(receiver.notifications) >= 1)
+    note = receiver.notifications[0]
+    assert (note["resource"], note["event"]) == ("device.status", "update")
+    assert note["notify_data"]["header"]["device_id"] == device.id
+    assert note["notify_data"]["body"]["status"] == "ONLINE"
+
+
+async def test_failed_deliveries_are_dead_lettered_and_replayed(gateway, http, api, tenant) -> None:
+    receiver = Receiver(secret="s3cret")  # not started yet: deliveries fail
+    _, action_id = await forward(api, receiver.url, timeout=1)
+    old = gateway._forwarding.forwarder._settings  # noqa: SLF001
+    device = await provision_device(http, gateway, tenant)
+    await send(http, device.token, {"ts": 1_700_000_000_000, "values": {"n": 1}})
+    store = gateway._forwarding.store  # noqa: SLF001
+    # Dead-letter it as the forwarder does after its attempts, then list and replay it.
+    lane = None
+    for _ in range(50):
+        lane = await store.claim(action_id, "test-owner", 2**62, 1000, 10)
+        if lane is not None:
+            break
+        await gateway._forwarding.forwarder.check_backlog()  # noqa: SLF001
+    assert lane is not None and old.max_attempts >= 1
+    await store.dead_letter(lane.items, "attempts", "refused", 1)
+    listed = await api.call("GET", f"/routing-rule/actions/{action_id}/dead-letters")
+    assert listed.status == 200 and listed.body["count"] == 1
+    assert listed.body["dead_letters"][0]["reason"] == "attempts"
+    await store.release(lane, "test-owner")
+    await receiver.start()
+    try:
+        replayed = await api.call("POST", f"/routing-rule/actions/{action_id}/dead-letters/replay")
+        assert replayed.status == 200 and replayed.body == {"replayed": 1}
+        await receiver.wait_for(lambda: len(receiver.notifications) >= 1)
+        assert points(receiver.notifications) == {(device.id, "n", "2023-11-14T22:13:20.000Z"): 1}
+    finally:
+        await receiver.stop()
