@@ -31,6 +31,7 @@ from fleetgate.core.downlink import Downlink, SessionLimits
 from fleetgate.core.health import Readiness
 from fleetgate.core.ingest import IngestPipeline, IngestSettings
 from fleetgate.core.live import CommittedFeed, LiveHub
+from fleetgate.core.live_status import ReportingPresence
 from fleetgate.core.iotda_commands import IotdaCommands
 from fleetgate.core.iotda_devices import IotdaDevices
 from fleetgate.core.iotda_uplink import IotdaUplink
@@ -253,7 +254,8 @@ class Gateway:
         )
         self._pipeline.start()
         if s.retention_interval_seconds:
-            store = RetentionStore(services.pool, s.telemetry_ttl_days, s.audit_retention_days)
+            store = RetentionStore(services.pool, s.telemetry_ttl_days, s.audit_retention_days,
+                                   s.device_message_retention_days)
             self._retention = Retention(store, s.retention_interval_seconds)
             self._retention.start()
         if metrics.MULTIPROCESS:
@@ -272,9 +274,10 @@ class Gateway:
         )
         downlink.on_listening = persistent_rpc.listening
         await bus.start()
-        self._presence = presence = Presence(PresenceStore(services.pool), PresenceSettings(
+        self._presence = presence = ReportingPresence(PresenceStore(services.pool), PresenceSettings(
             round(s.device_inactivity_timeout_seconds * 1000), s.presence_flush_seconds,
         ))
+        presence.hub = live
         presence.sample(("mqtt", "http", "coap"))
         presence.start()
         ota_store = OtaStore(services.pool)
@@ -302,7 +305,7 @@ class Gateway:
         self._device_http = DeviceHttpServer(
             DeviceApi(device_service, s.http_max_long_polls),
             HttpLimits(s.max_payload_bytes, s.http_idle_seconds, s.http_request_timeout_seconds, s.http_max_head_bytes),
-            s.tls_handshake_timeout_seconds,
+            s.tls_handshake_timeout_seconds, device_service.certificate_refused,
         )
         if s.http_port:
             port = await self._device_http.start(s.host, s.http_port)
@@ -355,7 +358,7 @@ class Gateway:
             live, services.projects.project_of,
             TelemetryQueryService(services.registry, services.telemetry_queries),
             SeriesQueries(services.registry, SeriesStore(services.pool), FleetStore(services.pool)),
-            AttributeService(services.registry, services.attributes, limits, downlink),
+            AttributeService(services.registry, services.attributes, limits, downlink), services.registry,
             LiveLimits(s.live_max_connections_per_token, s.live_max_subscriptions_per_connection,
                        s.live_buffer_updates),
         )
@@ -381,7 +384,7 @@ class Gateway:
             return None
         device_tls = DeviceTls(s.tls_cert_file, s.tls_key_file)
         self._tls.append(device_tls)
-        self._certificates = CertificateWatch(self._url, device_tls.set_anchors)
+        self._certificates = CertificateWatch(self._url, device_tls.set_anchors, device_tls.add_anchors)
         await self._certificates.start()
         return device_tls
 

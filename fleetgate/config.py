@@ -177,7 +177,9 @@ class Settings:
     nats_tls_cert_file: str | None = _setting(None, "PEM client certificate for NATS (mutual TLS).")
     nats_tls_key_file: str | None = _setting(None, "PEM private key of nats_tls_cert_file.")
     nats_subject_prefix: str = _setting(
-        "fleetgate", "First token of the bus's NATS subjects: gateways sharing one NATS each need their own."
+        "fleetgate", "First token of the bus's NATS subjects: gateways sharing one NATS each need their own.",
+        pattern=r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", pattern_help="must be subject tokens (letters, digits, - "
+        "and _) separated by dots",
     )
     device_inactivity_timeout_seconds: float = _setting(
         600.0, "A device that makes requests (HTTP, CoAP) rather than holding a connection is ONLINE for this "
@@ -205,6 +207,10 @@ class Settings:
     )
     gateway_default_product: str = _setting(
         "default", "Product (created on first use, provisioning disabled) of a sub-device connected without a type."
+    )
+    device_message_retention_days: int = _setting(
+        30, "Days the device message log (IoTDA's messages up and down, and events) is kept; 0 keeps it "
+        "forever.", min=0,
     )
     iotda_command_timeout_seconds: float = _setting(
         20.0, "How long IoTDA's CreateCommand, UpdateProperties and ListProperties wait for the device's "
@@ -353,6 +359,8 @@ def _convert(key: str, raw: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
         raise ConfigError(f"setting {key!r}: must be at least {meta['min']} (got {raw!r})")
     if "max" in meta and value > meta["max"]:
         raise ConfigError(f"setting {key!r}: must be at most {meta['max']} (got {raw!r})")
+    if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
+        raise ConfigError(f"setting {key!r}: {meta['pattern_help']} (got {raw!r})")
     return value
 
 

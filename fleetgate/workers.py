@@ -4,7 +4,8 @@ Each worker is an ordinary ``serve`` process (its own event loop, ingest
 batcher and connection pool) started with ``--worker-index I``; the listeners
 bind with SO_REUSEPORT, so the kernel spreads new connections (and CoAP's
 datagrams, by source) over the workers. Downlink reaches a device whichever
-worker holds it through PostgreSQL NOTIFY (storage.downlink_bus).
+worker holds it through the downlink bus: PostgreSQL NOTIFY (storage.downlink_bus), or NATS
+(storage.nats_bus) with nats_url.
 
 The parent starts the embedded PostgreSQL and applies the migrations once,
 empties the metrics directory (prometheus_client's multiprocess mode: see

@@ -51,6 +51,11 @@ class DeviceAuthenticator:
             if left:
                 raise SourceBlocked(retry_after=left)
 
+    def certificate_refused(self, address: str) -> None:
+        """A certificate refused in the TLS handshake (unknown CA, expired, revoked, missing):
+        an authentication failure of ``address``, counted like a wrong token."""
+        self._failed(address)
+
     def _failed(self, address: str, error: Unauthorized | None = None) -> Unauthorized:
         if self._backoff is not None and address:
             self._backoff.failed(address)

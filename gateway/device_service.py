@@ -88,6 +88,8 @@ class DeviceService(GatewayOperations):
         # blocked for its authentication failures; cached_token is the device of a token seen
         # recently, or None (then ask by_token).
         self.check_source: Callable[[str], None] = auth.check_source
+        # The TLS listeners tell it each certificate their handshakes refuse, with its address.
+        self.certificate_refused: Callable[[str], None] = auth.certificate_refused
         self.cached_token: Callable[[str], DeviceIdentity | None] = auth.cached_token
 
     def handler(self, operation: Operation) -> Callable[..., Any]:

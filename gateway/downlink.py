@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from fleetgate.core import iotda_downlink
+from fleetgate.core import iotda_downlink, metrics
 from fleetgate.core.errors import DeviceNotConnected, GatewayError, InvalidInput, RpcTimeout
 from fleetgate.core.model import KeyValue, ValueType
 from fleetgate.core.ports import DownlinkBus
@@ -96,8 +96,9 @@ class _Call:
 class Downlink:
     """Device channels of this process, and the events that reach them from any process.
 
-    Every downlink event goes through the bus, and each process acts on the ones for
-    devices it holds: an attribute update is pushed; an RPC request is pushed and
+    Every downlink event goes through the bus (to every process, or on a routing bus only to
+    those holding the device, each told when this one attaches or detaches one), and each
+    process acts on the ones for devices it holds: an attribute update is pushed; an RPC request is pushed and
     "delivered" is published back, so the caller knows the device is connected; the
     device's reply is published for whichever process waits for it. RPC ids are random
     (31 bits), so calls made at once through different processes do not collide.
@@ -234,6 +235,8 @@ class Downlink:
         """An event from the bus (the bus calls this; malformed events are logged and dropped)."""
         try:
             kind, device_id = event["t"], event["d"]
+            here = device_id in self._channels or (device_id, event.get("i")) in self._calls
+            metrics.DOWNLINK_BUS_EVENTS.labels("yes" if here else "no").inc()
             if kind == "attributes":
                 for channel in list(self._channels.get(device_id, ())):
                     channel.push_attributes(event["u"])

@@ -32,6 +32,7 @@ from fleetgate.core.forwarding_model import (
     Channel,
     Delivery,
     DeliveryFailed,
+    Entry,
     Lane,
     OutboxItem,
     OutboxStore,
@@ -43,12 +44,15 @@ from fleetgate.core.retry import Outage
 from fleetgate.core.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
+# A device's header (product, node id, gateway) is read from the database at most this often.
+_HEADER_CACHE_MS = 60_000
+_HEADER_CACHE_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
 class ForwardingSettings:
     workers_per_action: int = 4
-    batch: int = 200  # items a worker takes from a lane at a time
+    batch: int = 32  # outbox rows (each a batch's notifications of a lane) a worker takes at a time
     lease_seconds: float = 15.0
     retry_first_seconds: float = 1.0
     retry_max_seconds: float = 60.0
@@ -60,23 +64,48 @@ class ForwardingSettings:
     idle_check_seconds: float = 10.0
 
 
+_SECONDS: dict[int, tuple[str, str]] = {}  # Unix second -> (IoTDA's time, ISO 8601 to the second)
+_SECONDS_KEPT = 4096
+SERVICE_ID = "telemetry"  # ThingsBoard's telemetry has no IoTDA service: one name for all of it
+
+
+def _second(ms: int) -> tuple[str, str]:
+    """Formatted once a second: the notifications of one second share it."""
+    second = ms // 1000
+    found = _SECONDS.get(second)
+    if found is None:
+        if len(_SECONDS) >= _SECONDS_KEPT:
+            _SECONDS.clear()
+        t = time.gmtime(second)
+        found = _SECONDS[second] = (time.strftime("%Y%m%dT%H%M%SZ", t), time.strftime("%Y-%m-%dT%H:%M:%S", t))
+    return found
+
+
 def iotda_time(ms: int) -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(ms / 1000))
+    """IoTDA's yyyyMMdd'T'HHmmss'Z'."""
+    return _second(ms)[0]
 
 
 def iso_time(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+    """IoTDA's yyyy-MM-dd'T'HH:mm:ss.SSS'Z'."""
+    return f"{_second(ms)[1]}.{ms % 1000:03d}Z"
 
 
-def notification(item: OutboxItem) -> dict[str, Any]:
-    """IoTDA's push JSON for an outbox item."""
+def notification(item: OutboxItem, entry: Entry, header: Mapping[str, Any]) -> dict[str, Any]:
+    """IoTDA's push JSON for one entry of an outbox item."""
+    if isinstance(entry, list):
+        readings = entry[1]
+        event_time = readings[0][0]
+        body: Any = {"services": [{"service_id": SERVICE_ID, "properties": properties, "event_time": iso_time(ts)}
+                                  for ts, properties in readings]}
+    else:
+        event_time, body = entry["t"], entry["b"]
     return {
         "resource": item.resource,
         "event": item.event,
-        "event_time": iotda_time(item.event_time),
-        "event_time_ms": iso_time(item.event_time),
-        "request_id": str(item.id),
-        "notify_data": {"header": dict(item.header), "body": orjson.loads(item.body)},
+        "event_time": iotda_time(event_time),
+        "event_time_ms": iso_time(event_time),
+        "notify_data": {"header": header, "body": body},
     }
 
 
@@ -88,6 +117,7 @@ class _Compiled:
     where: Where | None
     select: Select | None
     channel: Channel
+    app_id: str | None = None
 
 
 class Forwarder:
@@ -110,7 +140,8 @@ class Forwarder:
         self._reload = asyncio.Lock()
         self._warned: set[str] = set()
         self._outage = Outage(log)  # the database's
-        self._receivers: dict[str, Outage] = {}  # each action's receiver: one warning an outage, one summary
+        self._receivers: dict[str, Outage] = {}
+        self._header_cache: dict[str, tuple[int, Mapping[str, Any]]] = {}  # device -> (until, header)  # each action's receiver: one warning an outage, one summary
 
     @property
     def actions(self) -> tuple[str, ...]:
@@ -175,7 +206,7 @@ class Forwarder:
         rule = route.rule
         return _Compiled(
             route.action, parse_where(rule.where) if rule.where else None,
-            parse_select(rule.select) if rule.select else None, channel,
+            parse_select(rule.select) if rule.select else None, channel, rule.app_id,
         )
 
     # workers
@@ -212,66 +243,92 @@ class Forwarder:
             pass
 
     async def _deliver_lane(self, lane: Lane, owner: str) -> None:
+        """Deliver the lane's items in order, ``batch_size`` notifications at a time; at the first
+        failure, what came before is recorded as delivered and the rest waits for the retry."""
         route = self._routes.get(lane.action_id)
         if route is None:
             await self._outbox.release(lane, owner)
             return
         label = lane.action_id
-        done: list[int] = []
-        failed: OutboxItem | None = None
-        error = ""
-        chunk = max(1, int(route.action.detail.get("batch_size", 1) or 1))
-        items = list(lane.items)
-        started = self._clock.now_ms()
-        for at in range(0, len(items), chunk):
-            group = items[at:at + chunk]
-            deliveries: list[tuple[OutboxItem, Delivery]] = []
-            for item in group:
-                delivery = self._render(route, item)
+        items = lane.items
+        headers = await self._headers(items)
+        flat: list[tuple[int, int, Delivery]] = []  # (item's position, entry's index, what is sent)
+        filtered = 0
+        for position, item in enumerate(items):
+            for index in range(item.delivered, len(item.entries)):
+                delivery = self._render(route, item, index, headers)
                 if delivery is None:
-                    fm.FILTERED.labels(label).inc()
-                    done.append(item.id)
+                    filtered += 1
                 else:
-                    deliveries.append((item, delivery))
-            if not deliveries:
-                continue
+                    flat.append((position, index, delivery))
+        chunk = max(1, int(route.action.detail.get("batch_size", 1) or 1))
+        failed_at: tuple[int, int] | None = None
+        error = ""
+        for at in range(0, len(flat), chunk):
+            group = flat[at:at + chunk]
             try:
-                await route.channel.deliver(route.action, [d for _, d in deliveries])
+                await route.channel.deliver(route.action, [delivery for _, _, delivery in group])
             except DeliveryFailed as exc:
-                failed, error = deliveries[0][0], str(exc)[:500]
+                failed_at, error = (group[0][0], group[0][1]), str(exc)[:500]
                 break
-            done.extend(item.id for item, _ in deliveries)
             self._receiver(label).recovered("action %s: delivering again", label)
-            fm.DELIVERED.labels(label).inc(len(deliveries))
-            fm.LAG.labels(label).set(max(0.0, (started - min(i.created_at for i, _ in deliveries)) / 1000))
+            fm.DELIVERED.labels(label).inc(len(group))
+            fm.LAG.labels(label).set(max(0.0, (self._clock.now_ms() - items[group[-1][0]].created_at) / 1000))
+        if filtered:
+            fm.FILTERED.labels(label).inc(filtered)
+        done = items if failed_at is None else items[:failed_at[0]]
         if done:
-            await self._outbox.delivered(lane, owner, done)
-        if failed is not None:
-            await self._failed(lane, failed, error, owner)
-        elif len(lane.items) < self._settings.batch:
+            await self._outbox.delivered(lane, owner, [item.id for item in done])
+        if failed_at is not None:
+            await self._failed(lane, items[failed_at[0]], error, owner, failed_at[1])
+        elif len(items) < self._settings.batch:
             await self._outbox.release(lane, owner)
 
-    def _render(self, route: _Compiled, item: OutboxItem) -> Delivery | None:
-        data = notification(item)
+    async def _headers(self, items: Sequence[OutboxItem]) -> Mapping[str, Mapping[str, Any]]:
+        """The header of each device of these entries that carry none, cached a while."""
+        now = self._clock.now_ms()
+        wanted = {e[0] if isinstance(e, list) else e["d"] for item in items for e in item.entries
+                  if isinstance(e, list) or "h" not in e}
+        missing = [d for d in wanted if self._header_cache.get(d, (0, None))[0] <= now]
+        if missing:
+            found = await self._outbox.headers(missing)
+            until = now + _HEADER_CACHE_MS
+            if len(self._header_cache) > _HEADER_CACHE_MAX:
+                self._header_cache = {d: v for d, v in self._header_cache.items() if v[0] > now}
+            for device_id in missing:
+                self._header_cache[device_id] = (until, found.get(device_id) or {"device_id": device_id})
+        return {d: self._header_cache[d][1] for d in wanted}  # type: ignore[misc]
+
+    def _render(
+        self, route: _Compiled, item: OutboxItem, index: int, headers: Mapping[str, Mapping[str, Any]]
+    ) -> Delivery | None:
+        entry = item.entries[index]
+        device_id = entry[0] if isinstance(entry, list) else entry["d"]
+        header = headers[device_id] if isinstance(entry, list) or "h" not in entry else entry["h"]
+        if route.app_id:
+            header = {**header, "app_id": route.app_id}
+        data = notification(item, entry, header)
         if route.where is not None and not route.where.matches(data):
             return None
         payload = route.select.apply(data) if route.select is not None else data
-        return Delivery(orjson.dumps(payload), f"{route.action.id}-{item.id}", item.device_id)
+        return Delivery(orjson.dumps(payload), f"{route.action.id}-{item.id}-{index}", device_id)
 
-    async def _failed(self, lane: Lane, item: OutboxItem, error: str, owner: str) -> None:
-        """The lane's head could not be delivered: tried again later, or dead-lettered."""
+    async def _failed(self, lane: Lane, item: OutboxItem, error: str, owner: str, delivered: int) -> None:
+        """An item of the lane could not be delivered (after its first ``delivered`` entries): it is
+        tried again later, or dead-lettered."""
         s = self._settings
         now = self._clock.now_ms()
         attempts = item.attempts + 1
         if attempts >= s.max_attempts or now - item.created_at >= s.max_age_seconds * 1000:
             reason = "attempts" if attempts >= s.max_attempts else "age"
             await self._outbox.dead_letter([item], reason, error, now)
-            fm.FAILED.labels(lane.action_id, reason).inc()
-            self._receiver(lane.action_id).failed("action %s: notification %d dead-lettered after %d attempts "
-                                                  "(%s): %s", lane.action_id, item.id, attempts, reason, error)
+            fm.FAILED.labels(lane.action_id, reason).inc(len(item.entries) - delivered)
+            self._receiver(lane.action_id).failed("action %s: %d notifications dead-lettered after %d attempts "
+                                                  "(%s): %s", lane.action_id, len(item.entries) - delivered,
+                                                  attempts, reason, error)
             return
         delay = min(s.retry_first_seconds * 2 ** (attempts - 1), s.retry_max_seconds)
-        await self._outbox.retry(item, error, now + round(delay * 1000))
+        await self._outbox.retry(item, error, now + round(delay * 1000), delivered)
         fm.RETRIED.labels(lane.action_id).inc()
         self._receiver(lane.action_id).failed("action %s: delivery failed, retried with back-off (at most %.0f s "
                                               "apart): %s", lane.action_id, s.retry_max_seconds, error)

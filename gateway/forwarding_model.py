@@ -9,8 +9,8 @@ forwarder by the composition root, so a new one (Kafka) is one more module there
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 from fleetgate.core.model import Page
 
@@ -62,20 +62,32 @@ class Route:
     rule: Rule
 
 
+# An outbox item's entries, as stored (JSON) and decoded: a property report is
+# ``[device_id, [[ts, {key: value}], ...]]`` (its readings, made into IoTDA's body at delivery);
+# any other notification ``{"d": device_id, "t": event time, "b": body, "h": header}`` (``h``: the
+# device as it was, for device events; without it, the device's header at delivery). Kept as
+# decoded, not made into objects: a forwarded data point costs as little as can be.
+Entry = list[Any] | dict[str, Any]
+
+
+def entry_device(entry: Entry) -> str:
+    return entry[0] if isinstance(entry, list) else entry["d"]
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
-    """One notification for one action, as stored: ``body`` is the notification body's JSON text."""
+    """An outbox row: the notifications of one batch for one action and one lane, in order;
+    ``delivered`` of them were delivered already (a retry resumes after them)."""
 
     id: int
     action_id: str
-    device_id: str
+    lane: int
     resource: str
     event: str
-    event_time: int
-    header: Mapping[str, Any]
-    body: str
+    entries: Sequence[Entry]
     created_at: int
     attempts: int = 0
+    delivered: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,21 +109,21 @@ class Lane:
 
 @dataclass(frozen=True, slots=True)
 class Backlog:
-    """An action's undelivered notifications: how many, and the creation time of the oldest."""
+    """An action's undelivered notifications: how many (counted by outbox rows' entries), and the
+    creation time of the oldest."""
 
     count: int
     oldest: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(NamedTuple):
     """One notification handed to a channel: ``payload`` is the JSON sent, ``message_id`` unique to
-    the notification (what lets a receiver or JetStream drop a repeat)."""
+    the notification (what lets a receiver or JetStream drop a repeat). A named tuple: one a data
+    point forwarded."""
 
     payload: bytes
     message_id: str
     device_id: str
-    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class DeliveryFailed(Exception):
@@ -172,7 +184,9 @@ class OutboxStore(Protocol):
 
     async def delivered(self, lane: Lane, owner: str, ids: Sequence[int]) -> None: ...
 
-    async def retry(self, item: OutboxItem, error: str, next_at: int) -> None: ...
+    async def retry(self, item: OutboxItem, error: str, next_at: int, delivered: int) -> None:
+        """The item failed after its first ``delivered`` entries: due again at ``next_at``."""
+        ...
 
     async def dead_letter(self, items: Sequence[OutboxItem], reason: str, error: str | None, now: int) -> None: ...
 
@@ -183,6 +197,10 @@ class OutboxStore(Protocol):
         ...
 
     async def backlog(self) -> Mapping[str, Backlog]: ...
+
+    async def headers(self, device_ids: Sequence[str]) -> Mapping[str, Mapping[str, Any]]:
+        """IoTDA's notification header of each device still registered."""
+        ...
 
     async def trim(self, action_id: str, keep: int, now: int) -> int:
         """Dead-letter the action's oldest items beyond ``keep``; how many."""

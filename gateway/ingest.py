@@ -6,11 +6,16 @@ which is what a stored acknowledgement waits for. When the queue is full,
 anything; while the database is down, batches are retried with back-off and
 nothing is acknowledged.
 
-Concurrent batches may hold messages of one device: they write disjoint rows
-unless a device sends one timestamp twice, and then the value committed last
-stays. Keeping a device's messages out of concurrent batches (tried, to keep them
-in arrival order) serialised the writers whenever the queue held more messages
-than devices: with 1,000 devices the first batch took them all, the next waited.
+The ordering guarantee (README, docs/ingestion.md): on one MQTT or HTTP connection,
+acknowledgements leave in the order the messages came, whichever batch commits
+first (the front-ends hold an acknowledgement whose receipt came early). For one
+device, a message sent after the previous one was acknowledged is committed after
+it. Messages of one device in flight together may be in batches written at once,
+and commit in either order: each (device, key, ts) is a row of its own, so that
+changes nothing unless a device sends one timestamp twice, and then either value
+may stay. Keeping a device's messages out of concurrent batches (tried, to keep
+them in arrival order) serialised the writers whenever the queue held more
+messages than devices: with 1,000 devices the first batch took them all, the next waited.
 """
 
 from __future__ import annotations

@@ -158,11 +158,11 @@ class IotdaUplink:
         services = await self._store.property_services(device_id)
         reported: dict[str, dict[str, Any]] = {}
         times: dict[str, int] = {}
-        for value in await self._latest.latest(device_id, list(services) or None) if services else ():
-            service = services.get(value.key)
-            if service is not None:
-                reported.setdefault(service, {})[value.key] = value.value
-                times[service] = max(times.get(service, 0), value.ts)
+        latest = await self._latest.latest(device_id, list(services)) if services else []
+        for value in latest:
+            service = services[value.key]
+            reported.setdefault(service, {})[value.key] = value.value
+            times[service] = max(times.get(service, 0), value.ts)
         desired = {d.service_id: d for d in await self._store.desired(device_id)}
         shown = []
         for service in sorted(set(reported) | set(desired)):

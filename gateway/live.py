@@ -47,6 +47,8 @@ Point = tuple[str, int, str]  # key, ts, the value as ThingsBoard's WebSocket AP
 class Feed(enum.StrEnum):
     TIMESERIES = "ts"
     CLIENT_ATTRIBUTES = "CLIENT_SCOPE"
+    # Device status as ThingsBoard shows it (fleetgate.core.live_status).
+    SERVER_ATTRIBUTES = "SERVER_SCOPE"
 
 
 def as_text(kv: KeyValue) -> str:
@@ -196,6 +198,11 @@ class LiveHub:
         return bool(self._subscriptions or self._remote)
 
     # -- the bus -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def now() -> float:
+        """The time updates are stamped with (time.time()), to measure their delivery."""
+        return time.time()
 
     def publish(self, updates: list[tuple[str, str, list[Point]]], committed_at: float) -> None:
         """Updates of one committed batch: (device, feed, points)."""

@@ -114,6 +114,11 @@ LIVE_LATENCY = Histogram(
     "gateway_live_delivery_seconds", "From a batch's commit to its update's being sent to a WebSocket subscriber",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+# On a broadcasting bus (PostgreSQL NOTIFY) most events are for other processes (for_here="no");
+# on NATS they are for the process that receives them.
+DOWNLINK_BUS_EVENTS = Counter(
+    "gateway_downlink_bus_events_total", "Downlink events this process received from the bus, by whether they "
+    "concerned it (a device it holds, a call it waits for)", ["for_here"])
 RETENTION_DROPPED = Counter("gateway_retention_partitions_dropped_total", "Telemetry partitions dropped by retention")
 RETENTION_DELETED = Counter(
     "gateway_retention_rows_deleted_total", "Rows deleted by retention", ["table"]

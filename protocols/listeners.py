@@ -85,10 +85,10 @@ class _Handshake(asyncio.Protocol):
     async def _handshake(self, transport: asyncio.Transport) -> None:
         handshakes = self._handshakes
         address = address_of(transport.get_extra_info("peername"))
+        gap = _Gap()
         try:
             tls = await asyncio.get_running_loop().start_tls(
-                transport, self._app, handshakes.context, server_side=True,
-                ssl_handshake_timeout=handshakes.timeout)
+                transport, gap, handshakes.context, server_side=True, ssl_handshake_timeout=handshakes.timeout)
         except ssl.SSLCertVerificationError:
             handshakes.refused(address)
             _abort(transport)
@@ -108,7 +108,54 @@ class _Handshake(asyncio.Protocol):
         if tls is None:  # the connection was lost as the handshake ended
             _abort(transport)
             return
+        tls.set_protocol(self._app)  # type: ignore[arg-type]
         self._app.connection_made(tls)
+        gap.hand_over(self._app)
+
+
+class _Gap(asyncio.Protocol):
+    """The TLS transport's protocol between the end of the handshake and the application's
+    connection_made: the TLS layer reads on at once (a device sends its CONNECT or request
+    right after its Finished), so what comes in meanwhile is held, then handed over."""
+
+    __slots__ = ("_held", "_eof", "_lost")
+
+    def __init__(self) -> None:
+        self._held: list[bytes] = []
+        self._eof = False
+        self._lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self._held.append(bytes(data))
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        return True  # the application says, once it is told
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = (exc,)
+
+    def hand_over(self, app: asyncio.BaseProtocol) -> None:
+        for data in self._held:
+            _feed(app, data)
+        self._held.clear()
+        if self._eof and isinstance(app, asyncio.Protocol | asyncio.BufferedProtocol):
+            app.eof_received()
+        if self._lost is not None:
+            app.connection_lost(self._lost[0])
+
+
+def _feed(app: asyncio.BaseProtocol, data: bytes) -> None:
+    if isinstance(app, asyncio.BufferedProtocol):
+        view = memoryview(data)
+        while view:
+            buffer = app.get_buffer(len(view))
+            n = min(len(buffer), len(view))
+            buffer[:n] = view[:n]
+            app.buffer_updated(n)
+            view = view[n:]
+    elif isinstance(app, asyncio.Protocol):
+        app.data_received(data)
 
 
 def _abort(transport: asyncio.Transport) -> None:

@@ -10,8 +10,10 @@ device certificate (X509_CERTIFICATE credentials), which is its own anchor
 thanks to VERIFY_X509_PARTIAL_CHAIN. Python's ``ssl`` hands the server only the
 leaf, so the front-end then looks the device up by that leaf's credentials hash.
 
-Anchors change while the gateway runs (a device provisions a certificate); the
-context is rebuilt and handed to each new handshake by the SNI callback, which
+Anchors change while the gateway runs (a device provisions a certificate). A new
+anchor is added to the trust store in use (load_verify_locations adds to a
+context's store), at a cost that does not grow with the fleet; a removal rebuilds
+the context, which is handed to each new handshake by the SNI callback, which
 OpenSSL calls for every ClientHello, with or without a server name. The same swap
 reloads the server's own certificate and key (SIGHUP): new handshakes present the
 new pair, connections already established keep theirs.
@@ -43,7 +45,7 @@ class DeviceTls:
     def __init__(self, cert_file: str, key_file: str, *, verify_clients: bool = True) -> None:
         self._cert_file, self._key_file = cert_file, key_file
         self._verify_clients = verify_clients
-        self._anchors = b""
+        self._anchors: list[bytes] = []  # DER, what a rebuild loads
         self._current = self._build()
         self.context = self._build()
         self.context.sni_callback = self._hand_over
@@ -52,9 +54,17 @@ class DeviceTls:
 
     def set_anchors(self, certificates_der: Iterable[bytes]) -> None:
         """Trust exactly these certificates (DER) for the handshakes from now on."""
-        anchors = b"".join(certificates_der)
+        anchors = list(certificates_der)
         self._current = self._build(anchors)
         self._anchors = anchors
+
+    def add_anchors(self, certificates_der: Iterable[bytes]) -> None:
+        """Trust these certificates (DER) too, from the next handshake on, without a rebuild."""
+        added = list(certificates_der)
+        if not added or not self._verify_clients:
+            return
+        self._current.load_verify_locations(cadata=b"".join(added))
+        self._anchors.extend(added)
 
     @property
     def handshake_context(self) -> ssl.SSLContext:
@@ -69,7 +79,7 @@ class DeviceTls:
     def _hand_over(self, ssl_object: ssl.SSLObject, _server_name: str | None, _context: ssl.SSLContext) -> None:
         ssl_object.context = self._current
 
-    def _build(self, anchors: bytes | None = None) -> ssl.SSLContext:
+    def _build(self, anchors: list[bytes] | None = None) -> ssl.SSLContext:
         # Not ssl.create_default_context(CLIENT_AUTH): that also trusts the system's public
         # CAs for client certificates, which no device should be vouched for by, and a
         # store that size made each handshake cost 3.1 ms of CPU here instead of 1.7.
@@ -87,7 +97,7 @@ class DeviceTls:
         # cadata takes DER certificates one after another.
         der = self._anchors if anchors is None else anchors
         if der:
-            context.load_verify_locations(cadata=der)
+            context.load_verify_locations(cadata=b"".join(der))
         return context
 
 

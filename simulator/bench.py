@@ -4,7 +4,7 @@ Scenarios, each a coroutine from (options, workspace) to a report:
 http and provision (simulator.bench_http), mqtt (simulator.bench_mqtt; with
 --gateways, simulator.bench_mqtt_gateway; with --iotda, simulator.bench_mqtt_iotda),
 idle-connections (simulator.bench_idle), mtls (simulator.bench_mtls), coap
-(simulator.bench_coap), soak (simulator.bench_soak); what they share, the workspace
+(simulator.bench_coap), soak (simulator.bench_soak), query (simulator.bench_query); what they share, the workspace
 with its database and the servers, is in simulator.bench_workspace.
 """
 
@@ -28,6 +28,7 @@ from fleetgate.simulator.bench_mqtt_iotda import iotda_reports
 from fleetgate.simulator.bench_mtls import mtls
 from fleetgate.simulator.bench_options import BenchOptions
 from fleetgate.simulator.bench_ota import ota
+from fleetgate.simulator.bench_query import query
 from fleetgate.simulator.bench_soak import soak
 from fleetgate.simulator.bench_workspace import BenchError, Workspace, workspace
 from fleetgate.simulator.mosquitto import MosquittoMissing
@@ -53,6 +54,7 @@ SCENARIOS: dict[str, Callable[[BenchOptions, Workspace], Coroutine[Any, Any, Ben
     "coap": coap,
     "soak": soak,
     "ota": ota,
+    "query": query,
 }
 
 

@@ -37,6 +37,10 @@ class BenchOptions:
     forwarding: bool = False  # mqtt: with and without one HTTP forwarding action (bench_forwarding)
     package_bytes: int = 1024 * 1024  # ota: the package the devices download
     chunk_bytes: int = 16 * 1024  # ota: the chunk size they ask for
+    days: int = 30  # query: days of 1-minute data the --devices devices send
+    fleet_devices: int = 10_000  # query: devices in the fleet (the first --devices with history)
+    load_seconds: float = 900.0  # query: time cap of loading the data set
+    queries: int = 200  # query: times each query is timed
 
     @property
     def max_requests(self) -> int:

@@ -69,14 +69,22 @@ _SCENARIOS: dict[str, tuple[str, str]] = {  # name: (one line, description)
     ),
     "coap": (
         "CoAP telemetry against a bare aiocoap handler, then memory",
-        "Confirmable CoAP telemetry from --devices devices at maximum rate, compared with a bare "
-        "aiocoap handler, then --requests more with the gateway's VmRSS before and after.",
+        "Confirmable CoAP telemetry from --devices devices at maximum rate, then at --rate (default: half "
+        "that maximum), compared with a bare aiocoap handler at both, then --requests more with the "
+        "gateway's VmRSS before and after.",
     ),
     "ota": (
         "one OTA package downloaded by many MQTT devices at once",
         "--devices MQTT devices fetch one --package-bytes package in --chunk-bytes chunks at once, as "
         "ThingsBoard's SDK does; chunks/s and MB/s against a bare asyncio responder serving the same "
         "bytes, and the gateway's VmRSS before, at its highest during, and after the downloads.",
+    ),
+    "query": (
+        "time-series and fleet queries on a loaded data set",
+        "--fleet-devices devices, the first --devices of them with --days days of 1-minute data of 3 keys "
+        "(100 x 30: 13 M rows) loaded through the device API within --load-seconds; then --queries times "
+        "each: a week of hourly averages of one key of one device, and 1,000-device pages of the 3 keys' "
+        "latest values; p50 and p95 against the same answers read straight through the SQL views.",
     ),
     "soak": (
         "MQTT telemetry for a long time: the gateway's memory must settle",
@@ -237,6 +245,7 @@ def _mtls_options(parser: argparse.ArgumentParser) -> None:
 def _coap_options(parser: argparse.ArgumentParser) -> None:
     _devices(parser, "simulated devices, one UDP socket each")
     _timing(parser)
+    _rate(parser, "requests")
     group = parser.add_argument_group("memory run")
     group.add_argument("--requests", type=not_negative(int), default=1_000_000, metavar="N",
                        help="requests of the memory run, the gateway's RSS read before and after; 0: none "
@@ -255,6 +264,19 @@ def _ota_options(parser: argparse.ArgumentParser) -> None:
                         help="chunk size the devices ask for [default: 16384]")
 
 
+def _query_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--devices", type=positive(int), default=100, metavar="N",
+                        help="devices sending the history [default: 100]")
+    parser.add_argument("--days", type=positive(int), default=30, metavar="N",
+                        help="days of 1-minute data each of them sends [default: 30]")
+    parser.add_argument("--fleet-devices", type=positive(int), default=10_000, metavar="N",
+                        help="devices in the fleet, those with history included [default: 10000]")
+    parser.add_argument("--load-seconds", type=positive(float), default=900.0, metavar="SECONDS",
+                        help="time cap of loading; what was loaded by then is measured [default: 900]")
+    parser.add_argument("--queries", type=positive(int), default=200, metavar="N",
+                        help="times each query is timed [default: 200]")
+
+
 def _soak_options(parser: argparse.ArgumentParser) -> None:
     _devices(parser)
     _timing(parser, "the soak's length")
@@ -271,4 +293,5 @@ _SCENARIO_OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "coap": _coap_options,
     "soak": _soak_options,
     "ota": _ota_options,
+    "query": _query_options,
 }

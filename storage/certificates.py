@@ -1,8 +1,16 @@
-"""Device certificates as TLS trust anchors, reloaded whenever PostgreSQL says they changed."""
+"""Device certificates as TLS trust anchors, following PostgreSQL's announcements of changes.
+
+The triggers (migration 0015) say what changed: a new X509_CERTIFICATE credential or a newly
+verified device CA comes with its certificate, which is added to the trust store by itself,
+however many there are already; a removal or a change says only that, and the anchors are
+read again and the store rebuilt, once for every change that arrived meanwhile.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 from collections.abc import Callable
 
@@ -14,6 +22,7 @@ from fleetgate.storage.listening import ListeningConnection
 
 log = logging.getLogger(__name__)
 CHANNEL = "device_certificates"
+_CREDENTIAL, _CA = "+c:", "+a:"
 
 
 async def device_certificates(pool: asyncpg.Pool | asyncpg.Connection) -> list[bytes]:
@@ -25,21 +34,41 @@ async def device_certificates(pool: asyncpg.Pool | asyncpg.Connection) -> list[b
     return [r["der"] for r in records] + [pki.der(pki.stored_certificate(pem)) for pem in await trusted_ca_pems(pool)]
 
 
-class CertificateWatch:
-    """Calls ``on_change`` with the current certificates at start, after every change, and
-    after every reconnection of its LISTEN connection (changes may have been missed)."""
+def announced(payload: str) -> bytes | None:
+    """The certificate (DER) a notification adds; None when it asks for a rebuild."""
+    try:
+        if payload.startswith(_CREDENTIAL):
+            return base64.b64decode(payload[len(_CREDENTIAL):], validate=True)
+        if payload.startswith(_CA):
+            return pki.der(pki.stored_certificate(payload[len(_CA):]))
+    except (binascii.Error, ValueError) as exc:
+        log.warning("a trust-store notification did not parse, rebuilding instead: %s", exc)
+    return None
 
-    def __init__(self, url: str, on_change: Callable[[list[bytes]], None], retry_max: float = 5.0) -> None:
+
+class CertificateWatch:
+    """Calls ``on_change`` with every certificate at start, after a removal or change (once for
+    all that arrived meanwhile) and after every reconnection of its LISTEN connection (changes
+    may have been missed); ``on_add`` with the certificates added since, otherwise."""
+
+    def __init__(
+        self, url: str, on_change: Callable[[list[bytes]], None], on_add: Callable[[list[bytes]], None],
+        retry_max: float = 5.0,
+    ) -> None:
         self._on_change = on_change
+        self._on_add = on_add
         self._changed = asyncio.Event()
-        self._listening = ListeningConnection(url, CHANNEL, lambda _: self._changed.set(), self._load, retry_max)
+        self._added: list[bytes] = []
+        self._rebuild = False
+        self._listening = ListeningConnection(url, CHANNEL, self._notified, self._load, retry_max)
         self._querying = asyncio.Lock()  # one query at a time on the listening connection
         self._task: asyncio.Task[None] | None = None
+        self.rebuilds = 0  # full reads since start, the first one included
 
     async def start(self) -> None:
         """Begin watching; returns once the first load is done (or the first attempt failed)."""
         await self._listening.start()
-        self._task = asyncio.create_task(self._reload_on_change(), name="certificate-watch")
+        self._task = asyncio.create_task(self._follow(), name="certificate-watch")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -47,14 +76,34 @@ class CertificateWatch:
             await asyncio.gather(self._task, return_exceptions=True)
         await self._listening.stop()
 
+    def _notified(self, payload: str) -> None:
+        der = None if self._rebuild else announced(payload)
+        if der is None:
+            self._rebuild = True
+            self._added.clear()  # the rebuild reads them
+        else:
+            self._added.append(der)
+        self._changed.set()
+
     async def _load(self, conn: asyncpg.Connection) -> None:
         async with self._querying:
+            # What is announced during the query is applied after it (again, perhaps: harmless).
+            self._rebuild = False
+            self._added.clear()
             self._changed.clear()
-            self._on_change(await device_certificates(conn))
+            certificates = await device_certificates(conn)
+            self.rebuilds += 1
+            self._on_change(certificates)
 
-    async def _reload_on_change(self) -> None:
+    async def _follow(self) -> None:
         while True:
             await self._changed.wait()
+            if not self._rebuild:
+                added, self._added = self._added, []
+                self._changed.clear()
+                if added:
+                    self._on_add(added)
+                continue
             conn = self._listening.connection
             if conn is None:  # reconnecting: the reconnection reloads
                 self._changed.clear()

@@ -1,7 +1,7 @@
 """Forwarding rules, actions and the outbox (migration 0014): the stores gateway/forwarding*.py uses.
 
-An outbox item's lane is ``hashtext(device_id) & 15`` (the outbox index's expression): a lane is
-leased to one worker at a time (forwarding_leases), which delivers it in id order.
+An outbox row is one lane of one action (a sixteenth of the devices): a lane is leased to one
+worker at a time (forwarding_leases), which delivers its rows in id order.
 """
 
 from __future__ import annotations
@@ -18,68 +18,59 @@ from fleetgate.storage.errors import translated
 from fleetgate.storage.pages import fetch_page
 
 CHANNEL = "forwarding"  # the NOTIFY channel: "rules" when rules change, "" when rows wait
-_LANE = "(hashtext(device_id) & 15)"
-assert LANES == 16, "the lane expression and migration 0014's index say 16"
+assert LANES == 16, "the lanes of migration 0014's trigger are hashtext & 15"
 
 _RULE_FILTERS = {"resource": "resource", "event": "event", "app_type": "app_type", "app_id": "app_id",
                  "rule_name": "name", "active": "active"}
 _ACTION_FILTERS = {"rule_id": "rule_id", "channel": "channel"}
+_ROW = "id, action_id, lane, resource, event, entries, count, created_at, attempts, delivered"
+
+# The head of each lane of the action (its oldest row), with who holds the lane.
+_HEADS = """
+    SELECT g.lane, h.next_at, l.owner, l.lease_until FROM generate_series(0, 15) AS g(lane)
+    CROSS JOIN LATERAL (SELECT o.next_at FROM forwarding_outbox o WHERE o.action_id = $1 AND o.lane = g.lane
+                        ORDER BY o.id LIMIT 1) h
+    LEFT JOIN forwarding_leases l ON l.action_id = $1 AND l.lane = g.lane"""
 
 # A lane whose head is due, and not leased to another worker (or leased to this one, or lapsed).
 _FREE_LANE = f"""
-    SELECT g.lane FROM generate_series(0, 15) AS g(lane)
-    LEFT JOIN forwarding_leases l ON l.action_id = $1 AND l.lane = g.lane
-    WHERE (l.lane IS NULL OR l.owner = $2 OR l.lease_until <= $3)
-      AND (SELECT o.next_at FROM forwarding_outbox o WHERE o.action_id = $1 AND {_LANE.replace("device_id", "o.device_id")} = g.lane
-           ORDER BY o.id LIMIT 1) <= $3
+    SELECT lane FROM ({_HEADS}) heads
+    WHERE next_at <= $3 AND (owner IS NULL OR owner = $2 OR lease_until <= $3)
     ORDER BY random() LIMIT 1"""
 
-_LEASE = """
-    INSERT INTO forwarding_leases (action_id, lane, owner, lease_until) VALUES ($1, $2, $3, $4)
-    ON CONFLICT (action_id, lane) DO UPDATE SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until
-    WHERE forwarding_leases.owner = EXCLUDED.owner OR forwarding_leases.lease_until <= $5
-    RETURNING lane"""
+# One round trip: a free lane leased (if another worker leased it first, nothing), then its oldest rows.
+_CLAIM = f"""
+    WITH candidate AS ({_FREE_LANE}), leased AS (
+        INSERT INTO forwarding_leases (action_id, lane, owner, lease_until) SELECT $1, lane, $2, $4 FROM candidate
+        ON CONFLICT (action_id, lane) DO UPDATE SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until
+        WHERE forwarding_leases.owner = EXCLUDED.owner OR forwarding_leases.lease_until <= $3
+        RETURNING lane)
+    SELECT l.lane, {", ".join("o." + c for c in _ROW.split(", ") if c != "lane")}
+    FROM leased l LEFT JOIN LATERAL (
+        SELECT * FROM forwarding_outbox WHERE action_id = $1 AND lane = l.lane ORDER BY id LIMIT $5) o ON true"""
 
-# Data items carry no header: the device's, as it is now (or only its id, once deleted).
-_ITEMS = f"""
-    SELECT o.id, o.action_id, o.device_id, o.resource, o.event, o.event_time, o.body, o.created_at, o.attempts,
-           coalesce(o.header, jsonb_build_object('device_id', o.device_id, 'product_id', d.product_id,
-                    'node_id', d.name, 'gateway_id', coalesce(d.gateway_id, d.id))) AS header
-    FROM forwarding_outbox o LEFT JOIN devices d ON d.id = o.device_id
-    WHERE o.action_id = $1 AND {_LANE.replace("device_id", "o.device_id")} = $2
-    ORDER BY o.id LIMIT $3"""
-
+# When a lane this worker may not take now becomes due: its head's retry, or another's lease.
 _NEXT_DUE = f"""
-    SELECT min(due) FROM (
-        SELECT (SELECT o.next_at FROM forwarding_outbox o
-                WHERE o.action_id = $1 AND {_LANE.replace("device_id", "o.device_id")} = g.lane
-                ORDER BY o.id LIMIT 1) AS head, l.lease_until,
-               GREATEST((SELECT o.next_at FROM forwarding_outbox o
-                         WHERE o.action_id = $1 AND {_LANE.replace("device_id", "o.device_id")} = g.lane
-                         ORDER BY o.id LIMIT 1), coalesce(l.lease_until, 0)) AS due
-        FROM generate_series(0, 15) AS g(lane)
-        LEFT JOIN forwarding_leases l ON l.action_id = $1 AND l.lane = g.lane AND l.owner <> $2
-    ) lanes WHERE head IS NOT NULL"""
+    SELECT min(GREATEST(next_at, CASE WHEN owner <> $2 THEN lease_until ELSE 0 END)) FROM ({_HEADS}) heads"""
 
-_DEAD = """
+_DEAD = f"""
     WITH moved AS (DELETE FROM forwarding_outbox WHERE id = ANY($1::bigint[]) RETURNING *)
-    INSERT INTO forwarding_dead_letters (id, action_id, device_id, resource, event, event_time, header, body,
-                                         created_at, attempts, last_error, reason, dead_at)
-    SELECT id, action_id, device_id, resource, event, event_time, header, body, created_at, attempts + 1,
-           coalesce($2, last_error), $3, $4 FROM moved
+    INSERT INTO forwarding_dead_letters ({_ROW}, last_error, reason, dead_at)
+    SELECT {_ROW.replace("attempts", "attempts + 1")}, coalesce($2, last_error), $3, $4 FROM moved
     ON CONFLICT (id) DO NOTHING"""
 
-_TRIM = """
-    WITH moved AS (
-        DELETE FROM forwarding_outbox WHERE id IN (
-            SELECT id FROM forwarding_outbox WHERE action_id = $1 ORDER BY id
-            LIMIT GREATEST((SELECT count(*) FROM forwarding_outbox WHERE action_id = $1) - $2, 0))
-        RETURNING *)
-    INSERT INTO forwarding_dead_letters (id, action_id, device_id, resource, event, event_time, header, body,
-                                         created_at, attempts, last_error, reason, dead_at)
-    SELECT id, action_id, device_id, resource, event, event_time, header, body, created_at, attempts, last_error,
-           'backlog', $3 FROM moved
-    ON CONFLICT (id) DO NOTHING"""
+# The oldest rows beyond the bound (counted in notifications) go to the dead letters.
+_TRIM = f"""
+    WITH ranked AS (
+        SELECT id, sum(count - delivered) OVER (ORDER BY id DESC) AS newer_and_this
+        FROM forwarding_outbox WHERE action_id = $1
+    ), moved AS (
+        DELETE FROM forwarding_outbox WHERE id IN (SELECT id FROM ranked WHERE newer_and_this > $2) RETURNING *
+    )
+    INSERT INTO forwarding_dead_letters ({_ROW}, last_error, reason, dead_at)
+    SELECT {_ROW}, last_error, 'backlog', $3 FROM moved
+    ON CONFLICT (id) DO NOTHING
+    RETURNING count - delivered"""
 
 _REPLAY = """
     WITH moved AS (
@@ -87,8 +78,8 @@ _REPLAY = """
         WHERE dl.action_id = $1 AND a.id = dl.action_id AND a.project_id = $2
           AND ($3::bigint[] IS NULL OR dl.id = ANY($3::bigint[]))
         RETURNING dl.*)
-    INSERT INTO forwarding_outbox (action_id, device_id, resource, event, event_time, header, body, created_at)
-    SELECT action_id, device_id, resource, event, event_time, header, body, created_at FROM moved ORDER BY id"""
+    INSERT INTO forwarding_outbox (action_id, lane, resource, event, entries, count, created_at, delivered)
+    SELECT action_id, lane, resource, event, entries, count, created_at, delivered FROM moved ORDER BY id"""
 
 
 def _obj(value: Any) -> Any:
@@ -106,10 +97,9 @@ def _action(r: asyncpg.Record) -> Action:
 
 
 def _item(r: asyncpg.Record) -> OutboxItem:
-    header = r["header"]
-    return OutboxItem(r["id"], r["action_id"], r["device_id"], r["resource"], r["event"], r["event_time"],
-                      _obj(header) or {}, r["body"],
-                      r["created_at"], r["attempts"])
+    return OutboxItem(r["id"], r["action_id"], r["lane"], r["resource"], r["event"], orjson.loads(r["entries"]),
+                      r["created_at"],
+                      r["attempts"], r["delivered"])
 
 
 def _filters(filters: Mapping[str, Any], columns: Mapping[str, str], first: int) -> tuple[str, list[Any]]:
@@ -246,26 +236,24 @@ class ForwardingStore:
 
     async def claim(self, action_id: str, owner: str, now: int, lease_ms: int, limit: int) -> Lane | None:
         with translated():
-            async with self._pool.acquire() as conn:
-                for _ in range(3):  # another worker may lease the lane first
-                    lane = await conn.fetchval(_FREE_LANE, action_id, owner, now)
-                    if lane is None:
-                        return None
-                    if await conn.fetchval(_LEASE, action_id, lane, owner, now + lease_ms, now) is None:
-                        continue
-                    items = await conn.fetch(_ITEMS, action_id, lane, limit)
-                    return Lane(action_id, lane, tuple(_item(r) for r in items))
+            for _ in range(3):  # another worker may lease the lane first
+                records = await self._pool.fetch(_CLAIM, action_id, owner, now, now + lease_ms, limit)
+                if records:
+                    rows = [r for r in records if r["id"] is not None]
+                    return Lane(action_id, records[0]["lane"], tuple(_item(r) for r in rows))
+                if await self._pool.fetchval(_FREE_LANE, action_id, owner, now) is None:
+                    return None
         return None
 
     async def delivered(self, lane: Lane, owner: str, ids: Sequence[int]) -> None:
         with translated():
             await self._pool.execute("DELETE FROM forwarding_outbox WHERE id = ANY($1::bigint[])", list(ids))
 
-    async def retry(self, item: OutboxItem, error: str, next_at: int) -> None:
+    async def retry(self, item: OutboxItem, error: str, next_at: int, delivered: int) -> None:
         with translated():
             await self._pool.execute(
-                "UPDATE forwarding_outbox SET attempts = attempts + 1, next_at = $2, last_error = $3 WHERE id = $1",
-                item.id, next_at, error)
+                """UPDATE forwarding_outbox SET attempts = attempts + 1, next_at = $2, last_error = $3, delivered = $4
+                   WHERE id = $1""", item.id, next_at, error, delivered)
 
     async def dead_letter(self, items: Sequence[OutboxItem], reason: str, error: str | None, now: int) -> None:
         with translated():
@@ -284,13 +272,21 @@ class ForwardingStore:
     async def backlog(self) -> dict[str, Backlog]:
         with translated():
             records = await self._pool.fetch(
-                "SELECT action_id, count(*) AS n, min(created_at) AS oldest FROM forwarding_outbox GROUP BY action_id")
+                """SELECT action_id, sum(count - delivered) AS n, min(created_at) AS oldest FROM forwarding_outbox
+                   GROUP BY action_id""")
         return {r["action_id"]: Backlog(r["n"], r["oldest"]) for r in records}
 
     async def trim(self, action_id: str, keep: int, now: int) -> int:
         with translated():
-            status = await self._pool.execute(_TRIM, action_id, keep, now)
-        return int(status.split()[-1])
+            moved = await self._pool.fetch(_TRIM, action_id, keep, now)
+        return sum(r[0] for r in moved)
+
+    async def headers(self, device_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        with translated():
+            records = await self._pool.fetch(
+                "SELECT id, product_id, name, gateway_id FROM devices WHERE id = ANY($1::text[])", list(device_ids))
+        return {r["id"]: {"device_id": r["id"], "product_id": r["product_id"], "node_id": r["name"],
+                          "gateway_id": r["gateway_id"] or r["id"]} for r in records}
 
     async def dead_letters(self, project_id: str, action_id: str, limit: int, marker: str, offset: int) -> Page:
         with translated():

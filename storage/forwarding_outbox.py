@@ -2,32 +2,32 @@
 
 Which projects have an active device.property/report rule, and its actions, is cached here
 (refreshed when rules change): a batch of a project with none costs one dict lookup a message.
-A row is one message for one action; its body is IoTDA's property report body, one service a
-reading (``{"services": [{"service_id", "properties", "event_time"}]}``), the header is read at
-delivery.
+A batch's notifications for one action are grouped by lane (a sixteenth of the devices, by a hash
+of the device id): one outbox row a lane, its entries in the batch's order, each a message's readings (``[device id, [[ts, {key: value}],
+...]]``; a JSON value embedded as JSON), made into IoTDA's property report body, one service a
+reading, at delivery; the header is read then too.
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 
 import orjson
 
+from fleetgate.core.forwarding_model import LANES
 from fleetgate.core.model import TelemetryMessage, ValueType
 
-COLUMNS = ("action_id", "device_id", "resource", "event", "event_time", "body", "created_at")
-SERVICE_ID = "telemetry"  # ThingsBoard's telemetry has no IoTDA service: one name for all of it
-
-
-def _iso(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+COLUMNS = ("action_id", "lane", "resource", "event", "entries", "count", "created_at")
+_LANES_KEPT = 100_000  # devices whose lane is remembered (a crc32 each otherwise)
 
 
 class TelemetryOutbox:
     def __init__(self, on_committed: Callable[[Sequence[str]], None] | None = None) -> None:
         self._actions: Mapping[int, tuple[str, ...]] = {}
         self._on_committed = on_committed
+        self._lanes: dict[str, int] = {}
 
     @property
     def active(self) -> bool:
@@ -38,29 +38,35 @@ class TelemetryOutbox:
         self._actions = dict(actions)
 
     def records(self, telemetry: Sequence[TelemetryMessage], projects: Mapping[str, int]) -> list[tuple[object, ...]]:
-        """The outbox rows of ``telemetry``: one a message and action, none for a project without rules."""
+        """The outbox rows of ``telemetry``: one an action and lane, none for a project without rules."""
         actions = self._actions
         if not actions:
             return []
-        now = time.time_ns() // 1_000_000
-        out: list[tuple[object, ...]] = []
+        by_lane: dict[tuple[str, int], list[object]] = {}
+        json_type = ValueType.JSON
         for message in telemetry:
             targets = actions.get(projects.get(message.device_id, -1))
             if not targets or not message.readings:
                 continue
-            body = orjson.dumps({"services": [
-                {"service_id": SERVICE_ID, "properties": {kv.key: _json(kv.type, kv.value) for kv in r.values},
-                 "event_time": _iso(r.ts)} for r in message.readings]}).decode()
-            ts = message.readings[0].ts
+            # Compact: the readings as they are; the body is IoTDA's at delivery.
+            entry = (message.device_id, [
+                (r.ts, {kv.key: (orjson.Fragment(kv.value) if kv.type is json_type else kv.value) for kv in r.values})
+                for r in message.readings])
+            lane = self._lane(message.device_id)
             for action_id in targets:
-                out.append((action_id, message.device_id, "device.property", "report", ts, body, now))
-        return out
+                by_lane.setdefault((action_id, lane), []).append(entry)
+        now = time.time_ns() // 1_000_000
+        return [(action_id, lane, "device.property", "report", orjson.dumps(entries).decode(), len(entries), now)
+                for (action_id, lane), entries in by_lane.items()]
+
+    def _lane(self, device_id: str) -> int:
+        lane = self._lanes.get(device_id)
+        if lane is None:
+            if len(self._lanes) >= _LANES_KEPT:
+                self._lanes.clear()
+            lane = self._lanes[device_id] = zlib.crc32(device_id.encode()) % LANES
+        return lane
 
     def committed(self, records: Sequence[tuple[object, ...]]) -> None:
         if records and self._on_committed is not None:
             self._on_committed(tuple({r[0] for r in records}))  # type: ignore[misc]
-
-
-def _json(kind: ValueType, value: object) -> object:
-    # A JSON value is kept as its text (json_v); embedded as JSON, not as a string.
-    return orjson.Fragment(value) if kind is ValueType.JSON and isinstance(value, str) else value

@@ -36,8 +36,22 @@ _SET_DESIRED = """
 
 
 def _json(value: Any) -> str | None:
-    """JSON text for a jsonb parameter (the pool's codec takes a str as JSON already written)."""
-    return None if value is None else orjson.dumps(value).decode()
+    """JSON text for a jsonb parameter (the pool's codec takes a str as JSON already written);
+    U+0000, which jsonb cannot hold, is dropped from its strings."""
+    if value is None:
+        return None
+    text = orjson.dumps(value).decode()
+    return orjson.dumps(_without_nul(value)).decode() if "\\u0000" in text else text
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {k.replace("\x00", ""): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def _message(r: asyncpg.Record) -> DeviceMessage:

@@ -77,9 +77,8 @@ def device_subject(prefix: str, device_id: str) -> str:
 
 
 class NatsDownlinkBus:
-    def __init__(self, settings: NatsSettings, on_state: Callable[[bool], None] | None = None) -> None:
+    def __init__(self, settings: NatsSettings) -> None:
         self._settings = settings
-        self._on_state = on_state  # told True when connected, False when cut off
         self.receiver: Callable[[dict[str, Any]], None] | None = None
         self.address = f"{settings.subject_prefix}.p.{secrets.token_hex(8)}"
         self._client: Client | None = None  # once the first connection is made
@@ -91,6 +90,7 @@ class NatsDownlinkBus:
         self._wake = asyncio.Event()
         self._followed = asyncio.Event()  # set while the subscriptions follow _wanted
         self._tasks = OwnedTasks()
+        self._stopping = False
 
     @property
     def connected(self) -> bool:
@@ -109,6 +109,7 @@ class NatsDownlinkBus:
                         "until then", ",".join(self._settings.servers))
 
     async def stop(self) -> None:
+        self._stopping = True  # the connection closed now is no outage
         await self._tasks.finish()
         for client in (self._client, self._connecting):
             if client is not None and not client.is_closed:
@@ -153,7 +154,8 @@ class NatsDownlinkBus:
         self._wake.set()
 
     async def _disconnected(self) -> None:
-        self._set_connected(False)
+        if not self._stopping:
+            self._set_connected(False)
 
     async def _reconnected(self) -> None:
         self._set_connected(True)
@@ -170,8 +172,6 @@ class NatsDownlinkBus:
             if self._connected.is_set():
                 log.warning("NATS connection lost, reconnecting: downlink calls are 503 until it is back")
             self._connected.clear()
-        if self._on_state is not None:
-            self._on_state(up)
 
     # subscriptions: one per device held here
 

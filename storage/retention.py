@@ -59,10 +59,13 @@ class _Month:
 
 
 class RetentionStore:
-    def __init__(self, pool: asyncpg.Pool, default_ttl_days: int, audit_retention_days: int) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, default_ttl_days: int, audit_retention_days: int, message_retention_days: int = 0,
+    ) -> None:
         self._pool = pool
         self._default_ttl_days = default_ttl_days
         self._audit_days = audit_retention_days
+        self._message_days = message_retention_days
 
     async def enforce(self, now_ms: int) -> RetentionOutcome:
         with translated():
@@ -72,6 +75,9 @@ class RetentionStore:
                 # The audit log first: dropping partitions locks ts_kv until the commit,
                 # and the writers should not wait for a long DELETE too.
                 audit = await self._audit(conn, now_ms)
+                if self._message_days:  # the device message log (IoTDA's messages and events)
+                    await conn.execute("DELETE FROM device_messages WHERE created_at < $1",
+                                       now_ms - self._message_days * _DAY_MS)
                 dropped = await self._telemetry(conn, now_ms)
         return RetentionOutcome(dropped, audit)
 

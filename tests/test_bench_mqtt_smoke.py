@@ -81,6 +81,30 @@ async def test_bench_mqtt_against_mosquitto() -> None:
     assert report["error_count"] == 0
 
 
+async def test_bench_mqtt_gateway_open_loops_and_capacity() -> None:
+    """The gateway at a quarter and half of its maximum, each against mosquitto at the same rate,
+    then at most two runs searching for the open-loop capacity (p99 under 25 ms)."""
+    require_mosquitto()
+    status, report, log = await bench("mqtt", "--devices", str(DEVICES), "--duration", "1", "--warmup", "0.2",
+                                      "--json")
+    assert status == 0, log
+    runs = report["runs"]
+    search = {name for name in runs if name.startswith("gateway_capacity_")}
+    assert set(runs) - search == {"gateway_max", "baseline_max", "gateway_quarter", "baseline_quarter",
+                                  "gateway_rate", "baseline_rate"}
+    assert len(search) <= 2
+    for run in runs.values():
+        assert_run_shape(run)
+    top = runs["gateway_max"]["requests_per_s"]
+    for name, share in (("quarter", 0.25), ("rate", 0.5)):
+        assert runs[f"gateway_{name}"]["target_rate"] == pytest.approx(top * share, rel=0.01)
+        assert runs[f"baseline_{name}"]["target_rate"] == runs[f"gateway_{name}"]["target_rate"]
+    assert {t["name"] for t in report["targets"]} == {"throughput", "latency at a quarter", "latency at half",
+                                                       "open-loop capacity"}
+    assert report["checks"]["rows verified"] is True
+    assert report["error_count"] == 0
+
+
 async def test_qos1_closed_and_open_loop(broker: RunningServer) -> None:
     closed = await run_load(load(broker), 0)
     assert_clean(closed)

@@ -42,7 +42,7 @@ def test_the_commands_are_listed() -> None:
 def test_bench_lists_its_scenarios() -> None:
     result = iot_gateway("bench", "--help")
     assert result.returncode == 0
-    for scenario in ("http", "provision", "mqtt", "idle-connections", "mtls", "coap", "soak"):
+    for scenario in ("http", "provision", "mqtt", "idle-connections", "mtls", "coap", "soak", "ota"):
         assert f"\n    {scenario}" in result.stdout
 
 

@@ -17,7 +17,7 @@ MANIFESTS = sorted((DEPLOY / "k8s").glob("*.yaml"))
 SETTINGS = {env for _, env, _, _ in config.describe()}
 DEFAULTS = config.Settings()
 # Images compose pulls (no registry is reachable from the tests: these are the official names).
-KNOWN_IMAGES = {"postgres:16", "prom/prometheus:v2.53.0", "grafana/grafana:11.1.0"}
+KNOWN_IMAGES = {"postgres:16", "prom/prometheus:v2.53.0", "grafana/grafana:11.1.0", "nats:2.10"}
 
 
 def documents(path: Path) -> list[dict]:
@@ -112,3 +112,26 @@ def test_prometheus_scrapes_the_management_port() -> None:
     scrape = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     targets = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
     assert targets == [f"gateway:{DEFAULTS.management_port}"]
+
+
+def test_the_replicas_profile_runs_two_gateways_over_a_nats_cluster() -> None:
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    nats = {name for name, service in services.items() if service.get("image") == "nats:2.10"}
+    assert len(nats) == 3 and all(services[name]["profiles"] == ["replicas"] for name in nats)
+    replicas = {name for name, service in services.items()
+                if "GATEWAY_NATS_URL" in service.get("environment", {})}
+    assert len(replicas) == 2
+    for name in replicas:
+        environment = services[name]["environment"]
+        assert services[name]["profiles"] == ["replicas"] and set(services[name]["depends_on"]) == {"postgres", *nats}
+        assert {url.split("//")[1].split(":")[0] for url in environment["GATEWAY_NATS_URL"].split(",")} == nats
+        assert set(environment) <= SETTINGS
+        config.load(environ={k: str(v) for k, v in environment.items()})
+    ports = [port.split(":")[0] for name in replicas for port in services[name]["ports"]]
+    assert len(ports) == len(set(ports))  # each replica on its own host ports
+
+
+def test_k8s_shows_the_nats_setting_and_the_image_has_the_extra() -> None:
+    configmap = next(doc for doc in all_k8s() if doc["kind"] == "ConfigMap")
+    assert configmap["data"]["GATEWAY_NATS_URL"].startswith("nats://")
+    assert '"/src[nats]"' in (DEPLOY / "Dockerfile").read_text()

@@ -86,3 +86,71 @@ async def test_malformed_events_are_dropped() -> None:
     link.receive({"t": "rpc"})
     link.receive({"no": "kind"})
     await link.close()
+
+
+class LossyBus(LocalBus):
+    """Loses the first ``lose`` events published, as a bus may while it moves to another server;
+    and tells which devices this process subscribed to."""
+
+    def __init__(self, lose: int) -> None:
+        super().__init__()
+        self.lose = lose
+        self.published: list[dict[str, Any]] = []
+        self.subscribed: list[tuple[str, bool]] = []
+
+    async def publish(self, event: dict[str, Any]) -> None:
+        self.published.append(event)
+        if self.lose:
+            self.lose -= 1
+            return
+        await super().publish(event)
+
+    def subscribe(self, device_id: str) -> None:
+        self.subscribed.append((device_id, True))
+
+    def unsubscribe(self, device_id: str) -> None:
+        self.subscribed.append((device_id, False))
+
+
+async def test_a_request_lost_on_the_bus_is_published_once_more() -> None:
+    bus = LossyBus(lose=1)
+    link, channel = downlink(bus), Channel()
+    link.attach("d1", channel)
+    assert await link.call("d1", "blink", None, timeout=5, oneway=True) is None
+    assert [e["t"] for e in bus.published] == ["rpc", "rpc"] and channel.rpcs.qsize() == 1
+    await link.close()
+
+
+async def test_a_request_published_twice_is_pushed_once_and_receipted_twice() -> None:
+    bus = LossyBus(lose=0)
+    link, channel = downlink(bus), Channel()
+    bus.receiver = None  # the caller is another process
+    link.attach("d1", channel)
+    request = {"t": "rpc", "d": "d1", "i": 9, "m": "m", "p": None, "o": "caller", "w": 5}
+    link.receive(request)
+    link.receive(request)
+    await link.close()
+    assert channel.rpcs.qsize() == 1
+    assert bus.published == [{"t": "delivered", "d": "d1", "i": 9, "a": "caller"}] * 2
+
+
+async def test_the_bus_is_told_of_a_device_first_attached_and_last_detached() -> None:
+    bus = LossyBus(lose=0)
+    link, first, second = downlink(bus), Channel(), Channel()
+    link.attach("d1", first)
+    link.attach("d1", second)
+    link.detach("d1", first)
+    link.detach("d1", second)
+    assert bus.subscribed == [("d1", True), ("d1", False)]
+    await link.close()
+
+
+async def test_a_reply_goes_to_the_address_of_the_call_it_answers() -> None:
+    bus = LossyBus(lose=0)
+    link, channel = downlink(bus), Channel()
+    bus.receiver = None  # nothing comes back: the caller is another process
+    link.attach("d1", channel)
+    link.receive({"t": "rpc", "d": "d1", "i": 4, "m": "m", "p": None, "o": "caller", "w": 5})
+    link.rpc_reply("d1", 4, {"ok": True})
+    await link.close()
+    assert [(e["t"], e.get("a")) for e in bus.published] == [("delivered", "caller"), ("reply", "caller")]

@@ -147,7 +147,8 @@ async def test_failed_deliveries_are_dead_lettered_and_replayed(gateway, http, a
     await store.dead_letter(lane.items, "attempts", "refused", 1)
     listed = await api.call("GET", f"/routing-rule/actions/{action_id}/dead-letters")
     assert listed.status == 200 and listed.body["count"] == 1
-    assert listed.body["dead_letters"][0]["reason"] == "attempts"
+    (dead,) = listed.body["dead_letters"]
+    assert (dead["reason"], dead["notifications"], dead["device_ids"]) == ("attempts", 1, [device.id])
     await store.release(lane, "test-owner")
     await receiver.start()
     try:

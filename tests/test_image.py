@@ -80,7 +80,7 @@ def build_context(directory: Path) -> Path:
     # Dependencies' wheels are cached; the project's own is rebuilt each time.
     for old in wheels.glob("iot_gateway-*.whl"):
         old.unlink()
-    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), str(context),
+    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), f"{context}[nats]",
         "setuptools>=68", "wheel")  # the build backend, for pip's isolated build of the project
     shutil.copytree(wheels, context / "wheels")
     return context
@@ -163,3 +163,13 @@ async def test_the_image_starts_and_answers_its_health_endpoints(image, tmp_path
         if postmaster.is_file():
             os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)
         subprocess.run(["buildah", "rm", container], capture_output=True)
+
+
+def test_the_image_carries_the_nats_extra(image) -> None:
+    container = run("buildah", "from", image).strip()
+    try:
+        out = run("buildah", "run", "--isolation", "chroot", container, "--",
+                  "python3", "-c", "import nats; print('nats-py ok')")
+    finally:
+        subprocess.run(["buildah", "rm", container], capture_output=True)
+    assert "nats-py ok" in out

@@ -8,14 +8,19 @@ import asyncio
 import calendar
 import time
 
+import aiohttp
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
 
+from prometheus_client import REGISTRY
+
+from fleetgate.core import metrics
+from fleetgate.storage.retention import RetentionStore
 from tests.iotda_support import add_secret_device, connect, hour, log_report, report, request_id_of, topic
-from tests.management_client import assert_error
+from tests.management_client import Management, assert_error
 from tests.paho_async import reason_value
-from tests.support import provision_token
+from tests.support import gateway_settings, new_tenant, provision_token, running_gateway
 
 
 async def latest(gateway, device_id: str, key: str) -> tuple[int, object] | None:
@@ -73,11 +78,13 @@ async def test_a_wrong_secret_or_a_stale_hour_is_refused(api, mqtt_port, clients
 async def test_the_log_report_after_connect_and_unknown_events_are_accepted(api, mqtt_port, clients) -> None:
     device_id = (await add_secret_device(api, "node-events"))["device_id"]
     device, _ = await connect(clients, mqtt_port, device_id, "AccSecret_0123")
+    unknown_before = metrics.MESSAGES.counts[("mqtt", "iotda_event_unknown")]
     assert reason_value(await device.publish(topic(device_id, "events/up"), log_report(device_id))) == 0
     unknown = orjson.dumps({"object_device_id": device_id, "services": [
         {"service_id": "$made_up", "event_type": "whatever", "event_time": None, "paras": {"x": 1}}]})
     assert reason_value(await device.publish(topic(device_id, "events/up"), unknown)) == 0
     assert not device.disconnected.done()
+    assert metrics.MESSAGES.counts[("mqtt", "iotda_event_unknown")] == unknown_before + 1
     events = await api.call("GET", f"/devices/{device_id}/messages", params={"direction": "EVENT"})
     assert events.status == 200
     assert sorted(m["event"] for m in events.body["messages"]) == ["$log/log_report", "$made_up/whatever"]
@@ -197,6 +204,8 @@ async def test_another_devices_topic_is_refused(api, mqtt_port, clients, version
     mine = (await add_secret_device(api, f"node-own-{version}"))["device_id"]
     other = (await add_secret_device(api, f"node-other-{version}"))["device_id"]
     device, _ = await connect(clients, mqtt_port, mine, "AccSecret_0123", version=version)
+    refusals = {"protocol": "mqtt", "reason": "not_authorized"}
+    before = REGISTRY.get_sample_value("gateway_bad_requests_total", refusals) or 0.0
     if version == mqtt.MQTTv5:
         refused = await device.publish(topic(other, "properties/report"), report("Sensor", {"t": 1}))
         assert reason_value(refused) == 0x87
@@ -204,6 +213,7 @@ async def test_another_devices_topic_is_refused(api, mqtt_port, clients, version
     else:
         device.client.publish(topic(other, "properties/report"), report("Sensor", {"t": 1}), qos=1)
         await device.wait_disconnected()
+    assert REGISTRY.get_sample_value("gateway_bad_requests_total", refusals) == before + 1
 
 
 async def test_show_and_list_report_auth_info_but_never_the_secret(api, mqtt_port, clients) -> None:
@@ -244,3 +254,56 @@ async def test_iotdas_command_body_reaches_a_thingsboard_device_as_rpc(api, http
     message = await device.next_message()
     await device.publish(f"v1/devices/me/rpc/response/{message.topic.rsplit('/', 1)[1]}", b'{"on": true}')
     assert (await call).body == {"response": {"on": True}}
+
+
+@pytest.mark.parametrize("version", [mqtt.MQTTv311, mqtt.MQTTv5])
+async def test_a_malformed_report_is_refused_as_on_thingsboards_topics(api, mqtt_port, clients, version) -> None:
+    device_id = (await add_secret_device(api, f"node-malformed-{version}"))["device_id"]
+    device, _ = await connect(clients, mqtt_port, device_id, "AccSecret_0123", version=version)
+    if version == mqtt.MQTTv5:
+        for body in (b"{not json", b'{"services": {}}', b'{"services": [{"properties": {"t": 1}}]}'):
+            refused = await device.publish(topic(device_id, "properties/report"), body)
+            assert reason_value(refused) == 0x99
+        assert not device.disconnected.done()
+    else:
+        device.client.publish(topic(device_id, "properties/report"), b"{not json", qos=1)
+        await device.wait_disconnected()
+
+
+async def test_u0000_in_json_is_dropped_not_a_server_error(api) -> None:
+    device_id = (await add_secret_device(api, "node-nul"))["device_id"]
+    created = await api.call("POST", f"/devices/{device_id}/messages", json={"message": {"t\u0000": "a\u0000b"}})
+    assert created.status == 201, created
+    shown = await api.call("GET", f"/devices/{device_id}/messages/{created.body['message_id']}")
+    assert shown.body["message"] == {"t": "ab"}
+    updated = await api.call("PUT", f"/devices/{device_id}/shadow",
+                             json={"shadow": [{"service_id": "S", "desired": {"k": ["x\u0000"]}}]})
+    assert updated.status == 200 and updated.body["shadow"][0]["desired"]["properties"] == {"k": ["x"]}
+
+
+async def test_the_message_log_is_kept_for_its_retention(gateway, api, mqtt_port, clients) -> None:
+    device_id = (await add_secret_device(api, "node-retention"))["device_id"]
+    device, _ = await connect(clients, mqtt_port, device_id, "AccSecret_0123")
+    await device.publish(topic(device_id, "events/up"), log_report(device_id))
+    now = int(time.time() * 1000)
+    await RetentionStore(gateway.services.pool, 0, 0, 1).enforce(now)
+    assert len((await api.call("GET", f"/devices/{device_id}/messages", params={"direction": "EVENT"}))
+               .body["messages"]) == 1
+    await RetentionStore(gateway.services.pool, 0, 0, 1).enforce(now + 2 * 86_400_000)
+    assert (await api.call("GET", f"/devices/{device_id}/messages", params={"direction": "EVENT"})
+            ).body["messages"] == []
+
+
+async def test_a_command_unanswered_in_time_gets_iotdas_timeout(database_url, tmp_path, clients) -> None:
+    settings = gateway_settings(str(tmp_path), iotda_command_timeout_seconds=0.3, http_port=0, coap_port=0)
+    async with running_gateway(database_url, settings) as gw:
+        tenant = await new_tenant(gw.services)
+        port = int(next(l.url for l in gw.listeners if l.name == "mqtt").rsplit(":", 1)[1])
+        async with aiohttp.ClientSession(next(l.url for l in gw.listeners if l.name == "management")) as http:
+            api = Management(http, tenant)
+            device_id = (await add_secret_device(api, "node-silent"))["device_id"]
+            device, _ = await connect(clients, port, device_id, "AccSecret_0123")
+            reply = await api.call("POST", f"/devices/{device_id}/commands", json={
+                "service_id": "Switch", "command_name": "ON_OFF", "paras": {}})
+            assert_error(reply, 504, "IOTDA.014111")
+            assert (await device.next_message()).topic.startswith(topic(device_id, "commands/request_id="))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import secrets
 import statistics
 import time
@@ -110,6 +111,26 @@ async def test_token_in_the_first_message_and_refusals(api: Management, manageme
     await foreign.close()
 
 
+async def test_status_events_as_thingsboard_shows_status(api: Management, management, mqtt_port: int) -> None:
+    device = await api.create_device("live-" + secrets.token_hex(3))
+    ws = await connect(management, api.tenant.token)
+    await ws.send_json({"attrSubCmds": [{"cmdId": 5, "entityType": "DEVICE", "entityId": device["device_id"],
+                                         "scope": "SERVER_SCOPE", "keys": "active,lastConnectTime,lastDisconnectTime"}]})
+    first = await receive(ws)
+    assert first["subscriptionId"] == 5 and list(first["data"]) == ["active"]
+    assert first["data"]["active"][0][1] == "false"
+    client = AsyncPaho("status-" + secrets.token_hex(2))
+    before = int(time.time() * 1000)
+    await client.connect(mqtt_port, device["auth_info"]["access_token"])
+    online = await receive(ws)
+    assert online["subscriptionId"] == 5 and online["data"]["active"][0][1] == "true"
+    assert before <= int(online["data"]["lastConnectTime"][0][1]) <= int(time.time() * 1000)
+    await client.close()
+    offline = await receive(ws)
+    assert offline["data"]["active"][0][1] == "false" and "lastDisconnectTime" in offline["data"]
+    await ws.close()
+
+
 @pytest.fixture(scope="module")
 async def replica(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
     """A second gateway process on the same database, with small live-feed limits."""
@@ -176,6 +197,11 @@ async def test_every_point_of_100_mqtt_devices_once_and_in_order(
         (1, 0), (2, 2)}
 
     before = await scrape(management)
+    # The gateway shares this process with pytest and a hundred clients: a full collection walks
+    # all of their objects, 100 to 200 ms here, which `iot-gateway serve` (a process of its own,
+    # with its own collector thresholds) never pays. Objects made so far are left out of them.
+    gc.collect()
+    gc.freeze()
     clients = [AsyncPaho(f"live-{n}") for n in range(DEVICES)]
     for client, device in zip(clients, devices):
         await client.connect(mqtt_port, device["auth_info"]["access_token"])
@@ -213,6 +239,7 @@ async def test_every_point_of_100_mqtt_devices_once_and_in_order(
             await collector
         for client in clients:
             await client.close()
+        gc.unfreeze()
     assert received == {n: list(range(POINTS)) for n in range(DEVICES)}  # every point once, in order
 
     # Nothing more for the first project's subscriber, nothing of it for the second project's.

@@ -21,7 +21,7 @@ from fleetgate.storage.downlink_bus import CHANNEL
 from tests.nats_support import nats_cluster, requires_nats_server
 from tests.paho_async import AsyncPaho
 from tests.process import GatewayProcess
-from tests.support import free_port, provision_device
+from tests.support import free_port, provision, provision_device
 
 pytestmark = requires_nats_server
 
@@ -33,6 +33,7 @@ class Device:
         self.id = device_id
         self.client = client
         self.attributes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.requests: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._task = asyncio.create_task(self._serve())
 
     async def _serve(self) -> None:
@@ -40,6 +41,7 @@ class Device:
             message = await self.client.messages.get()
             if message.topic.startswith("v1/devices/me/rpc/request/"):
                 request = orjson.loads(message.payload)
+                self.requests.put_nowait(request)
                 request_id = message.topic.rsplit("/", 1)[1]
                 await self.client.publish(f"v1/devices/me/rpc/response/{request_id}",
                                           orjson.dumps({"echo": request["params"]}))
@@ -153,3 +155,39 @@ async def test_three_replicas_over_a_nats_cluster(gateway, http, tenant, replica
     assert notifications == []
     await on_b.close()
     await on_c.close()
+
+
+async def test_persistent_rpc_and_sub_devices_are_routed_too(gateway, http, tenant, replicas, notifications) -> None:
+    _, (a, b, c) = replicas
+    on_b = await connect(gateway, http, tenant, b)
+    _, provisioned = await provision(http, tenant, gateway=True)
+    relay = AsyncPaho("gw-" + secrets.token_hex(4))
+    reason, _ = await relay.connect(c.port("mqtt"), username=provisioned["credentialsValue"])
+    assert reason == 0
+    await relay.subscribe("v1/gateway/rpc", qos=0)
+    sub = "sub-" + secrets.token_hex(3)
+    await relay.publish("v1/gateway/connect", orjson.dumps({"device": sub, "type": "relay"}))
+    sub_id = await gateway.services.pool.fetchval(
+        "SELECT id FROM devices WHERE project_id = $1 AND name = $2", tenant.project_id, sub)
+    async with aiohttp.ClientSession(a.listeners["management"]) as api:
+        # a persistent call through A goes out on B, where the device listens
+        async with api.post(f"/v5/iot/{tenant.project_id}/devices/{on_b.id}/commands",
+                            json={"method": "later", "params": {"k": 1}, "persistent": True},
+                            headers={"X-Auth-Token": tenant.token}) as resp:
+            assert (resp.status, orjson.loads(await resp.read())["status"]) == (202, "QUEUED")
+        async with asyncio.timeout(10):
+            assert await on_b.requests.get() == {"method": "later", "params": {"k": 1}}
+        # a sub-device behind a gateway device on C, called through A
+        call = asyncio.ensure_future(api.post(
+            f"/v5/iot/{tenant.project_id}/devices/{sub_id}/commands",
+            json={"method": "setGpio", "params": {"pin": 4}, "timeout": 10000}, headers={"X-Auth-Token": tenant.token}))
+        message = await relay.next_message()
+        request = orjson.loads(message.payload)
+        assert (message.topic, request["device"], request["data"]["method"]) == ("v1/gateway/rpc", sub, "setGpio")
+        await relay.publish("v1/gateway/rpc", orjson.dumps(
+            {"device": sub, "id": request["data"]["id"], "data": {"gpio": 4}}))
+        async with await call as resp:
+            assert (resp.status, orjson.loads(await resp.read())) == (200, {"response": {"gpio": 4}})
+    assert notifications == []
+    relay.client.disconnect()
+    await on_b.close()

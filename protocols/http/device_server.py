@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 
 from fleetgate.core import metrics
 from fleetgate.core.tasks import OwnedTasks
@@ -17,8 +18,11 @@ class DeviceHttpServer:
 
     def __init__(
         self, api: DeviceApiPort, limits: HttpLimits, tls_handshake_seconds: float = 10.0,
+        certificate_refused: Callable[[str], None] | None = None,
     ) -> None:
         self._api = api
+        # Told the address of each client certificate a TLS handshake refuses.
+        self._certificate_refused = certificate_refused
         self._limits = limits
         self._tls_handshake_seconds = tls_handshake_seconds
         self._servers: list[asyncio.Server] = []
@@ -32,7 +36,8 @@ class DeviceHttpServer:
 
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
-        server, bound = await listen(self._connection, host, port, ssl_context, self._tls_handshake_seconds)
+        server, bound = await listen(self._connection, host, port, ssl_context, self._tls_handshake_seconds,
+                                     refused=self._certificate_refused, spawn=self._tasks.spawn)
         self._servers.append(server)
         return bound
 

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from fleetgate.core import errors
-from fleetgate.core.forwarding_model import Action, DeadLetter, Rule
+from fleetgate.core.forwarding_model import Action, DeadLetter, Rule, entry_device
 from fleetgate.core.forwarding_rules import RuleService
 from fleetgate.protocols.http.iotda import (
     ScopedRoute,
@@ -43,9 +43,12 @@ def action_json(action: Action) -> dict[str, Any]:
 
 
 def dead_letter_json(dead: DeadLetter) -> dict[str, Any]:
+    """A dead letter is an outbox row: the notifications of one batch for one lane of the action."""
     item = dead.item
-    return {"id": item.id, "device_id": item.device_id, "resource": item.resource, "event": item.event,
-            "event_time": iotda_time(item.event_time), "attempts": item.attempts, "reason": dead.reason,
+    return {"id": item.id, "resource": item.resource, "event": item.event,
+            "notifications": len(item.entries) - item.delivered,
+            "device_ids": sorted({entry_device(e) for e in item.entries[item.delivered:]}),
+            "create_time": iotda_time(item.created_at), "attempts": item.attempts, "reason": dead.reason,
             "last_error": dead.last_error, "dead_time": iotda_time(dead.dead_at)}
 
 

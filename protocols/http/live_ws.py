@@ -9,7 +9,9 @@ as ``subscriptionId``:
 
 - ``tsSubCmds``: ``{cmdId, entityType: "DEVICE", entityId, keys?, unsubscribe?}``. The first
   answer holds the keys' latest values, the next ones every committed point;
-- ``attrSubCmds``: the same for client attributes (``scope`` CLIENT_SCOPE, the default);
+- ``attrSubCmds``: the same for client attributes (``scope`` CLIENT_SCOPE, the default), or for
+  the device's status (SERVER_SCOPE: ``active``, ``lastConnectTime``, ``lastDisconnectTime``, as
+  ThingsBoard shows it, fleetgate.core.live_status; other server attributes in the first answer);
 - ``historyCmds``: ``{cmdId, entityType, entityId, keys, startTs, endTs, interval?, limit?,
   agg?}``: one answer, as the management API's series query computes it.
 
@@ -34,7 +36,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from fleetgate.core import errors, metrics
 from fleetgate.core.attributes import AttributeService
 from fleetgate.core.live import Feed, LiveHub, Outbox, Subscription, text_of
-from fleetgate.core.model import AttributeScope, SortOrder
+from fleetgate.core.devices import require_device
+from fleetgate.core.model import AttributeScope, DeviceStatus, SortOrder
+from fleetgate.core.ports import DeviceLookup
 from fleetgate.core.telemetry_queries import SeriesQueries, TelemetryQueryService
 from fleetgate.core.timeseries import Aggregation, IntervalType, SeriesQuery, aggregation_of, plan_buckets
 from fleetgate.protocols.http.management import error_response
@@ -67,6 +71,7 @@ class LiveWebSocket:
         telemetry: TelemetryQueryService,
         series: SeriesQueries,
         attributes: AttributeService,
+        devices: DeviceLookup,
         limits: LiveLimits,
     ) -> None:
         self._hub = hub
@@ -74,6 +79,7 @@ class LiveWebSocket:
         self._telemetry = telemetry
         self._series = series
         self._attributes = attributes
+        self._devices = devices
         self._limits = limits
         self._per_token: dict[str, int] = {}
         self._open: set[web.WebSocketResponse] = set()
@@ -226,19 +232,42 @@ class _Session:
         subscription.answer({v.key: [[v.ts, text_of(v.value)]] for v in latest})
 
     async def _attr_sub(self, cmd_id: int, command: dict[str, Any]) -> None:
-        if command.get("scope", "CLIENT_SCOPE") != "CLIENT_SCOPE":
-            raise CommandError("the live feed carries client attributes (scope CLIENT_SCOPE) only")
-        subscription = self._subscribe(cmd_id, command, Feed.CLIENT_ATTRIBUTES)
+        scope = command.get("scope", "CLIENT_SCOPE")
+        if scope not in ("CLIENT_SCOPE", "SERVER_SCOPE"):
+            raise CommandError("the live feed carries client attributes (CLIENT_SCOPE) and device status "
+                               "(SERVER_SCOPE: active, lastConnectTime, lastDisconnectTime)")
+        feed = Feed.CLIENT_ATTRIBUTES if scope == "CLIENT_SCOPE" else Feed.SERVER_ATTRIBUTES
+        subscription = self._subscribe(cmd_id, command, feed)
         if subscription is None:
             return
+        keys = _keys(command)
         try:
             await self._o._hub.announced()
-            values = await self._o._attributes.read(
-                self._project, subscription.device_id, AttributeScope.CLIENT, _keys(command))
+            if feed is Feed.CLIENT_ATTRIBUTES:
+                values = await self._o._attributes.read(
+                    self._project, subscription.device_id, AttributeScope.CLIENT, keys)
+                data = {v.key: [[v.last_update_ts, text_of(v.value)]] for v in values}
+            else:
+                data = await self._status(subscription.device_id, keys)
         except errors.GatewayError:
             self._drop(cmd_id)
             raise
-        subscription.answer({v.key: [[v.last_update_ts, text_of(v.value)]] for v in values})
+        subscription.answer(data)
+
+    async def _status(self, device_id: str, keys: list[str] | None) -> dict[str, list[list[Any]]]:
+        """The device's status as ThingsBoard's server attributes, and its other server attributes."""
+        values = await self._o._attributes.read(self._project, device_id, AttributeScope.SERVER, keys)
+        data = {v.key: [[v.last_update_ts, text_of(v.value)]] for v in values}
+        details = await require_device(self._o._devices, self._project, device_id)
+        c = details.connectivity
+        now = int(time.time() * 1000)
+        status = {"active": [[now, "true" if c.status is DeviceStatus.ONLINE else "false"]]}
+        if c.last_online_time is not None:
+            status["lastConnectTime"] = [[c.last_online_time, str(c.last_online_time)]]
+        if c.last_offline_time is not None:
+            status["lastDisconnectTime"] = [[c.last_offline_time, str(c.last_offline_time)]]
+        data.update((k, v) for k, v in status.items() if keys is None or k in keys)
+        return data
 
     def _drop(self, cmd_id: int) -> None:
         self._subscriptions.pop(cmd_id, None)

@@ -23,6 +23,7 @@ from fleetgate.protocols.http.schema import ref as _ref
 from fleetgate.protocols.http.iotda import NO_MARKER, PREFIX
 
 MANAGEMENT, DEVICE_API, OPERATIONS = "Management", "Device API", "Operations"
+LIVE_FEED = "Live feed"  # WebSocket: the management token is checked on the connection, not on a path
 _JSON = "application/json"
 
 
@@ -104,7 +105,7 @@ OPERATIONS_DESCRIBED: tuple[Operation, ...] = (
     *(_management(method, path, summary, **details) for method, path, summary, details in openapi_ota.OPERATIONS),
     *(_management(method, path, summary, **details)
       for method, path, summary, details in openapi_queries.OPERATIONS),
-    *(Operation(method, path, MANAGEMENT, summary, **details)
+    *(Operation(method, path, LIVE_FEED, summary, **details)
       for method, path, summary, details in openapi_queries.WEBSOCKET_OPERATIONS),
     *(_management(method, path, summary, **details) for method, path, summary, details in openapi_iotda.OPERATIONS),
     *(Operation(method, path, DEVICE_API, summary, **details)
@@ -359,6 +360,7 @@ RESPONSES: dict[str, Any] = {
 _ERROR_RESPONSES = {
     MANAGEMENT: {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
                  413: "PayloadTooLarge", 503: "Unavailable", 504: "GatewayTimeout"},
+    LIVE_FEED: {400: "BadRequest"},
     DEVICE_API: {400: "DeviceBadRequest", 401: "DeviceUnauthorized", 403: "DeviceForbidden", 404: "DeviceNotFound",
                  413: "DevicePayloadTooLarge", 408: "DeviceRequestTimeout", 429: "DeviceTooManyRequests",
                  503: "DeviceUnavailable"},
@@ -390,7 +392,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         described["description"] = op.description
     if op.body is not None:
         described["requestBody"] = {"required": True, "content": {_JSON: {"schema": _ref(op.body)}}}
-    if op.tag == MANAGEMENT:
+    if op.tag in (MANAGEMENT, LIVE_FEED):
         described["security"] = [{"XAuthToken": []}]
     return described
 
@@ -409,7 +411,8 @@ def document() -> dict[str, Any]:
         },
         "tags": [{"name": MANAGEMENT, "description": "Per project, with a token from `iot-gateway admin create-token`"},
                  {"name": DEVICE_API, "description": "ThingsBoard-compatible, for devices"},
-                 {"name": OPERATIONS, "description": "Health, metrics and this document"}],
+                 {"name": OPERATIONS, "description": "Health, metrics and this document"},
+                 {"name": LIVE_FEED, "description": "ThingsBoard's telemetry WebSocket commands (docs/queries.md)"}],
         "paths": paths,
         "components": {
             "schemas": {**SCHEMAS, **openapi_provisioning.SCHEMAS, **openapi_downlink.SCHEMAS,

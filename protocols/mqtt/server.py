@@ -24,6 +24,7 @@ class MqttServer:
         self._tasks = OwnedTasks()
         self._context = MqttContext(service, settings, self._tasks.spawn, self._sessions)
         self._tls_handshake_seconds = settings.tls_handshake_seconds
+        self._refused = service.certificate_refused
         self._servers: list[asyncio.Server] = []
 
     @property
@@ -34,7 +35,8 @@ class MqttServer:
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         server, bound = await listen(
-            lambda: MqttSession(self._context), host, port, ssl_context, self._tls_handshake_seconds
+            lambda: MqttSession(self._context), host, port, ssl_context, self._tls_handshake_seconds,
+            refused=self._refused, spawn=self._tasks.spawn,
         )
         self._servers.append(server)
         return bound

@@ -24,6 +24,8 @@ CREATE TABLE device_messages (
     PRIMARY KEY (device_id, id)
 );
 CREATE INDEX device_messages_listing_idx ON device_messages (device_id, direction, created_at DESC);
+-- Retention deletes by age (device_message_retention_days).
+CREATE INDEX device_messages_age_idx ON device_messages (created_at);
 
 -- Which IoTDA service each reported property belongs to: telemetry is keyed by the property's
 -- name alone, and this rebuilds the IoTDA shape (the shadow's reported properties).

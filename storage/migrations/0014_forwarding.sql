@@ -31,37 +31,40 @@ CREATE TABLE forwarding_actions (
 CREATE INDEX forwarding_actions_rule_idx ON forwarding_actions (rule_id);
 CREATE INDEX forwarding_actions_project_idx ON forwarding_actions (project_id, id);
 
--- No foreign keys (the ingest path writes here): deleting an action deletes its rows. header is
--- set for device events (the device as it was); for data it is read from devices at delivery.
--- A device's rows fall in one of 16 lanes of its action (hashtext of its id): a lane is delivered
--- by one worker at a time, in id order, which keeps each device's notifications in order.
+-- One row holds a batch's notifications for one action and one lane (entries: a JSON array of
+-- {"d": device id, "t": event time, "b": body, "h": header (device events; else read at delivery)}),
+-- so that forwarding costs the ingest path one more COPY of a few rows a batch. A device's entries
+-- are all in one lane of its action (16 lanes): a lane is delivered by one worker at a time, in id
+-- order, which keeps each device's notifications in order. No foreign keys: the ingest path writes
+-- here; deleting an action deletes its rows. "delivered": entries of the row already delivered, so
+-- that a retry resumes after them.
 CREATE TABLE forwarding_outbox (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     action_id   text COLLATE "C" NOT NULL,
-    device_id   text COLLATE "C" NOT NULL,
+    lane        smallint NOT NULL,
     resource    text NOT NULL,
     event       text NOT NULL,
-    event_time  bigint NOT NULL,
-    header      jsonb,
-    body        text NOT NULL,
+    entries     text NOT NULL,
+    count       integer NOT NULL,
     created_at  bigint NOT NULL,
     attempts    integer NOT NULL DEFAULT 0,
+    delivered   integer NOT NULL DEFAULT 0,
     next_at     bigint NOT NULL DEFAULT 0,
     last_error  text
-);
-CREATE INDEX forwarding_outbox_lane_idx ON forwarding_outbox (action_id, (hashtext(device_id) & 15), id);
+) WITH (autovacuum_vacuum_scale_factor = 0.0, autovacuum_vacuum_threshold = 1000);
+CREATE INDEX forwarding_outbox_lane_idx ON forwarding_outbox (action_id, lane, id);
 
 CREATE TABLE forwarding_dead_letters (
     id          bigint PRIMARY KEY,
     action_id   text COLLATE "C" NOT NULL,
-    device_id   text COLLATE "C" NOT NULL,
+    lane        smallint NOT NULL,
     resource    text NOT NULL,
     event       text NOT NULL,
-    event_time  bigint NOT NULL,
-    header      jsonb,
-    body        text NOT NULL,
+    entries     text NOT NULL,
+    count       integer NOT NULL,
     created_at  bigint NOT NULL,
     attempts    integer NOT NULL,
+    delivered   integer NOT NULL,
     last_error  text,
     reason      text NOT NULL,
     dead_at     bigint NOT NULL
@@ -109,11 +112,13 @@ BEGIN
                    WHERE r.project_id = d.project_id AND r.active AND r.resource = res AND r.event = ev) THEN
         RETURN NULL;
     END IF;
-    INSERT INTO forwarding_outbox (action_id, device_id, resource, event, event_time, header, body, created_at)
-    SELECT a.id, d.id, res, ev, now_ms,
-           jsonb_build_object('device_id', d.id, 'product_id', d.product_id, 'node_id', d.name,
-                              'gateway_id', coalesce(d.gateway_id, d.id), 'app_id', coalesce(r.app_id, '')),
-           body::text, now_ms
+    INSERT INTO forwarding_outbox (action_id, lane, resource, event, entries, count, created_at)
+    SELECT a.id, hashtext(d.id) & 15, res, ev,
+           jsonb_build_array(jsonb_build_object(
+               'd', d.id, 't', now_ms, 'b', body,
+               'h', jsonb_build_object('device_id', d.id, 'product_id', d.product_id, 'node_id', d.name,
+                                       'gateway_id', coalesce(d.gateway_id, d.id))))::text,
+           1, now_ms
     FROM forwarding_rules r JOIN forwarding_actions a ON a.rule_id = r.id
     WHERE r.project_id = d.project_id AND r.active AND r.resource = res AND r.event = ev;
     PERFORM pg_notify('forwarding', '');
