@@ -34,6 +34,7 @@ from fleetgate.core.live import CommittedFeed, LiveHub
 from fleetgate.core.live_status import ReportingPresence
 from fleetgate.core.iotda_commands import IotdaCommands
 from fleetgate.core.iotda_devices import IotdaDevices
+from fleetgate.core.iotda_messages import IotdaMessages
 from fleetgate.core.iotda_uplink import IotdaUplink
 from fleetgate.core.ota import OtaService
 from fleetgate.core.ota_downloads import DownloadLimits, OtaDownloads
@@ -217,6 +218,11 @@ class Gateway:
         return self._persistent_rpc
 
     @property
+    def iotda_messages(self) -> IotdaMessages:
+        assert self._iotda_commands is not None, "the gateway is not started"
+        return self._iotda_commands.messages_down
+
+    @property
     def ota_progress(self) -> OtaProgress:
         assert self._ota_progress is not None, "the gateway is not started"
         return self._ota_progress
@@ -255,7 +261,7 @@ class Gateway:
         self._pipeline.start()
         if s.retention_interval_seconds:
             store = RetentionStore(services.pool, s.telemetry_ttl_days, s.audit_retention_days,
-                                   s.device_message_retention_days)
+                                   s.device_message_retention_days, s.rpc_persistent_retention_days)
             self._retention = Retention(store, s.retention_interval_seconds)
             self._retention.start()
         if metrics.MULTIPROCESS:
@@ -272,7 +278,6 @@ class Gateway:
             PersistentRpcStore(services.pool), services.registry, downlink,
             PersistentRpcSettings(round(s.rpc_persistent_ttl_seconds * 1000), s.rpc_persistent_retries),
         )
-        downlink.on_listening = persistent_rpc.listening
         await bus.start()
         self._presence = presence = ReportingPresence(PresenceStore(services.pool), PresenceSettings(
             round(s.device_inactivity_timeout_seconds * 1000), s.presence_flush_seconds,
@@ -281,7 +286,8 @@ class Gateway:
         presence.sample(("mqtt", "http", "coap"))
         presence.start()
         ota_store = OtaStore(services.pool)
-        self._ota_progress = OtaProgress(ota_store)
+        self._ota_progress = OtaProgress(ota_store, s.ota_metrics_interval_seconds)
+        self._ota_progress.start()
         ota_downloads = OtaDownloads(ota_store, DownloadLimits(
             max_chunk_bytes=s.ota_max_chunk_bytes, max_in_flight=s.ota_max_downloads_in_flight,
             chunk_rate_per_device=s.ota_chunk_rate_per_device,
@@ -290,6 +296,16 @@ class Gateway:
         metrics.sample(OTA_IN_FLIGHT, lambda: ota_downloads.in_flight)
         iotda_store = IotdaStore(services.pool)
         iotda_uplink = IotdaUplink(iotda_store, services.telemetry_queries, downlink)
+        self._iotda_commands = iotda_commands = IotdaCommands(
+            services.registry, downlink, iotda_store, iotda_uplink, timeout=s.iotda_command_timeout_seconds)
+
+        def listening(device_id: str) -> None:
+            """A device takes requests here: its persistent calls and its cached messages down go."""
+            persistent_rpc.listening(device_id)
+            iotda_commands.messages_down.listening(device_id)
+
+        downlink.on_listening = listening
+        downlink.on_revoked = auth.forget
         self._device_service = device_service = DeviceService(
             iotda=iotda_uplink, auth=auth, provisioning=services.provisioning, pipeline=self._pipeline, attributes=services.attributes,
             downlink=downlink, limits=limits, ack_stored=s.ack == "stored", presence=presence,
@@ -303,7 +319,7 @@ class Gateway:
             )),
         )
         self._device_http = DeviceHttpServer(
-            DeviceApi(device_service, s.http_max_long_polls),
+            DeviceApi(device_service, s.http_max_long_polls, s.http_rpc_poll_grace_seconds),
             HttpLimits(s.max_payload_bytes, s.http_idle_seconds, s.http_request_timeout_seconds, s.http_max_head_bytes),
             s.tls_handshake_timeout_seconds, device_service.certificate_refused,
         )
@@ -341,15 +357,14 @@ class Gateway:
             self.listeners.append(Listener("coap", f"coap://{_display(s.host)}:{port}"))
 
         device_management = DeviceManagement(services.registry, services.products, auth)
-        self._iotda_commands = iotda_commands = IotdaCommands(
-            services.registry, downlink, iotda_store, iotda_uplink, timeout=s.iotda_command_timeout_seconds)
         management = ManagementApi(
             services,
-            iotda=(IotdaDevices(device_management, services.products, iotda_store, auth), iotda_commands),
+            iotda=(IotdaDevices(device_management, services.products, iotda_store, auth, downlink=downlink),
+                   iotda_commands),
             devices=device_management,
             attributes=AttributeService(services.registry, services.attributes, limits, downlink),
             telemetry=TelemetryQueryService(services.registry, services.telemetry_queries),
-            series=SeriesQueries(services.registry, SeriesStore(services.pool), FleetStore(services.pool)),
+            series=SeriesQueries(SeriesStore(services.pool), FleetStore(services.pool)),
             commands=CommandService(services.registry, downlink, persistent_rpc),
             claiming=services.claiming, forwarding=forwarding.rules,
             ota=OtaService(ota_store, services.registry, downlink, max_package_bytes=s.ota_max_package_bytes),
@@ -357,7 +372,7 @@ class Gateway:
         self._live_ws = live_ws = LiveWebSocket(
             live, services.projects.project_of,
             TelemetryQueryService(services.registry, services.telemetry_queries),
-            SeriesQueries(services.registry, SeriesStore(services.pool), FleetStore(services.pool)),
+            SeriesQueries(SeriesStore(services.pool), FleetStore(services.pool)),
             AttributeService(services.registry, services.attributes, limits, downlink), services.registry,
             LiveLimits(s.live_max_connections_per_token, s.live_max_subscriptions_per_connection,
                        s.live_buffer_updates),

@@ -88,6 +88,11 @@ class Settings:
         10_000, "Most device HTTP long polls (GET .../rpc and .../attributes/updates) waiting at once, per "
         "process; more: 429 with Retry-After.", min=1,
     )
+    http_rpc_poll_grace_seconds: float = _setting(
+        5.0, "How long a device whose HTTP RPC long poll was answered is waited for: an operator's "
+        "lightweight call made before its next poll answers that poll, instead of 409 (ThingsBoard "
+        "keeps such a call pending for the next poll). 0: no wait, such a call is 409.", min=0, max=60,
+    )
     http_max_head_bytes: int = _setting(
         8_192, "Largest device HTTP request line plus headers; larger: 431 and the connection is closed.",
         min=1_024, max=1_048_576,
@@ -159,6 +164,10 @@ class Settings:
         32 * 1024 * 1024, "Memory for OTA package blocks shared by the devices downloading them, per process.",
         min=0,
     )
+    ota_metrics_interval_seconds: float = _setting(
+        30.0, "How often /metrics' gateway_ota_devices (devices per OTA type and reported state) is counted "
+        "from the stored progress, one GROUP BY per process; 0 disables it.", min=0,
+    )
     db_pool_size: int = _setting(8, "PostgreSQL connections per process (writers included).", min=2, max=200)
     db_retry_max_seconds: float = _setting(5.0, "Longest back-off between retries while PostgreSQL is down.", min=0.01)
     nats_url: str | None = _setting(
@@ -224,6 +233,10 @@ class Settings:
         5, "Times a persistent RPC call is sent again when the device does not answer it in time (then "
         "TIMEOUT), when the operator gives no retries (ThingsBoard's actors.rpc.max_retries).", min=0, max=100,
     )
+    rpc_persistent_retention_days: int = _setting(
+        30, "Days a finished persistent RPC call (SUCCESSFUL, TIMEOUT, EXPIRED, FAILED) is kept after its last "
+        "change before retention deletes it (ThingsBoard's rpcTtlDays); 0 keeps them forever.", min=0,
+    )
     forwarding_workers_per_action: int = _setting(
         4, "Forwarding: workers per action in each process, each delivering one lane (a sixteenth of the "
         "devices) at a time; 0 delivers nothing from this process (another replica does).", min=0, max=16,
@@ -263,7 +276,8 @@ class Settings:
     )
     audit_retention_days: int = _setting(365, "Days audit records are kept; 0 keeps them forever.", min=0)
     retention_interval_seconds: float = _setting(
-        3600.0, "How often retention runs (expired telemetry partitions dropped, old audit records deleted); 0 disables it.", min=0
+        3600.0, "How often retention runs (expired telemetry partitions dropped; old audit records, device "
+        "messages and finished persistent RPC calls deleted); 0 disables it.", min=0
     )
     event_loop: Literal["uvloop", "asyncio"] = _setting(
         "uvloop", "Event loop: uvloop (when installed) or the standard library's asyncio."

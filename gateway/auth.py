@@ -15,7 +15,7 @@ import time
 from typing import Any, Protocol
 
 from fleetgate.core import credentials as creds
-from fleetgate.core import iotda_auth, pki
+from fleetgate.core import iotda_auth, metrics, pki
 from fleetgate.core.backoff import FailureBackoff
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import CertificateRefused, SourceBlocked, Unauthorized
@@ -86,15 +86,19 @@ class DeviceAuthenticator:
         return found[0]
 
     async def by_mqtt(
-        self, client_id: str, username: str | None, password: bytes | None, address: str = ""
+        self, client_id: str, username: str | None, password: bytes | None, address: str = "", *,
+        tls: bool = False,
     ) -> DeviceIdentity:
+        """``tls``: the connection is encrypted (a secret device with secure_access needs it)."""
         self.check_source(address)
         try:
-            return await self._by_mqtt(client_id, username, password)
+            return await self._by_mqtt(client_id, username, password, tls)
         except Unauthorized:
             raise self._failed(address) from None
 
-    async def _by_mqtt(self, client_id: str, username: str | None, password: bytes | None) -> DeviceIdentity:
+    async def _by_mqtt(
+        self, client_id: str, username: str | None, password: bytes | None, tls: bool = False
+    ) -> DeviceIdentity:
         """ThingsBoard's MQTT CONNECT lookup (spec 3.1): the user name as an access token, or
         MQTT_BASIC by sha3(client id), sha3(client id|user name) or the user name alone.
 
@@ -105,7 +109,7 @@ class DeviceAuthenticator:
         if iotda is not None and password is not None:
             found = await self._lookup(iotda_auth.lookup(iotda.device_id))
             if found is not None and found[1].type is CredentialsType.SECRET:
-                return self._secret_match(found, iotda, password)
+                return self._secret_match(found, iotda, password, tls)
         given = password.decode("utf-8", "replace") if password is not None else None
         if not username:
             found = await self._lookup(creds.mqtt_basic_lookup(client_id, None)) if client_id else None
@@ -157,9 +161,15 @@ class DeviceAuthenticator:
         raise Unauthorized()
 
     def _secret_match(
-        self, found: tuple[DeviceIdentity, StoredCredentials], iotda: iotda_auth.IotdaConnect, password: bytes
+        self, found: tuple[DeviceIdentity, StoredCredentials], iotda: iotda_auth.IotdaConnect, password: bytes,
+        tls: bool,
     ) -> DeviceIdentity:
-        """IoTDA's secret check: the hour when the client id asks for it, then the HMAC."""
+        """IoTDA's secret check: TLS for a device with secure_access, the hour when the client id
+        asks for it, then the HMAC."""
+        if found[1].secure_access and not tls:
+            # Plain MQTT for a device that must use TLS: refused, counted apart from wrong secrets.
+            metrics.BAD_REQUESTS.labels("mqtt", "insecure_access").inc()
+            raise Unauthorized()
         secret = found[1].secret
         if secret is None or not iotda_auth.fresh(iotda, self._clock.now_ms()):
             raise Unauthorized()

@@ -159,5 +159,6 @@ def to_stored(credentials: Credentials, *, keep_pending: bool = False) -> Stored
             # Never kept pending: IoTDA devices do not claim credentials by provisioning.
             secret = credentials.value
             assert isinstance(secret, IotdaSecret)
-            return StoredCredentials(credentials.type, iotda_auth.lookup(secret.device_id), secret=secret.secret)
+            return StoredCredentials(credentials.type, iotda_auth.lookup(secret.device_id), secret=secret.secret,
+                                     secure_access=secret.secure_access)
     raise CredentialsInvalid(f"Unsupported credentials type {credentials.type}!")

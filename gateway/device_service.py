@@ -83,6 +83,8 @@ class DeviceService(GatewayOperations):
         # A gateway's connections in this process, and the channels of the sub-devices behind each.
         self._gateway_channels: dict[str, set[GatewayChannel]] = {}
         self._behind: dict[GatewayChannel, dict[str, SubDeviceChannel]] = {}
+        # Those of a gateway's connections that take its sub-devices' RPC (subscribed to v1/gateway/rpc).
+        self._subdevice_listeners: set[GatewayChannel] = set()
         # HTTP and CoAP ask both on every request: the authenticator's own bound methods, with
         # no call of ours around them. check_source raises SourceBlocked while an address is
         # blocked for its authentication failures; cached_token is the device of a token seen
@@ -112,9 +114,10 @@ class DeviceService(GatewayOperations):
         return await self._auth.by_token(token, address)
 
     async def by_mqtt(
-        self, client_id: str, username: str | None, password: bytes | None, address: str = ""
+        self, client_id: str, username: str | None, password: bytes | None, address: str = "", *,
+        tls: bool = False,
     ) -> DeviceIdentity:
-        return await self._auth.by_mqtt(client_id, username, password, address)
+        return await self._auth.by_mqtt(client_id, username, password, address, tls=tls)
 
     async def by_certificate(
         self, der: bytes, source: str = "", address: str = "", *, resumed: bool = False,
@@ -257,13 +260,22 @@ class DeviceService(GatewayOperations):
         requests, an RPC long poll or observation): the device's persistent calls go out to it."""
         self._downlink.listen_rpc(device.device_id, channel)
 
-    def detach(self, device: DeviceIdentity, channel: DeviceChannel, protocol: str = "mqtt") -> None:
-        self._downlink.detach(device.device_id, channel)
+    def rpc_not_listening(self, device: DeviceIdentity, channel: DeviceChannel) -> None:
+        """The attached ``channel`` takes server-side RPC no more (an MQTT UNSUBSCRIBE from the RPC
+        topic): persistent calls wait until the device listens again."""
+        self._downlink.unlisten_rpc(device.device_id, channel)
+
+    def detach(self, device: DeviceIdentity, channel: DeviceChannel, protocol: str = "mqtt", *,
+               linger: float = 0.0) -> None:
+        """``linger``: seconds the device is expected back on a new channel (an HTTP device between
+        two RPC polls): a lightweight call made meanwhile waits for it (fleetgate.core.lingering)."""
+        self._downlink.detach(device.device_id, channel, linger)
         if self._presence is not None:
             self._presence.disconnected(device.device_id, protocol)
         behind = self._behind.pop(channel, None) if isinstance(channel, GatewayChannel) else None
         if behind is None:
             return
+        self._subdevice_listeners.discard(channel)  # type: ignore[arg-type]
         for wrapper in behind.values():
             self.detach(wrapper.device, wrapper)
         channels = self._gateway_channels.get(device.device_id)

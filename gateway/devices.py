@@ -62,9 +62,10 @@ class DeviceManagement:
         gateway: bool = False,
         credentials: Credentials | None = None,
         device_id: str | None = None,
+        node_id: str | None = None,
     ) -> DeviceChange:
-        """Register a device; without credentials it gets a generated access token. ``device_id``:
-        the operator's choice (IoTDA's AddDevice), already checked; otherwise a new id."""
+        """Register a device; without credentials it gets a generated access token. ``device_id``
+        and ``node_id``: IoTDA's AddDevice, already checked; otherwise a new id and no node id."""
         device = _validated(
             Device(
                 id=device_id or new_id(),
@@ -74,6 +75,7 @@ class DeviceManagement:
                 label=description,
                 gateway=gateway,
                 created_at=self._clock.now_ms(),
+                node_id=node_id,
             )
         )
         clear = creds.validate(credentials or generated_token())
@@ -151,7 +153,8 @@ def _pre_provisioned(product: Product) -> bool:
 
 
 def _info(stored: StoredCredentials) -> CredentialsInfo:
-    return CredentialsInfo(stored.type, stored.client_id, stored.user_name)
+    secure = stored.secure_access if stored.type is CredentialsType.SECRET else None
+    return CredentialsInfo(stored.type, stored.client_id, stored.user_name, secure_access=secure)
 
 
 def validated(device: Device) -> Device:

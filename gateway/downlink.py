@@ -20,6 +20,7 @@ import orjson
 
 from fleetgate.core import iotda_downlink, metrics
 from fleetgate.core.errors import DeviceNotConnected, GatewayError, InvalidInput, RpcTimeout
+from fleetgate.core.lingering import Lingering
 from fleetgate.core.model import KeyValue, ValueType
 from fleetgate.core.ports import DownlinkBus
 from fleetgate.core.tasks import OwnedTasks
@@ -65,6 +66,9 @@ def attribute_update(updated: Sequence[KeyValue], deleted: Sequence[str]) -> dic
 _RPC_IDS = 2**31 - 1
 # How long a call waits for some process to say it handed the request to the device.
 DELIVERY_TIMEOUT = 2.0
+# Devices one bulk attribute update names on the bus (an OTA package assigned to a product): an
+# event stays a few NOTIFY pieces, and a product of 100,000 devices is 100 events, not 100,000.
+BULK_DEVICES = 1_000
 # Reply addresses of calls delivered here and awaiting the device's answer (a routing bus):
 # each is kept for its call's timeout, and no more than this many at once.
 _MAX_ORIGINS = 100_000
@@ -91,6 +95,7 @@ class LocalBus:
 class _Call:
     delivered: asyncio.Future[None]
     reply: asyncio.Future[Any] | None
+    held_until: float | None = None  # a process keeps the request for the device's return until then
 
 
 class Downlink:
@@ -120,11 +125,15 @@ class Downlink:
         self._listeners: dict[str, set[DeviceChannel]] = {}
         # Told of a device that listens in this process, or of a new persistent call for one.
         self.on_listening: Callable[[str], None] | None = None
+        # Told of a device whose credentials changed (disconnect): its cached ones are stale.
+        self.on_revoked: Callable[[str], None] | None = None
         self._calls: dict[tuple[str, int], _Call] = {}
         # (device, request id) -> (the caller's address, when to forget it), oldest first
         self._origins: OrderedDict[tuple[str, int], tuple[str, float]] = OrderedDict()
         # requests pushed here lately -> when to forget them (a request published twice is pushed once)
         self._pushed: OrderedDict[tuple[str, int], float] = OrderedDict()
+        # Devices whose last channel went with a grace (an HTTP poll answered): calls held for them.
+        self._lingering = Lingering(self._linger_over)
 
     @property
     def bus(self) -> DownlinkBus:
@@ -134,10 +143,17 @@ class Downlink:
         channels = self._channels.get(device_id)
         if channels is None:
             channels = self._channels[device_id] = set()
-            self._bus.subscribe(device_id)
+            if device_id in self._lingering:  # back within its grace: still subscribed on the bus
+                held = self._lingering.back(device_id)
+                if held:  # delivered once the front-end is done attaching the channel
+                    asyncio.get_running_loop().call_soon(self._redeliver, held)
+            else:
+                self._bus.subscribe(device_id)
         channels.add(channel)
 
-    def detach(self, device_id: str, channel: DeviceChannel) -> None:
+    def detach(self, device_id: str, channel: DeviceChannel, linger: float = 0.0) -> None:
+        """``linger``: seconds the device, if this was its last channel, is expected back (an HTTP
+        device polls again once its poll is answered): a call made meanwhile waits for it."""
         for table in (self._channels, self._listeners):
             channels = table.get(device_id)
             if channels is not None:
@@ -145,7 +161,18 @@ class Downlink:
                 if not channels:
                     del table[device_id]
                     if table is self._channels:
-                        self._bus.unsubscribe(device_id)
+                        if linger > 0:
+                            self._lingering.start(device_id, linger)
+                        else:
+                            self._bus.unsubscribe(device_id)
+
+    def _linger_over(self, device_id: str) -> None:
+        if device_id not in self._channels:
+            self._bus.unsubscribe(device_id)
+
+    def _redeliver(self, held: list[dict[str, Any]]) -> None:
+        for event in held:
+            self._rpc(event)
 
     def listen_rpc(self, device_id: str, channel: DeviceChannel) -> None:
         """The attached ``channel`` takes server-side RPC from now on."""
@@ -153,9 +180,31 @@ class Downlink:
         if self.on_listening is not None:
             self.on_listening(device_id)
 
+    def unlisten_rpc(self, device_id: str, channel: DeviceChannel) -> None:
+        """The ``channel`` takes server-side RPC no more (an MQTT UNSUBSCRIBE from the RPC topic):
+        persistent calls wait for the device to listen again. It stays attached."""
+        channels = self._listeners.get(device_id)
+        if channels is not None:
+            channels.discard(channel)
+            if not channels:
+                del self._listeners[device_id]
+
     def listening(self, device_id: str) -> bool:
         """Whether a channel of the device in this process takes server-side RPC."""
         return device_id in self._listeners
+
+    async def disconnect(self, device_id: str) -> None:
+        """Close the device's connections, in whichever process holds them (IoTDA's
+        force_disconnect); each of those processes forgets its cached credentials too."""
+        await self._bus.publish({"t": "disconnect", "d": device_id})
+
+    def _disconnect(self, device_id: str) -> None:
+        if self.on_revoked is not None:
+            self.on_revoked(device_id)
+        for channel in list(self._channels.get(device_id, ())):
+            close = getattr(channel, "disconnect", None)  # a connection (MQTT), not a request
+            if close is not None:
+                close()
 
     async def queued(self, device_id: str) -> None:
         """Tell whichever process the device listens in that a persistent call waits for it."""
@@ -167,6 +216,19 @@ class Downlink:
 
     async def attributes_changed(self, device_id: str, updated: Sequence[KeyValue], deleted: Sequence[str]) -> None:
         await self._bus.publish({"t": "attributes", "d": device_id, "u": attribute_update(updated, deleted)})
+
+    async def attributes_changed_many(
+        self, device_ids: Sequence[str], updated: Sequence[KeyValue], deleted: Sequence[str]
+    ) -> None:
+        """The same update for many devices: one event to every process per BULK_DEVICES devices
+        (``"ds"`` in place of ``"d"``), each process pushing it to the devices it holds."""
+        if len(device_ids) == 1:
+            await self.attributes_changed(device_ids[0], updated, deleted)
+            return
+        update = attribute_update(updated, deleted)
+        for start in range(0, len(device_ids), BULK_DEVICES):
+            await self._bus.publish({"t": "attributes", "ds": list(device_ids[start:start + BULK_DEVICES]),
+                                     "u": update})
 
     async def call(
         self, device_id: str, method: str, params: Any, *, timeout: float, oneway: bool,
@@ -194,7 +256,7 @@ class Downlink:
             if not oneway:  # how long the holder keeps this process's address for the reply
                 event["w"] = timeout
             await self._bus.publish(event)
-            if not await self._delivered(call, event, min(self._delivery_timeout, timeout)):
+            if not await self._delivered(call, event, min(self._delivery_timeout, timeout), deadline):
                 raise DeviceNotConnected(f"Device {device_id} is not connected") from None
             if on_delivered is not None:
                 on_delivered()
@@ -208,10 +270,12 @@ class Downlink:
         finally:
             del self._calls[key]
 
-    async def _delivered(self, call: _Call, event: dict[str, Any], limit: float) -> bool:
+    async def _delivered(self, call: _Call, event: dict[str, Any], limit: float, deadline: float) -> bool:
         """Whether the request reached the device within ``limit``. It is published once more
         halfway: a bus may lose a message while a process moves to another of its servers
-        (a NATS node lost), and the holder pushes a request it has seen only once."""
+        (a NATS node lost), and the holder pushes a request it has seen only once. A request
+        held for a device between two polls ("held") waits for its return, within the call's
+        timeout."""
         for attempt in range(2):
             try:
                 async with asyncio.timeout(limit / 2):
@@ -220,6 +284,13 @@ class Downlink:
             except TimeoutError:
                 if attempt == 0:
                     await self._bus.publish(event)
+        if call.held_until is not None:
+            try:
+                async with asyncio.timeout_at(min(call.held_until + limit, deadline)):
+                    await asyncio.shield(call.delivered)
+                return True
+            except TimeoutError:
+                pass
         return False
 
     def rpc_reply(self, device_id: str, request_id: int, reply: Any) -> None:
@@ -234,16 +305,24 @@ class Downlink:
     def receive(self, event: dict[str, Any]) -> None:
         """An event from the bus (the bus calls this; malformed events are logged and dropped)."""
         try:
+            if "ds" in event:
+                self._bulk_attributes(event["ds"], event["u"])
+                return
             kind, device_id = event["t"], event["d"]
-            here = device_id in self._channels or (device_id, event.get("i")) in self._calls
+            here = (device_id in self._channels or (device_id, event.get("i")) in self._calls
+                    or device_id in self._lingering)
             metrics.DOWNLINK_BUS_EVENTS.labels("yes" if here else "no").inc()
             if kind == "attributes":
                 for channel in list(self._channels.get(device_id, ())):
                     channel.push_attributes(event["u"])
             elif kind == "rpc":
-                self._deliver(device_id, event["i"], event["m"], event.get("p"), bool(event.get("l")),
-                              event.get("o"), event.get("w"), event.get("x"))
+                self._rpc(event)
+            elif kind == "held":
+                call = self._calls.get((device_id, event["i"]))
+                if call is not None:
+                    call.held_until = asyncio.get_running_loop().time() + float(event["g"])
             elif kind == "delivered":
+                self._lingering.forget(device_id, event["i"])  # it reached the device elsewhere
                 call = self._calls.get((device_id, event["i"]))
                 if call is not None and not call.delivered.done():
                     call.delivered.set_result(None)
@@ -252,8 +331,40 @@ class Downlink:
             elif kind == "queued":
                 if device_id in self._listeners and self.on_listening is not None:
                     self.on_listening(device_id)
+            elif kind == "disconnect":
+                self._disconnect(device_id)
         except (KeyError, TypeError) as exc:
             log.warning("a malformed downlink event was dropped: %r", exc)
+
+    def _rpc(self, event: dict[str, Any]) -> None:
+        device_id = event["d"]
+        if device_id not in self._channels and device_id in self._lingering and not event.get("l"):
+            self._hold(event)
+            return
+        self._deliver(device_id, event["i"], event["m"], event.get("p"), bool(event.get("l")),
+                      event.get("o"), event.get("w"), event.get("x"))
+
+    def _hold(self, event: dict[str, Any]) -> None:
+        """Keep a lightweight call for a device between two connections, and tell its caller to wait."""
+        left = self._lingering.hold(event)
+        if left is None:
+            return
+        device_id, request_id = event["d"], event["i"]
+        call = self._calls.get((device_id, request_id))
+        if call is not None:  # made here
+            call.held_until = asyncio.get_running_loop().time() + left
+            return
+        held: dict[str, Any] = {"t": "held", "d": device_id, "i": request_id, "g": left}
+        if event.get("o") is not None:
+            held["a"] = event["o"]
+        self._tasks.spawn(self._publish(held))
+
+    def _bulk_attributes(self, device_ids: list[str], update: dict[str, Any]) -> None:
+        held = [device_id for device_id in device_ids if device_id in self._channels]
+        metrics.DOWNLINK_BUS_EVENTS.labels("yes" if held else "no").inc()
+        for device_id in held:
+            for channel in list(self._channels.get(device_id, ())):
+                channel.push_attributes(update)
 
     def _deliver(
         self, device_id: str, request_id: int, method: str, params: Any, listeners_only: bool,
@@ -323,6 +434,7 @@ class Downlink:
         return True
 
     async def close(self) -> None:
+        self._lingering.close()
         await self._tasks.finish(1.0)
 
     def client_rpc(self, method: Any, params: Any) -> dict[str, Any]:

@@ -48,6 +48,10 @@ class CredentialsTaken(Conflict):
     """Specified credentials are already registered!"""
 
 
+class NodeIdTaken(Conflict):
+    """A device with this node id already exists in the product."""
+
+
 class CredentialsInvalid(InvalidInput):
     """The credentials are not valid."""
 

@@ -52,7 +52,7 @@ _HEADER_CACHE_MAX = 100_000
 @dataclass(frozen=True, slots=True)
 class ForwardingSettings:
     workers_per_action: int = 4
-    batch: int = 32  # outbox rows (each a batch's notifications of a lane) a worker takes at a time
+    batch: int = 128  # outbox rows (each a batch's notifications of a lane) a worker takes at a time
     lease_seconds: float = 15.0
     retry_first_seconds: float = 1.0
     retry_max_seconds: float = 60.0
@@ -277,12 +277,14 @@ class Forwarder:
         if filtered:
             fm.FILTERED.labels(label).inc(filtered)
         done = items if failed_at is None else items[:failed_at[0]]
+        # A lane taken to its end is released with the same statement, for another worker to take.
+        drained = failed_at is None and len(items) < self._settings.batch
         if done:
-            await self._outbox.delivered(lane, owner, [item.id for item in done])
+            await self._outbox.delivered(lane, owner, [item.id for item in done], release=drained)
+        elif drained:
+            await self._outbox.release(lane, owner)
         if failed_at is not None:
             await self._failed(lane, items[failed_at[0]], error, owner, failed_at[1])
-        elif len(items) < self._settings.batch:
-            await self._outbox.release(lane, owner)
 
     async def _headers(self, items: Sequence[OutboxItem]) -> Mapping[str, Mapping[str, Any]]:
         """The header of each device of these entries that carry none, cached a while."""

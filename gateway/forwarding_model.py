@@ -182,7 +182,9 @@ class OutboxStore(Protocol):
         leased to ``owner``; None when no lane has work due now."""
         ...
 
-    async def delivered(self, lane: Lane, owner: str, ids: Sequence[int]) -> None: ...
+    async def delivered(self, lane: Lane, owner: str, ids: Sequence[int], *, release: bool = False) -> None:
+        """The items of ``ids`` were delivered (deleted); with ``release``, the lane is released too."""
+        ...
 
     async def retry(self, item: OutboxItem, error: str, next_at: int, delivered: int) -> None:
         """The item failed after its first ``delivered`` entries: due again at ``next_at``."""

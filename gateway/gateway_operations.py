@@ -44,6 +44,7 @@ class GatewayOperations:
     _tasks: OwnedTasks
     _gateway_channels: dict[str, set[GatewayChannel]]
     _behind: dict[GatewayChannel, dict[str, SubDeviceChannel]]
+    _subdevice_listeners: set[GatewayChannel]
 
     def attach(self, device: DeviceIdentity, channel: DeviceChannel, protocol: str = "mqtt") -> None:
         raise NotImplementedError
@@ -127,6 +128,22 @@ class GatewayOperations:
         requests = gateway_claim_requests(body, subdevices.limits.max_per_message)
         self._claims().request_for_subdevices(gateway, requests, subdevices)
 
+    def subdevices_rpc_listening(self, gateway: DeviceIdentity, channel: GatewayChannel, listening: bool) -> None:
+        """The gateway's ``channel`` takes its sub-devices' server-side RPC from now on (subscribed to
+        ``v1/gateway/rpc``), or no more: the sub-devices it connects listen, or stop listening, with
+        it, and their persistent calls go out through it as ThingsBoard's do."""
+        if channel not in self._behind:
+            return
+        if listening:
+            self._subdevice_listeners.add(channel)
+        else:
+            self._subdevice_listeners.discard(channel)
+        for wrapper in list(self._behind[channel].values()):
+            if listening:
+                self._downlink.listen_rpc(wrapper.device.device_id, wrapper)
+            else:
+                self._downlink.unlisten_rpc(wrapper.device.device_id, wrapper)
+
     # internals
 
     def _subdevices_of(self, gateway: DeviceIdentity) -> SubDevices:
@@ -197,6 +214,8 @@ class GatewayOperations:
                 if device.device_id not in behind:
                     wrapper = behind[device.device_id] = SubDeviceChannel(channel, device)
                     self.attach(device, wrapper)
+                    if channel in self._subdevice_listeners:
+                        self._downlink.listen_rpc(device.device_id, wrapper)
 
     async def _gateway_attributes(self, gateway: DeviceIdentity, request: gateway_requests.AttributeRequest) -> bytes:
         device = await self._subdevices_of(gateway).resolve(gateway, request.device)

@@ -4,7 +4,8 @@ A message's receipt is told once the transaction holding its rows has committed,
 which is what a stored acknowledgement waits for. When the queue is full,
 ``submit`` raises Overloaded (or ``wait_for_room`` blocks) rather than dropping
 anything; while the database is down, batches are retried with back-off and
-nothing is acknowledged.
+nothing is acknowledged (a probe ends the back-off as soon as the database is
+back: gateway.recovery).
 
 The ordering guarantee (README, docs/ingestion.md): on one MQTT or HTTP connection,
 acknowledgements leave in the order the messages came, whichever batch commits
@@ -246,6 +247,8 @@ class IngestPipeline:
                         await self._full.wait()
                 except TimeoutError:
                     pass
+            # How long the batch waited: its age, and the wait for a writer (the tail's first stage).
+            metrics.BATCH_WAIT_SECONDS.observe(max(asyncio.get_running_loop().time() - self._oldest_at, 0.0))
             batch, rows = self._take(self._share())
             task = asyncio.create_task(self._write(batch, rows), name="ingest-write")
             self._writes.add(task)

@@ -1,6 +1,6 @@
 """IoTDA's operator calls to a device: CreateCommand (synchronous), UpdateProperties and
 ListProperties (properties set and get), CreateMessage (asynchronous, with a status to read back),
-and the shadow's desired properties.
+and the shadow's desired properties. Messages down are fleetgate.core.iotda_messages's.
 
 A command is one downlink call whatever the device's dialect (fleetgate.core.iotda_downlink):
 its request id is the command id the answer names.
@@ -8,7 +8,6 @@ its request id is the command id the answer names.
 
 from __future__ import annotations
 
-import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -17,14 +16,11 @@ from fleetgate.core import iotda_downlink as kinds
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.devices import require_device
 from fleetgate.core.downlink import Downlink
-from fleetgate.core.errors import Conflict, DeviceNotConnected, GatewayError, InvalidInput, NotFound, RpcTimeout
-from fleetgate.core.ids import new_id
-from fleetgate.core.iotda_ports import DeviceMessage, Direction, IotdaStore, MessageStatus
+from fleetgate.core.errors import DeviceNotConnected, InvalidInput, RpcTimeout
+from fleetgate.core.iotda_messages import IotdaMessages
+from fleetgate.core.iotda_ports import DeviceMessage, Direction, IotdaStore
 from fleetgate.core.iotda_uplink import IotdaUplink
 from fleetgate.core.ports import DeviceLookup
-from fleetgate.core.tasks import OwnedTasks
-
-log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 20.0  # IoTDA waits this long for a device's answer
 _IDS = 2**31 - 1
@@ -52,7 +48,7 @@ class IotdaCommands:
         self._uplink = uplink
         self._timeout = timeout
         self._clock = clock
-        self._tasks = OwnedTasks()  # messages down being delivered
+        self.messages_down = IotdaMessages(devices, downlink, store, timeout=timeout, clock=clock)
 
     async def command(
         self, project_id: str, device_id: str, service_id: str | None, command_name: str, paras: Any,
@@ -93,51 +89,21 @@ class IotdaCommands:
             raise CommandTimeout(f"The device {device_id} did not answer within {self._timeout:g} s") from None
         return request_id, response
 
-    # messages down
+    # messages down: fleetgate.core.iotda_messages
 
     async def create_message(
         self, project_id: str, device_id: str, message: Any, *, message_id: str | None = None,
-        name: str | None = None,
+        name: str | None = None, ttl: Any = None,
     ) -> DeviceMessage:
-        """Record the message PENDING and answer at once; its delivery goes on here."""
-        await require_device(self._devices, project_id, device_id)
-        if message is None:
-            raise InvalidInput("message is required")
-        record = DeviceMessage(message_id or new_id(), device_id, Direction.DOWN, name, message,
-                               MessageStatus.PENDING, self._clock.now_ms())
-        if not await self._store.add_message(record):
-            raise Conflict(f"The device has a message {record.id} already")
-        self._tasks.spawn(self._deliver(record))
-        return record
-
-    async def _deliver(self, record: DeviceMessage) -> None:
-        body = {"object_device_id": record.device_id, "id": record.id, "name": record.name,
-                "content": record.content}
-        status, error = MessageStatus.DELIVERED, None
-        try:
-            await self._downlink.call(record.device_id, kinds.MESSAGE, None, timeout=self._timeout, oneway=True,
-                                      iotda={"k": kinds.MESSAGE, "b": body})
-        except DeviceNotConnected:
-            status = MessageStatus.FAILED
-            error = {"error_code": "IOTDA.014016", "error_msg": "The device is not online"}
-        except GatewayError as exc:
-            status, error = MessageStatus.FAILED, {"error_code": "IOTDA.000001", "error_msg": exc.message}
-        try:
-            await self._store.finish_message(record.device_id, record.id, status, self._clock.now_ms(), error)
-        except GatewayError as exc:
-            log.warning("the status of message %s was not stored: %s", record.id, exc.message)
+        return await self.messages_down.create(project_id, device_id, message, message_id=message_id, name=name,
+                                               ttl=ttl)
 
     async def message(self, project_id: str, device_id: str, message_id: str) -> DeviceMessage:
-        await require_device(self._devices, project_id, device_id)
-        found = await self._store.message(device_id, message_id)
-        if found is None:
-            raise NotFound(f"Message {message_id} does not exist")
-        return found
+        return await self.messages_down.message(project_id, device_id, message_id)
 
     async def messages(self, project_id: str, device_id: str, direction: Direction,
                        limit: int = MAX_LISTED) -> list[DeviceMessage]:
-        await require_device(self._devices, project_id, device_id)
-        return await self._store.messages(device_id, direction, limit)
+        return await self.messages_down.messages(project_id, device_id, direction, limit)
 
     # the shadow
 
@@ -161,7 +127,7 @@ class IotdaCommands:
         return await self._uplink.shadow(device_id)
 
     async def close(self) -> None:
-        await self._tasks.finish(1.0)
+        await self.messages_down.close()
 
 
 def map_id(answer: tuple[int, Any]) -> tuple[str, Any]:

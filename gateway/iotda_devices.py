@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.devices import DeviceManagement, validated
+from fleetgate.core.downlink import Downlink
 from fleetgate.core.errors import InvalidInput
 from fleetgate.core.ids import new_id
 from fleetgate.core.iotda_auth import validate_secret
@@ -42,6 +43,8 @@ class NewDevice:
     gateway: bool = False
     secret: str | None = None
     fingerprint: str | None = None
+    # A secret device over TLS only: IoTDA's default, since plain MQTT exposes it to impersonation.
+    secure_access: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +56,10 @@ class AddedDevice:
 class IotdaDevices:
     def __init__(
         self, devices: DeviceManagement, products: ProductService, store: IotdaStore, cache: CredentialsCache, *,
-        clock: Clock = SYSTEM_CLOCK,
+        downlink: Downlink | None = None, clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._devices = devices
+        self._downlink = downlink
         self._products = products
         self._store = store
         self._cache = cache
@@ -68,7 +72,8 @@ class IotdaDevices:
             secret = validate_secret(new.secret) if new.secret is not None else secrets.token_hex(16)
             change = await self._devices.create(
                 project_id, name, new.product_id, description=new.description, gateway=new.gateway,
-                credentials=Credentials(CredentialsType.SECRET, IotdaSecret(device_id, secret)), device_id=device_id)
+                credentials=Credentials(CredentialsType.SECRET, IotdaSecret(device_id, secret, new.secure_access)),
+                device_id=device_id, node_id=new.node_id)
             return AddedDevice(change, secret)
         if new.auth_type != CERTIFICATES:
             raise InvalidInput("auth_type must be SECRET or CERTIFICATES")
@@ -77,20 +82,27 @@ class IotdaDevices:
         await self._products.get(project_id, new.product_id)  # NotFound for another project's product
         fingerprint = new.fingerprint.lower()
         device = validated(Device(device_id, project_id, new.product_id, name, label=new.description,
-                                  gateway=new.gateway, created_at=self._clock.now_ms()))
+                                  gateway=new.gateway, created_at=self._clock.now_ms(), node_id=new.node_id))
         await self._store.create_certificate_device(device, fingerprint)
         info = CredentialsInfo(CredentialsType.X509_CERTIFICATE, fingerprint=fingerprint)
         return AddedDevice(DeviceChange(DeviceDetails(device, info), None), None)
 
-    async def reset_secret(self, project_id: str, device_id: str, secret: str | None) -> str:
-        """The device's new secret (generated when not given); its old one stops working at once."""
+    async def reset_secret(
+        self, project_id: str, device_id: str, secret: str | None, *, force_disconnect: bool = False,
+    ) -> str:
+        """The device's new secret (generated when not given); its old one stops working at once.
+        ``force_disconnect``: its open connections are closed too, in whichever process holds them
+        (IoTDA's default is to leave them open)."""
         current = await self._devices.get(project_id, device_id)
         if current.credentials is None or current.credentials.type is not CredentialsType.SECRET:
             raise InvalidInput(f"Device {device_id} does not authenticate with a secret")
         new = validate_secret(secret) if secret is not None else secrets.token_hex(16)
-        await self._devices.update(project_id, device_id,
-                                   credentials=Credentials(CredentialsType.SECRET, IotdaSecret(device_id, new)))
+        secure = bool(current.credentials.secure_access)
+        await self._devices.update(project_id, device_id, credentials=Credentials(
+            CredentialsType.SECRET, IotdaSecret(device_id, new, secure)))
         self._cache.forget(device_id)
+        if force_disconnect and self._downlink is not None:
+            await self._downlink.disconnect(device_id)
         return new
 
 

@@ -43,6 +43,7 @@ class DeviceMessage:
     kind: str | None = None  # an event's "service_id/event_type"
     finished_at: int | None = None
     error: dict[str, Any] | None = None
+    expires_at: int | None = None  # a message down: PENDING until then at most (CreateMessage's ttl)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,13 @@ class IotdaStore(Protocol):
         self, device_id: str, message_id: str, status: MessageStatus, finished_at: int,
         error: dict[str, Any] | None = None,
     ) -> None: ...
+
+    async def take_message(self, device_id: str, now: int, claim_ms: int) -> DeviceMessage | None:
+        """The device's oldest PENDING message down not claimed in the last ``claim_ms``, claimed
+        now; those past their expiration become TIMEOUT first."""
+
+    async def release_message(self, device_id: str, message_id: str) -> None:
+        """A message taken and not sent: PENDING and unclaimed again."""
 
     async def message(self, device_id: str, message_id: str) -> DeviceMessage | None: ...
 

@@ -69,6 +69,11 @@ BATCH_SECONDS = Histogram(
     "Time to write one batch, retries included",
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+BATCH_WAIT_SECONDS = Histogram(
+    "gateway_batch_wait_seconds",
+    "Age of a batch's oldest message when a writer takes it: the batch age, and any wait for a free writer",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 BATCH_ROWS = Histogram(
     "gateway_batch_rows",
     "Rows in one written batch",
@@ -116,6 +121,10 @@ LIVE_LATENCY = Histogram(
 )
 # On a broadcasting bus (PostgreSQL NOTIFY) most events are for other processes (for_here="no");
 # on NATS they are for the process that receives them.
+# Per worker (the pid label): which processes are cut off from NATS.
+DOWNLINK_BUS_CONNECTED = Gauge(
+    "gateway_downlink_bus_connected", "1 while the NATS downlink bus is connected, 0 while downlink calls are 503 "
+    "(absent on the PostgreSQL bus)", multiprocess_mode="all")
 DOWNLINK_BUS_EVENTS = Counter(
     "gateway_downlink_bus_events_total", "Downlink events this process received from the bus, by whether they "
     "concerned it (a device it holds, a call it waits for)", ["for_here"])

@@ -81,6 +81,7 @@ class IotdaSecret:
 
     device_id: str
     secret: str
+    secure_access: bool = False  # over TLS only (AddDevice's auth_info.secure_access)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,7 @@ class StoredCredentials:
     certificate: str | None = None
     pending: Credentials | None = None
     secret: str | None = None  # SECRET: the clear secret, which the HMAC check needs (sealed at rest)
+    secure_access: bool = False  # SECRET: the device may connect over TLS only
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,7 @@ class Device:
     created_at: int = 0
     gateway_id: str | None = None  # a sub-device's gateway: the last one to connect it
     customer: str | None = None  # who claimed the device (ThingsBoard's claiming); None: unclaimed
+    node_id: str | None = None  # IoTDA's physical identifier (AddDevice), unique within the product
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +253,7 @@ class CredentialsInfo:
     client_id: str | None = None
     user_name: str | None = None
     fingerprint: str | None = None  # the SHA-256 of the device certificate bound to it (IoTDA)
+    secure_access: bool | None = None  # SECRET: over TLS only
 
 
 class DeviceStatus(enum.StrEnum):

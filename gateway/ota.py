@@ -6,6 +6,8 @@ checksum is the one given (or computed, when none is). Assigning a package to a 
 device sets the five ``fw_*`` (``sw_*``) shared attributes of the devices that get it in one
 write, and each connected device hears of them in one attribute update: ThingsBoard's SDKs
 start downloading as soon as they see a new version, so the keys must not come one at a time.
+The processes are told in bulk (Downlink.attributes_changed_many), so that assigning a package to
+a product of 100,000 devices is a hundred bus events, not 100,000.
 A device's own assignment wins over its product's.
 """
 
@@ -21,10 +23,10 @@ from fleetgate.core.downlink import Downlink
 from fleetgate.core.errors import InvalidInput
 from fleetgate.core.ids import new_id
 from fleetgate.core.model import Page
-from fleetgate.core.ports import DeviceLookup
+from fleetgate.core.ports import DeviceLookup, OtaStore
 from fleetgate.core.ota_checksums import ChecksumAlgorithm, hasher
 from fleetgate.core.ota_model import (
-    BLOCK_BYTES, Assignment, ChecksumMismatch, DeviceOtaState, OtaPackage, OtaStore, OtaType, PackageNotFound,
+    BLOCK_BYTES, Assignment, ChecksumMismatch, DeviceOtaState, OtaPackage, OtaType, PackageNotFound,
     PackageTooLarge, attribute_keys,
 )
 
@@ -175,8 +177,8 @@ class OtaService:
             updated, deleted = package.shared_attributes(), ()
         else:
             updated, deleted = (), attribute_keys(kind)
-        for device_id in device_ids:
-            await self._downlink.attributes_changed(device_id, updated, deleted)
+        if device_ids:  # a product's devices in a few bulk events, not one event each
+            await self._downlink.attributes_changed_many(device_ids, updated, deleted)
 
     def _too_large(self) -> str:
         return f"The package is larger than {self.max_package_bytes} bytes (ota_max_package_bytes): nothing was stored"

@@ -27,8 +27,9 @@ from fleetgate.core.model import DeviceIdentity
 from fleetgate.core.ota_blocks import BlockCache
 from fleetgate.core.ota_metrics import CHUNKS, CHUNK_BYTES, REFUSALS
 from fleetgate.core.ota_model import (
-    BLOCK_BYTES, NoPackageAssigned, OtaPackage, OtaStore, OtaType, PackageMismatch, WrongChunk,
+    BLOCK_BYTES, NoPackageAssigned, OtaPackage, OtaType, PackageMismatch, WrongChunk,
 )
+from fleetgate.core.ports import OtaStore
 
 _MAX_CHUNK_NUMBER = 2**31 - 1
 # MQTT request ids remembered (ThingsBoard keeps them per session): the oldest go first.

@@ -15,5 +15,11 @@ REFUSALS = Counter(
 STATE_REPORTS = Counter(
     "gateway_ota_state_reports_total", "fw_state and sw_state reports from devices, by state", ["type", "state"]
 )
+# The same figure in every process, read from the database: the highest of the live workers' values.
+DEVICES = Gauge(
+    "gateway_ota_devices", "Devices by the OTA state (fw_state, sw_state) they last reported, from the stored "
+    "progress of the whole gateway, refreshed every ota_metrics_interval_seconds", ["type", "state"],
+    multiprocess_mode="livemax",
+)
 IN_FLIGHT = Gauge("gateway_ota_chunks_in_flight", "OTA chunks being read or waiting their turn",
                   multiprocess_mode="livesum")

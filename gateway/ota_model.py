@@ -1,4 +1,5 @@
-"""OTA packages (ThingsBoard's firmware and software updates): the data, the refusals, the store.
+"""OTA packages (ThingsBoard's firmware and software updates): the data and the refusals (the
+store is a port: fleetgate.core.ports.OtaStore).
 
 https://thingsboard.io/docs/user-guide/ota-updates/
 """
@@ -6,13 +7,10 @@ https://thingsboard.io/docs/user-guide/ota-updates/
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
 
 from fleetgate.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
-from fleetgate.core.model import KeyValue, Page, ValueType
+from fleetgate.core.model import KeyValue, ValueType
 from fleetgate.core.ota_checksums import ChecksumAlgorithm
 
 # Packages are stored in blocks of this many bytes: an upload holds at most one block, a
@@ -141,55 +139,3 @@ class PackageInUse(Conflict):
 
 class PackageTaken(Conflict):
     """The project has a package of this type, title and version already."""
-
-
-class OtaPackageWriter(Protocol):
-    async def append(self, seq: int, data: bytes) -> None:
-        """Store block ``seq`` (BLOCK_BYTES long, the last one shorter)."""
-
-    async def finish(self, package: OtaPackage) -> None:
-        """Record the package's final size and checksum; the upload commits when the block ends."""
-
-
-class OtaStore(Protocol):
-    """PostgreSQL's side of OTA packages (storage.ota). An upload is one transaction: nothing
-    of it is stored unless its block ends without an error."""
-
-    def writing(self, package: OtaPackage) -> AbstractAsyncContextManager[OtaPackageWriter]:
-        """Start storing ``package`` (PackageTaken at once if its type, title and version exist)."""
-
-    async def package(self, project_id: str, package_id: str) -> OtaPackage | None: ...
-
-    async def list_packages(
-        self, project_id: str, kind: OtaType | None, limit: int, marker: str, offset: int
-    ) -> Page: ...
-
-    async def delete_package(self, project_id: str, package_id: str) -> bool:
-        """False when there is none; PackageInUse while it is assigned."""
-
-    async def read_blocks(self, package_id: str, first: int, last: int) -> list[bytes]:
-        """Blocks ``first`` to ``last`` inclusive (those that exist)."""
-
-    async def assign(
-        self, project_id: str, target: str, target_id: str, package: OtaPackage, ts: int
-    ) -> list[str]:
-        """Assign ``package`` to a product or device (``target``: "product" or "device") and set its
-        shared attributes on the devices that now get it (a product's devices without their own
-        assignment), in one transaction; those devices' ids. NotFound for an unknown target."""
-
-    async def unassign(
-        self, project_id: str, target: str, target_id: str, kind: OtaType, ts: int
-    ) -> tuple[list[str], OtaPackage | None]:
-        """Remove the assignment. The devices whose package changed get the shared attributes of
-        the package they now get (a device's product's), or lose them; their ids, and that package.
-        NotFound when nothing of this type was assigned to the target."""
-
-    async def assigned(self, device_id: str, kind: OtaType) -> Assignment | None: ...
-
-    async def device_states(self, device_id: str) -> Sequence[DeviceOtaState]: ...
-
-    async def save_report(self, device_id: str, kind: OtaType, report: Report) -> None:
-        """Merge a device's report into its state, with the package assigned to it now."""
-
-    async def state_counts(self, package_id: str) -> dict[str, int]:
-        """Devices by reported state among those that reported on this package."""

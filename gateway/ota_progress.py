@@ -4,7 +4,9 @@ VERIFIED, UPDATING, UPDATED, FAILED), ``fw_error``, ``current_fw_title`` and
 
 The telemetry is stored as any other; this keeps, beside it, each device's latest state per
 type with the package it was assigned then, which the management API counts per package.
-Saving happens after the message is answered, in tasks this owns.
+Saving happens after the message is answered, in tasks this owns. The devices in each state,
+all packages together, are in /metrics (gateway_ota_devices): one GROUP BY of the stored states
+at an interval, whichever process the devices report to, rather than a count kept per process.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from collections.abc import Sequence
 
 from fleetgate.core.errors import GatewayError
 from fleetgate.core.model import DeviceIdentity, Reading
-from fleetgate.core.ota_metrics import STATE_REPORTS
-from fleetgate.core.ota_model import OtaState, OtaStore, OtaType, Report
+from fleetgate.core.ota_metrics import DEVICES, STATE_REPORTS
+from fleetgate.core.ota_model import OtaState, OtaType, Report
+from fleetgate.core.ports import OtaStore
 from fleetgate.core.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
@@ -61,8 +64,11 @@ def _text(value: object) -> str | None:
 
 
 class OtaProgress:
-    def __init__(self, store: OtaStore) -> None:
+    def __init__(self, store: OtaStore, gauge_interval: float = 0.0) -> None:
         self._store = store
+        self._gauge_interval = gauge_interval  # 0: gateway_ota_devices is not refreshed
+        self._gauge_labels: set[tuple[str, str]] = set()
+        self._refresher = OwnedTasks()
         # Reports being saved after their message was answered: awaited by settled, ended by close.
         self._tasks = OwnedTasks()
         self._pending: set[asyncio.Task[None]] = set()
@@ -81,10 +87,32 @@ class OtaProgress:
         except GatewayError as exc:
             log.warning("an OTA state report was not kept: %s", exc.message, extra={"device_id": device.device_id})
 
+    def start(self) -> None:
+        if self._gauge_interval:
+            self._refresher.spawn(self._refresh_every_interval())
+
+    async def refresh_gauge(self) -> None:
+        """Set gateway_ota_devices from the stored states (a state no device is in any more: 0)."""
+        totals = {(kind.value, state): n for (kind, state), n in (await self._store.state_totals()).items()}
+        for labels in self._gauge_labels - totals.keys():
+            DEVICES.labels(*labels).set(0)
+        for labels, n in totals.items():
+            DEVICES.labels(*labels).set(n)
+        self._gauge_labels |= totals.keys()
+
+    async def _refresh_every_interval(self) -> None:
+        while True:
+            try:
+                await self.refresh_gauge()
+            except GatewayError as exc:
+                log.warning("the OTA state gauge was not refreshed: %s", exc.message)
+            await asyncio.sleep(self._gauge_interval)
+
     async def settled(self) -> None:
         """Return once every report received so far is saved (or dropped)."""
         if self._pending:
             await asyncio.wait(set(self._pending))
 
     async def close(self, timeout: float = 5.0) -> None:
+        await self._refresher.finish()
         await self._tasks.finish(timeout)

@@ -7,6 +7,7 @@ may hand in-memory fakes. Methods raise only errors from :mod:`fleetgate.core.er
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from fleetgate.core.model import (
@@ -35,6 +36,7 @@ from fleetgate.core.model import (
     TimeseriesPoint,
     TimeseriesQuery,
 )
+from fleetgate.core.ota_model import Assignment, DeviceOtaState, OtaPackage, OtaType, Report
 from fleetgate.core.rpc_calls import PersistentCall, RpcStatus
 from fleetgate.core.fleet import FleetPage, FleetQuery
 from fleetgate.core.timeseries import BucketValue, SeriesQuery
@@ -163,11 +165,14 @@ class TelemetryQueryStore(Protocol):
 class SeriesStore(Protocol):
     """Several keys of a device over time (fleetgate.core.timeseries), aggregated in the database."""
 
-    async def raw_series(self, device_id: str, query: SeriesQuery) -> dict[str, list[TimeseriesPoint]]:
-        """Each key's values (at most ``query.limit``, in ``query.order``); keys without any absent."""
+    async def raw_series(
+        self, project_id: str, device_id: str, query: SeriesQuery
+    ) -> dict[str, list[TimeseriesPoint]] | None:
+        """Each key's values (at most ``query.limit``, in ``query.order``); keys without any absent.
+        None when the project has no such device."""
 
-    async def aggregated_series(self, device_id: str, query: SeriesQuery) -> list[BucketValue]:
-        """Each key's non-empty buckets, by key then bucket index."""
+    async def aggregated_series(self, project_id: str, device_id: str, query: SeriesQuery) -> list[BucketValue] | None:
+        """Each key's non-empty buckets, by key then bucket index. None when the project has no such device."""
 
 
 class LiveBus(Protocol):
@@ -255,7 +260,8 @@ class DownlinkBus(Protocol):
     device (``"d"``). A broadcasting bus (PostgreSQL NOTIFY) brings every event to every process;
     a routing bus (NATS) brings an event only to the processes that subscribed to its device,
     stamps it with a reply address (``"o"``), and sends an event that carries an address
-    (``"a"``, the ``"o"`` of the event it answers) to that process alone."""
+    (``"a"``, the ``"o"`` of the event it answers) to that process alone. An event naming many
+    devices (``"ds"``, a bounded list, in place of ``"d"``) goes to every process."""
 
     async def publish(self, event: dict[str, object]) -> None:
         """Unavailable when the bus cannot take it now (it never waits long for that)."""
@@ -333,3 +339,58 @@ class PersistentRpcStore(Protocol):
     ) -> bool:
         """Set the call's status (and response) if it is one of ``expected``; ``delivered`` counts
         an attempt. False, changing nothing, when it is not (or was deleted)."""
+
+
+class OtaPackageWriter(Protocol):
+    async def append(self, seq: int, data: bytes) -> None:
+        """Store block ``seq`` (BLOCK_BYTES long, the last one shorter)."""
+
+    async def finish(self, package: OtaPackage) -> None:
+        """Record the package's final size and checksum; the upload commits when the block ends."""
+
+
+class OtaStore(Protocol):
+    """PostgreSQL's side of OTA packages (storage.ota; the data in fleetgate.core.ota_model). An
+    upload is one transaction: nothing of it is stored unless its block ends without an error."""
+
+    def writing(self, package: OtaPackage) -> AbstractAsyncContextManager[OtaPackageWriter]:
+        """Start storing ``package`` (PackageTaken at once if its type, title and version exist)."""
+
+    async def package(self, project_id: str, package_id: str) -> OtaPackage | None: ...
+
+    async def list_packages(
+        self, project_id: str, kind: OtaType | None, limit: int, marker: str, offset: int
+    ) -> Page: ...
+
+    async def delete_package(self, project_id: str, package_id: str) -> bool:
+        """False when there is none; PackageInUse while it is assigned."""
+
+    async def read_blocks(self, package_id: str, first: int, last: int) -> list[bytes]:
+        """Blocks ``first`` to ``last`` inclusive (those that exist)."""
+
+    async def assign(
+        self, project_id: str, target: str, target_id: str, package: OtaPackage, ts: int
+    ) -> list[str]:
+        """Assign ``package`` to a product or device (``target``: "product" or "device") and set its
+        shared attributes on the devices that now get it (a product's devices without their own
+        assignment), in one transaction; those devices' ids. NotFound for an unknown target."""
+
+    async def unassign(
+        self, project_id: str, target: str, target_id: str, kind: OtaType, ts: int
+    ) -> tuple[list[str], OtaPackage | None]:
+        """Remove the assignment. The devices whose package changed get the shared attributes of
+        the package they now get (a device's product's), or lose them; their ids, and that package.
+        NotFound when nothing of this type was assigned to the target."""
+
+    async def assigned(self, device_id: str, kind: OtaType) -> Assignment | None: ...
+
+    async def device_states(self, device_id: str) -> Sequence[DeviceOtaState]: ...
+
+    async def save_report(self, device_id: str, kind: OtaType, report: Report) -> None:
+        """Merge a device's report into its state, with the package assigned to it now."""
+
+    async def state_counts(self, package_id: str) -> dict[str, int]:
+        """Devices by reported state among those that reported on this package."""
+
+    async def state_totals(self) -> dict[tuple[OtaType, str], int]:
+        """Devices by type and reported state, whatever their package: what /metrics shows."""

@@ -1,5 +1,6 @@
 """Retention, enforced at an interval by a task the gateway owns: each project's expired
-telemetry partitions dropped (whole months, never rows), old audit records deleted."""
+telemetry partitions dropped (whole months, never rows), old audit records and finished
+persistent RPC calls deleted."""
 
 from __future__ import annotations
 
@@ -39,9 +40,11 @@ class Retention:
         # Telemetry is only ever dropped by the partition: no ts_kv rows are counted.
         metrics.RETENTION_DROPPED.inc(len(outcome.partitions_dropped))
         metrics.RETENTION_DELETED.labels("audit_log").inc(outcome.audit_rows_deleted)
-        if outcome.partitions_dropped or outcome.audit_rows_deleted:
-            log.info("retention: dropped %s, deleted %d audit rows",
-                     ", ".join(outcome.partitions_dropped) or "no partition", outcome.audit_rows_deleted)
+        metrics.RETENTION_DELETED.labels("rpc_calls").inc(outcome.rpc_calls_deleted)
+        if outcome.partitions_dropped or outcome.audit_rows_deleted or outcome.rpc_calls_deleted:
+            log.info("retention: dropped %s, deleted %d audit rows and %d persistent RPC calls",
+                     ", ".join(outcome.partitions_dropped) or "no partition", outcome.audit_rows_deleted,
+                     outcome.rpc_calls_deleted)
         return outcome
 
     async def _every_interval(self) -> None:

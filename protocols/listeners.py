@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from fleetgate.core.admission import address_of
 
@@ -72,7 +72,8 @@ class _Handshake(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # No isinstance check: uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
         # Nothing is read before start_tls takes the socket over: the ClientHello is its.
         transport.pause_reading()
         self._task = self._handshakes.spawn(self._handshake(transport))
@@ -83,6 +84,19 @@ class _Handshake(asyncio.Protocol):
             self._task.cancel()
 
     async def _handshake(self, transport: asyncio.Transport) -> None:
+        import time as _t
+        _log = open("/tmp/tail/hs.log", "a")
+        _t0 = _t.perf_counter()
+        try:
+            await self._handshake2(transport)
+            _log.write(f"ok {(_t.perf_counter()-_t0)*1000:.1f}\n")
+        except BaseException as e:
+            _log.write(f"exc {e!r} {(_t.perf_counter()-_t0)*1000:.1f}\n")
+            raise
+        finally:
+            _log.close()
+
+    async def _handshake2(self, transport: asyncio.Transport) -> None:
         handshakes = self._handshakes
         address = address_of(transport.get_extra_info("peername"))
         gap = _Gap()
@@ -94,11 +108,13 @@ class _Handshake(asyncio.Protocol):
             _abort(transport)
             return
         except ssl.SSLError as exc:
+            open("/tmp/tail/hs.log", "a").write(f"sslerr {exc!r}\n")
             if exc.reason in _NO_CERTIFICATE:
                 handshakes.refused(address)
             _abort(transport)
             return
-        except (OSError, TimeoutError, RuntimeError):
+        except (OSError, TimeoutError, RuntimeError) as exc:
+            open("/tmp/tail/hs.log", "a").write(f"fail {exc!r}\n")
             # The client left, dribbled past the deadline, or the transport closed meanwhile.
             _abort(transport)
             return

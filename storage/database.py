@@ -65,12 +65,17 @@ def discard(conn: asyncpg.Connection) -> None:
     are marked retrieved first, as asyncpg does itself when it abandons a COPY.
     ``gc.get_referents`` lists the protocol's own references only, not the heap's.
     """
-    protocol = getattr(conn, "_protocol", None)
+    # A pool's proxy lends its connection; once the pool took it back (its socket closed
+    # meanwhile), there is nothing left to close.
+    target = conn._con if isinstance(conn, asyncpg.pool.PoolConnectionProxy) else conn
+    if target is None:
+        return
+    protocol = getattr(target, "_protocol", None)
     if protocol is not None:
         for held in gc.get_referents(protocol):
             if isinstance(held, asyncio.Future) and not held.done():
                 held.add_done_callback(_retrieved)
-    conn.terminate()
+    target.terminate()
 
 
 def _retrieved(future: asyncio.Future[object]) -> None:

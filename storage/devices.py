@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from fleetgate.core.errors import Conflict, CredentialsTaken, NameTaken
+from fleetgate.core.errors import Conflict, CredentialsTaken, NameTaken, NodeIdTaken
 from fleetgate.core.model import AuditRecord, Device, DeviceIdentity, Product, StoredCredentials
 from fleetgate.storage import rows
 from fleetgate.storage.audit import AUDIT_COLUMNS, audit_values
@@ -18,19 +18,19 @@ from fleetgate.storage.sealing import Sealer
 # before taken credentials.
 _NEW_DEVICE = """
     WITH device AS (
-        INSERT INTO devices (id, project_id, product_id, name, label, gateway, created_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
+        INSERT INTO devices (id, project_id, product_id, name, label, gateway, created_at, node_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $16) RETURNING id
     ), credentials AS (
         INSERT INTO device_credentials
-            (device_id, type, lookup, password_hash, client_id, user_name, certificate, pending, secret)
-        SELECT id, $8, $9, $10, $11, $12, $13, $14, $15 FROM device
+            (device_id, type, lookup, password_hash, client_id, user_name, certificate, pending, secret, secure_access)
+        SELECT id, $8, $9, $10, $11, $12, $13, $14, $15, $17 FROM device
     )"""
 _CREATE_DEVICE = _NEW_DEVICE + " SELECT FROM device"
 _CREATE_PROVISIONED = _NEW_DEVICE + f""", state AS (
         INSERT INTO attribute_kv (device_id, scope, key, last_update_ts, str_v)
         SELECT id, 'SERVER_SCOPE', 'provisionState', $7, 'provisioned' FROM device
     )
-    INSERT INTO {AUDIT_COLUMNS} SELECT $7, $16, $17, $18, $19, $20, $21, $22 FROM device"""
+    INSERT INTO {AUDIT_COLUMNS} SELECT $7, $18, $19, $20, $21, $22, $23, $24 FROM device"""
 
 # The first provisioning of an existing device. The attribute insert is the claim:
 # of concurrent claims one inserts, the others wait for it and then insert nothing,
@@ -51,6 +51,7 @@ _MARK_PROVISIONED = f"""
 _CLASHES: dict[str, type[Conflict]] = {
     "devices_project_id_name_key": NameTaken,
     "device_credentials_lookup_key": CredentialsTaken,
+    "devices_product_node_idx": NodeIdTaken,
 }
 
 
@@ -70,7 +71,8 @@ class DeviceStore:
         d, c = device, credentials
         values = (d.id, d.project_id, d.product_id, d.name, d.label, d.gateway, d.created_at,
                   c.type.value, c.lookup, c.password_hash, c.client_id, c.user_name, c.certificate,
-                  rows.pending_to_json(c.pending, self._sealer), self._sealer.seal(c.secret, rows.SECRET))
+                  rows.pending_to_json(c.pending, self._sealer), self._sealer.seal(c.secret, rows.SECRET),
+                  d.node_id, c.secure_access)
         with translated():
             try:
                 if provisioned is None:
@@ -90,7 +92,7 @@ class DeviceStore:
         with translated():
             record = await self._pool.fetchrow(
                 """SELECT d.*, c.type, c.lookup, c.password_hash, c.client_id, c.user_name, c.certificate, c.pending,
-                          c.secret
+                          c.secret, c.secure_access
                    FROM devices d LEFT JOIN device_credentials c ON c.device_id = d.id
                    WHERE d.project_id = $1 AND d.name = $2""",
                 project_id, name,
@@ -118,11 +120,12 @@ class DeviceStore:
 
 
 _UPSERT_CREDENTIALS = """INSERT INTO device_credentials
-    (device_id, type, lookup, password_hash, client_id, user_name, certificate, pending, secret)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    (device_id, type, lookup, password_hash, client_id, user_name, certificate, pending, secret, secure_access)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
     ON CONFLICT (device_id) DO UPDATE SET type = EXCLUDED.type, lookup = EXCLUDED.lookup,
         password_hash = EXCLUDED.password_hash, client_id = EXCLUDED.client_id, user_name = EXCLUDED.user_name,
-        certificate = EXCLUDED.certificate, pending = EXCLUDED.pending, secret = EXCLUDED.secret"""
+        certificate = EXCLUDED.certificate, pending = EXCLUDED.pending, secret = EXCLUDED.secret,
+        secure_access = EXCLUDED.secure_access"""
 
 
 async def update_credentials(
@@ -140,6 +143,7 @@ async def update_credentials(
             _UPSERT_CREDENTIALS, device_id, credentials.type.value, credentials.lookup, credentials.password_hash,
             credentials.client_id, credentials.user_name, credentials.certificate,
             rows.pending_to_json(credentials.pending, sealer), sealer.seal(credentials.secret, rows.SECRET),
+            credentials.secure_access,
         )
     except asyncpg.UniqueViolationError:
         raise CredentialsTaken() from None

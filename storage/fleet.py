@@ -25,7 +25,7 @@ _LATEST = """SELECT d.device_id, k.key, l.ts, l.bool_v, l.long_v, l.dbl_v, l.str
              CROSS JOIN key_dictionary k
              CROSS JOIN LATERAL (
                  SELECT ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv t
-                 WHERE t.project_no = $1 AND t.device_id = d.device_id AND t.key = k.key_id
+                 WHERE t.project_no = $1 AND t.device_id = d.device_id COLLATE "C" AND t.key = k.key_id
                  ORDER BY t.ts DESC LIMIT 1) l
              WHERE k.key = ANY($3::text[])"""
 

@@ -38,16 +38,18 @@ _FREE_LANE = f"""
     WHERE next_at <= $3 AND (owner IS NULL OR owner = $2 OR lease_until <= $3)
     ORDER BY random() LIMIT 1"""
 
-# One round trip: a free lane leased (if another worker leased it first, nothing), then its oldest rows.
+# A free lane leased (if another worker leased it first, nothing). Its rows are read by the next
+# statement, not this one: a lane released by the worker that just delivered it is seen released
+# here (ON CONFLICT reads the latest lease) while this statement's snapshot could still hold the
+# rows that worker deleted in the same transaction.
 _CLAIM = f"""
-    WITH candidate AS ({_FREE_LANE}), leased AS (
-        INSERT INTO forwarding_leases (action_id, lane, owner, lease_until) SELECT $1, lane, $2, $4 FROM candidate
-        ON CONFLICT (action_id, lane) DO UPDATE SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until
-        WHERE forwarding_leases.owner = EXCLUDED.owner OR forwarding_leases.lease_until <= $3
-        RETURNING lane)
-    SELECT l.lane, {", ".join("o." + c for c in _ROW.split(", ") if c != "lane")}
-    FROM leased l LEFT JOIN LATERAL (
-        SELECT * FROM forwarding_outbox WHERE action_id = $1 AND lane = l.lane ORDER BY id LIMIT $5) o ON true"""
+    WITH candidate AS ({_FREE_LANE})
+    INSERT INTO forwarding_leases (action_id, lane, owner, lease_until) SELECT $1, lane, $2, $4 FROM candidate
+    ON CONFLICT (action_id, lane) DO UPDATE SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until
+    WHERE forwarding_leases.owner = EXCLUDED.owner OR forwarding_leases.lease_until <= $3
+    RETURNING lane"""
+
+_ITEMS = f"SELECT {_ROW} FROM forwarding_outbox WHERE action_id = $1 AND lane = $2 ORDER BY id LIMIT $3"
 
 # When a lane this worker may not take now becomes due: its head's retry, or another's lease.
 _NEXT_DUE = f"""
@@ -236,18 +238,23 @@ class ForwardingStore:
 
     async def claim(self, action_id: str, owner: str, now: int, lease_ms: int, limit: int) -> Lane | None:
         with translated():
-            for _ in range(3):  # another worker may lease the lane first
-                records = await self._pool.fetch(_CLAIM, action_id, owner, now, now + lease_ms, limit)
-                if records:
-                    rows = [r for r in records if r["id"] is not None]
-                    return Lane(action_id, records[0]["lane"], tuple(_item(r) for r in rows))
-                if await self._pool.fetchval(_FREE_LANE, action_id, owner, now) is None:
-                    return None
+            async with self._pool.acquire() as conn:
+                for _ in range(3):  # another worker may lease the lane first
+                    lane = await conn.fetchval(_CLAIM, action_id, owner, now, now + lease_ms)
+                    if lane is not None:
+                        rows = await conn.fetch(_ITEMS, action_id, lane, limit)
+                        return Lane(action_id, lane, tuple(_item(r) for r in rows))
+                    if await conn.fetchval(_FREE_LANE, action_id, owner, now) is None:
+                        return None
         return None
 
-    async def delivered(self, lane: Lane, owner: str, ids: Sequence[int]) -> None:
+    async def delivered(self, lane: Lane, owner: str, ids: Sequence[int], *, release: bool = False) -> None:
         with translated():
-            await self._pool.execute("DELETE FROM forwarding_outbox WHERE id = ANY($1::bigint[])", list(ids))
+            await self._pool.execute(
+                """WITH done AS (DELETE FROM forwarding_outbox WHERE id = ANY($1::bigint[]))
+                   UPDATE forwarding_leases SET lease_until = 0
+                   WHERE $5 AND action_id = $2 AND lane = $3 AND owner = $4""",
+                list(ids), lane.action_id, lane.lane, owner, release)
 
     async def retry(self, item: OutboxItem, error: str, next_at: int, delivered: int) -> None:
         with translated():

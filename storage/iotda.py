@@ -8,21 +8,22 @@ from typing import Any
 import asyncpg
 import orjson
 
-from fleetgate.core.errors import Conflict, CredentialsTaken, NameTaken
+from fleetgate.core.errors import Conflict, CredentialsTaken, NameTaken, NodeIdTaken
 from fleetgate.core.iotda_ports import DesiredService, DeviceMessage, Direction, MessageStatus
 from fleetgate.core.model import Device
 from fleetgate.storage.errors import translated
 
 _CREATE_BOUND = """
     WITH device AS (
-        INSERT INTO devices (id, project_id, product_id, name, label, gateway, created_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
+        INSERT INTO devices (id, project_id, product_id, name, label, gateway, created_at, node_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $9) RETURNING id
     )
     INSERT INTO device_certificates (fingerprint, device_id, project_id, common_name, not_after, created_at)
     SELECT $8, id, $2, '', 0, $7 FROM device"""
 _CLASHES: dict[str, type[Conflict]] = {
     "devices_project_id_name_key": NameTaken,
     "device_certificates_pkey": CredentialsTaken,
+    "devices_product_node_idx": NodeIdTaken,
 }
 # Merge into the desired properties; a null removes one. The version counts the changes.
 _SET_DESIRED = """
@@ -33,6 +34,21 @@ _SET_DESIRED = """
             event_time = EXCLUDED.event_time, version = s.version + 1
         WHERE $5::bigint IS NULL OR s.version = $5
     RETURNING properties, event_time, version"""
+
+# A PENDING message down past its expiration is TIMEOUT (IoTDA's state), finished when it expired.
+_EXPIRE = """
+    UPDATE device_messages SET status = 'TIMEOUT', finished_at = expires_at, claimed_at = NULL
+    WHERE device_id = $1 AND status = 'PENDING' AND expires_at <= $2"""
+# The oldest PENDING message not claimed since $3, claimed now; SKIP LOCKED: another process
+# taking one for the same device at once takes the next.
+_TAKE = """
+    UPDATE device_messages SET claimed_at = $2
+    WHERE (device_id, id) = (
+        SELECT device_id, id FROM device_messages
+        WHERE device_id = $1 AND status = 'PENDING' AND expires_at IS NOT NULL
+              AND (claimed_at IS NULL OR claimed_at <= $3)
+        ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING *"""
 
 
 def _json(value: Any) -> str | None:
@@ -59,7 +75,7 @@ def _message(r: asyncpg.Record) -> DeviceMessage:
         id=r["id"], device_id=r["device_id"], direction=Direction(r["direction"]), name=r["name"],
         content=r["content"],
         status=MessageStatus(r["status"]), created_at=r["created_at"], kind=r["kind"],
-        finished_at=r["finished_at"], error=r["error"],
+        finished_at=r["finished_at"], error=r["error"], expires_at=r["expires_at"],
     )
 
 
@@ -72,7 +88,7 @@ class IotdaStore:
         with translated():
             try:
                 await self._pool.execute(_CREATE_BOUND, d.id, d.project_id, d.product_id, d.name, d.label, d.gateway,
-                                         d.created_at, fingerprint)
+                                         d.created_at, fingerprint, d.node_id)
             except asyncpg.UniqueViolationError as exc:
                 clash = _CLASHES.get(exc.constraint_name or "")
                 if clash is None:
@@ -84,12 +100,13 @@ class IotdaStore:
         with translated():
             added = await self._pool.fetchval(
                 """INSERT INTO device_messages
-                   (id, device_id, direction, name, kind, content, status, error, created_at, finished_at)
-                   SELECT $1, $2, $3, $4, $5, $6::jsonb, $7, $8::jsonb, $9, $10
+                   (id, device_id, direction, name, kind, content, status, error, created_at, finished_at,
+                    expires_at)
+                   SELECT $1, $2, $3, $4, $5, $6::jsonb, $7, $8::jsonb, $9, $10, $11
                    WHERE EXISTS (SELECT FROM devices WHERE id = $2)
                    ON CONFLICT DO NOTHING RETURNING true""",
                 m.id, m.device_id, m.direction.value, m.name, m.kind, _json(m.content), m.status.value,
-                _json(m.error), m.created_at, m.finished_at)
+                _json(m.error), m.created_at, m.finished_at, m.expires_at)
         return bool(added)
 
     async def finish_message(
@@ -100,6 +117,19 @@ class IotdaStore:
             await self._pool.execute(
                 "UPDATE device_messages SET status = $3, finished_at = $4, error = $5::jsonb "
                 "WHERE device_id = $1 AND id = $2", device_id, message_id, status.value, finished_at, _json(error))
+
+    async def take_message(self, device_id: str, now: int, claim_ms: int) -> DeviceMessage | None:
+        with translated():
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(_EXPIRE, device_id, now)
+                r = await conn.fetchrow(_TAKE, device_id, now, now - claim_ms)
+        return _message(r) if r else None
+
+    async def release_message(self, device_id: str, message_id: str) -> None:
+        with translated():
+            await self._pool.execute(
+                "UPDATE device_messages SET claimed_at = NULL WHERE device_id = $1 AND id = $2 AND status = 'PENDING'",
+                device_id, message_id)
 
     async def message(self, device_id: str, message_id: str) -> DeviceMessage | None:
         with translated():

@@ -2,7 +2,9 @@
 
 Each process subscribes to one subject per device it holds (``{prefix}.d.{device}``), from
 the device's first channel to its last, and to one subject of its own (``{prefix}.p.{id}``),
-the reply address it stamps on what it publishes (``"o"``). An event answering another
+the reply address it stamps on what it publishes (``"o"``), and to one subject all share
+(``{prefix}.all``) for the few events naming many devices (``"ds"``: an OTA package assigned to a
+product). An event answering another
 (an RPC's "delivered" receipt, the device's reply) names that address (``"a"``) and goes
 there alone: request-reply, not broadcast. The cost of a downlink message does not grow
 with the number of processes.
@@ -31,6 +33,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
+from fleetgate.core import metrics
 from fleetgate.core.errors import Unavailable
 from fleetgate.core.retry import Backoff, Outage
 from fleetgate.core.tasks import OwnedTasks
@@ -99,6 +102,7 @@ class NatsDownlinkBus:
     async def start(self) -> None:
         """Connect; when no server answers within connect_timeout, go on connecting in the
         background (the gateway starts and takes uplink meanwhile; downlink calls are 503)."""
+        metrics.DOWNLINK_BUS_CONNECTED.set(0)
         self._tasks.spawn(self._follow_subscriptions())
         connecting = self._tasks.spawn(self._connect())
         try:
@@ -138,6 +142,7 @@ class NatsDownlinkBus:
                     reconnected_cb=self._reconnected, error_cb=self._error, **options,
                 )
                 await client.subscribe(self.address, cb=self._message)
+                await client.subscribe(f"{s.subject_prefix}.all", cb=self._message)
                 break
             except (OSError, NatsError, TimeoutError) as exc:
                 outage.failed("NATS %s: cannot connect, retrying: %s", ",".join(s.servers),
@@ -164,6 +169,7 @@ class NatsDownlinkBus:
         log.debug("NATS: %s", exc)
 
     def _set_connected(self, up: bool) -> None:
+        metrics.DOWNLINK_BUS_CONNECTED.set(1 if up else 0)
         if up:
             if not self._connected.is_set():
                 log.info("NATS connected: downlink available")
@@ -233,6 +239,8 @@ class NatsDownlinkBus:
         address = event.get("a")
         if isinstance(address, str) and address.startswith(f"{self._settings.subject_prefix}.p."):
             subject = address
+        elif "ds" in event:
+            subject = f"{self._settings.subject_prefix}.all"
         else:
             subject = device_subject(self._settings.subject_prefix, str(event["d"]))
             event = {**event, "o": self.address}

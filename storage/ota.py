@@ -1,4 +1,4 @@
-"""OTA packages in PostgreSQL (fleetgate.core.ota_model.OtaStore): packages in 64 KiB blocks,
+"""OTA packages in PostgreSQL (fleetgate.core.ports.OtaStore): packages in 64 KiB blocks,
 assignments to products and devices, and each device's reported progress."""
 
 from __future__ import annotations
@@ -236,6 +236,12 @@ class OtaStore:
                 package_id,
             )
         return {r["state"]: r["n"] for r in records}
+
+    async def state_totals(self) -> dict[tuple[OtaType, str], int]:
+        with translated():
+            records = await self._pool.fetch(
+                "SELECT type, state, count(*) AS n FROM ota_device_states WHERE state IS NOT NULL GROUP BY type, state")
+        return {(OtaType(r["type"]), r["state"]): r["n"] for r in records}
 
 
 async def _require(conn: asyncpg.Connection, table: str, project_id: str, target_id: str, what: str) -> None:

@@ -24,9 +24,11 @@ async def fetch_page(
 ) -> Page:
     """Rows of ``table`` matching ``where`` (which uses $1..$n for ``args``)."""
     n = len(args)
+    # No marker: from the top. (A stand-in marker would hide ids an operator chose above it: "meter-1".)
+    after = f" AND id < ${n + 3}" if marker and marker != NO_MARKER else ""
     records = await conn.fetch(
-        f"SELECT * FROM {table} WHERE {where} AND id < ${n + 1} ORDER BY id DESC LIMIT ${n + 2} OFFSET ${n + 3}",
-        *args, marker or NO_MARKER, limit, offset,
+        f"SELECT * FROM {table} WHERE {where}{after} ORDER BY id DESC LIMIT ${n + 1} OFFSET ${n + 2}",
+        *args, limit, offset, *((marker,) if after else ()),
     )
     count = await conn.fetchval(f"SELECT count(*) FROM {table} WHERE {where}", *args)
     items = tuple(convert(r) for r in records)

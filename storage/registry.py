@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncpg
 
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
@@ -22,7 +24,8 @@ def _details_at(now: str) -> str:
     ``now`` (fleetgate.core.presence): ONLINE while a live process holds a connection of it or
     its last request's lease runs. An expired lease, or a dead process's, is a time it went
     offline that nothing has written yet."""
-    return f"""(SELECT d.*, c.type AS credentials_type, c.client_id, c.user_name,
+    return f"""(SELECT d.*, c.type AS credentials_type, c.client_id, c.user_name, c.secure_access,
+                       (SELECT r.node_id FROM device_registrations r WHERE r.device_id = d.id) AS registered_node_id,
                        (SELECT b.fingerprint FROM device_certificates b WHERE b.device_id = d.id
                         ORDER BY b.enabled DESC, b.created_at DESC LIMIT 1) AS fingerprint,
                        EXISTS (SELECT 1 FROM attribute_kv a WHERE a.device_id = d.id AND a.scope = 'SERVER_SCOPE'
@@ -50,12 +53,17 @@ _DELETE_CONNECTIONS = "DELETE FROM device_connections WHERE device_id = $1"
 def _details(r: asyncpg.Record) -> DeviceDetails:
     kind, fingerprint = r["credentials_type"], r["fingerprint"]
     if kind:
-        info: CredentialsInfo | None = CredentialsInfo(CredentialsType(kind), r["client_id"], r["user_name"])
+        info: CredentialsInfo | None = CredentialsInfo(
+            CredentialsType(kind), r["client_id"], r["user_name"],
+            secure_access=r["secure_access"] if kind == CredentialsType.SECRET else None)
     else:  # a device a certificate registered (IoTDA's templates), or bound to a fingerprint
         info = CredentialsInfo(CredentialsType.X509_CERTIFICATE, fingerprint=fingerprint) if fingerprint else None
     connectivity = Connectivity(DeviceStatus(r["status"]), r["last_online_time"], r["offline_time"],
                                 r["last_activity_time"])
-    return DeviceDetails(rows.device(r), info, r["provisioned"], connectivity)
+    device = rows.device(r)
+    if device.node_id is None and r["registered_node_id"] is not None:  # a template rendered it
+        device = dataclasses.replace(device, node_id=r["registered_node_id"])
+    return DeviceDetails(device, info, r["provisioned"], connectivity)
 
 
 class DeviceRegistryStore(DeviceStore):

@@ -13,6 +13,10 @@ plus up to one retention interval. The partly expired month is not thinned out r
 row: a DELETE writes WAL for every row and leaves dead rows for vacuum, competing with
 the writers, which is what partitions by project are there to avoid.
 
+Persistent RPC calls that are over (SUCCESSFUL, TIMEOUT, EXPIRED, FAILED), and those past their
+expiration time, are deleted once older than their time-to-live (ThingsBoard's rpcTtlDays): by the
+time they were last updated, so a call answered late is kept its whole time-to-live after that.
+
 One process enforces at a time (an advisory lock), whatever the replica count.
 """
 
@@ -23,11 +27,13 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from fleetgate.core.rpc_calls import RpcStatus
 from fleetgate.storage.errors import translated
 from fleetgate.storage.partitions import LOCK_TS_KV
 
 _LOCK_KEY = 0x7A_B1_E6
 _DAY_MS = 86_400_000
+_PENDING_RPC = [s.value for s in RpcStatus if s.pending]
 _PROJECT = re.compile(r"ts_kv_p(\d+)")
 _MONTH = re.compile(r"ts_kv_p\d+_\d{4}_\d{2}")
 
@@ -47,6 +53,7 @@ _TREE = """SELECT c.relname AS name, CASE WHEN i.inhparent = 'ts_kv'::regclass T
 class RetentionOutcome:
     partitions_dropped: tuple[str, ...] = ()
     audit_rows_deleted: int = 0
+    rpc_calls_deleted: int = 0
     skipped: bool = False  # another process held the lock
 
 
@@ -61,11 +68,13 @@ class _Month:
 class RetentionStore:
     def __init__(
         self, pool: asyncpg.Pool, default_ttl_days: int, audit_retention_days: int, message_retention_days: int = 0,
+        rpc_retention_days: int = 0,
     ) -> None:
         self._pool = pool
         self._default_ttl_days = default_ttl_days
         self._audit_days = audit_retention_days
         self._message_days = message_retention_days
+        self._rpc_days = rpc_retention_days
 
     async def enforce(self, now_ms: int) -> RetentionOutcome:
         with translated():
@@ -78,8 +87,9 @@ class RetentionStore:
                 if self._message_days:  # the device message log (IoTDA's messages and events)
                     await conn.execute("DELETE FROM device_messages WHERE created_at < $1",
                                        now_ms - self._message_days * _DAY_MS)
+                rpc_calls = await self._rpc_calls(conn, now_ms)
                 dropped = await self._telemetry(conn, now_ms)
-        return RetentionOutcome(dropped, audit)
+        return RetentionOutcome(dropped, audit, rpc_calls)
 
     async def _telemetry(self, conn: asyncpg.Connection, now_ms: int) -> tuple[str, ...]:
         # Partitions before projects: a project's partition is made after the project
@@ -102,6 +112,16 @@ class RetentionStore:
             for name in doomed:
                 await conn.execute(f"DROP TABLE IF EXISTS {name}")
         return tuple(doomed)
+
+    async def _rpc_calls(self, conn: asyncpg.Connection, now_ms: int) -> int:
+        if self._rpc_days == 0:
+            return 0
+        cutoff = now_ms - self._rpc_days * _DAY_MS
+        # A call still pending but expired before the cutoff is over too: nothing sends it again.
+        status = await conn.execute(
+            """DELETE FROM rpc_calls WHERE (updated_at < $1 AND status <> ALL($2::text[])) OR expiration_time < $1""",
+            cutoff, _PENDING_RPC)
+        return int(status.split()[-1])
 
     async def _audit(self, conn: asyncpg.Connection, now_ms: int) -> int:
         if self._audit_days == 0:

@@ -54,6 +54,7 @@ def device(r: asyncpg.Record) -> Device:
         created_at=r["created_at"],
         gateway_id=r.get("gateway_id"),
         customer=r.get("customer"),
+        node_id=r.get("node_id"),
     )
 
 
@@ -72,6 +73,7 @@ def stored_credentials(r: asyncpg.Record, sealer: Sealer) -> StoredCredentials:
         certificate=r["certificate"],
         pending=pending_from_json(r["pending"], sealer),
         secret=sealer.open(r.get("secret"), SECRET),
+        secure_access=bool(r.get("secure_access")),
     )
 
 

@@ -21,9 +21,10 @@ from fleetgate.core.timeseries import Aggregation, BucketValue, SeriesQuery
 from fleetgate.storage.errors import translated
 from fleetgate.storage.telemetry import column_value
 
-# Named as a parameter so that the planner prunes ts_kv to the project's partitions
+# The device's project number, when the device is the project's: named as a parameter in the
+# queries below, so that the planner prunes ts_kv to the project's partitions
 # (storage/telemetry_queries.py says why).
-_PROJECT_NO = "SELECT p.no FROM devices d JOIN projects p ON p.id = d.project_id WHERE d.id = $1"
+_PROJECT_NO = "SELECT p.no FROM devices d JOIN projects p ON p.id = d.project_id WHERE d.id = $1 AND p.id = $2"
 
 # A key never stored has no key_id, and is not added to key_dictionary by asking.
 _RAW = """SELECT k.key, t.ts, t.bool_v, t.long_v, t.dbl_v, t.str_v, t.json_v
@@ -67,14 +68,16 @@ class SeriesStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def raw_series(self, device_id: str, query: SeriesQuery) -> dict[str, list[TimeseriesPoint]]:
+    async def raw_series(
+        self, project_id: str, device_id: str, query: SeriesQuery
+    ) -> dict[str, list[TimeseriesPoint]] | None:
         # order is a SortOrder member (ASC or DESC), never text from the caller.
         sql = _RAW.format(order=query.order.value)
         with translated():
             async with self._pool.acquire() as conn:
-                project_no = await conn.fetchval(_PROJECT_NO, device_id)
+                project_no = await conn.fetchval(_PROJECT_NO, device_id, project_id)
                 if project_no is None:
-                    return {}
+                    return None
                 records = await conn.fetch(
                     sql, project_no, device_id, list(query.keys), query.start, query.end, query.limit)
         found: dict[str, list[TimeseriesPoint]] = {}
@@ -82,7 +85,7 @@ class SeriesStore:
             found.setdefault(r["key"], []).append(TimeseriesPoint(r["ts"], column_value(r)))
         return found
 
-    async def aggregated_series(self, device_id: str, query: SeriesQuery) -> list[BucketValue]:
+    async def aggregated_series(self, project_id: str, device_id: str, query: SeriesQuery) -> list[BucketValue] | None:
         buckets = query.buckets
         assert buckets is not None and query.agg is not Aggregation.NONE
         long, double = _VALUES[query.agg]
@@ -94,9 +97,9 @@ class SeriesStore:
             by = buckets.interval
         with translated():
             async with self._pool.acquire() as conn:
-                project_no = await conn.fetchval(_PROJECT_NO, device_id)
+                project_no = await conn.fetchval(_PROJECT_NO, device_id, project_id)
                 if project_no is None:
-                    return []
+                    return None
                 records = await conn.fetch(
                     sql, project_no, device_id, list(query.keys), buckets.start, buckets.end, by)
         return [BucketValue(r["key"], r["bucket"], _number(r["long_value"], r["dbl_value"]), r["non_numeric"])

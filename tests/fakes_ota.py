@@ -1,16 +1,47 @@
-"""An in-memory OTA store (fleetgate.core.ota_model.OtaStore) for the core's unit tests."""
+"""An in-memory OTA store (fleetgate.core.ports.OtaStore) for the core's unit tests, and what they share:
+a project's product with two devices, a package image, a device channel recording its updates."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from fleetgate.core.errors import NotFound
-from fleetgate.core.model import Page
+from fleetgate.core.model import DeviceIdentity, Page
 from fleetgate.core.ota_model import (
     Assignment, DeviceOtaState, OtaPackage, OtaType, PackageInUse, PackageTaken, Report,
 )
+
+
+PROJECT, PRODUCT = "p1", "prod1"
+DEVICE = DeviceIdentity("d1", PROJECT, PRODUCT, "device-1")
+OTHER = DeviceIdentity("d2", PROJECT, PRODUCT, "device-2")
+IMAGE = bytes(range(256)) * 1000  # 256,000 bytes: four blocks, the last one short
+
+
+class Recorder:
+    """A device channel that keeps the attribute updates pushed to it."""
+
+    def __init__(self) -> None:
+        self.updates: list[dict[str, Any]] = []
+
+    def push_attributes(self, update: dict[str, Any]) -> None:
+        self.updates.append(update)
+
+    def push_rpc(self, request_id: int, method: str, params: Any) -> None:
+        raise AssertionError("no RPC expected")
+
+
+class Devices:
+    async def device(self, project_id: str, device_id: str) -> object | None:
+        return object() if device_id in ("d1", "d2") else None
+
+
+async def stream(data: bytes, piece: int = 10_000) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), piece):
+        yield data[start:start + piece]
 
 
 @dataclass
@@ -110,6 +141,14 @@ class FakeOtaStore:
             report.current_title or (old.current_title if old else None),
             report.current_version or (old.current_version if old else None), report.ts,
         )
+
+    async def state_totals(self) -> dict[tuple[OtaType, str], int]:
+        totals: dict[tuple[OtaType, str], int] = {}
+        for state in self.states.values():
+            if state.state is not None:
+                key = (state.type, state.state.value)
+                totals[key] = totals.get(key, 0) + 1
+        return totals
 
     async def state_counts(self, package_id: str) -> dict[str, int]:
         counts: dict[str, int] = {}

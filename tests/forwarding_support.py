@@ -6,14 +6,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import secrets
+import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import orjson
 from aiohttp import web
 
-from tests.support import free_port
+from fleetgate.app import Services, open_services
+from fleetgate.core.forwarding_rules import RuleService
+from fleetgate.forwarding_runtime import channels
+from fleetgate.storage.forwarding import ForwardingStore
+from tests.support import free_port, gateway_settings
 
 
 class Receiver:
@@ -73,3 +82,28 @@ def points(notifications: list[dict[str, Any]]) -> Counter[tuple[str, str, str]]
             for key in service["properties"]:
                 found[(device, key, service["event_time"])] += 1
     return found
+
+
+@asynccontextmanager
+async def own_database(database_url: str) -> AsyncIterator[tuple[str, Services]]:
+    """A database of its own on the tests' PostgreSQL (migrated), with the services over it: every
+    gateway process on a database forwards its rules, so a test whose timing matters keeps the
+    session's gateway out of its deliveries."""
+    name = "fwd_" + secrets.token_hex(6)
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = urlunsplit(urlsplit(database_url)._replace(path="/" + name))
+    services = await open_services(url, 4, gateway_settings(tempfile.gettempdir()))
+    try:
+        yield url, services
+    finally:
+        await services.pool.close()
+
+
+def rule_service(services: Services) -> RuleService:
+    """Rules managed straight on a database (what the management API calls), with no forwarder."""
+    store = ForwardingStore(services.pool)
+    return RuleService(store, store, channels())

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tests.forwarding_fleet import Fleet, stored_points
-from tests.forwarding_support import points
+from tests.forwarding_support import own_database, points
 from tests.nats_support import nats_cluster, requires_nats_server
 from tests.support import gateway_settings, new_tenant, running_gateway
 
@@ -66,7 +66,7 @@ async def test_a_jetstream_consumer_receives_every_point_through_a_server_restar
         await client.close()
         settings = gateway_settings(str(tmp_path / "gw"), forwarding_retry_max_seconds=1.0,
                                     forwarding_max_attempts=1000)
-        async with running_gateway(database_url, settings) as gw:
+        async with own_database(database_url) as (url, _), running_gateway(url, settings) as gw:
             tenant = await new_tenant(gw.services)
             rules = gw._forwarding.rules  # noqa: SLF001
             rule = await rules.create_rule(tenant.project_id, name="nats", description=None,

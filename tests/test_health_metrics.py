@@ -93,6 +93,8 @@ async def test_metrics_match_what_the_client_sent(gateway, tenant, http, managem
     assert delta("gateway_rows_stored_total") == 21
     assert delta("gateway_batch_rows_sum") == 21
     assert delta("gateway_batch_write_seconds_count") == delta("gateway_batch_rows_count") >= 1
+    # Every batch written was taken by a writer once: its wait is the first stage of the acknowledgement.
+    assert delta("gateway_batch_wait_seconds_count") == delta("gateway_batch_write_seconds_count")
     assert delta("gateway_auth_failures_total", protocol="http") == 1
     assert delta("gateway_auth_failures_total", protocol="mqtt") == 1
     assert delta("gateway_database_errors_total") == 0

@@ -44,8 +44,9 @@ class Channels:
         self.downlink.attach(device.device_id, channel)
         self.log.append(("attach", device.device_id, protocol))
 
-    def detach(self, device: DeviceIdentity, channel: DeviceChannel, protocol: str = "mqtt") -> None:
-        self.downlink.detach(device.device_id, channel)
+    def detach(self, device: DeviceIdentity, channel: DeviceChannel, protocol: str = "mqtt", *,
+               linger: float = 0.0) -> None:
+        self.downlink.detach(device.device_id, channel, linger)
         self.log.append(("detach", device.device_id, protocol))
 
     def rpc_listening(self, device: DeviceIdentity, channel: DeviceChannel) -> None:
@@ -248,8 +249,8 @@ async def test_polls_are_bounded_and_a_closed_poll_frees_its_place(
     detached = asyncio.Event()
     detach: Callable[..., None] = service.detach
 
-    def watched(device: DeviceIdentity, channel: DeviceChannel, protocol: str = "mqtt") -> None:
-        detach(device, channel, protocol)
+    def watched(device: DeviceIdentity, channel: DeviceChannel, protocol: str = "mqtt", **kwargs: Any) -> None:
+        detach(device, channel, protocol, **kwargs)
         if protocol == "http":
             detached.set()
 

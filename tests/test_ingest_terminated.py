@@ -16,13 +16,20 @@ from fleetgate.core.model import KeyValue, Reading, TelemetryMessage, ValueType
 from fleetgate.storage import database, telemetry
 from fleetgate.storage.database import open_pool
 from fleetgate.storage.telemetry import KeyDictionary, TelemetryWriter
-from tests.test_telemetry_writer import register
 
 APP = "fleetgate-terminated-" + secrets.token_hex(3)
 ROWS = 2_000  # a batch: one COPY chunk (no wait for the socket to drain)
 MAX_BATCHES = 2_000  # the loop's bound, whatever happens
 TERMINATIONS = 60
 CADENCE = 0.05  # between two rounds of pg_terminate_backend
+
+
+async def register(pool, tenant) -> str:
+    """A device of the tenant's project: the writer stores the rows of registered devices only."""
+    device_id = "dev-" + secrets.token_hex(8)
+    await pool.execute("INSERT INTO devices (id, project_id, product_id, name, created_at) VALUES ($1, $2, $3, $1, 0)",
+                       device_id, tenant.project_id, tenant.product_id)
+    return device_id
 
 
 def batch(device: str, first_ts: int) -> list[TelemetryMessage]:

@@ -11,7 +11,7 @@ from tests.support import Tenant, new_tenant
 
 DEVICE_KEYS = {"device_id", "device_name", "product_id", "description", "gateway", "node_type", "gateway_id",
                "customer", "create_time", "provisioned", "status", "last_online_time", "last_offline_time", "last_activity_time",
-               "auth_info"}
+               "auth_info", "node_id"}
 
 
 async def post_telemetry(http, token: str, payload: object) -> int:

@@ -105,6 +105,13 @@ async def push(api: aiohttp.ClientSession, tenant, device: Device, values: dict)
         return resp.status
 
 
+async def bus_gauge(api: aiohttp.ClientSession) -> str:
+    async with api.get("/metrics") as resp:
+        text = await resp.text()
+    return next(line.rsplit(" ", 1)[1] for line in text.splitlines()
+                if line.startswith("gateway_downlink_bus_connected "))
+
+
 async def test_three_replicas_over_a_nats_cluster(gateway, http, tenant, replicas, notifications) -> None:
     nodes, (a, b, c) = replicas
     on_b, on_c = await connect(gateway, http, tenant, b), await connect(gateway, http, tenant, c)
@@ -138,6 +145,7 @@ async def test_three_replicas_over_a_nats_cluster(gateway, http, tenant, replica
         for replica, before in zip((a, b, c), lost):  # each has noticed
             await replica.logged_times("NATS connection lost", before + 1)
         connected = [replica.count("NATS connected") for replica in (a, b, c)]
+        assert await bus_gauge(api) == "0.0"
         started = time.monotonic()
         status, body = await rpc(api, tenant, on_b, 0)
         assert (status, body["error_code"]) == (503, "IOTDA.000003")
@@ -150,6 +158,7 @@ async def test_three_replicas_over_a_nats_cluster(gateway, http, tenant, replica
         for replica, before in zip((a, b, c), connected):
             await replica.logged_times("NATS connected", before + 1, timeout=30)
         assert await rpc(api, tenant, on_c, 5) == (200, {"response": {"echo": {"n": 5}}})
+        assert await bus_gauge(api) == "1.0"
         assert await push(api, tenant, on_b, {"interval": 6}) == 200
         assert await on_b.attributes.get() == {"interval": 6}
     assert notifications == []

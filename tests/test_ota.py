@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,36 +19,7 @@ from fleetgate.core.ota_model import (
     PackageTaken, PackageTooLarge, WrongChunk,
 )
 from fleetgate.core.ota_progress import OtaProgress, mentions_ota, reports
-from tests.fakes_ota import FakeOtaStore
-
-PROJECT, PRODUCT = "p1", "prod1"
-DEVICE = DeviceIdentity("d1", PROJECT, PRODUCT, "device-1")
-OTHER = DeviceIdentity("d2", PROJECT, PRODUCT, "device-2")
-IMAGE = bytes(range(256)) * 1000  # 256,000 bytes: four blocks, the last one short
-
-
-class Recorder:
-    """A device channel that keeps the attribute updates pushed to it."""
-
-    def __init__(self) -> None:
-        self.updates: list[dict[str, Any]] = []
-
-    def push_attributes(self, update: dict[str, Any]) -> None:
-        self.updates.append(update)
-
-    def push_rpc(self, request_id: int, method: str, params: Any) -> None:
-        raise AssertionError("no RPC expected")
-
-
-class Devices:
-    async def device(self, project_id: str, device_id: str) -> object | None:
-        return object() if device_id in ("d1", "d2") else None
-
-
-async def stream(data: bytes, piece: int = 10_000) -> AsyncIterator[bytes]:
-    for start in range(0, len(data), piece):
-        yield data[start:start + piece]
-
+from tests.fakes_ota import DEVICE, IMAGE, OTHER, PRODUCT, PROJECT, Devices, FakeOtaStore, Recorder, stream
 
 def setup(**limits: Any) -> tuple[FakeOtaStore, OtaService, Downlink, OtaDownloads]:
     store = FakeOtaStore({"d1": PRODUCT, "d2": PRODUCT})

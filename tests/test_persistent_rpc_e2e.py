@@ -12,7 +12,6 @@ import secrets
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -22,30 +21,8 @@ from fleetgate.app import Gateway
 from tests.coap_support import TIMEOUT, coap_client, request
 from tests.management_client import Management, assert_error
 from tests.sdk_script import TB_MQTT_PREAMBLE, running_script
-from tests.support import Tenant, new_tenant, provision
-
-RPC_REQUESTS = "v1/devices/me/rpc/request/+"
-
-
-async def offline_device(http, api: Management, tenant: Tenant) -> tuple[str, str]:
-    """A provisioned device, never connected: its id and access token."""
-    name, result = await provision(http, tenant)
-    listed = await api.call("GET", "/devices", params={"device_name": name})
-    return listed.body["devices"][0]["device_id"], result["credentialsValue"]
-
-
-async def persistent_call(api: Management, device_id: str, **fields: Any) -> dict[str, Any]:
-    reply = await api.call("POST", f"/devices/{device_id}/commands",
-                           json={"method": "setGpio", "params": {"pin": 4}, "persistent": True, **fields})
-    assert reply.status == 202, reply
-    return reply.body
-
-
-async def shown(api: Management, device_id: str, command_id: str) -> dict[str, Any]:
-    reply = await api.call("GET", f"/devices/{device_id}/commands/{command_id}")
-    assert reply.status == 200, reply
-    return reply.body
-
+from tests.persistent_rpc_support import RPC_REQUESTS, offline_device, persistent_call, shown
+from tests.support import Tenant, new_tenant
 
 async def test_a_call_made_offline_is_delivered_once_when_the_device_subscribes(
     gateway: Gateway, http, api: Management, tenant: Tenant, clients, mqtt_port: int

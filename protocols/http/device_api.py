@@ -28,7 +28,7 @@ from fleetgate.core.operations import Operation, Params, Reply as Answered
 from fleetgate.core.provision_json import response_to_json
 from fleetgate.protocols.http.connection import Outcome
 from fleetgate.protocols.http.errors import refused
-from fleetgate.protocols.http.long_polls import Feed, LongPolls
+from fleetgate.protocols.http.long_polls import DEFAULT_POLL_GRACE, Feed, LongPolls
 from fleetgate.protocols.http.wire import OK, Reply
 from fleetgate.protocols.routing import Match, RouteTable
 
@@ -86,10 +86,11 @@ _TOO_LARGE = PayloadTooLarge("The body is larger than the configured limit")
 class DeviceApi:
     """What a device HTTP connection asks (protocols.http.connection.DeviceApiPort)."""
 
-    def __init__(self, service: DeviceService, max_long_polls: int = 10_000) -> None:
+    def __init__(self, service: DeviceService, max_long_polls: int = 10_000,
+                 poll_grace: float = DEFAULT_POLL_GRACE) -> None:
         self._service = service
         self._handlers = {operation: service.handler(operation) for operation in Operation}
-        self.polls = LongPolls(service, max_long_polls)
+        self.polls = LongPolls(service, max_long_polls, poll_grace)
 
     def opened(self, address: str) -> Reply | None:
         """A new connection from ``address``: None if admitted, else the refusal to send."""

@@ -65,11 +65,11 @@ class RuleRoutes:
             ("DELETE", "/routing-rule/rules/{rule_id}", self.delete_rule),
             ("POST", "/routing-rule/actions", self.create_action),
             ("GET", "/routing-rule/actions", self.list_actions),
-            ("GET", "/routing-rule/actions/{action_id}", self.show_action),
-            ("PUT", "/routing-rule/actions/{action_id}", self.update_action),
-            ("DELETE", "/routing-rule/actions/{action_id}", self.delete_action),
-            ("GET", "/routing-rule/actions/{action_id}/dead-letters", self.list_dead_letters),
-            ("POST", "/routing-rule/actions/{action_id}/dead-letters/replay", self.replay_dead_letters),
+            ("GET", "/routing-rule/actions/{rule_action_id}", self.show_action),
+            ("PUT", "/routing-rule/actions/{rule_action_id}", self.update_action),
+            ("DELETE", "/routing-rule/actions/{rule_action_id}", self.delete_action),
+            ("GET", "/routing-rule/actions/{rule_action_id}/dead-letters", self.list_dead_letters),
+            ("POST", "/routing-rule/actions/{rule_action_id}/dead-letters/replay", self.replay_dead_letters),
         ]
 
     async def create_rule(self, request: web.Request, project_id: str) -> web.Response:
@@ -130,23 +130,23 @@ class RuleRoutes:
                               "marker": page.marker})
 
     async def show_action(self, request: web.Request, project_id: str) -> web.Response:
-        return json_response(action_json(await self._rules.get_action(project_id, request.match_info["action_id"])))
+        return json_response(action_json(await self._rules.get_action(project_id, request.match_info["rule_action_id"])))
 
     async def update_action(self, request: web.Request, project_id: str) -> web.Response:
         body = await json_body(request)
         channel = body_field(body, "channel", str)
-        current = await self._rules.get_action(project_id, request.match_info["action_id"])
+        current = await self._rules.get_action(project_id, request.match_info["rule_action_id"])
         detail = _detail(body, channel or current.channel, False)
         action = await self._rules.update_action(project_id, current.id, channel, detail)
         return json_response(action_json(action))
 
     async def delete_action(self, request: web.Request, project_id: str) -> web.Response:
-        await self._rules.delete_action(project_id, request.match_info["action_id"])
+        await self._rules.delete_action(project_id, request.match_info["rule_action_id"])
         return web.Response(status=204)
 
     async def list_dead_letters(self, request: web.Request, project_id: str) -> web.Response:
         limit, _, offset = page_params(request)
-        page = await self._rules.dead_letters(project_id, request.match_info["action_id"], limit, offset)
+        page = await self._rules.dead_letters(project_id, request.match_info["rule_action_id"], limit, offset)
         return json_response({"dead_letters": [dead_letter_json(d) for d in page.items], "count": page.count})
 
     async def replay_dead_letters(self, request: web.Request, project_id: str) -> web.Response:
@@ -155,7 +155,7 @@ class RuleRoutes:
         ids = body.get("ids")
         if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, int) for i in ids)):
             raise errors.InvalidInput("ids must be a list of dead letter ids")
-        replayed = await self._rules.replay(project_id, request.match_info["action_id"], ids)
+        replayed = await self._rules.replay(project_id, request.match_info["rule_action_id"], ids)
         return json_response({"replayed": replayed})
 
 

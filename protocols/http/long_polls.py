@@ -9,6 +9,11 @@ and the connection abandons it when the client goes away. No task waits on a pol
 
 Polls open at once are bounded (``http_max_long_polls``): past the bound, 429 with Retry-After,
 counted as a limit refusal.
+
+Between two RPC polls the device is connected nowhere for a moment. As ThingsBoard keeps a call
+pending for the device's next RPC subscription, an operator's lightweight call made then waits up
+to ``http_rpc_poll_grace_seconds`` for the next poll, which it answers at once, rather than
+failing with 409 (fleetgate.core.lingering).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ PROTOCOL = "http"
 # transport.http.max_request_timeout (Tomcat's async timeout: no poll waits longer), in ms.
 DEFAULT_TIMEOUT_MS = 60_000
 MAX_TIMEOUT_MS = 300_000
+# How long a device whose RPC poll was answered is waited for (ThingsBoard's SDK polls again at once).
+DEFAULT_POLL_GRACE = 5.0
 # ThingsBoard answers a poll that timed out with 408 and no body; the SDK polls again on it.
 _TIMED_OUT = Reply(408)
 _SHUTTING_DOWN = Reply.text(503, "The gateway is shutting down", (("Retry-After", "1"),))
@@ -108,9 +115,10 @@ class LongPoll:
 class LongPolls:
     """The long polls of a device API, at most ``max_polls`` at once."""
 
-    def __init__(self, service: DeviceService, max_polls: int) -> None:
+    def __init__(self, service: DeviceService, max_polls: int, grace: float = DEFAULT_POLL_GRACE) -> None:
         self._service = service
         self._max_polls = max_polls
+        self._grace = grace
         self._open: dict[asyncio.Future[Reply], LongPoll] = {}
 
     def __len__(self) -> int:
@@ -139,7 +147,8 @@ class LongPolls:
         if self._open.pop(poll.future, None) is None:
             return False
         poll.stop()
-        self._service.detach(poll.device, poll, PROTOCOL)
+        linger = self._grace if poll.feed is Feed.RPC else 0.0
+        self._service.detach(poll.device, poll, PROTOCOL, linger=linger)
         return True
 
     def abandon(self, future: asyncio.Future[Any]) -> None:

@@ -109,6 +109,7 @@ def new_device(body: dict[str, Any], auth_info: dict[str, Any] | None) -> NewDev
         gateway=body_field(body, "gateway", bool) or False,
         secret=body_field(info, "secret", str),
         fingerprint=body_field(info, "fingerprint", str),
+        secure_access=body_field(info, "secure_access", bool) is not False,
     )
 
 
@@ -159,6 +160,7 @@ def device_json(details: DeviceDetails, clear: Credentials | None = None) -> dic
         "node_type": "GATEWAY" if device.gateway else "ENDPOINT",
         "gateway_id": device.gateway_id,
         "customer": device.customer,  # who claimed it (ThingsBoard's claiming); None: unclaimed
+        "node_id": device.node_id,
         "create_time": iotda_time(device.created_at),
         "provisioned": details.provisioned,
         "status": connectivity.status.value,
@@ -184,6 +186,8 @@ def _auth_info_json(details: DeviceDetails, clear: Credentials | None) -> dict[s
         shown["auth_type"] = _AUTH_TYPES[info.type]
     if info.fingerprint is not None:
         shown["fingerprint"] = info.fingerprint
+    if info.secure_access is not None:
+        shown["secure_access"] = info.secure_access
     if clear is not None:
         if isinstance(clear.value, IotdaSecret):
             shown["secret"] = clear.value.secret

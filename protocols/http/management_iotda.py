@@ -40,14 +40,15 @@ class IotdaRoutes:
             raise InvalidInput("action_id must be resetSecret")
         body = await json_body(request) if request.body_exists else {}
         device_id = request.match_info["device_id"]
-        secret = await self._devices.reset_secret(project_id, device_id, body_field(body, "secret", str))
+        secret = await self._devices.reset_secret(project_id, device_id, body_field(body, "secret", str),
+                                                  force_disconnect=body_field(body, "force_disconnect", bool) or False)
         return json_response({"device_id": device_id, "secret": secret, "secret_type": "PRIMARY"})
 
     async def create_message(self, request: web.Request, project_id: str) -> web.Response:
         body = await json_body(request)
         message = await self._commands.create_message(
             project_id, request.match_info["device_id"], body.get("message"),
-            message_id=body_field(body, "message_id", str), name=body_field(body, "name", str))
+            message_id=body_field(body, "message_id", str), name=body_field(body, "name", str), ttl=body.get("ttl"))
         return json_response({"message_id": message.id, "result": _result(message)}, status=201)
 
     async def list_messages(self, request: web.Request, project_id: str) -> web.Response:

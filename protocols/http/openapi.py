@@ -18,6 +18,7 @@ from aiohttp import web
 from fleetgate.core.telemetry_queries import DEFAULT_LIMIT, MAX_LIMIT
 from fleetgate.protocols.http import openapi_claiming, openapi_commands, openapi_downlink, openapi_provisioning
 from fleetgate.protocols.http import openapi_iotda, openapi_ota, openapi_queries
+from fleetgate.protocols.http import openapi_forwarding
 from fleetgate.protocols.http.schema import obj as _object
 from fleetgate.protocols.http.schema import ref as _ref
 from fleetgate.protocols.http.iotda import NO_MARKER, PREFIX
@@ -103,6 +104,8 @@ OPERATIONS_DESCRIBED: tuple[Operation, ...] = (
     *(Operation(method, path, DEVICE_API, summary, **details)
       for method, path, summary, details in openapi_claiming.DEVICE_OPERATIONS),
     *(_management(method, path, summary, **details) for method, path, summary, details in openapi_ota.OPERATIONS),
+    *(_management(method, path, summary, **details)
+      for method, path, summary, details in openapi_forwarding.OPERATIONS),
     *(_management(method, path, summary, **details)
       for method, path, summary, details in openapi_queries.OPERATIONS),
     *(Operation(method, path, LIVE_FEED, summary, **details)
@@ -209,7 +212,8 @@ SCHEMAS: dict[str, Any] = {
                      enum=["SECRET", "CERTIFICATES"]),
         secret=_s("string", "SECRET: 8 to 32 letters, digits, _ or -; generated when absent"),
         fingerprint=_s("string", "CERTIFICATES: the device certificate's SHA-256, 64 hex digits"),
-        secure_access=_s("boolean", "Accepted and not enforced"),
+        secure_access=_s("boolean", "SECRET: the device may connect over TLS only (MQTTS); true when absent, "
+                         "as on IoTDA"),
     ),
     "DeviceAuthInfo": _object(
         "credentials_type", "client_id", "user_name",
@@ -218,6 +222,7 @@ SCHEMAS: dict[str, Any] = {
         auth_type=_s("string", "IoTDA's kind, for a secret device or a certificate bound by fingerprint",
                      enum=["SECRET", "CERTIFICATES"]),
         fingerprint=_s("string", "The bound certificate's SHA-256"),
+        secure_access=_s("boolean", "A secret device: over TLS only"),
         secret=_s("string", "Only in the answer to the request that set it"),
         access_token=_s("string", "Only in the answer to the request that set it"),
         password=_s(["string", "null"], "Only in the answer to the request that set it"),
@@ -230,6 +235,8 @@ SCHEMAS: dict[str, Any] = {
         node_type=_s("string", "GATEWAY for a gateway device, else ENDPOINT", enum=["GATEWAY", "ENDPOINT"]),
         gateway_id=_NULLABLE_STRING | {"description": "A sub-device's gateway: the last one to connect it"},
         customer=_NULLABLE_STRING | {"description": "Who claimed the device (ThingsBoard's claiming); null: unclaimed"},
+        node_id=_NULLABLE_STRING | {"description": "IoTDA's node id, unique within the product (AddDevice's, or "
+                                    "the one a provisioning template rendered); null: none"},
         **{**_DEVICE_FIELDS, "auth_info": {"oneOf": [_ref("DeviceAuthInfo"), {"type": "null"}]}},
         create_time=_TIME,
         provisioned=_s("boolean", "True once the device has claimed its credentials by provisioning"),
@@ -417,10 +424,11 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": {**SCHEMAS, **openapi_provisioning.SCHEMAS, **openapi_downlink.SCHEMAS,
                         **openapi_claiming.SCHEMAS, **openapi_commands.SCHEMAS, **openapi_ota.SCHEMAS,
-                        **openapi_iotda.SCHEMAS, **openapi_queries.SCHEMAS},
+                        **openapi_iotda.SCHEMAS, **openapi_queries.SCHEMAS, **openapi_forwarding.SCHEMAS},
             "parameters": {**PARAMETERS, **openapi_provisioning.PARAMETERS, **openapi_downlink.PARAMETERS,
                            **openapi_commands.PARAMETERS, **openapi_ota.PARAMETERS,
-                           **openapi_iotda.PARAMETERS, **openapi_queries.PARAMETERS},
+                           **openapi_iotda.PARAMETERS, **openapi_queries.PARAMETERS,
+                           **openapi_forwarding.PARAMETERS},
             "responses": RESPONSES,
             "securitySchemes": {"XAuthToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}},
         },

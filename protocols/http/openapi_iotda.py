@@ -44,7 +44,9 @@ SCHEMAS: dict[str, Any] = {
     "ResetSecret": _object(secret={"type": "string", "pattern": "^[A-Za-z0-9_-]{8,32}$"},
                            force_disconnect={"type": "boolean"}),
     "SecretReset": _object("device_id", "secret", device_id=_STRING, secret=_STRING, secret_type=_STRING),
-    "MessageCreate": _object("message", message=_ANY, message_id=_STRING, name=_STRING),
+    "MessageCreate": _object("message", message=_ANY, message_id=_STRING, name=_STRING, ttl={
+        "type": "integer", "minimum": 0, "maximum": 1440, "multipleOf": 5, "default": 1440,
+        "description": "Minutes the message waits for an offline device (then TIMEOUT); 0: sent now or FAILED"}),
     "MessageResult": _object("status", "created_time", status=_STRING, created_time=_TIME, finished_time=_TIME),
     "MessageCreated": _object("message_id", "result", message_id=_STRING, result=_ref("MessageResult")),
     "DeviceMessage": _object(

@@ -55,7 +55,7 @@ def _stored_by(topic: str, device: DeviceIdentity) -> bool:
 
 async def admit(
     connect: Connect, service: DeviceService, limits: Limits, peer_certificate: bytes | None, source: str = "",
-    address: str = "", *, resumed: bool = False,
+    address: str = "", *, resumed: bool = False, tls: bool = False,
 ) -> Admitted | Refused:
     try:
         if len(connect.client_id) > limits.max_client_id_length:
@@ -68,7 +68,7 @@ async def admit(
             # A certificate alone (ThingsBoard), or with IoTDA's client id and user name.
             device = await service.by_certificate(peer_certificate, source, address, resumed=resumed, iotda=iotda)
         else:
-            device = await service.by_mqtt(connect.client_id, connect.username, connect.password, address)
+            device = await service.by_mqtt(connect.client_id, connect.username, connect.password, address, tls=tls)
         will = connect.will
         if will is not None and not _stored_by(will.topic, device):
             if connect.protocol_level == MQTT_5:

@@ -1,9 +1,10 @@
-"""One MQTT connection: framing, CONNECT, publishes in, acknowledgements out.
+"""One MQTT connection: framing, CONNECT, the packets' dispatch, flow control and closing.
 
-A QoS 1 PUBACK (QoS 2 PUBREC) is written only once the message's rows are
-committed, and acknowledgements leave in the order their PUBLISHes came
-(MQTT-4.6.0-2), so they wait in a queue of slots like HTTP/1.1 answers. When the
-ingest queue is full the session stops reading its socket and TCP carries the
+What a PUBLISH asks for is fleetgate.protocols.mqtt.inbound's, and what the gateway sends the
+device is its channel's (fleetgate.protocols.mqtt.channel). A QoS 1 PUBACK (QoS 2 PUBREC) is
+written only once the message's rows are committed, and acknowledgements leave in the order
+their PUBLISHes came (MQTT-4.6.0-2), so they wait in a queue of slots like HTTP/1.1 answers.
+When the ingest queue is full the session stops reading its socket and TCP carries the
 back-pressure to the device.
 """
 
@@ -11,27 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from functools import partial
-from typing import Any, cast
-
-import orjson
+from typing import cast
 
 from fleetgate.core import metrics
 from fleetgate.core.admission import address_of
-from fleetgate.core.errors import GatewayError, InvalidInput, Overloaded, TooManyRequests
+from fleetgate.core.errors import Overloaded, TooManyRequests
 from fleetgate.core.model import DeviceIdentity
-from fleetgate.core.operations import Operation, Params, Reply
-from fleetgate.protocols.mqtt import codec, dialect, iotda_topics, provisioning
+from fleetgate.protocols.mqtt import codec
 from fleetgate.protocols.mqtt.acks import AckQueue
-from fleetgate.protocols.mqtt.aliases import TopicAliases
+from fleetgate.protocols.mqtt.channel import MqttChannel
 from fleetgate.protocols.mqtt.context import MqttContext
 from fleetgate.protocols.mqtt.connect import Admitted, Refused, admit
-from fleetgate.protocols.mqtt.errors import error_text, reason_of
-from fleetgate.protocols.mqtt.routes import DEVICE_FILTERS, GATEWAY_FILTERS, PROVISIONING_FILTERS, ROUTES, Feed
-from fleetgate.protocols.routing import render
+from fleetgate.protocols.mqtt.errors import reason_of
+from fleetgate.protocols.mqtt.inbound import Inbound
+from fleetgate.protocols.mqtt.routes import DEVICE_FILTERS, GATEWAY_FILTERS, PROVISIONING_FILTERS, Feed
 from fleetgate.protocols.mqtt.keepalive import KeepAlive
-from fleetgate.protocols.mqtt.outbound import DEFAULT_RECEIVE_MAXIMUM, Outbound
+from fleetgate.protocols.mqtt.outbound import DEFAULT_RECEIVE_MAXIMUM
 from fleetgate.protocols.mqtt.subscriptions import Subscriptions
 from fleetgate.protocols.mqtt.will import store_will
 from fleetgate.protocols.mqtt.packets import (
@@ -41,19 +37,16 @@ from fleetgate.protocols.mqtt.packets import (
 
 log = logging.getLogger(__name__)
 PROTOCOL = "mqtt"
-# Downlink messages a session holds while the client's Receive Maximum is used up.
-_DOWNLINK_BACKLOG = 1_000
 
 
 class MqttSession(asyncio.Protocol):
     # Tens of thousands of these sit idle: slots, and nothing allocated that an idle one does not use.
-    __slots__ = ("_acks", "_address", "_admitted", "_aliases", "_backlog", "_clean_disconnect", "_clock",
-                 "_closing", "_connecting", "_ctx", "_decoder", "_loop", "_outbound", "_paused_for", "_refusal",
-                 "_subscriptions", "_transport", "_version", "_will")
+    __slots__ = ("_acks", "_address", "_admitted", "_backlog", "_channel", "_clean_disconnect", "_clock",
+                 "_closing", "_connecting", "_ctx", "_decoder", "_inbound", "_paused_for", "_refusal",
+                 "_transport", "_version", "_will")
 
     def __init__(self, context: MqttContext) -> None:
         self._ctx = context
-        self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._decoder = codec.Decoder(max_packet_size=context.settings.limits.max_packet_size)
         self._version = 4
@@ -61,9 +54,9 @@ class MqttSession(asyncio.Protocol):
         self._connecting = False
         self._backlog: list[Packet] = []  # packets that arrived while CONNECT or the queue was pending
         self._acks = AckQueue(self._write, self._on_stored, self._close)
-        self._aliases = TopicAliases(context.settings.limits.topic_alias_maximum)
-        self._subscriptions = Subscriptions(PROVISIONING_FILTERS)
-        self._outbound = Outbound(self._write, _DOWNLINK_BACKLOG)
+        self._channel = MqttChannel(self._write, PROVISIONING_FILTERS, self._disconnected)
+        self._inbound = Inbound(context, self._acks, self._channel, abort=self._abort, close=self._close,
+                                pause=self._pause, is_open=self._is_open)
         self._paused_for: tuple[str, ...] = ()  # why reading stopped: "queue", "inflight"
         self._clock: KeepAlive | None = None
         self._closing = False
@@ -108,7 +101,7 @@ class MqttSession(asyncio.Protocol):
             self._clock.cancel()
         admitted = self._admitted
         if admitted is not None and admitted.device is not None:
-            self._ctx.service.detach(admitted.device, self)
+            self._ctx.service.detach(admitted.device, self._channel)
             if admitted.will_accepted and not self._clean_disconnect:
                 self._publish_will()
 
@@ -164,7 +157,7 @@ class MqttSession(asyncio.Protocol):
                 self._abort(Reason.PROTOCOL_ERROR, "the first packet must be CONNECT")
             return
         if isinstance(packet, Publish):
-            self._on_publish(packet)
+            self._inbound.publish(packet, self._admitted.device)
         elif isinstance(packet, PubRel):
             self._acks.released(packet.packet_id)
         elif isinstance(packet, PingReq):
@@ -177,7 +170,7 @@ class MqttSession(asyncio.Protocol):
             self._clean_disconnect = packet.reason_code != Reason.DISCONNECT_WITH_WILL
             self._close()
         elif isinstance(packet, PubAck | PubComp):
-            self._outbound.acknowledged(packet.packet_id)
+            self._channel.outbound.acknowledged(packet.packet_id)
         elif isinstance(packet, PubRec):
             self._write(codec.encode(PubRel(packet.packet_id), self._version))
         elif isinstance(packet, Auth):
@@ -188,7 +181,7 @@ class MqttSession(asyncio.Protocol):
     # CONNECT
 
     def _on_connect(self, connect: Connect) -> None:
-        self._version = self._acks.version = connect.protocol_level
+        self._version = self._acks.version = self._inbound.version = connect.protocol_level
         if self._refusal is not None:
             self._write(codec.encode(ConnAck(reason_code=reason_of(self._refusal, connect)), self._version))
             self._close()
@@ -202,7 +195,8 @@ class MqttSession(asyncio.Protocol):
         decision = await admit(connect, self._ctx.service, self._ctx.settings.limits, certificate,
                                f"mqtts:{self._remote()}",
                                self._remote().rpartition(":")[0],
-                               resumed=ssl_object is not None and ssl_object.session_reused)
+                               resumed=ssl_object is not None and ssl_object.session_reused,
+                               tls=ssl_object is not None)
         if self._transport is None:
             return
         if isinstance(decision, Refused):
@@ -214,17 +208,24 @@ class MqttSession(asyncio.Protocol):
             return
         self._admitted = decision
         device = decision.device
-        self._subscriptions = Subscriptions(
+        channel = self._channel
+        channel.subscriptions = Subscriptions(
             PROVISIONING_FILTERS if device is None else GATEWAY_FILTERS if device.gateway else DEVICE_FILTERS
         )
+        if decision.iotda and device is not None:
+            channel.iotda_device = device.device_id
         self._will = connect.will if decision.will_accepted else None
-        outbound = self._outbound
+        outbound = channel.outbound
         outbound.version = self._version
         outbound.max_packet_size = connect.properties.get(Property.MAXIMUM_PACKET_SIZE, 0)
         outbound.receive_maximum = connect.properties.get(Property.RECEIVE_MAXIMUM, DEFAULT_RECEIVE_MAXIMUM)
         if decision.device is not None:
-            self._ctx.service.attach(decision.device, self)
+            self._ctx.service.attach(decision.device, channel)
         self._write(codec.encode(ConnAck(properties=decision.connack_properties), self._version))
+        if decision.iotda and device is not None:
+            # Huawei's SDK never subscribes: its connection takes requests from the CONNACK on,
+            # and the persistent calls and cached messages down waiting for it go now.
+            self._ctx.service.rpc_listening(device, channel)
         log.debug("MQTT connection accepted", extra={
             "client_id": connect.client_id, "remote": self._remote(), "protocol": PROTOCOL,
             **({"device_id": decision.device.device_id, "device": decision.device.name} if decision.device else {}),
@@ -238,191 +239,40 @@ class MqttSession(asyncio.Protocol):
         peer = self._transport.get_extra_info("peername") if self._transport else None
         return f"{peer[0]}:{peer[1]}" if peer else ""
 
-    # PUBLISH
-
-    def _on_publish(self, publish: Publish) -> None:
-        try:
-            topic = self._aliases.topic_of(publish)
-        except codec.ProtocolError as exc:
-            self._abort(exc.reason_code, exc.message)
-            return
-        limits = self._ctx.settings.limits
-        if publish.qos == 2 and publish.packet_id in self._acks.qos2:
-            # A retransmission of a message already stored: answer it again, store nothing.
-            self._acks.ready(codec.encode_pubrec(publish.packet_id, Reason.SUCCESS, self._version))
-            return
-        if publish.qos and self._acks.in_flight >= limits.receive_maximum:
-            self._abort(Reason.RECEIVE_MAXIMUM_EXCEEDED, "more QoS 1 and 2 messages in flight than allowed")
-            return
-        device = self._admitted.device if self._admitted else None
-        if len(topic) > limits.max_topic_length:
-            match = None
-        elif device is not None and topic.startswith(iotda_topics.PREFIX):
-            try:
-                match = iotda_topics.match(topic, device.device_id)
-            except iotda_topics.Confined:
-                self._confined(publish)
-                return
-        else:
-            match = ROUTES.match(topic)
-        route = match.targets[""] if match is not None else None
-        if device is None:
-            # A provisioning session may only ask for its credentials.
-            if route is None or route.operation is not Operation.PROVISION:
-                self._ack_now(publish, Reason.TOPIC_NAME_INVALID)
-                self._close()
-                return
-            self._ctx.spawn(self._provision(publish, cast(str, route.reply)))
-            return
-        if route is None or not route.operation.needs_device or not route.operation.allowed(device):
-            metrics.BAD_REQUESTS.labels(PROTOCOL, "unknown_topic").inc()
-            self._ack_now(publish, Reason.TOPIC_NAME_INVALID)
-            return
-        assert match is not None
-        operation, params = route.operation, match.params
-        handler = self._ctx.handlers[operation]
-        try:
-            if operation.reply is Reply.STORED:
-                self._store(publish, handler, device, params)
-            elif operation.reply is Reply.ANSWER and route.error is not None:
-                self._ack_now(publish, Reason.SUCCESS)
-                self._ctx.spawn(self._answer_or_error(partial(handler, device, publish.payload, params),
-                                                      route.error, render(cast(str, route.reply), params)))
-            elif operation.reply is Reply.ANSWER:
-                answer = handler(device, publish.payload, params)
-                self._ack_now(publish, Reason.SUCCESS)
-                self._ctx.spawn(self._answer(answer, render(cast(str, route.reply), params)))
-            else:
-                handler(device, publish.payload, params)
-                self._ack_now(publish, Reason.SUCCESS)
-        except Overloaded:
-            raise
-        except InvalidInput as exc:
-            self._refuse_payload(publish, device, exc)
-        except GatewayError as exc:
-            self._abort(reason_of(exc), exc.message)
-
-    def _store(self, publish: Publish, submit: Callable[..., Any], device: DeviceIdentity, params: Params) -> None:
-        """Hand the message to the pipeline; its acknowledgement waits in order for the commit."""
-        if publish.qos == 0:
-            submit(device, publish.payload, params, PROTOCOL)
-            return
-        receipt = self._acks.waiting(cast(int, publish.packet_id), publish.qos)
-        try:
-            submit(device, publish.payload, params, PROTOCOL, receipt)
-        except BaseException:
-            self._acks.withdraw()
-            raise
-        if self._acks.in_flight >= self._ctx.settings.limits.receive_maximum and self._version != MQTT_5:
-            # A 3.1.1 client does not know the limit: slow it down instead (MQTT 5 clients
-            # are told it in CONNACK and disconnected for exceeding it, MQTT-3.3.4-9).
-            self._pause("inflight")
-
-    def _on_stored(self) -> None:
-        if "inflight" in self._paused_for and self._acks.in_flight < self._ctx.settings.limits.receive_maximum:
-            self._resume("inflight")
-
-    def _ack_now(self, publish: Publish, reason: int) -> None:
-        self._acks.answer(cast(int, publish.packet_id), publish.qos, reason)
-
-    def _confined(self, publish: Publish) -> None:
-        """Another device's topic: PUBACK 0x87 on MQTT 5, the connection closed on 3.1.1."""
-        metrics.BAD_REQUESTS.labels(PROTOCOL, "not_authorized").inc()
-        if self._version == MQTT_5:
-            self._ack_now(publish, Reason.NOT_AUTHORIZED)
-        else:
-            self._close()
-
-    def _refuse_payload(self, publish: Publish, device: DeviceIdentity, exc: InvalidInput) -> None:
-        """Malformed payload: PUBACK 0x99 on MQTT 5 (or when the product asks for it), else close."""
-        metrics.BAD_REQUESTS.labels(PROTOCOL, "malformed").inc()
-        if self._version == MQTT_5 or device.send_ack_on_validation_error:
-            self._ack_now(publish, Reason.PAYLOAD_FORMAT_INVALID)
-        else:
-            log.info("closing %s: %s", device.name, exc.message, extra={"device_id": device.device_id})
-            self._close()
-
-    # requests that are answered, not stored
-
-    async def _answer(self, answer: Awaitable[bytes], topic: str) -> None:
-        try:
-            body = await answer
-        except GatewayError as exc:
-            body = orjson.dumps({"error": exc.message})
-        self._publish(topic, body)
-
-    async def _answer_or_error(self, answer: Callable[[], Awaitable[bytes]], error_topic: str, topic: str) -> None:
-        """An answer whose refusal, at once or later, goes to its own topic as text (v2/fw/error)."""
-        try:
-            body = await answer()
-        except GatewayError as exc:
-            metrics.BAD_REQUESTS.labels(PROTOCOL, "refused").inc()
-            self._publish(error_topic, error_text(exc))
-            return
-        self._publish(topic, body)
-
-    async def _provision(self, publish: Publish, reply_topic: str) -> None:
-        reason, body = await provisioning.answer(self._ctx.service, publish.payload)
-        if self._transport is None:
-            return
-        self._ack_now(publish, reason)
-        if body is None:
-            self._close()
-            return
-        self._publish(reply_topic, body)
-        # ThingsBoard closes a provisioning session a while after answering.
-        self._loop.call_later(self._ctx.settings.provision_close_after, self._close)
-
     # SUBSCRIBE
 
     def _on_subscribe(self, subscribe: Subscribe) -> None:
-        listened = self._listens_rpc()
-        codes = tuple(self._subscriptions.subscribe(s, self._version) for s in subscribe.subscriptions)
+        channel = self._channel
+        listened = self._rpc_listening()
+        codes = tuple(channel.subscriptions.subscribe(s, self._version) for s in subscribe.subscriptions)
         self._acks.ready(codec.encode(SubAck(subscribe.packet_id, codes), self._version))
-        device = self.device
-        if device is not None and not listened and self._listens_rpc():
-            self._ctx.service.rpc_listening(device, self)  # its persistent calls go out after the SUBACK
-
-    def _listens_rpc(self) -> bool:
-        return next(self._subscriptions.feeds(Feed.RPC_REQUESTS), None) is not None
+        self._rpc_listening_changed(listened)  # persistent calls go out after the SUBACK
 
     def _on_unsubscribe(self, unsubscribe: Unsubscribe) -> None:
-        codes = tuple(self._subscriptions.unsubscribe(f) for f in unsubscribe.topic_filters)
+        listened = self._rpc_listening()
+        codes = tuple(self._channel.subscriptions.unsubscribe(f) for f in unsubscribe.topic_filters)
         self._acks.ready(codec.encode(UnsubAck(unsubscribe.packet_id, codes), self._version))
+        self._rpc_listening_changed(listened)
 
-    # downlink: fleetgate.core.downlink.DeviceChannel, and GatewayChannel for a gateway's sub-devices
+    def _rpc_listening(self) -> tuple[bool, bool]:
+        """Whether the session takes server-side RPC: the device's own, and its sub-devices'."""
+        channel = self._channel
+        return channel.listens_rpc, next(channel.subscriptions.feeds(Feed.SUBDEVICE_RPC_REQUESTS), None) is not None
 
-    def push_attributes(self, update: dict[str, Any]) -> None:
-        self._publish_all(dialect.attribute_update(self._subscriptions, update))
-
-    def push_rpc(self, request_id: int, method: str, params: Any) -> None:
-        admitted = self._admitted
-        if admitted is not None and admitted.iotda and admitted.device is not None:
-            self._publish(*iotda_topics.rpc_as_command(admitted.device.device_id, request_id, method, params))
+    def _rpc_listening_changed(self, before: tuple[bool, bool]) -> None:
+        """Tell the core what a SUBSCRIBE or UNSUBSCRIBE changed: persistent calls go only to a
+        device listening (and a gateway's sub-devices listen through its v1/gateway/rpc)."""
+        device, channel = self.device, self._channel
+        own, subdevices = self._rpc_listening()
+        if device is None:
             return
-        self._publish_all(dialect.rpc_request(self._subscriptions, request_id, method, params))
-
-    def push_iotda(self, kind: str, request_id: int, body: dict[str, Any]) -> bool:
-        """fleetgate.core.iotda_downlink: sent when connected in IoTDA's dialect, with no subscription."""
-        admitted = self._admitted
-        if admitted is None or not admitted.iotda or admitted.device is None:
-            return False
-        self._publish(*iotda_topics.downlink(admitted.device.device_id, kind, request_id, body))
-        return True
-
-    def push_subdevice_attributes(self, device: str, update: dict[str, Any]) -> None:
-        self._publish_all(dialect.subdevice_attribute_update(self._subscriptions, device, update))
-
-    def push_subdevice_rpc(self, device: str, request_id: int, method: str, params: Any) -> None:
-        self._publish_all(dialect.subdevice_rpc_request(self._subscriptions, device, request_id, method, params))
-
-    def _publish_all(self, outgoing: dialect.Outgoing) -> None:
-        for topic, payload in outgoing:
-            self._publish(topic, payload)
-
-    def _publish(self, topic: str, payload: bytes) -> None:
-        """Send to the device at the QoS its matching subscription was granted (0 without one)."""
-        self._outbound.publish(topic, payload, self._subscriptions.qos_for(topic))
+        if own != before[0]:
+            if own:
+                self._ctx.service.rpc_listening(device, channel)
+            else:
+                self._ctx.service.rpc_not_listening(device, channel)
+        if subdevices != before[1] and device.gateway:
+            self._ctx.service.subdevices_rpc_listening(device, channel, subdevices)
 
     # flow control and timers
 
@@ -440,6 +290,10 @@ class MqttSession(asyncio.Protocol):
 
     def _paused(self) -> bool:
         return bool(self._paused_for)
+
+    def _on_stored(self) -> None:
+        if "inflight" in self._paused_for and self._acks.in_flight < self._ctx.settings.limits.receive_maximum:
+            self._resume("inflight")
 
     async def _await_room(self) -> None:
         await self._ctx.service.wait_for_room()
@@ -475,11 +329,20 @@ class MqttSession(asyncio.Protocol):
             self._write(codec.encode(reply, MQTT_5))
         self._close()
 
+    def _disconnected(self) -> None:
+        """The operator closed the connection (IoTDA's force_disconnect): 0x98 on MQTT 5."""
+        if self._version == MQTT_5:
+            self._write(codec.encode(Disconnect(Reason.ADMINISTRATIVE_ACTION), MQTT_5))
+        self._close()
+
     def shutdown(self) -> None:
         """The gateway is stopping: MQTT 5 clients are told so (0x8B)."""
         if self._admitted is not None and self._version == MQTT_5:
             self._write(codec.encode(Disconnect(Reason.SERVER_SHUTTING_DOWN), MQTT_5))
         self._close()
+
+    def _is_open(self) -> bool:
+        return self._transport is not None
 
     def _close(self) -> None:
         if self._transport is not None and not self._closing:
