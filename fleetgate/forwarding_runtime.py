@@ -6,6 +6,7 @@ their data) and stopped after it has drained (what it committed is in the outbox
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import asyncpg
@@ -19,6 +20,7 @@ from fleetgate.core.forwarding_rules import RuleService
 from fleetgate.storage.forwarding import CHANNEL, ForwardingStore
 from fleetgate.storage.forwarding_outbox import TelemetryOutbox
 from fleetgate.storage.listening import ListeningConnection
+from fleetgate.storage.sealing import Sealer, load_key
 
 
 def channels() -> dict[str, Channel]:
@@ -36,7 +38,9 @@ def forwarding_settings(s: Settings) -> ForwardingSettings:
 
 class ForwardingRuntime:
     def __init__(self, settings: Settings, url: str, pool: asyncpg.Pool) -> None:
-        self.store = ForwardingStore(pool)
+        # The key open_services loaded (made at the first start): actions' secrets are sealed with it.
+        key_file = settings.secrets_key_file or os.path.join(settings.data_dir, "secrets.key")
+        self.store = ForwardingStore(pool, Sealer(load_key(key_file)))
         self.channels = channels()
         self.outbox = TelemetryOutbox(on_committed=self._committed)
         self.forwarder = Forwarder(self.store, self.store, self.channels, forwarding_settings(settings),

@@ -60,7 +60,7 @@ class ForwardingSettings:
     max_age_seconds: float = 86_400.0
     backlog_max: int = 1_000_000  # undelivered notifications per action; the oldest are dead-lettered beyond
     backlog_warning: float = 0.8  # a warning once the backlog reaches this fraction of the bound
-    check_seconds: float = 5.0  # how often the backlog is measured (lag, bound)
+    check_seconds: float = 2.0  # how often the backlog is measured (lag, bound) and the outbox vacuumed
     idle_check_seconds: float = 10.0
 
 
@@ -347,6 +347,8 @@ class Forwarder:
     async def _watch(self) -> None:
         while True:
             try:
+                if self._routes:
+                    await self._outbox.compact()
                 await self.check_backlog()
             except GatewayError as exc:
                 log.debug("forwarding backlog not measured: %s", exc)

@@ -200,6 +200,10 @@ class OutboxStore(Protocol):
 
     async def backlog(self) -> Mapping[str, Backlog]: ...
 
+    async def compact(self) -> None:
+        """Reclaim what delivered (deleted) items left behind, so that finding work stays quick."""
+        ...
+
     async def headers(self, device_ids: Sequence[str]) -> Mapping[str, Mapping[str, Any]]:
         """IoTDA's notification header of each device still registered."""
         ...

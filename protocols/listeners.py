@@ -64,12 +64,13 @@ class _Handshake(asyncio.Protocol):
     """An accepted connection until its TLS handshake is done; then the application's protocol
     is handed the TLS transport, as ``create_server(ssl=...)`` would have."""
 
-    __slots__ = ("_app", "_handshakes", "_task")
+    __slots__ = ("_app", "_handshakes", "_task", "_early")
 
     def __init__(self, app: asyncio.BaseProtocol, handshakes: _Handshakes) -> None:
         self._app = app
         self._handshakes = handshakes
         self._task: asyncio.Task[None] | None = None
+        self._early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # No isinstance check: uvloop's transports implement asyncio.Transport without subclassing it.
@@ -78,43 +79,45 @@ class _Handshake(asyncio.Protocol):
         transport.pause_reading()
         self._task = self._handshakes.spawn(self._handshake(transport))
 
+    def data_received(self, data: bytes) -> None:
+        # uvloop may read before connection_made paused the socket: the ClientHello, kept
+        # for the TLS protocol (the client sends nothing more until the server answers).
+        self._early.append(bytes(data))
+
     def connection_lost(self, exc: Exception | None) -> None:
         # Before start_tls took over (after, the TLS protocol is told instead).
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
     async def _handshake(self, transport: asyncio.Transport) -> None:
-        import time as _t
-        _log = open("/tmp/tail/hs.log", "a")
-        _t0 = _t.perf_counter()
-        try:
-            await self._handshake2(transport)
-            _log.write(f"ok {(_t.perf_counter()-_t0)*1000:.1f}\n")
-        except BaseException as e:
-            _log.write(f"exc {e!r} {(_t.perf_counter()-_t0)*1000:.1f}\n")
-            raise
-        finally:
-            _log.close()
-
-    async def _handshake2(self, transport: asyncio.Transport) -> None:
         handshakes = self._handshakes
         address = address_of(transport.get_extra_info("peername"))
         gap = _Gap()
+        loop = asyncio.get_running_loop()
         try:
-            tls = await asyncio.get_running_loop().start_tls(
-                transport, gap, handshakes.context, server_side=True, ssl_handshake_timeout=handshakes.timeout)
+            starting = loop.create_task(loop.start_tls(
+                transport, gap, handshakes.context, server_side=True, ssl_handshake_timeout=handshakes.timeout))
+            try:
+                # One turn: start_tls puts its TLS protocol on the transport and schedules its
+                # connection_made; bytes read before that are handed to it right after.
+                await asyncio.sleep(0)
+                if self._early:
+                    loop.call_soon(_feed, transport.get_protocol(), b"".join(self._early))
+                    self._early.clear()
+                tls = await starting
+            finally:
+                if not starting.done():
+                    starting.cancel()
         except ssl.SSLCertVerificationError:
             handshakes.refused(address)
             _abort(transport)
             return
         except ssl.SSLError as exc:
-            open("/tmp/tail/hs.log", "a").write(f"sslerr {exc!r}\n")
             if exc.reason in _NO_CERTIFICATE:
                 handshakes.refused(address)
             _abort(transport)
             return
-        except (OSError, TimeoutError, RuntimeError) as exc:
-            open("/tmp/tail/hs.log", "a").write(f"fail {exc!r}\n")
+        except (OSError, TimeoutError, RuntimeError):
             # The client left, dribbled past the deadline, or the transport closed meanwhile.
             _abort(transport)
             return
@@ -155,20 +158,21 @@ class _Gap(asyncio.Protocol):
         for data in self._held:
             _feed(app, data)
         self._held.clear()
-        if self._eof and isinstance(app, asyncio.Protocol | asyncio.BufferedProtocol):
+        if self._eof and hasattr(app, "eof_received"):
             app.eof_received()
         if self._lost is not None:
             app.connection_lost(self._lost[0])
 
 
 def _feed(app: asyncio.BaseProtocol, data: bytes) -> None:
-    if isinstance(app, asyncio.BufferedProtocol):
+    # Duck-typed: uvloop's protocols are buffered without subclassing asyncio.BufferedProtocol.
+    if hasattr(app, "get_buffer"):
         view = memoryview(data)
         while view:
-            buffer = app.get_buffer(len(view))
+            buffer = app.get_buffer(len(view))  # type: ignore[attr-defined]
             n = min(len(buffer), len(view))
             buffer[:n] = view[:n]
-            app.buffer_updated(n)
+            app.buffer_updated(n)  # type: ignore[attr-defined]
             view = view[n:]
     elif isinstance(app, asyncio.Protocol):
         app.data_received(data)

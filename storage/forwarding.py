@@ -16,6 +16,7 @@ from fleetgate.core.forwarding_model import LANES, Action, Backlog, DeadLetter, 
 from fleetgate.core.model import Page
 from fleetgate.storage.errors import translated
 from fleetgate.storage.pages import fetch_page
+from fleetgate.storage.sealing import Sealer
 
 CHANNEL = "forwarding"  # the NOTIFY channel: "rules" when rules change, "" when rows wait
 assert LANES == 16, "the lanes of migration 0014's trigger are hashtext & 15"
@@ -94,8 +95,23 @@ def _rule(r: asyncpg.Record) -> Rule:
                 r["app_id"], r["select_sql"], r["where_sql"], r["active"], r["created_at"])
 
 
-def _action(r: asyncpg.Record) -> Action:
-    return Action(r["id"], r["rule_id"], r["project_id"], r["channel"], _obj(r["detail"]), r["created_at"])
+# An action's secrets are sealed at rest, as provision secrets are (storage/sealing.py).
+SECRETS = ("token", "password", "nkey_seed")
+
+
+def _sealed(detail: Mapping[str, Any], sealer: Sealer | None) -> str:
+    if sealer is not None:
+        detail = {k: sealer.seal(v, f"forwarding_actions.detail.{k}") if k in SECRETS and isinstance(v, str) else v
+                  for k, v in detail.items()}
+    return orjson.dumps(dict(detail)).decode()
+
+
+def _opened(detail: Any, sealer: Sealer | None) -> dict[str, Any]:
+    detail = _obj(detail)
+    if sealer is None:
+        return detail
+    return {k: sealer.open(v, f"forwarding_actions.detail.{k}") if k in SECRETS and isinstance(v, str) else v
+            for k, v in detail.items()}
 
 
 def _item(r: asyncpg.Record) -> OutboxItem:
@@ -117,8 +133,13 @@ def _filters(filters: Mapping[str, Any], columns: Mapping[str, str], first: int)
 class ForwardingStore:
     """Rules, actions (the RuleStore port) and the outbox (the OutboxStore port)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, sealer: Sealer | None = None) -> None:
         self._pool = pool
+        self._sealer = sealer
+
+    def _action(self, r: asyncpg.Record) -> Action:
+        return Action(r["id"], r["rule_id"], r["project_id"], r["channel"], _opened(r["detail"], self._sealer),
+                      r["created_at"])
 
     # rules and actions
 
@@ -176,28 +197,28 @@ class ForwardingStore:
                     """INSERT INTO forwarding_actions (id, rule_id, project_id, channel, detail, created_at)
                        VALUES ($1, $2, $3, $4, $5, $6)""",
                     action.id, action.rule_id, action.project_id, action.channel,
-                    orjson.dumps(dict(action.detail)).decode(), action.created_at)
+                    _sealed(action.detail, self._sealer), action.created_at)
                 await self._changed(conn)
 
     async def get_action(self, project_id: str, action_id: str) -> Action | None:
         with translated():
             r = await self._pool.fetchrow("SELECT * FROM forwarding_actions WHERE project_id = $1 AND id = $2",
                                           project_id, action_id)
-        return _action(r) if r else None
+        return self._action(r) if r else None
 
     async def list_actions(self, project_id: str, filters: Mapping[str, Any], limit: int, marker: str,
                            offset: int) -> Page:
         extra, args = _filters(filters, _ACTION_FILTERS, 1)
         with translated():
             return await fetch_page(self._pool, "forwarding_actions", "project_id = $1" + extra,
-                                    [project_id, *args], limit, marker, offset, _action)
+                                    [project_id, *args], limit, marker, offset, self._action)
 
     async def update_action(self, action: Action) -> None:
         with translated():
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute(
                     "UPDATE forwarding_actions SET channel = $3, detail = $4 WHERE project_id = $1 AND id = $2",
-                    action.project_id, action.id, action.channel, orjson.dumps(dict(action.detail)).decode())
+                    action.project_id, action.id, action.channel, _sealed(action.detail, self._sealer))
                 await self._changed(conn)
 
     async def delete_action(self, project_id: str, action_id: str) -> bool:
@@ -220,7 +241,7 @@ class ForwardingStore:
                 """SELECT a.id AS a_id, a.rule_id, a.project_id AS a_project, a.channel, a.detail,
                           a.created_at AS a_created, r.*
                    FROM forwarding_actions a JOIN forwarding_rules r ON r.id = a.rule_id WHERE r.active""")
-        return [Route(Action(r["a_id"], r["rule_id"], r["a_project"], r["channel"], _obj(r["detail"]),
+        return [Route(Action(r["a_id"], r["rule_id"], r["a_project"], r["channel"], _opened(r["detail"], self._sealer),
                              r["a_created"]), _rule(r)) for r in records]
 
     async def property_actions(self) -> dict[int, tuple[str, ...]]:
@@ -287,6 +308,13 @@ class ForwardingStore:
         with translated():
             moved = await self._pool.fetch(_TRIM, action_id, keep, now)
         return sum(r[0] for r in moved)
+
+    async def compact(self) -> None:
+        """VACUUM the outbox: each delivery deletes its rows, and the index entries they leave behind
+        slow down finding each lane's head until they are gone; autovacuum comes by once a minute at
+        best. Skipped when another process is at it."""
+        with translated():
+            await self._pool.execute("VACUUM (SKIP_LOCKED) forwarding_outbox")
 
     async def headers(self, device_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         with translated():

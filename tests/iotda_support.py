@@ -9,12 +9,15 @@ import datetime
 import hashlib
 import hmac
 import ssl
+from pathlib import Path
 from typing import Any, Callable
 
 import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests import pki
+from tests.autoregistration_support import url_of
 from tests.management_client import Management
 from tests.paho_async import AsyncPaho
 
@@ -140,3 +143,20 @@ async def connect_tls(
     client = ThreadedPaho(client_id(device_id, stamp, check_timestamp), version)
     reason = await client.connect(port, device_id, password(secret, stamp) if secret is not None else None, tls)
     return client, reason
+
+
+def sdk_context(server_cert: str, device: pki.Issued | None = None, directory: Path | None = None) -> ssl.SSLContext:
+    """The SDK's TLS: 1.2 only, the server verified against the operator's CA file, no host name check."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.load_verify_locations(server_cert)
+    if device is not None:
+        assert directory is not None
+        cert, key = device.files(directory, f"iotda-{device.certificate.serial_number:x}")
+        context.load_cert_chain(cert, key)
+    return context
+
+
+def mqtts_port(gw: Any) -> int:
+    return int(url_of(gw, "mqtts").rsplit(":", 1)[1])

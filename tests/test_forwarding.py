@@ -66,6 +66,10 @@ async def test_property_reports_reach_the_receiver_as_iotda_json(gateway, http, 
     assert receiver.bad_signatures == 0 and list(receiver.message_ids.values()) == [1]
     shown = await api.call("GET", f"/routing-rule/actions/{action_id}")
     assert shown.body["channel_detail"]["http_forwarding"]["token"] == "******"
+    # Sealed at rest, as provision secrets are: the database never holds it in clear.
+    stored = await gateway.services.pool.fetchval("SELECT detail::text FROM forwarding_actions WHERE id = $1",
+                                                  action_id)
+    assert "s3cret" not in stored and "sealed:v1:" in stored
 
 
 async def test_where_forwards_exactly_the_matching_messages(gateway, http, api, tenant, receiver) -> None:

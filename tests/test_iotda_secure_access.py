@@ -7,8 +7,7 @@ from __future__ import annotations
 from prometheus_client import REGISTRY
 
 from tests.autoregistration_support import url_of
-from tests.iotda_support import ThreadedPaho, client_id, connect, connect_tls, hour, password
-from tests.test_iotda_tls import mqtts_port, sdk_context
+from tests.iotda_support import ThreadedPaho, client_id, connect, connect_tls, hour, mqtts_port, password, sdk_context
 
 SECRET = "AccSecret_0123"
 

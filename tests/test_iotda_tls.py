@@ -7,16 +7,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
-from pathlib import Path
 
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
 
 from tests import pki
-from tests.autoregistration_support import SUBJECT, url_of
+from tests.autoregistration_support import SUBJECT
 from tests.certificates_support import ready_ca
-from tests.iotda_support import ThreadedPaho, add_secret_device, connect_tls, hour, report, topic
+from tests.iotda_support import (
+    ThreadedPaho, add_secret_device, connect_tls, hour, mqtts_port, report, sdk_context, topic,
+)
 from tests.management_client import Management
 from tests.paho_async import reason_value
 
@@ -42,19 +43,6 @@ async def devices():
         await client.close()
 
 
-def sdk_context(server_cert: str, device: pki.Issued | None = None, directory: Path | None = None) -> ssl.SSLContext:
-    """The SDK's TLS: 1.2 only, the server verified against the operator's CA file, no host name check."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.maximum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = False
-    context.load_verify_locations(server_cert)
-    if device is not None:
-        assert directory is not None
-        cert, key = device.files(directory, f"iotda-{device.certificate.serial_number:x}")
-        context.load_cert_chain(cert, key)
-    return context
-
-
 async def trusted(port: int, context: ssl.SSLContext) -> None:
     """The anchors follow the CA's verification (a NOTIFY): a bare handshake proves the CA is trusted."""
     for _ in range(50):
@@ -64,10 +52,6 @@ async def trusted(port: int, context: ssl.SSLContext) -> None:
             return
         except (ssl.SSLError, ConnectionError):
             continue
-
-
-def mqtts_port(gw) -> int:
-    return int(url_of(gw, "mqtts").rsplit(":", 1)[1])
 
 
 async def test_a_secret_device_on_mqtts(tls, api, devices) -> None:

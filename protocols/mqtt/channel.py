@@ -41,7 +41,9 @@ class MqttChannel:
 
     @property
     def listens_rpc(self) -> bool:
-        return next(self.subscriptions.feeds(Feed.RPC_REQUESTS), None) is not None
+        """Whether it takes server-side requests: subscribed to them, or in IoTDA's dialect, which
+        takes them with no subscription."""
+        return self.iotda_device is not None or next(self.subscriptions.feeds(Feed.RPC_REQUESTS), None) is not None
 
     def push_attributes(self, update: dict[str, Any]) -> None:
         self._publish_all(dialect.attribute_update(self.subscriptions, update))
