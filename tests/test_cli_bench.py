@@ -49,7 +49,7 @@ def test_bench_lists_its_scenarios() -> None:
 @pytest.mark.parametrize(("scenario", "present", "absent"), [
     ("mqtt", ("--qos", "--inflight", "--target", "--timestamps", "--rate"), ("--requests", "--connections")),
     ("http", ("--devices", "--rate", "--warmup"), ("--qos", "--target", "--requests", "--connections")),
-    ("coap", ("--requests", "--memory-seconds"), ("--qos", "--rate", "--connections")),
+    ("coap", ("--requests", "--memory-seconds", "--rate"), ("--qos", "--connections")),
     ("provision", ("--connections",), ("--devices", "--qos", "--rate")),
     ("idle-connections", ("--connections", "--target", "--mqtt-version"), ("--devices", "--qos", "--warmup")),
     ("mtls", ("--devices", "--connect-rate"), ("--duration", "--qos", "--rate")),

@@ -6,7 +6,6 @@ only sleep is the outage itself."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 import pytest
 
