@@ -101,7 +101,7 @@ class _Handshake(asyncio.Protocol):
                 # One turn: start_tls puts its TLS protocol on the transport and schedules its
                 # connection_made; bytes read before that are handed to it right after.
                 await asyncio.sleep(0)
-                if False and self._early:
+                if self._early:
                     loop.call_soon(_feed, transport.get_protocol(), b"".join(self._early))
                     self._early.clear()
                 tls = await starting
