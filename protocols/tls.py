@@ -12,9 +12,10 @@ leaf, so the front-end then looks the device up by that leaf's credentials hash.
 
 Anchors change while the gateway runs (a device provisions a certificate). A new
 anchor is added to the trust store in use (load_verify_locations adds to a
-context's store), at a cost that does not grow with the fleet; a removal rebuilds
-the context, which is handed to each new handshake by the SNI callback, which
-OpenSSL calls for every ClientHello, with or without a server name. The same swap
+context's store) without the others being read again (OpenSSL's insertion itself
+grows with the store: docs/scaling.md); a removal rebuilds the context, which is
+handed to each new handshake by the SNI callback, which OpenSSL calls for every
+ClientHello, with or without a server name. The same swap
 reloads the server's own certificate and key (SIGHUP): new handshakes present the
 new pair, connections already established keep theirs.
 

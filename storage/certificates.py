@@ -2,7 +2,7 @@
 
 The triggers (migration 0015) say what changed: a new X509_CERTIFICATE credential or a newly
 verified device CA comes with its certificate, which is added to the trust store by itself,
-however many there are already; a removal or a change says only that, and the anchors are
+nothing else read again; a removal or a change says only that, and the anchors are
 read again and the store rebuilt, once for every change that arrived meanwhile.
 """
 
