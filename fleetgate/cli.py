@@ -37,7 +37,8 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (each also GATEWAY_<NAME>, or a key in the TOML file)")
     for key, _, default, help_text in config.describe():
         group.add_argument(f"--{key.replace('_', '-')}", dest=f"setting_{key}", metavar="VALUE",
-                           help=f"{help_text} [default: {default}]")
+                           # argparse formats help with %: a setting's text may say "80 %".
+                           help=f"{help_text} [default: {default}]".replace("%", "%%"))
 
 
 def _settings(args: argparse.Namespace) -> Settings:

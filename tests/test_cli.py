@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 
 import aiohttp
@@ -141,3 +142,11 @@ async def test_create_access_key_prints_the_key_and_the_secret(database_url, tmp
     finally:
         await services.pool.close()
     assert signing.is_signed(f"SDK-HMAC-SHA256 Access={access_key}, SignedHeaders=x-sdk-date, Signature=00")
+
+
+def test_every_command_prints_its_help() -> None:
+    # A setting's help once said "80 %", which argparse took for a format code: serve --help crashed.
+    for command in ("", "serve", "migrate", "admin", "bench", "simulate"):
+        result = subprocess.run([sys.executable, "-m", "fleetgate", *filter(None, [command]), "--help"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and "usage:" in result.stdout, (command, result.stderr[-2000:])
