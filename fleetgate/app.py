@@ -1,180 +1,73 @@
-"""The composition root: the only module that wires the core, storage and the front-ends."""
+"""The composition root's one place that composes the gateway: the core, storage and the front-ends,
+started in order and stopped in reverse. What each concern is built from lives beside it:
+fleetgate.storage_wiring (the database and the services over it), fleetgate.front_ends (the device
+listeners), fleetgate.management_wiring (the management API and the live feed)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
-import os
 import ssl
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import asyncpg
 from aiohttp import web
 
+from fleetgate import front_ends
+from fleetgate.config import Settings
 from fleetgate.core import metrics
-from fleetgate.core.attributes import AttributeService
 from fleetgate.core.admission import AdmissionLimits, ConnectionGate
 from fleetgate.core.auth import DeviceAuthenticator
 from fleetgate.core.backoff import FailureBackoff
-from fleetgate.core.buckets import TokenBuckets
-from fleetgate.core.claiming import Claiming
-from fleetgate.core.autoregistration import AutoRegistration
-from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.codec import PayloadLimits
-from fleetgate.config import Settings
-from fleetgate.core.commands import CommandService
-from fleetgate.core.device_cas import CaService
-from fleetgate.core.devices import DeviceManagement
-from fleetgate.core.downlink import Downlink, SessionLimits
+from fleetgate.core.device_channel import SessionLimits
+from fleetgate.core.device_service import DeviceService
+from fleetgate.core.downlink import Downlink
 from fleetgate.core.health import Readiness
 from fleetgate.core.ingest import IngestPipeline, IngestSettings
-from fleetgate.core.live import CommittedFeed, LiveHub
-from fleetgate.core.live_status import ReportingPresence
 from fleetgate.core.iotda_commands import IotdaCommands
-from fleetgate.core.iotda_devices import IotdaDevices
 from fleetgate.core.iotda_messages import IotdaMessages
 from fleetgate.core.iotda_uplink import IotdaUplink
-from fleetgate.core.ota import OtaService
+from fleetgate.core.live import CommittedFeed, LiveHub
+from fleetgate.core.live_status import ReportingPresence
 from fleetgate.core.ota_downloads import DownloadLimits, OtaDownloads
 from fleetgate.core.ota_metrics import IN_FLIGHT as OTA_IN_FLIGHT
 from fleetgate.core.ota_progress import OtaProgress
 from fleetgate.core.persistent_rpc import PersistentRpc, PersistentRpcSettings
 from fleetgate.core.presence import Presence, PresenceSettings
 from fleetgate.core.recovery import Recovery
-from fleetgate.core.products import ProductService
-from fleetgate.core.projects import ProjectService
-from fleetgate.core.provisioning import ProvisioningService
-from fleetgate.core.provisioning_templates import TemplateService
 from fleetgate.core.retention import Retention
-from fleetgate.core.tasks import OwnedTasks
-from fleetgate.core.telemetry_queries import SeriesQueries, TelemetryQueryService
-from fleetgate.core.device_service import DeviceService
 from fleetgate.core.subdevices import SubDeviceLimits, SubDevices
-from fleetgate.protocols.coap.server import CoapServer, CoapSettings
-from fleetgate.protocols.http.connection import HttpLimits
-from fleetgate.protocols.http.device_api import DeviceApi
+from fleetgate.core.tasks import OwnedTasks
+from fleetgate.forwarding_runtime import ForwardingRuntime
+from fleetgate.front_ends import Listener
+from fleetgate.management_wiring import live_websocket, management_api
+from fleetgate.protocols.coap.server import CoapServer
 from fleetgate.protocols.http.device_server import DeviceHttpServer
-from fleetgate.protocols.http.management import ManagementApi
-from fleetgate.protocols.http.live_ws import LiveLimits, LiveWebSocket
+from fleetgate.protocols.http.live_ws import LiveWebSocket
 from fleetgate.protocols.http.openapi import openapi_route
 from fleetgate.protocols.http.server import Health, HttpServer, build_app
-from fleetgate.protocols.mqtt.connect import Limits
-from fleetgate.protocols.mqtt.server import MqttServer, MqttSettings
+from fleetgate.protocols.mqtt.server import MqttServer
 from fleetgate.protocols.tls import DeviceTls
-from fleetgate.storage import embedded
-from fleetgate.storage.attributes import AttributeStore
-from fleetgate.storage.audit import AuditStore
 from fleetgate.storage.certificates import CertificateWatch
-from fleetgate.storage.claims import ClaimStore
-from fleetgate.forwarding_runtime import ForwardingRuntime
+from fleetgate.storage.database import ping, probe
 from fleetgate.storage.downlink_bus import PgDownlinkBus
-
-if TYPE_CHECKING:
-    from fleetgate.storage.nats_bus import NatsDownlinkBus
-from fleetgate.storage.database import open_pool, ping, probe
-from fleetgate.storage.device_cas import DeviceCaStore
-from fleetgate.storage.devices import DeviceStore
 from fleetgate.storage.iotda import IotdaStore
+from fleetgate.storage.live_bus import PgLiveBus
 from fleetgate.storage.ota import OtaStore
 from fleetgate.storage.persistent_rpc import PersistentRpcStore
 from fleetgate.storage.presence import PresenceStore
-from fleetgate.storage.products import ProductStore
-from fleetgate.storage.projects import ProjectStore
-from fleetgate.storage.registrations import RegistrationStore
-from fleetgate.storage.registry import DeviceRegistryStore
 from fleetgate.storage.retention import RetentionStore
-from fleetgate.storage.sealing import Sealer, load_key
-from fleetgate.storage.telemetry import KeyDictionary, TelemetryWriter
-from fleetgate.storage.telemetry_queries import TelemetryQueryStore
-from fleetgate.storage.series import SeriesStore
-from fleetgate.storage.fleet import FleetStore
-from fleetgate.storage.live_bus import PgLiveBus
 from fleetgate.storage.subdevices import SubDeviceStore
-from fleetgate.storage.templates import TemplateStore
+from fleetgate.storage.telemetry import TelemetryWriter
+from fleetgate.storage_wiring import Services, downlink_bus, open_services
+
+if TYPE_CHECKING:
+    from fleetgate.storage.nats_bus import NatsDownlinkBus
 
 log = logging.getLogger(__name__)
 # The least time each closing step gets once the shutdown deadline has passed.
 _CLOSE_GRACE = 0.5
-
-
-def database_url(settings: Settings) -> str:
-    """The configured server, or the embedded one in data_dir (started here: blocking)."""
-    return settings.database_url or embedded.start(settings.data_dir)
-
-
-def downlink_bus(settings: Settings, url: str, pool: asyncpg.Pool) -> PgDownlinkBus | NatsDownlinkBus:
-    """NATS when nats_url is set (nats-py imported only then), else PostgreSQL NOTIFY."""
-    if not settings.nats_url:
-        return PgDownlinkBus(url, pool)
-    from fleetgate.storage.nats_bus import NatsDownlinkBus, NatsSettings
-
-    s = settings
-    return NatsDownlinkBus(NatsSettings(
-        NatsSettings.parse_servers(s.nats_url), user=s.nats_user, password=s.nats_password, token=s.nats_token,
-        credentials_file=s.nats_credentials_file, tls_ca_file=s.nats_tls_ca_file,
-        tls_cert_file=s.nats_tls_cert_file, tls_key_file=s.nats_tls_key_file, subject_prefix=s.nats_subject_prefix,
-    ))
-
-
-def secrets_key_file(settings: Settings) -> str:
-    return settings.secrets_key_file or os.path.join(settings.data_dir, "secrets.key")
-
-
-@dataclass(frozen=True, slots=True)
-class Listener:
-    name: str
-    url: str
-
-
-@dataclass(frozen=True, slots=True)
-class Services:
-    """The core services over one pool: what the CLI's admin commands and the APIs share."""
-
-    pool: asyncpg.Pool
-    projects: ProjectService
-    products: ProductService
-    devices: DeviceStore
-    attributes: AttributeStore
-    audit: AuditStore
-    keys: KeyDictionary
-    registry: DeviceRegistryStore
-    telemetry_queries: TelemetryQueryStore
-    provisioning: ProvisioningService
-    templates: TemplateService
-    cas: CaService
-    registration: AutoRegistration
-    claiming: Claiming
-
-
-async def open_services(
-    url: str, pool_size: int, settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK
-) -> Services:
-    settings = settings or Settings()
-    sealer = Sealer(load_key(secrets_key_file(settings)))
-    pool = await open_pool(url, pool_size)
-    devices, audit = DeviceStore(pool, sealer), AuditStore(pool, clock=clock)
-    attempts = (TokenBuckets(settings.provision_rate_per_key, settings.provision_burst_per_key)
-                if settings.provision_rate_per_key > 0 else None)
-    provisioning = ProvisioningService(devices, audit, attempts=attempts, clock=clock)
-    return Services(
-        pool=pool,
-        projects=ProjectService(ProjectStore(pool, sealer), clock=clock),
-        # Provisioning caches products by key: product changes evict them.
-        products=ProductService(ProductStore(pool, sealer), on_change=provisioning.forget_products, clock=clock),
-        devices=devices,
-        attributes=AttributeStore(pool),
-        audit=audit,
-        keys=KeyDictionary(),
-        registry=DeviceRegistryStore(pool, sealer, clock=clock),
-        telemetry_queries=TelemetryQueryStore(pool),
-        provisioning=provisioning,
-        templates=TemplateService(TemplateStore(pool), settings.max_templates_per_project, clock=clock),
-        cas=CaService(DeviceCaStore(pool), settings.max_device_cas_per_project, clock=clock),
-        registration=AutoRegistration(RegistrationStore(pool, clock=clock), clock=clock),
-        claiming=Claiming(ClaimStore(pool), clock=clock),
-    )
 
 
 class Gateway:
@@ -296,6 +189,7 @@ class Gateway:
         metrics.sample(OTA_IN_FLIGHT, lambda: ota_downloads.in_flight)
         iotda_store = IotdaStore(services.pool)
         iotda_uplink = IotdaUplink(iotda_store, services.telemetry_queries, downlink)
+        forwarding.outbox.follow_services(iotda_uplink.services_of)
         self._iotda_commands = iotda_commands = IotdaCommands(
             services.registry, downlink, iotda_store, iotda_uplink, timeout=s.iotda_command_timeout_seconds)
 
@@ -318,65 +212,33 @@ class Gateway:
                 s.max_connections_per_address, s.connection_rate_per_address, s.connection_burst_per_address,
             )),
         )
-        self._device_http = DeviceHttpServer(
-            DeviceApi(device_service, s.http_max_long_polls, s.http_rpc_poll_grace_seconds),
-            HttpLimits(s.max_payload_bytes, s.http_idle_seconds, s.http_request_timeout_seconds, s.http_max_head_bytes),
-            s.tls_handshake_timeout_seconds, device_service.certificate_refused,
-        )
+        self._device_http = front_ends.device_http(s, device_service)
         if s.http_port:
             port = await self._device_http.start(s.host, s.http_port)
-            self.listeners.append(Listener("http", f"http://{_display(s.host)}:{port}"))
+            self.listeners.append(front_ends.listener("http", s.host, port))
         device_tls = await self._device_tls()
         if s.https_port and device_tls is not None:
             port = await self._device_http.start(s.host, s.https_port, device_tls.context)
-            self.listeners.append(Listener("https", f"https://{_display(s.host)}:{port}"))
+            self.listeners.append(front_ends.listener("https", s.host, port))
 
-        self._mqtt = MqttServer(
-            device_service,
-            MqttSettings(
-                # The packet limit leaves room for the topic and properties around a full payload.
-                Limits(s.max_payload_bytes + 1024, s.mqtt_max_inflight, s.mqtt_topic_alias_maximum,
-                       s.mqtt_max_client_id_length, s.mqtt_max_topic_length),
-                s.mqtt_connect_timeout_seconds, s.mqtt_provision_close_seconds, s.mqtt_max_connections,
-                s.tls_handshake_timeout_seconds,
-            ),
-        )
+        self._mqtt = front_ends.mqtt(s, device_service)
         if s.mqtt_port:
             port = await self._mqtt.start(s.host, s.mqtt_port)
-            self.listeners.append(Listener("mqtt", f"mqtt://{_display(s.host)}:{port}"))
+            self.listeners.append(front_ends.listener("mqtt", s.host, port))
         if s.mqtts_port and device_tls is not None:
             port = await self._mqtt.start(s.host, s.mqtts_port, device_tls.context)
-            self.listeners.append(Listener("mqtts", f"mqtts://{_display(s.host)}:{port}"))
+            self.listeners.append(front_ends.listener("mqtts", s.host, port))
 
         if s.coap_port:
-            self._coap = CoapServer(
-                device_service,
-                CoapSettings(s.max_payload_bytes, s.coap_dedup_seconds),
-            )
+            self._coap = front_ends.coap(s, device_service)
             port = await self._coap.start(s.host, s.coap_port)
-            self.listeners.append(Listener("coap", f"coap://{_display(s.host)}:{port}"))
+            self.listeners.append(front_ends.listener("coap", s.host, port))
 
-        device_management = DeviceManagement(services.registry, services.products, auth)
-        management = ManagementApi(
-            services,
-            iotda=(IotdaDevices(device_management, services.products, iotda_store, auth, downlink=downlink),
-                   iotda_commands),
-            devices=device_management,
-            attributes=AttributeService(services.registry, services.attributes, limits, downlink),
-            telemetry=TelemetryQueryService(services.registry, services.telemetry_queries),
-            series=SeriesQueries(SeriesStore(services.pool), FleetStore(services.pool)),
-            commands=CommandService(services.registry, downlink, persistent_rpc),
-            claiming=services.claiming, forwarding=forwarding.rules,
-            ota=OtaService(ota_store, services.registry, downlink, max_package_bytes=s.ota_max_package_bytes),
+        management = management_api(
+            s, services, auth=auth, limits=limits, downlink=downlink, persistent_rpc=persistent_rpc,
+            iotda=(iotda_store, iotda_commands), forwarding=forwarding.rules, ota_store=ota_store,
         )
-        self._live_ws = live_ws = LiveWebSocket(
-            live, services.projects.project_of,
-            TelemetryQueryService(services.registry, services.telemetry_queries),
-            SeriesQueries(SeriesStore(services.pool), FleetStore(services.pool)),
-            AttributeService(services.registry, services.attributes, limits, downlink), services.registry,
-            LiveLimits(s.live_max_connections_per_token, s.live_max_subscriptions_per_connection,
-                       s.live_buffer_updates),
-        )
+        self._live_ws = live_ws = live_websocket(s, services, live, limits, downlink)
         readiness = Readiness(
             database=lambda: ping(services.pool),
             queue_saturated=lambda: self._pipeline is not None and self._pipeline.saturated,
@@ -387,7 +249,7 @@ class Gateway:
         self._http = HttpServer(app)
         if s.management_port:
             port = await self._http.start(s.host, s.management_port)
-            self.listeners.append(Listener("management", f"http://{_display(s.host)}:{port}"))
+            self.listeners.append(front_ends.listener("management", s.host, port))
 
     async def _device_tls(self) -> DeviceTls | None:
         """The device listeners' TLS, when a TLS listener is configured. A client certificate is
@@ -488,6 +350,3 @@ async def _flush_metrics() -> None:
         await asyncio.sleep(metrics.FLUSH_SECONDS)
         metrics.flush()
 
-
-def _display(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "") else host

@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from fleetgate.app import Gateway, database_url
+    from fleetgate.app import Gateway
+    from fleetgate.storage_wiring import database_url
 
     worker = args.worker_index is not None
     if settings.workers > 1 and not worker:
@@ -181,7 +182,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from fleetgate.app import database_url
+    from fleetgate.storage_wiring import database_url
     from fleetgate.storage.database import open_pool
 
     async def migrate() -> None:
@@ -195,7 +196,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _admin(action: Callable[[Any, argparse.Namespace], Awaitable[str]]) -> Callable[[argparse.Namespace, Settings], int]:
     def run(args: argparse.Namespace, settings: Settings) -> int:
-        from fleetgate.app import database_url, open_services
+        from fleetgate.storage_wiring import database_url, open_services
 
         url = database_url(settings)
 

@@ -258,6 +258,11 @@ class Settings:
         1_000_000, "Forwarding: undelivered notifications kept per action; beyond, the oldest are "
         "dead-lettered (a warning at 80 %).", min=1,
     )
+    forwarding_gather_ms: int = _setting(
+        100, "Forwarding: a worker woken by new rows waits this long before it claims them, so that one claim "
+        "and one request carry many batches (forwarding's cost yields to ingestion); 0 claims at once.",
+        min=0, max=10_000,
+    )
     live_max_connections_per_token: int = _setting(
         10, "Live feed: WebSocket connections one management token may hold open at once, per process.", min=1
     )

@@ -33,6 +33,7 @@ def forwarding_settings(s: Settings) -> ForwardingSettings:
         workers_per_action=s.forwarding_workers_per_action, lease_seconds=s.forwarding_lease_seconds,
         retry_max_seconds=s.forwarding_retry_max_seconds, max_attempts=s.forwarding_max_attempts,
         max_age_seconds=s.forwarding_max_age_seconds, backlog_max=s.forwarding_backlog_max,
+        gather_seconds=s.forwarding_gather_ms / 1000,
     )
 
 

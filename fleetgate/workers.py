@@ -212,7 +212,7 @@ def prepare(settings: Settings) -> None:
 
 def serve_workers(settings: Settings, argv: Sequence[str]) -> int:
     """The supervisor's whole life: database and migrations once, then the workers."""
-    from fleetgate.app import database_url, open_services
+    from fleetgate.storage_wiring import database_url, open_services
 
     url = database_url(settings)
 

@@ -12,13 +12,13 @@ from typing import Any
 from fleetgate.core import credentials as creds
 from fleetgate.core.errors import NameTaken, Overloaded, Unavailable
 from fleetgate.core.model import (
-    AttributeValue,
     CredentialsType,
     DeviceIdentity,
     Product,
     ProvisionStrategy,
     StoredCredentials,
 )
+from fleetgate.core.telemetry_model import AttributeValue
 
 TOKENS = {"tokenA": "device-a", "tokenB": "device-b"}  # ACCESS_TOKEN devices
 BASIC_TOKEN = "basicC"  # a device with MQTT_BASIC credentials under this lookup: not a CoAP token

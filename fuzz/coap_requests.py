@@ -50,7 +50,9 @@ with atheris.instrument_imports():
     from fleetgate.core.auth import DeviceAuthenticator
     from fleetgate.core.codec import PayloadLimits
     from fleetgate.core.device_service import DeviceService
-    from fleetgate.core.downlink import Downlink, LocalBus, SessionLimits
+    from fleetgate.core.device_channel import SessionLimits
+    from fleetgate.core.downlink import Downlink
+    from fleetgate.core.local_bus import LocalBus
     from fleetgate.core.provisioning import ProvisioningService
     from fleetgate.protocols.coap.site import DeviceSite
 

@@ -18,7 +18,7 @@ import orjson
 with atheris.instrument_imports():
     from fleetgate.core import codec
     from fleetgate.core.errors import InvalidInput
-    from fleetgate.core.model import ValueType
+    from fleetgate.core.telemetry_model import ValueType
 
 LIMITS = codec.PayloadLimits(max_key_length=16, max_string_length=64, max_datapoints=8)
 NOW = 1_700_000_000_000

@@ -14,8 +14,8 @@ from fleetgate.core.codec import PayloadLimits
 from fleetgate.core.devices import require_device
 from fleetgate.core.downlink import Downlink
 from fleetgate.core.errors import InvalidInput
-from fleetgate.core.model import AttributeScope, AttributeValue, KeyValue
 from fleetgate.core.ports import AttributeStore, DeviceLookup
+from fleetgate.core.telemetry_model import AttributeScope, AttributeValue, KeyValue
 
 _SCOPES = tuple(s.value for s in AttributeScope)
 

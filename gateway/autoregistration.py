@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from fleetgate.core import metrics, pki, templates
+from fleetgate.core.certificate_model import BoundCertificate, DeviceCa, Registration, Template
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import Conflict, InvalidInput, Unauthorized
 from fleetgate.core.ids import new_id
-from fleetgate.core.model import AuditRecord, BoundCertificate, Device, DeviceCa, DeviceIdentity, Registration, Template
+from fleetgate.core.model import AuditRecord, Device, DeviceIdentity
 from fleetgate.core.ports import RegistrationStore
 
 ACTION = "AUTO_REGISTER"

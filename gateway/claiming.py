@@ -28,8 +28,9 @@ from fleetgate.core.errors import (
     MalformedPayload, NotFound,
 )
 from fleetgate.core.gateway_requests import per_device
-from fleetgate.core.model import ClaimingData, DeviceIdentity
+from fleetgate.core.model import DeviceIdentity
 from fleetgate.core.ports import ClaimStore
+from fleetgate.core.provisioning_model import ClaimingData
 from fleetgate.core.subdevices import SubDevices
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from fleetgate.core.errors import MalformedPayload, PayloadTooLarge
-from fleetgate.core.model import KeyValue, Reading, ValueType
+from fleetgate.core.telemetry_model import KeyValue, Reading, ValueType
 
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _NUMERIC = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)")

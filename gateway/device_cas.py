@@ -9,10 +9,11 @@ import secrets
 from typing import Any
 
 from fleetgate.core import pki
+from fleetgate.core.certificate_model import DeviceCa
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import CaNotVerified, InvalidInput, NotFound, VerificationFailed
 from fleetgate.core.ids import new_id
-from fleetgate.core.model import DeviceCa, Page
+from fleetgate.core.model import Page
 from fleetgate.core.ports import DeviceCaStore
 
 

@@ -21,31 +21,32 @@ from typing import Any
 import orjson
 
 from fleetgate.core import codec, metrics
+from fleetgate.core import iotda_codec
 from fleetgate.core.admission import ConnectionGate
 from fleetgate.core.auth import DeviceAuthenticator
 from fleetgate.core.claiming import Claiming, claim_request
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.codec import PayloadLimits
-from fleetgate.core.downlink import DeviceChannel, Downlink
+from fleetgate.core.device_channel import DeviceChannel
+from fleetgate.core.downlink import Downlink
 from fleetgate.core.errors import InvalidInput
+from fleetgate.core.gateway_operations import GatewayOperations
 from fleetgate.core.ingest import IngestPipeline, Receipt
-from fleetgate.core import iotda_codec
 from fleetgate.core.iotda_auth import IotdaConnect
 from fleetgate.core.iotda_uplink import IotdaUplink, shadow_request
-from fleetgate.core.model import (
-    AttributeMessage, AttributeScope, DeviceIdentity, ProvisionResult, TelemetryMessage,
-)
+from fleetgate.core.model import DeviceIdentity
 from fleetgate.core.operations import Operation, Params
 from fleetgate.core.ota_downloads import OtaDownloads
 from fleetgate.core.ota_model import OtaType
 from fleetgate.core.ota_progress import OtaProgress, mentions_ota
 from fleetgate.core.ports import AttributeReader
-from fleetgate.core.provision_json import request_from_json
 from fleetgate.core.presence import Presence
+from fleetgate.core.provision_json import request_from_json
 from fleetgate.core.provisioning import ProvisioningService
-from fleetgate.core.gateway_operations import GatewayOperations
+from fleetgate.core.provisioning_model import ProvisionResult
 from fleetgate.core.subdevices import GatewayChannel, SubDeviceChannel, SubDevices
 from fleetgate.core.tasks import OwnedTasks
+from fleetgate.core.telemetry_model import AttributeMessage, AttributeScope, TelemetryMessage
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,13 @@ from fleetgate.core.model import (
     Device,
     DeviceChange,
     DeviceDetails,
-    DeviceStatus,
     Page,
     Product,
     ProvisionStrategy,
     StoredCredentials,
 )
 from fleetgate.core.ports import CredentialsCache, DeviceLookup, DeviceRegistry
+from fleetgate.core.presence_model import DeviceStatus
 from fleetgate.core.products import ProductService
 
 _NAME = re.compile(r"[^\x00-\x1f\x7f]{1,256}")

@@ -1,8 +1,8 @@
 """What the gateway sends to devices: shared-attribute updates and server-side RPC.
 
-A front-end attaches a channel for each authenticated device session; the core
-reaches the device through whichever channels it has, whatever their protocol.
-Client-side RPC that the gateway answers itself (``getSessionLimits``) is here too.
+A front-end attaches a channel for each authenticated device session
+(fleetgate.core.device_channel); the core reaches the device through whichever channels it
+has, whatever their protocol, and other processes through the bus.
 """
 
 from __future__ import annotations
@@ -10,57 +10,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import orjson
+from typing import Any
 
 from fleetgate.core import iotda_downlink, metrics
+from fleetgate.core.device_channel import DeviceChannel, SessionLimits, attribute_update, client_rpc
 from fleetgate.core.errors import DeviceNotConnected, GatewayError, InvalidInput, RpcTimeout
 from fleetgate.core.lingering import Lingering
-from fleetgate.core.model import KeyValue, ValueType
+from fleetgate.core.local_bus import LocalBus
 from fleetgate.core.ports import DownlinkBus
+from fleetgate.core.rpc_origins import RpcOrigins
 from fleetgate.core.tasks import OwnedTasks
+from fleetgate.core.telemetry_model import KeyValue
 
 log = logging.getLogger(__name__)
 
 MAX_RPC_TIMEOUT = 600.0
-
-
-class DeviceChannel(Protocol):
-    """One device session, as a front-end delivers to it (an MQTT session, a CoAP observer...)."""
-
-    def push_attributes(self, update: dict[str, Any]) -> None: ...
-
-    def push_rpc(self, request_id: int, method: str, params: Any) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class SessionLimits:
-    """What ``getSessionLimits`` answers: the limits this gateway really enforces."""
-
-    max_payload_size: int
-    max_inflight_messages: int
-
-    def to_json(self) -> dict[str, Any]:
-        # An empty rate-limit string means "no limit" to ThingsBoard's SDK.
-        return {
-            "maxPayloadSize": self.max_payload_size,
-            "maxInflightMessages": self.max_inflight_messages,
-            "rateLimits": {"messages": "", "telemetryMessages": "", "telemetryDataPoints": ""},
-        }
-
-
-def attribute_update(updated: Sequence[KeyValue], deleted: Sequence[str]) -> dict[str, Any]:
-    """ThingsBoard's update body: {"key": value, ...} and "deleted": [keys] when keys went away."""
-    body: dict[str, Any] = {kv.key: orjson.loads(kv.value) if kv.type is ValueType.JSON else kv.value
-                            for kv in updated}
-    if deleted:
-        body["deleted"] = list(deleted)
-    return body
 
 
 _RPC_IDS = 2**31 - 1
@@ -69,26 +35,6 @@ DELIVERY_TIMEOUT = 2.0
 # Devices one bulk attribute update names on the bus (an OTA package assigned to a product): an
 # event stays a few NOTIFY pieces, and a product of 100,000 devices is 100 events, not 100,000.
 BULK_DEVICES = 1_000
-# Reply addresses of calls delivered here and awaiting the device's answer (a routing bus):
-# each is kept for its call's timeout, and no more than this many at once.
-_MAX_ORIGINS = 100_000
-
-
-class LocalBus:
-    """The bus of a gateway alone: every event comes straight back to this process."""
-
-    def __init__(self) -> None:
-        self.receiver: Callable[[dict[str, Any]], None] | None = None
-
-    async def publish(self, event: dict[str, Any]) -> None:
-        if self.receiver is not None:
-            self.receiver(event)
-
-    def subscribe(self, device_id: str) -> None:
-        pass
-
-    def unsubscribe(self, device_id: str) -> None:
-        pass
 
 
 @dataclass(slots=True)
@@ -128,10 +74,7 @@ class Downlink:
         # Told of a device whose credentials changed (disconnect): its cached ones are stale.
         self.on_revoked: Callable[[str], None] | None = None
         self._calls: dict[tuple[str, int], _Call] = {}
-        # (device, request id) -> (the caller's address, when to forget it), oldest first
-        self._origins: OrderedDict[tuple[str, int], tuple[str, float]] = OrderedDict()
-        # requests pushed here lately -> when to forget them (a request published twice is pushed once)
-        self._pushed: OrderedDict[tuple[str, int], float] = OrderedDict()
+        self._origins = RpcOrigins(delivery_timeout, MAX_RPC_TIMEOUT)  # of calls made elsewhere
         # Devices whose last channel went with a grace (an HTTP poll answered): calls held for them.
         self._lingering = Lingering(self._linger_over)
 
@@ -297,9 +240,9 @@ class Downlink:
         """A device's answer to a server-side call, for whichever process waits for it."""
         if not self._settle(device_id, request_id, reply):
             event = {"t": "reply", "d": device_id, "i": request_id, "r": reply}
-            origin = self._origins.pop((device_id, request_id), None)
+            origin = self._origins.pop(device_id, request_id)
             if origin is not None:
-                event["a"] = origin[0]
+                event["a"] = origin
             self._tasks.spawn(self._publish(event))
 
     def receive(self, event: dict[str, Any]) -> None:
@@ -373,7 +316,7 @@ class Downlink:
         channels = (self._listeners if listeners_only else self._channels).get(device_id)
         if not channels:
             return
-        if self._seen(device_id, request_id):  # published again (Downlink._delivered): the receipt only
+        if self._origins.seen(device_id, request_id):  # published again (Downlink._delivered): the receipt only
             pass
         elif iotda is None:
             for channel in list(channels):
@@ -381,7 +324,7 @@ class Downlink:
         # Delivered only if some connection speaks the request's dialect.
         elif not [channel for channel in list(channels) if iotda_downlink.deliver(channel, request_id, method,
                                                                                   params, iotda)]:
-            del self._pushed[(device_id, request_id)]
+            self._origins.unseen(device_id, request_id)
             return
         call = self._calls.get((device_id, request_id))
         if call is not None:  # the call was made here: no need to tell the others
@@ -391,31 +334,13 @@ class Downlink:
             self._tasks.spawn(self._publish({"t": "delivered", "d": device_id, "i": request_id}))
         else:
             if wait is not None:
-                self._remember(device_id, request_id, origin, float(wait))
+                self._origins.remember(device_id, request_id, origin, float(wait))
             self._tasks.spawn(self._publish({"t": "delivered", "d": device_id, "i": request_id, "a": origin}))
 
     def push_iotda(self, device_id: str, kind: str, body: dict[str, Any]) -> None:
         """An IoTDA message to the device's connections in this process (an answer to its event)."""
         for channel in list(self._channels.get(device_id, ())):
             iotda_downlink.push(channel, kind, body)
-
-    def _seen(self, device_id: str, request_id: int) -> bool:
-        """Whether this request was pushed here within the delivery timeout; it is from now on."""
-        now, pushed = time.monotonic(), self._pushed
-        while pushed and (len(pushed) >= _MAX_ORIGINS or next(iter(pushed.values())) <= now):
-            pushed.popitem(last=False)
-        if (device_id, request_id) in pushed:
-            return True
-        pushed[(device_id, request_id)] = now + self._delivery_timeout
-        return False
-
-    def _remember(self, device_id: str, request_id: int, origin: str, wait: float) -> None:
-        """Keep the caller's address until the call's timeout, for the device's reply."""
-        now = time.monotonic()
-        origins = self._origins
-        while origins and (len(origins) >= _MAX_ORIGINS or next(iter(origins.values()))[1] <= now):
-            origins.popitem(last=False)
-        origins[(device_id, request_id)] = (origin, now + min(wait, MAX_RPC_TIMEOUT))
 
     async def _publish(self, event: dict[str, Any]) -> None:
         """An answer on the bus, from a task: the caller times out if it does not get there."""
@@ -439,7 +364,5 @@ class Downlink:
 
     def client_rpc(self, method: Any, params: Any) -> dict[str, Any]:
         """A device's own call: the gateway answers the ones it knows and says so for the rest."""
-        if method == "getSessionLimits":
-            return self.limits.to_json()
-        return {"error": f"Unsupported RPC method: {method}"}
+        return client_rpc(self.limits, method, params)
 

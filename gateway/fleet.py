@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fleetgate.core.errors import InvalidInput
-from fleetgate.core.model import DeviceStatus, LatestTelemetry
+from fleetgate.core.presence_model import DeviceStatus
+from fleetgate.core.telemetry_model import LatestTelemetry
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000

@@ -27,6 +27,7 @@ import orjson
 from fleetgate.core import forwarding_metrics as fm
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import GatewayError
+from fleetgate.core.forwarding_lines import ReportLines
 from fleetgate.core.forwarding_model import (
     Action,
     Channel,
@@ -62,15 +63,20 @@ class ForwardingSettings:
     backlog_warning: float = 0.8  # a warning once the backlog reaches this fraction of the bound
     check_seconds: float = 2.0  # how often the backlog is measured (lag, bound) and the outbox vacuumed
     idle_check_seconds: float = 10.0
+    # A worker that ran out of work and is woken by a commit waits this long before it claims:
+    # the batches committed meanwhile go out in the same claim and requests, so that a busy
+    # ingest path pays for fewer claims, deletes and requests (its priority over forwarding).
+    gather_seconds: float = 0.0
 
 
-_SECONDS: dict[int, tuple[str, str]] = {}  # Unix second -> (IoTDA's time, ISO 8601 to the second)
+# Unix second -> (IoTDA's time, ISO 8601 to the second, the same two as bytes)
+_SECONDS: dict[int, tuple[str, str, bytes, bytes]] = {}
 _SECONDS_KEPT = 4096
 SERVICE_ID = "telemetry"  # ThingsBoard's telemetry has no IoTDA service: one name for all of it
-_SERVICE_ID = SERVICE_ID.encode()
+_SERVICE_ID = orjson.dumps(SERVICE_ID)
 
 
-def _second(ms: int) -> tuple[str, str]:
+def _second(ms: int) -> tuple[str, str, bytes, bytes]:
     """Formatted once a second: the notifications of one second share it."""
     second = ms // 1000
     found = _SECONDS.get(second)
@@ -78,7 +84,8 @@ def _second(ms: int) -> tuple[str, str]:
         if len(_SECONDS) >= _SECONDS_KEPT:
             _SECONDS.clear()
         t = time.gmtime(second)
-        found = _SECONDS[second] = (time.strftime("%Y%m%dT%H%M%SZ", t), time.strftime("%Y-%m-%dT%H:%M:%S", t))
+        iotda, iso = time.strftime("%Y%m%dT%H%M%SZ", t), time.strftime("%Y-%m-%dT%H:%M:%S", t)
+        found = _SECONDS[second] = (iotda, iso, iso.encode(), iotda.encode())
     return found
 
 
@@ -92,22 +99,31 @@ def iso_time(ms: int) -> str:
     return f"{_second(ms)[1]}.{ms % 1000:03d}Z"
 
 
+def services_of(entry: list[Any]) -> list[str | None]:
+    """The IoTDA service of each reading of a property report entry (None: ThingsBoard's telemetry)."""
+    return entry[2] if len(entry) > 2 else [None] * len(entry[1])
+
+
 def notification(item: OutboxItem, entry: Entry, header: Mapping[str, Any]) -> dict[str, Any]:
     """IoTDA's push JSON for one entry of an outbox item."""
     if isinstance(entry, list):
         readings = entry[1]
         event_time = readings[0][0]
-        body: Any = {"services": [{"service_id": SERVICE_ID, "properties": properties, "event_time": iso_time(ts)}
-                                  for ts, properties in readings]}
+        body: Any = {"services": [{"service_id": service or SERVICE_ID, "properties": properties,
+                                   "event_time": iso_time(ts)}
+                                  for (ts, properties), service in zip(readings, services_of(entry))]}
     else:
         event_time, body = entry["t"], entry["b"]
-    return {
+    data = {
         "resource": item.resource,
         "event": item.event,
         "event_time": iotda_time(event_time),
         "event_time_ms": iso_time(event_time),
         "notify_data": {"header": header, "body": body},
     }
+    if isinstance(entry, dict) and "r" in entry:
+        data["request_id"] = entry["r"]  # a device message's id (IoTDA's message report)
+    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +245,8 @@ class Forwarder:
                 if lane is None:
                     due = await self._outbox.next_due(action_id, owner)
                     self._outage.recovered("forwarding resumed")
-                    await self._idle(wake, due)
+                    if await self._idle(wake, due) and s.gather_seconds > 0:
+                        await asyncio.sleep(s.gather_seconds)
                     continue
                 await self._deliver_lane(lane, owner)
                 self._outage.recovered("forwarding resumed")
@@ -240,7 +257,8 @@ class Forwarder:
                 log.exception("forwarding worker of action %s failed; it starts again", action_id)
                 await self._idle(wake, self._clock.now_ms() + round(s.retry_first_seconds * 1000))
 
-    async def _idle(self, wake: asyncio.Event, due: int | None) -> None:
+    async def _idle(self, wake: asyncio.Event, due: int | None) -> bool:
+        """Until woken (True) or something is due (False)."""
         timeout = self._settings.idle_check_seconds
         if due is not None:
             timeout = min(timeout, max((due - self._clock.now_ms()) / 1000, 0.01))
@@ -248,7 +266,8 @@ class Forwarder:
             async with asyncio.timeout(timeout):
                 await wake.wait()
         except TimeoutError:
-            pass
+            return False
+        return True
 
     async def _deliver_lane(self, lane: Lane, owner: str) -> None:
         """Deliver the lane's items in order, ``batch_size`` notifications at a time; at the first
@@ -262,7 +281,11 @@ class Forwarder:
         headers = await self._headers(items)
         flat: list[tuple[int, int, Delivery]] = []  # (item's position, entry's index, what is sent)
         filtered = 0
+        plain = route.plain
         for position, item in enumerate(items):
+            if plain and isinstance(item.entries, ReportLines):
+                self._render_lines(route, position, item, headers, flat)
+                continue
             for index in range(item.delivered, len(item.entries)):
                 delivery = self._render(route, item, index, headers)
                 if delivery is None:
@@ -297,8 +320,13 @@ class Forwarder:
     async def _headers(self, items: Sequence[OutboxItem]) -> Mapping[str, Mapping[str, Any]]:
         """The header of each device of these entries that carry none, cached a while."""
         now = self._clock.now_ms()
-        wanted = {e[0] if isinstance(e, list) else e["d"] for item in items for e in item.entries
-                  if isinstance(e, list) or "h" not in e}
+        wanted: set[str] = set()
+        for item in items:
+            if isinstance(item.entries, ReportLines):
+                wanted |= item.entries.devices(item.delivered)
+            else:
+                wanted.update(e[0] if isinstance(e, list) else e["d"] for e in item.entries
+                              if isinstance(e, list) or "h" not in e)
         missing = [d for d in wanted if self._header_cache.get(d, (0, None))[0] <= now]
         if missing:
             found = await self._outbox.headers(missing)
@@ -325,6 +353,40 @@ class Forwarder:
         payload = route.select.apply(data) if route.select is not None else data
         return Delivery(orjson.dumps(payload), f"{route.action.id}-{item.id}-{index}", device_id)
 
+    def _render_lines(
+        self, route: _Compiled, position: int, item: OutboxItem, headers: Mapping[str, Mapping[str, Any]],
+        out: list[tuple[int, int, Delivery]],
+    ) -> None:
+        """The hot path: a plain rule's property reports in the lines form, each line's fields
+        spliced into IoTDA's push JSON (the same JSON as notification() gives), nothing decoded."""
+        assert isinstance(item.entries, ReportLines)
+        header_json = self._header_json_for
+        prefix = f"{route.action.id}-{item.id}-"
+        seconds = _SECONDS
+        append = out.append
+        for index, raw in enumerate(item.entries.raw[item.delivered:], item.delivered):
+            if raw[:1] == b"[":  # several readings, or an unusual device id: decoded
+                append((position, index, self._render(route, item, index, headers)))  # type: ignore[arg-type]
+                continue
+            device, stamp, service, properties = raw.split(b"\x1f", 3)
+            device_id = device.decode()
+            ts = int(stamp)
+            second = seconds.get(ts // 1000) or _second(ts)
+            at = b"%s.%03dZ" % (second[2], ts % 1000)
+            append((position, index, Delivery(b"".join((
+                b'{"resource":"device.property","event":"report","event_time":"', second[3],
+                b'","event_time_ms":"', at, b'","notify_data":{"header":', header_json(device_id, headers),
+                b',"body":{"services":[{"service_id":', service or _SERVICE_ID, b',"properties":', properties,
+                b',"event_time":"', at, b'"}]}}}',
+            )), prefix + str(index), device_id)))
+
+    def _header_json_for(self, device_id: str, headers: Mapping[str, Mapping[str, Any]]) -> bytes:
+        header = self._header_json.get(device_id)
+        if header is None or self._header_json_of.get(device_id) is not headers[device_id]:
+            header = self._header_json[device_id] = orjson.dumps(headers[device_id])
+            self._header_json_of[device_id] = headers[device_id]
+        return header
+
     def _render_report(
         self, route: _Compiled, item: OutboxItem, index: int, entry: list[Any],
         headers: Mapping[str, Mapping[str, Any]],
@@ -332,7 +394,8 @@ class Forwarder:
         """The common case, a one-reading property report with no where, select or app_id, written
         as bytes around the properties' JSON: the same JSON as notification() gives, at a third of
         the cost (one forwarded message each)."""
-        device_id, ((ts, properties),) = entry
+        device_id, ((ts, properties),) = entry[0], entry[1]
+        service = entry[2][0] if len(entry) > 2 else None
         header = self._header_json.get(device_id)
         if header is None or self._header_json_of.get(device_id) is not headers[device_id]:
             header = self._header_json[device_id] = orjson.dumps(headers[device_id])
@@ -342,7 +405,8 @@ class Forwarder:
         payload = b"".join((
             b'{"resource":"device.property","event":"report","event_time":"', second[0].encode(),
             b'","event_time_ms":"', at, b'","notify_data":{"header":', header,
-            b',"body":{"services":[{"service_id":"', _SERVICE_ID, b'","properties":', orjson.dumps(properties),
+            b',"body":{"services":[{"service_id":', orjson.dumps(service) if service else _SERVICE_ID,
+            b',"properties":', orjson.dumps(properties),
             b',"event_time":"', at, b'"}]}}}',
         ))
         return Delivery(payload, f"{route.action.id}-{item.id}-{index}", device_id)

@@ -63,9 +63,11 @@ class Route:
 
 
 # An outbox item's entries, as stored (JSON) and decoded: a property report is
-# ``[device_id, [[ts, {key: value}], ...]]`` (its readings, made into IoTDA's body at delivery);
-# any other notification ``{"d": device_id, "t": event time, "b": body, "h": header}`` (``h``: the
-# device as it was, for device events; without it, the device's header at delivery). Kept as
+# ``[device_id, [[ts, {key: value}], ...]]`` (its readings, made into IoTDA's body at delivery),
+# with a third element, each reading's IoTDA service id, for an IoTDA device's report;
+# any other notification ``{"d": device_id, "t": event time, "b": body, "h": header, "r": request id}``
+# (``h``: the device as it was, for device events; without it, the device's header at delivery;
+# ``r``: a device message's id, IoTDA's request_id). Kept as
 # decoded, not made into objects: a forwarded data point costs as little as can be.
 Entry = list[Any] | dict[str, Any]
 

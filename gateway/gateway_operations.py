@@ -19,14 +19,16 @@ from fleetgate.core import codec, gateway_requests, metrics
 from fleetgate.core.claiming import Claiming, gateway_claim_requests
 from fleetgate.core.clock import Clock
 from fleetgate.core.codec import PayloadLimits
-from fleetgate.core.downlink import DeviceChannel, Downlink
+from fleetgate.core.device_channel import DeviceChannel
+from fleetgate.core.downlink import Downlink
 from fleetgate.core.errors import GatewayError, InvalidInput
 from fleetgate.core.ingest import FutureReceipt, IngestPipeline, Receipt
-from fleetgate.core.model import AttributeMessage, AttributeScope, DeviceIdentity, TelemetryMessage
+from fleetgate.core.model import DeviceIdentity
 from fleetgate.core.operations import Params
 from fleetgate.core.ports import AttributeReader
 from fleetgate.core.subdevices import GatewayChannel, SubDeviceChannel, SubDevices
 from fleetgate.core.tasks import OwnedTasks
+from fleetgate.core.telemetry_model import AttributeMessage, AttributeScope, TelemetryMessage
 
 log = logging.getLogger(__name__)
 

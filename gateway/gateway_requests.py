@@ -14,7 +14,7 @@ import orjson
 
 from fleetgate.core import codec
 from fleetgate.core.errors import MalformedPayload, PayloadTooLarge
-from fleetgate.core.model import AttributeValue
+from fleetgate.core.telemetry_model import AttributeValue
 
 _MAX_NAME = 255
 

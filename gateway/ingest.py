@@ -31,10 +31,10 @@ from typing import Protocol
 
 from fleetgate.core import metrics
 from fleetgate.core.errors import Overloaded, Unavailable
-from fleetgate.core.model import AttributeMessage, TelemetryMessage
 from fleetgate.core.ports import IngestWriter
 from fleetgate.core.recovery import Recovery
 from fleetgate.core.retry import Backoff, Outage
+from fleetgate.core.telemetry_model import AttributeMessage, TelemetryMessage
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from fleetgate.core.codec import PayloadLimits, key_values, loads
 from fleetgate.core.errors import MalformedPayload, PayloadTooLarge
-from fleetgate.core.model import Reading
+from fleetgate.core.telemetry_model import Reading
 
 _FORMATS = ("%Y%m%dT%H%M%SZ", "%Y-%m-%dT%H:%M:%SZ")
 

@@ -23,8 +23,9 @@ from fleetgate.core.ids import new_id
 from fleetgate.core.ingest import Receipt
 from fleetgate.core.iotda_codec import format_time, object_of
 from fleetgate.core.iotda_ports import DeviceMessage, Direction, IotdaStore, MessageStatus
-from fleetgate.core.model import DeviceIdentity, LatestTelemetry
+from fleetgate.core.model import DeviceIdentity
 from fleetgate.core.tasks import OwnedTasks
+from fleetgate.core.telemetry_model import LatestTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,11 @@ class IotdaUplink:
             return
         known.update(fresh)
         self._tasks.spawn(self._remember(device_id, fresh))
+
+    def services_of(self, device_id: str) -> dict[str, str] | None:
+        """The service each of the device's properties was last reported under, as this process
+        saw it (None: the device reported none here, as a ThingsBoard device never does)."""
+        return self._services.get(device_id)
 
     async def _remember(self, device_id: str, pairs: list[tuple[str, str]]) -> None:
         try:

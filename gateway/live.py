@@ -32,9 +32,9 @@ from typing import Any
 import orjson
 
 from fleetgate.core import metrics
-from fleetgate.core.model import AttributeMessage, KeyValue, TelemetryMessage, ValueType
 from fleetgate.core.ports import IngestWriter, LiveBus
 from fleetgate.core.tasks import OwnedTasks
+from fleetgate.core.telemetry_model import AttributeMessage, KeyValue, TelemetryMessage, ValueType
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import enum
 from dataclasses import dataclass
 
 from fleetgate.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
-from fleetgate.core.model import KeyValue, ValueType
 from fleetgate.core.ota_checksums import ChecksumAlgorithm
+from fleetgate.core.telemetry_model import KeyValue, ValueType
 
 # Packages are stored in blocks of this many bytes: an upload holds at most one block, a
 # device's chunk reads only the blocks it covers, and the cache keeps blocks.

@@ -16,11 +16,12 @@ import logging
 from collections.abc import Sequence
 
 from fleetgate.core.errors import GatewayError
-from fleetgate.core.model import DeviceIdentity, Reading
+from fleetgate.core.model import DeviceIdentity
 from fleetgate.core.ota_metrics import DEVICES, STATE_REPORTS
 from fleetgate.core.ota_model import OtaState, OtaType, Report
 from fleetgate.core.ports import OtaStore
 from fleetgate.core.tasks import OwnedTasks
+from fleetgate.core.telemetry_model import Reading
 
 log = logging.getLogger(__name__)
 _STATES = {s.value: s for s in OtaState}

@@ -10,35 +10,32 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
+from fleetgate.core.certificate_model import BoundCertificate, DeviceCa, Registration, Template
+from fleetgate.core.fleet import FleetPage, FleetQuery
 from fleetgate.core.model import (
+    AuditRecord,
+    Device,
+    DeviceDetails,
+    DeviceIdentity,
+    Page,
+    Product,
+    Project,
+    StoredCredentials,
+)
+from fleetgate.core.ota_model import Assignment, DeviceOtaState, OtaPackage, OtaType, Report
+from fleetgate.core.presence_model import DeviceStatus, PresenceBatch
+from fleetgate.core.provisioning_model import ClaimingData, ClaimTarget
+from fleetgate.core.rpc_calls import PersistentCall, RpcStatus
+from fleetgate.core.telemetry_model import (
     AttributeMessage,
     AttributeScope,
     AttributeValue,
-    AuditRecord,
-    BoundCertificate,
-    ClaimingData,
-    ClaimTarget,
-    Device,
-    DeviceCa,
-    DeviceDetails,
-    DeviceIdentity,
-    DeviceStatus,
     KeyValue,
     LatestTelemetry,
-    Page,
-    PresenceBatch,
-    Product,
-    Project,
-    Registration,
-    StoredCredentials,
-    Template,
     TelemetryMessage,
     TimeseriesPoint,
     TimeseriesQuery,
 )
-from fleetgate.core.ota_model import Assignment, DeviceOtaState, OtaPackage, OtaType, Report
-from fleetgate.core.rpc_calls import PersistentCall, RpcStatus
-from fleetgate.core.fleet import FleetPage, FleetQuery
 from fleetgate.core.timeseries import BucketValue, SeriesQuery
 
 

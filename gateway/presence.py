@@ -25,8 +25,8 @@ from typing import TypeVar
 from fleetgate.core import metrics
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import GatewayError
-from fleetgate.core.model import PresenceBatch
 from fleetgate.core.ports import PresenceStore
+from fleetgate.core.presence_model import PresenceBatch
 from fleetgate.core.retry import Outage
 from fleetgate.core.tasks import OwnedTasks
 

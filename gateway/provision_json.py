@@ -7,8 +7,9 @@ from typing import Any
 import orjson
 
 from fleetgate.core.errors import InvalidProvisionRequest, MalformedPayload
-from fleetgate.core.model import CredentialsType, MqttBasic, ProvisionRequest, ProvisionResult, ProvisionStatus
+from fleetgate.core.model import CredentialsType, MqttBasic
 from fleetgate.core.provisioning import FAILURE_MSG, NOT_FOUND_MSG
+from fleetgate.core.provisioning_model import ProvisionRequest, ProvisionResult, ProvisionStatus
 
 
 def request_from_json(root: Any, source: str = "") -> ProvisionRequest:

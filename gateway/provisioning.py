@@ -17,12 +17,10 @@ from fleetgate.core.model import (
     Device,
     MqttBasic,
     Product,
-    ProvisionRequest,
-    ProvisionResult,
-    ProvisionStatus,
     ProvisionStrategy,
 )
 from fleetgate.core.ports import AuditLog, ProvisioningStore
+from fleetgate.core.provisioning_model import ProvisionRequest, ProvisionResult, ProvisionStatus
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,11 @@ import dataclasses
 from typing import Any
 
 from fleetgate.core import templates
+from fleetgate.core.certificate_model import Template
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import InvalidInput, NotFound
 from fleetgate.core.ids import new_id
-from fleetgate.core.model import Page, Template
+from fleetgate.core.model import Page
 from fleetgate.core.ports import TemplateStore
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
-from fleetgate.core.downlink import DeviceChannel
+from fleetgate.core.device_channel import DeviceChannel
 from fleetgate.core.model import DeviceIdentity
 from fleetgate.core.ports import SubDeviceStore
 

@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 
 from fleetgate.core.devices import require_device
 from fleetgate.core.errors import InvalidInput, InvalidTimeRange, NotFound
-from fleetgate.core.model import LatestTelemetry, SortOrder, TimeseriesPoint, TimeseriesQuery
 from fleetgate.core.fleet import FleetPage, FleetQuery
 from fleetgate.core.ports import DeviceLookup, FleetStore, SeriesStore, TelemetryQueryStore
+from fleetgate.core.telemetry_model import LatestTelemetry, SortOrder, TimeseriesPoint, TimeseriesQuery
 from fleetgate.core.timeseries import Aggregation, SeriesQuery
 
 DEFAULT_LIMIT = 100

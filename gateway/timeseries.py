@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fleetgate.core.errors import InvalidInput
-from fleetgate.core.model import SortOrder
+from fleetgate.core.telemetry_model import SortOrder
 
 DAY_MS = 86_400_000
 # The most buckets one query may plan: an answer is at most this many points a key.

@@ -5,17 +5,21 @@ ChaCha20-Poly1305: Mozilla's "intermediate" list without the DHE ones); TLS 1.3'
 suites are all AEAD and stay OpenSSL's. The server's preference order applies,
 and renegotiation and compression are off.
 
-A certificate a client presents must chain to a trust anchor: a registered
-device certificate (X509_CERTIFICATE credentials), which is its own anchor
-thanks to VERIFY_X509_PARTIAL_CHAIN. Python's ``ssl`` hands the server only the
-leaf, so the front-end then looks the device up by that leaf's credentials hash.
+A certificate a client presents must chain to a trust anchor: a verified device
+CA, or a registered device certificate (X509_CERTIFICATE credentials), which is
+its own anchor thanks to VERIFY_X509_PARTIAL_CHAIN. Python's ``ssl`` hands the
+server only the leaf, so the front-end then looks the device up by that leaf's
+credentials hash.
 
-Anchors change while the gateway runs (a device provisions a certificate). A new
-anchor is added to the trust store in use (load_verify_locations adds to a
-context's store) without the others being read again (OpenSSL's insertion itself
-grows with the store: docs/scaling.md); a removal rebuilds the context, which is
-handed to each new handshake by the SNI callback, which OpenSSL calls for every
-ClientHello, with or without a server name. The same swap
+The device CAs, few, are loaded into the store. The credentials, up to hundreds of
+thousands, are files of a hashed directory (protocols.anchor_directory) that OpenSSL
+reads by subject while a handshake verifies: OpenSSL 3.0 builds an in-memory store
+of N anchors in more than N² time (docs/scaling.md), a directory costs nothing up
+front. Anchors change while the gateway runs (a device provisions a certificate): a
+new CA is added to the store in use, a new credential is one file written; a removal
+rebuilds the context (a store keeps what it has read), which is handed to each new
+handshake by the SNI callback, which OpenSSL calls for every ClientHello, with or
+without a server name. The same swap
 reloads the server's own certificate and key (SIGHUP): new handshakes present the
 new pair, connections already established keep theirs.
 
@@ -34,6 +38,7 @@ import ssl
 from collections.abc import Iterable
 
 from fleetgate.core import metrics
+from fleetgate.protocols.anchor_directory import AnchorDirectory
 
 log = logging.getLogger(__name__)
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
@@ -43,29 +48,43 @@ class DeviceTls:
     """The TLS context of one listener, with a client certificate optional
     (``verify_clients``) or not asked for, swapped in per handshake."""
 
-    def __init__(self, cert_file: str, key_file: str, *, verify_clients: bool = True) -> None:
+    def __init__(self, cert_file: str, key_file: str, *, verify_clients: bool = True,
+                 anchors_in: str | None = None) -> None:
+        """``anchors_in``: where the credentials' directory is made (the temporary directory if None)."""
         self._cert_file, self._key_file = cert_file, key_file
         self._verify_clients = verify_clients
-        self._anchors: list[bytes] = []  # DER, what a rebuild loads
+        self._anchors: list[bytes] = []  # the device CAs' DER, what a rebuild loads
+        self._credentials = AnchorDirectory(anchors_in) if verify_clients else None
         self._current = self._build()
         self.context = self._build()
         self.context.sni_callback = self._hand_over
         self.context.num_tickets = 1
         self.context.sslobject_class = _CountedHandshake
 
-    def set_anchors(self, certificates_der: Iterable[bytes]) -> None:
-        """Trust exactly these certificates (DER) for the handshakes from now on."""
-        anchors = list(certificates_der)
+    def set_anchors(self, cas_der: Iterable[bytes], credentials_der: Iterable[bytes] = ()) -> None:
+        """Trust exactly these device CAs and X.509 credentials (DER) for the handshakes from now on."""
+        anchors = list(cas_der)
+        if self._credentials is not None:
+            self._credentials.replace(credentials_der)
         self._current = self._build(anchors)
         self._anchors = anchors
 
-    def add_anchors(self, certificates_der: Iterable[bytes]) -> None:
-        """Trust these certificates (DER) too, from the next handshake on, without a rebuild."""
-        added = list(certificates_der)
-        if not added or not self._verify_clients:
+    def add_anchors(self, cas_der: Iterable[bytes], credentials_der: Iterable[bytes] = ()) -> None:
+        """Trust these device CAs and X.509 credentials (DER) too, from the next handshake on,
+        without the others being read again."""
+        if self._credentials is None:
             return
-        self._current.load_verify_locations(cadata=b"".join(added))
-        self._anchors.extend(added)
+        added = list(cas_der)
+        if added:
+            self._current.load_verify_locations(cadata=b"".join(added))
+            self._anchors.extend(added)
+        if self._credentials.add(credentials_der).stale:
+            self._current = self._build()
+
+    def close(self) -> None:
+        """Delete the credentials' directory (a handshake from now on trusts the device CAs alone)."""
+        if self._credentials is not None:
+            self._credentials.close()
 
     @property
     def handshake_context(self) -> ssl.SSLContext:
@@ -99,6 +118,8 @@ class DeviceTls:
         der = self._anchors if anchors is None else anchors
         if der:
             context.load_verify_locations(cadata=b"".join(der))
+        if self._credentials is not None:
+            context.load_verify_locations(capath=self._credentials.path)
         return context
 
 

@@ -1,20 +1,28 @@
-"""What a TLS trust store of many X.509 device credentials costs: a rebuild against an added
-anchor, the store's memory, and a handshake's time and memory.
+"""What a TLS trust store of many X.509 device credentials costs, kept as the device listeners
+keep it (protocols.tls: a hashed directory OpenSSL reads by subject), against the in-memory
+store it replaced: start-up, adding one, removing one, handshakes, memory and disk.
 
     python -m fleetgate.simulator.trust_store [--counts 10000,100000] [--handshakes 200]
+                                              [--baseline-max 10000]
 
 For each count N: N self-signed device certificates (ThingsBoard's X509_CERTIFICATE credentials,
-P-256, made here with one key to save time: the store does not care); a server context built as
-the gateway's device listeners build theirs (TLS server, client certificate optional, partial
-chains) with all N as anchors, timed (what every change cost before: a rebuild, the database read
-aside); one more anchor added to that context in place, timed (what a new credential costs now);
-the resident memory the N anchors take; full handshakes in memory (no sockets) by a device whose
-certificate is one of the N, their time, and the memory each handshake's connection holds.
+P-256, made here with one key to save time: the store does not care). The baseline, for N up to
+--baseline-max (it grows faster than N², 202 s at 30,000): a context with all N loaded in memory
+(what every start and every removal cost before). Then the listeners' own DeviceTls, imported:
+unlike the rest of the simulator this measures a component in process, not the gateway over the
+wire, because what is measured is OpenSSL's store. Timed: the start (every credential hashed and
+written, the context built), adding one credential (median of 20), removing one (the directory
+given all but one and the context rebuilt, median of 5; the database read aside), full handshakes
+in memory (no sockets) by distinct devices spread over the store, first (the anchor read from its
+file) and again (read from the store's cache). Memory: the resident growth of the start, and of
+the handshakes per connection held (their anchors read into the store included); disk: the
+directory's blocks.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import gc
 import os
@@ -23,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -30,10 +39,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from fleetgate.protocols.tls import DeviceTls
+
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_LIBC = ctypes.CDLL(None)  # glibc's malloc_trim
 
 
 def rss() -> int:
+    """The resident memory, once what was freed is handed back (or freed memory would be reused
+    and growth not show)."""
+    gc.collect()
+    _LIBC.malloc_trim(0)
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * _PAGE
 
@@ -59,14 +75,14 @@ def pem_files(directory: Path, stem: str, der: bytes, key: ec.EllipticCurvePriva
     return str(cert), str(key_file)
 
 
-def server_context(cert: str, key: str, anchors: list[bytes]) -> ssl.SSLContext:
+def in_memory_context(cert: str, key: str, anchors: list[bytes]) -> ssl.SSLContext:
+    """The baseline: every anchor loaded into the store up front, as before."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
     context.verify_mode = ssl.CERT_OPTIONAL
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    if anchors:
-        context.load_verify_locations(cadata=b"".join(anchors))
+    context.load_verify_locations(cadata=b"".join(anchors))
     return context
 
 
@@ -87,40 +103,63 @@ def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> ssl.SSLObject:
     return ours
 
 
-def measure(count: int, handshakes: int, directory: Path) -> dict[str, float]:
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def measure(count: int, handshakes: int, baseline_max: int, directory: Path, store_in: str | None) -> dict[str, float]:
     key = ec.generate_private_key(ec.SECP256R1())
-    started = time.perf_counter()
-    anchors = certificates(count + 1, key)
-    made = time.perf_counter() - started
-    extra = anchors.pop()
+    anchors = certificates(count + 21, key)
+    extras, anchors = anchors[count:], anchors[:count]
     server_cert, server_key = pem_files(directory, "server", certificates(1, key)[0], key)
-    device_cert, device_key = pem_files(directory, "device", anchors[count // 2], key)
-    gc.collect()
-    before = rss()
-    started = time.perf_counter()
-    context = server_context(server_cert, server_key, anchors)
-    rebuild = time.perf_counter() - started
-    store = rss() - before
-    adds = []
-    for n in range(20):
-        one = certificates(1, key)[0] if n else extra
+    result: dict[str, float] = {"anchors": count}
+    if count <= baseline_max:
+        before = rss()
         started = time.perf_counter()
-        context.load_verify_locations(cadata=one)
-        adds.append(time.perf_counter() - started)
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
-    client.load_cert_chain(device_cert, device_key)
-    times, held = [], []
-    gc.collect()
+        baseline = in_memory_context(server_cert, server_key, anchors)
+        result["baseline_ms"] = (time.perf_counter() - started) * 1000
+        result["baseline_mib"] = (rss() - before) / 2**20
+        del baseline
     before = rss()
-    for _ in range(handshakes):
+    store = Path(tempfile.mkdtemp(prefix="trust-store-anchors-", dir=store_in))
+    tls = DeviceTls(server_cert, server_key, anchors_in=str(store))
+    result["start_ms"] = timed(lambda: tls.set_anchors([], anchors)) * 1000
+    result["start_mib"] = (rss() - before) / 2**20
+    adds = [timed(lambda: tls.add_anchors([], [one])) for one in extras[:20]]
+    result["add_ms"] = statistics.median(adds) * 1000
+    # A removal: the directory given every anchor but one, then one rebuild (the database read aside).
+    kept = anchors + extras[:20]
+    removes = []
+    for n in range(5):
+        kept = kept[:n] + kept[n + 1:]
+        removes.append(timed(lambda: tls.set_anchors([], kept)))
+    result["remove_ms"] = statistics.median(removes) * 1000
+    # Handshakes by distinct devices, spread over the store: each one's anchor read from its file.
+    step = max(1, len(kept) // handshakes)
+    devices = [pem_files(directory, f"device-{n}", kept[n * step % len(kept)], key) for n in range(handshakes)]
+    clients = []
+    for cert, device_key in devices:
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+        client.load_cert_chain(cert, device_key)
+        clients.append(client)
+    held, first, again = [], [], []
+    before = rss()
+    for client in clients:
         started = time.perf_counter()
-        held.append(handshake(context, client))
-        times.append(time.perf_counter() - started)
-    per_handshake = (rss() - before) / handshakes
-    return {"anchors": count, "made_s": made, "rebuild_ms": rebuild * 1000, "add_ms": statistics.median(adds) * 1000,
-            "store_mib": store / 2**20, "handshake_ms": statistics.median(times) * 1000,
-            "handshake_kib": per_handshake / 1024}
+        held.append(handshake(tls.context, client))
+        first.append(time.perf_counter() - started)
+    result["handshake_kib"] = (rss() - before) / handshakes / 1024
+    for client in clients:
+        again.append(timed(lambda: handshake(tls.context, client)))
+    result["first_ms"] = statistics.median(first) * 1000
+    result["again_ms"] = statistics.median(again) * 1000
+    result["disk_mib"] = sum(f.stat().st_blocks * 512 for f in store.rglob("*") if f.is_file()) / 2**20
+    tls.close()
+    store.rmdir()
+    return result
 
 
 def main(argv: list[str]) -> None:
@@ -128,15 +167,23 @@ def main(argv: list[str]) -> None:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--counts", default="10000,100000", help="anchor counts, comma-separated")
     parser.add_argument("--handshakes", type=int, default=200, help="full handshakes per count")
+    parser.add_argument("--baseline-max", type=int, default=10000,
+                        help="largest count the in-memory store is built for (it grows faster than N²)")
+    parser.add_argument("--store-in", help="the directory the credentials' directory is made in "
+                        "(the temporary directory if not given; its file system sets the start time)")
     args = parser.parse_args(argv)
-    print("| X.509 credentials | rebuild (before: every change) | add one (now: a new credential) | "
-          "trust store memory | full handshake (CPU, both sides) | memory per handshake held |")
-    print("|---|---|---|---|---|---|")
+    print("| X.509 credentials | before: in-memory store (every start and removal) | start | add one | "
+          "remove one (rebuild) | first handshake of a device (CPU, both sides) | again (cached) | "
+          "memory: before / start / per handshake held | disk |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for count in (int(n) for n in args.counts.split(",")):
         with tempfile.TemporaryDirectory(prefix="trust-store-") as directory:
-            r = measure(count, args.handshakes, Path(directory))
-        print(f"| {count:,} | {r['rebuild_ms']:.0f} ms | {r['add_ms']:.2f} ms | {r['store_mib']:.0f} MiB | "
-              f"{r['handshake_ms']:.2f} ms | {r['handshake_kib']:.0f} KiB |", flush=True)
+            r = measure(count, args.handshakes, args.baseline_max, Path(directory), args.store_in)
+        baseline = f"{r['baseline_ms']:.0f} ms" if "baseline_ms" in r else "not built"
+        before = f"{r['baseline_mib']:.0f} MiB" if "baseline_mib" in r else "-"
+        print(f"| {count:,} | {baseline} | {r['start_ms']:.0f} ms | {r['add_ms']:.2f} ms | {r['remove_ms']:.0f} ms | "
+              f"{r['first_ms']:.2f} ms | {r['again_ms']:.2f} ms | {before} / {r['start_mib']:.0f} MiB / "
+              f"{r['handshake_kib']:.0f} KiB | {r['disk_mib']:.1f} MiB |", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from fleetgate.core.model import AttributeScope, AttributeValue, KeyValue
+from fleetgate.core.telemetry_model import AttributeScope, AttributeValue, KeyValue
 from fleetgate.storage.errors import translated
 from fleetgate.storage.telemetry import column_value, typed_columns
 

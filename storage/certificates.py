@@ -3,7 +3,9 @@
 The triggers (migration 0015) say what changed: a new X509_CERTIFICATE credential or a newly
 verified device CA comes with its certificate, which is added to the trust store by itself,
 nothing else read again; a removal or a change says only that, and the anchors are
-read again and the store rebuilt, once for every change that arrived meanwhile.
+read again and the store rebuilt, once for every change that arrived meanwhile. The two
+kinds travel apart: a few device CAs, and credentials by the hundred thousand, which the
+TLS side keeps differently (protocols.tls).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable
+from typing import NamedTuple
 
 import asyncpg
 
@@ -25,40 +28,49 @@ CHANNEL = "device_certificates"
 _CREDENTIAL, _CA = "+c:", "+a:"
 
 
-async def device_certificates(pool: asyncpg.Pool | asyncpg.Connection) -> list[bytes]:
-    """The trust anchors, DER: every X509_CERTIFICATE credential's certificate, and every
-    verified device CA certificate."""
+class Anchors(NamedTuple):
+    """Trust anchors, DER."""
+
+    cas: list[bytes]  # verified device CAs' certificates
+    credentials: list[bytes]  # X509_CERTIFICATE credentials' certificates
+
+
+async def device_certificates(pool: asyncpg.Pool | asyncpg.Connection) -> Anchors:
+    """The trust anchors: every verified device CA certificate, and every X509_CERTIFICATE
+    credential's certificate."""
     records = await pool.fetch(
         "SELECT decode(certificate, 'base64') AS der FROM device_credentials"
         " WHERE type = 'X509_CERTIFICATE' AND certificate IS NOT NULL")
-    return [r["der"] for r in records] + [pki.der(pki.stored_certificate(pem)) for pem in await trusted_ca_pems(pool)]
+    return Anchors([pki.der(pki.stored_certificate(pem)) for pem in await trusted_ca_pems(pool)],
+                   [r["der"] for r in records])
 
 
-def announced(payload: str) -> bytes | None:
-    """The certificate (DER) a notification adds; None when it asks for a rebuild."""
+def announced(payload: str) -> Anchors | None:
+    """The certificate a notification adds; None when it asks for a rebuild."""
     try:
         if payload.startswith(_CREDENTIAL):
-            return base64.b64decode(payload[len(_CREDENTIAL):], validate=True)
+            return Anchors([], [base64.b64decode(payload[len(_CREDENTIAL):], validate=True)])
         if payload.startswith(_CA):
-            return pki.der(pki.stored_certificate(payload[len(_CA):]))
+            return Anchors([pki.der(pki.stored_certificate(payload[len(_CA):]))], [])
     except (binascii.Error, ValueError) as exc:
         log.warning("a trust-store notification did not parse, rebuilding instead: %s", exc)
     return None
 
 
 class CertificateWatch:
-    """Calls ``on_change`` with every certificate at start, after a removal or change (once for
-    all that arrived meanwhile) and after every reconnection of its LISTEN connection (changes
-    may have been missed); ``on_add`` with the certificates added since, otherwise."""
+    """Calls ``on_change`` with every device CA and credential certificate at start, after a
+    removal or change (once for all that arrived meanwhile) and after every reconnection of its
+    LISTEN connection (changes may have been missed); ``on_add`` with those added since,
+    otherwise."""
 
     def __init__(
-        self, url: str, on_change: Callable[[list[bytes]], None], on_add: Callable[[list[bytes]], None],
-        retry_max: float = 5.0,
+        self, url: str, on_change: Callable[[list[bytes], list[bytes]], None],
+        on_add: Callable[[list[bytes], list[bytes]], None], retry_max: float = 5.0,
     ) -> None:
         self._on_change = on_change
         self._on_add = on_add
         self._changed = asyncio.Event()
-        self._added: list[bytes] = []
+        self._added = Anchors([], [])
         self._rebuild = False
         self._listening = ListeningConnection(url, CHANNEL, self._notified, self._load, retry_max)
         self._querying = asyncio.Lock()  # one query at a time on the listening connection
@@ -77,32 +89,33 @@ class CertificateWatch:
         await self._listening.stop()
 
     def _notified(self, payload: str) -> None:
-        der = None if self._rebuild else announced(payload)
-        if der is None:
+        added = None if self._rebuild else announced(payload)
+        if added is None:
             self._rebuild = True
-            self._added.clear()  # the rebuild reads them
+            self._added = Anchors([], [])  # the rebuild reads them
         else:
-            self._added.append(der)
+            self._added.cas.extend(added.cas)
+            self._added.credentials.extend(added.credentials)
         self._changed.set()
 
     async def _load(self, conn: asyncpg.Connection) -> None:
         async with self._querying:
             # What is announced during the query is applied after it (again, perhaps: harmless).
             self._rebuild = False
-            self._added.clear()
+            self._added = Anchors([], [])
             self._changed.clear()
-            certificates = await device_certificates(conn)
+            anchors = await device_certificates(conn)
             self.rebuilds += 1
-            self._on_change(certificates)
+            self._on_change(*anchors)
 
     async def _follow(self) -> None:
         while True:
             await self._changed.wait()
             if not self._rebuild:
-                added, self._added = self._added, []
+                added, self._added = self._added, Anchors([], [])
                 self._changed.clear()
-                if added:
-                    self._on_add(added)
+                if added.cas or added.credentials:
+                    self._on_add(*added)
                 continue
             conn = self._listening.connection
             if conn is None:  # reconnecting: the reconnection reloads

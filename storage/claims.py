@@ -12,7 +12,7 @@ import asyncpg
 import orjson
 
 from fleetgate.core.claiming import CLAIMING_DATA
-from fleetgate.core.model import ClaimingData, ClaimTarget
+from fleetgate.core.provisioning_model import ClaimingData, ClaimTarget
 from fleetgate.storage.errors import translated
 
 _TARGET = """SELECT d.id, d.project_id, d.name, d.customer, p.allow_claiming, a.json_v AS claim

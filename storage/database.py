@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterable, Sequence
 
 import asyncpg
 import orjson
@@ -32,7 +31,34 @@ def _decode_jsonb(data: bytes) -> object:
     return orjson.loads(data[1:])
 
 
+# Far above anything one statement writes (a 5,000-row COPY is about 0.5 MB); uvloop
+# takes the limit as a C int.
+_NEVER_PAUSED = 2**31 - 1
+
+
+def _never_paused(conn: asyncpg.Connection) -> None:
+    """Let the connection's transport take whatever a statement writes, without pausing it.
+
+    asyncpg's COPY writes 512 KiB chunks and waits for the transport's ``resume_writing``
+    between two (its executemany too, between bind messages). Nothing calls it once the
+    connection is lost: not asyncio's transport, not uvloop's, not asyncpg's
+    ``connection_lost``, which fails only the statement's result future. So a COPY paused
+    for writing when its backend is terminated or PostgreSQL stops would wait forever.
+    Cancelling it is no way out under uvloop: its closed transport raises RuntimeError from
+    the CopyFail write, before asyncpg has retrieved that result future ("Future exception
+    was never retrieved"). A transport that is never paused makes the COPY wait on its
+    result future alone, which a lost connection fails at once with ConnectionDoesNotExistError.
+    Nothing is lost by it: every statement here is built from data in memory already
+    (a batch's rows), whose encoded form waits in the transport until PostgreSQL reads it.
+    asyncpg exposes the transport only as a private attribute.
+    """
+    transport: asyncio.WriteTransport | None = conn._transport
+    if transport is not None and not transport.is_closing():  # uvloop refuses a closed one
+        transport.set_write_buffer_limits(high=_NEVER_PAUSED)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
+    _never_paused(conn)
     await conn.set_type_codec(
         "jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=_decode_jsonb, format="binary"
     )
@@ -51,43 +77,6 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     open before it calls this. Whoever adds session state to pooled connections must
     reset it here.
     """
-
-
-# Above the encoded size of any batch the writers COPY (5,000 rows are about 0.5 MB);
-# uvloop takes the limit as a C int.
-_UNPACED = 2**31 - 1
-
-
-async def copy_records(
-    conn: asyncpg.Connection, table: str, records: Iterable[Sequence[object]], columns: Sequence[str]
-) -> None:
-    """``copy_records_to_table``, with the transport taking the whole batch without pausing.
-
-    asyncpg's ``copy_in`` writes 512 KiB chunks and, between two, waits for the
-    transport's ``resume_writing``. Nothing calls it once the connection is lost: not
-    asyncio's transport, not uvloop's, not asyncpg's ``connection_lost`` (which fails
-    only the result future). A COPY paused for writing when its backend is terminated or
-    PostgreSQL stops would wait forever; cancelling it does not help under uvloop, whose
-    closed transport raises RuntimeError from the CopyFail write, before asyncpg has
-    retrieved that result future ("Future exception was never retrieved").
-    With the high-water mark above the batch, the protocol is never paused during the
-    COPY: it waits on its result future alone, which a lost connection fails at once
-    with ConnectionDoesNotExistError. The rows are in memory already; their encoded form
-    (smaller than the Python objects) waits in the transport until PostgreSQL reads it.
-    asyncpg exposes no transport but its private one.
-    """
-    transport: asyncio.WriteTransport | None = getattr(conn, "_transport", None)
-    if transport is None or transport.is_closing():
-        # A connection lost already: asyncpg fails the COPY at once, as it should.
-        await conn.copy_records_to_table(table, records=records, columns=columns)
-        return
-    low, high = transport.get_write_buffer_limits()
-    transport.set_write_buffer_limits(high=_UNPACED)
-    try:
-        await conn.copy_records_to_table(table, records=records, columns=columns)
-    finally:
-        if not transport.is_closing():  # uvloop refuses any call on a closed transport
-            transport.set_write_buffer_limits(high=high, low=low)
 
 
 def discard(conn: asyncpg.Connection) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
+from fleetgate.core.certificate_model import DeviceCa
 from fleetgate.core.errors import CaQuotaExceeded, CaTaken, NotFound
-from fleetgate.core.model import DeviceCa, Page
+from fleetgate.core.model import Page
 from fleetgate.storage.errors import translated
 from fleetgate.storage.pages import fetch_page
 

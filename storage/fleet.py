@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncpg
 
 from fleetgate.core.fleet import DeviceLatest, FleetPage, FleetQuery
-from fleetgate.core.model import DeviceStatus, LatestTelemetry
+from fleetgate.core.presence_model import DeviceStatus
+from fleetgate.core.telemetry_model import LatestTelemetry
 from fleetgate.storage.errors import translated
 from fleetgate.storage.telemetry import column_value
 

@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from fleetgate.core.forwarding_lines import entries_of
 from fleetgate.core.forwarding_model import LANES, Action, Backlog, DeadLetter, Lane, OutboxItem, Route, Rule
 from fleetgate.core.model import Page
 from fleetgate.storage.errors import translated
@@ -115,7 +116,7 @@ def _opened(detail: Any, sealer: Sealer | None) -> dict[str, Any]:
 
 
 def _item(r: asyncpg.Record) -> OutboxItem:
-    return OutboxItem(r["id"], r["action_id"], r["lane"], r["resource"], r["event"], orjson.loads(r["entries"]),
+    return OutboxItem(r["id"], r["action_id"], r["lane"], r["resource"], r["event"], entries_of(r["entries"]),
                       r["created_at"],
                       r["attempts"], r["delivered"])
 

@@ -3,9 +3,10 @@
 Which projects have an active device.property/report rule, and its actions, is cached here
 (refreshed when rules change): a batch of a project with none costs one dict lookup a message.
 A batch's notifications for one action are grouped by lane (a sixteenth of the devices, by a hash
-of the device id): one outbox row a lane, its entries in the batch's order, each a message's readings (``[device id, [[ts, {key: value}],
-...]]``; a JSON value embedded as JSON), made into IoTDA's property report body, one service a
-reading, at delivery; the header is read then too.
+of the device id): one outbox row a lane, its entries in the batch's order, each a message's
+readings in the lines form of fleetgate.core.forwarding_lines (a JSON value embedded as JSON; for
+an IoTDA device, each reading's service id), made into IoTDA's property report body, one service
+a reading, at delivery; the header is read then too.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 import orjson
 
+from fleetgate.core.forwarding_lines import line, lines
 from fleetgate.core.forwarding_model import LANES
-from fleetgate.core.model import TelemetryMessage, ValueType
+from fleetgate.core.telemetry_model import TelemetryMessage, ValueType
 
 COLUMNS = ("action_id", "lane", "resource", "event", "entries", "count", "created_at")
 _LANES_KEPT = 100_000  # devices whose lane is remembered (a crc32 each otherwise)
@@ -28,6 +30,12 @@ class TelemetryOutbox:
         self._actions: Mapping[int, tuple[str, ...]] = {}
         self._on_committed = on_committed
         self._lanes: dict[str, int] = {}
+        self._services: Callable[[str], Mapping[str, str] | None] = _no_services
+
+    def follow_services(self, services: Callable[[str], Mapping[str, str] | None]) -> None:
+        """A device's properties -> the IoTDA service it reported them under (IotdaUplink.services_of),
+        as known in this process when the batch is written: the process that took the report."""
+        self._services = services
 
     @property
     def active(self) -> bool:
@@ -42,21 +50,27 @@ class TelemetryOutbox:
         actions = self._actions
         if not actions:
             return []
-        by_lane: dict[tuple[str, int], list[object]] = {}
+        by_lane: dict[tuple[str, int], list[bytes]] = {}
         json_type = ValueType.JSON
+        fragment = orjson.Fragment
+        services_of = self._services
         for message in telemetry:
             targets = actions.get(projects.get(message.device_id, -1))
             if not targets or not message.readings:
                 continue
             # Compact: the readings as they are; the body is IoTDA's at delivery.
-            entry = (message.device_id, [
-                (r.ts, {kv.key: (orjson.Fragment(kv.value) if kv.type is json_type else kv.value) for kv in r.values})
-                for r in message.readings])
+            readings = [(r.ts, {k: (v if t is not json_type else fragment(v)) for k, t, v in r.values})
+                        for r in message.readings]
+            services = services_of(message.device_id)
+            # An IoTDA device's report: one reading a service, named by its properties.
+            named = [services.get(r.values[0].key) if r.values else None
+                     for r in message.readings] if services else None
+            entry = line(message.device_id, readings, named)
             lane = self._lane(message.device_id)
             for action_id in targets:
                 by_lane.setdefault((action_id, lane), []).append(entry)
         now = time.time_ns() // 1_000_000
-        return [(action_id, lane, "device.property", "report", orjson.dumps(entries).decode(), len(entries), now)
+        return [(action_id, lane, "device.property", "report", lines(entries), len(entries), now)
                 for (action_id, lane), entries in by_lane.items()]
 
     def _lane(self, device_id: str) -> int:
@@ -70,3 +84,7 @@ class TelemetryOutbox:
     def committed(self, records: Sequence[tuple[object, ...]]) -> None:
         if records and self._on_committed is not None:
             self._on_committed(tuple({r[0] for r in records}))  # type: ignore[misc]
+
+
+def _no_services(_device_id: str) -> None:
+    return None

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import asyncpg
 
 from fleetgate.core.errors import Unavailable
-from fleetgate.core.model import PresenceBatch
+from fleetgate.core.presence_model import PresenceBatch
 from fleetgate.storage.errors import translated
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 
+from fleetgate.core.certificate_model import BoundCertificate, DeviceCa, Registration, Template
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import Conflict
-from fleetgate.core.model import AuditRecord, BoundCertificate, DeviceCa, DeviceIdentity, Registration, Template
+from fleetgate.core.model import AuditRecord, DeviceIdentity
 from fleetgate.storage.audit import AUDIT_COLUMNS, audit_values
 from fleetgate.storage.device_cas import ca_of
 from fleetgate.storage.errors import translated

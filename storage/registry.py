@@ -9,8 +9,14 @@ import asyncpg
 from fleetgate.core.clock import SYSTEM_CLOCK, Clock
 from fleetgate.core.errors import NameTaken
 from fleetgate.core.model import (
-    Connectivity, CredentialsInfo, CredentialsType, Device, DeviceDetails, DeviceStatus, Page, StoredCredentials,
+    CredentialsInfo,
+    CredentialsType,
+    Device,
+    DeviceDetails,
+    Page,
+    StoredCredentials,
 )
+from fleetgate.core.presence_model import Connectivity, DeviceStatus
 from fleetgate.storage import rows
 from fleetgate.storage.devices import DeviceStore, update_credentials
 from fleetgate.storage.errors import translated

@@ -16,7 +16,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from fleetgate.core.model import TimeseriesPoint
+from fleetgate.core.telemetry_model import TimeseriesPoint
 from fleetgate.core.timeseries import Aggregation, BucketValue, SeriesQuery
 from fleetgate.storage.errors import translated
 from fleetgate.storage.telemetry import column_value

@@ -32,8 +32,8 @@ from collections.abc import Mapping, Sequence
 import asyncpg
 
 from fleetgate.core.errors import Unavailable
-from fleetgate.core.model import AttributeMessage, KeyValue, TelemetryMessage, ValueType
-from fleetgate.storage.database import copy_records, discard
+from fleetgate.core.telemetry_model import AttributeMessage, KeyValue, TelemetryMessage, ValueType
+from fleetgate.storage.database import discard
 from fleetgate.storage.errors import translated
 from fleetgate.storage.forwarding_outbox import COLUMNS as _OUTBOX_COLUMNS, TelemetryOutbox
 from fleetgate.storage.partitions import Partitions
@@ -225,12 +225,12 @@ class TelemetryWriter:
         if not attributes and not notes:
             # One statement outside a transaction block commits on its own, triggers
             # included: the batch is durable when the COPY returns.
-            await copy_records(conn, "ts_kv", rows, _COLUMNS)
+            await conn.copy_records_to_table("ts_kv", records=rows, columns=_COLUMNS)
             return
         async with conn.transaction():
-            await copy_records(conn, "ts_kv", rows, _COLUMNS)
+            await conn.copy_records_to_table("ts_kv", records=rows, columns=_COLUMNS)
             if notes:
-                await copy_records(conn, "forwarding_outbox", notes, _OUTBOX_COLUMNS)
+                await conn.copy_records_to_table("forwarding_outbox", records=notes, columns=_OUTBOX_COLUMNS)
             if attributes:
                 await conn.execute(_UPSERT_ATTRIBUTES, *_attribute_columns(attributes))
 
@@ -247,10 +247,10 @@ class TelemetryWriter:
         # rows for a (device, key, ts) is kept (a device is in one project).
         unique = list({row[:3]: row for row in rows}.values())
         async with conn.transaction():
-            await copy_records(conn, "ts_kv_stage", unique, _COLUMNS)
+            await conn.copy_records_to_table("ts_kv_stage", records=unique, columns=_COLUMNS)
             await conn.execute(_UPSERT_TS)
             if notes:
-                await copy_records(conn, "forwarding_outbox", notes, _OUTBOX_COLUMNS)
+                await conn.copy_records_to_table("forwarding_outbox", records=notes, columns=_OUTBOX_COLUMNS)
             if attributes:
                 await conn.execute(_UPSERT_ATTRIBUTES, *_attribute_columns(attributes))
 

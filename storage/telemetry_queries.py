@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from fleetgate.core.model import LatestTelemetry, TimeseriesPoint, TimeseriesQuery
+from fleetgate.core.telemetry_model import LatestTelemetry, TimeseriesPoint, TimeseriesQuery
 from fleetgate.storage.errors import translated
 from fleetgate.storage.telemetry import column_value
 

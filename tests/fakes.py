@@ -9,32 +9,28 @@ import dataclasses
 from collections.abc import Sequence
 
 from fleetgate.core import credentials
+from fleetgate.core.certificate_model import BoundCertificate, DeviceCa, Registration, Template
 from fleetgate.core.errors import Conflict, CredentialsTaken, NameTaken, QuotaExceeded
 from fleetgate.core.model import (
+    AuditRecord,
+    CredentialsType,
+    Device,
+    DeviceDetails,
+    DeviceIdentity,
+    Page,
+    Product,
+    StoredCredentials,
+)
+from fleetgate.core.presence_model import Connectivity, DeviceStatus, PresenceBatch
+from fleetgate.core.provisioning_model import ClaimingData, ClaimTarget
+from fleetgate.core.rpc_calls import PersistentCall, RpcStatus
+from fleetgate.core.telemetry_model import (
     AttributeMessage,
     AttributeScope,
     AttributeValue,
-    AuditRecord,
-    BoundCertificate,
-    ClaimingData,
-    ClaimTarget,
-    Connectivity,
-    CredentialsType,
-    Device,
-    DeviceCa,
-    DeviceDetails,
-    DeviceIdentity,
-    DeviceStatus,
     KeyValue,
-    PresenceBatch,
-    Page,
-    Product,
-    Registration,
-    StoredCredentials,
     TelemetryMessage,
-    Template,
 )
-from fleetgate.core.rpc_calls import PersistentCall, RpcStatus
 
 
 class FakeAuditLog:

@@ -18,7 +18,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from fleetgate.app import Services, open_services
+from fleetgate.storage_wiring import Services, open_services
 from fleetgate.core.forwarding_rules import RuleService
 from fleetgate.forwarding_runtime import channels
 from fleetgate.storage.forwarding import ForwardingStore

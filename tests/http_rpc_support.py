@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from fleetgate.app import Gateway
-from fleetgate.core.downlink import DeviceChannel
+from fleetgate.core.device_channel import DeviceChannel
 from fleetgate.core.model import DeviceIdentity
 from tests.support import Tenant
 

@@ -18,7 +18,8 @@ import aiohttp
 import orjson
 
 from fleetgate import config
-from fleetgate.app import Gateway, Services
+from fleetgate.app import Gateway
+from fleetgate.storage_wiring import Services
 from fleetgate.core import credentials as creds
 from fleetgate.core.ids import new_id
 from fleetgate.core.model import Credentials, Device

@@ -21,8 +21,9 @@ from prometheus_client import REGISTRY
 
 from fleetgate.core import pki
 from fleetgate.core.autoregistration import AutoRegistration, Decision, Refused
+from fleetgate.core.certificate_model import DeviceCa, Registration, Template
 from fleetgate.core.errors import InvalidInput, Unauthorized
-from fleetgate.core.model import AuditRecord, Device, DeviceCa, DeviceIdentity, Registration, Template
+from fleetgate.core.model import AuditRecord, Device, DeviceIdentity
 from fleetgate.core.templates import RenderedDevice
 from tests import pki as test_pki
 from tests.fakes import FakeRegistrationStore, SetClock

@@ -14,7 +14,8 @@ from fleetgate.core.claiming import (
 from fleetgate.core.codec import PayloadLimits
 from fleetgate.core.credentials import verify_password
 from fleetgate.core.device_service import DeviceService
-from fleetgate.core.downlink import Downlink, SessionLimits
+from fleetgate.core.device_channel import SessionLimits
+from fleetgate.core.downlink import Downlink
 from fleetgate.core.errors import (
     ClaimExpired, ClaimingNotAllowed, ClaimSecretMismatch, DeviceAlreadyClaimed, InvalidInput, MalformedPayload,
     NotFound, PayloadTooLarge,

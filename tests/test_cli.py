@@ -127,7 +127,7 @@ async def test_embedded_database_as_an_ordinary_user(database_url) -> None:
 
 async def test_create_access_key_prints_the_key_and_the_secret(database_url, tmp_path) -> None:
     from fleetgate.core import signing
-    from fleetgate.app import open_services
+    from fleetgate.storage_wiring import open_services
 
     env = {**cli_env(str(tmp_path), 0), "GATEWAY_DATABASE_URL": database_url}
     code, project, err = await run_cli("admin", "create-project", "ak-" + os.urandom(4).hex(), env=env)

@@ -8,7 +8,7 @@ import pytest
 from fleetgate.core import codec
 from fleetgate.core.codec import PayloadLimits
 from fleetgate.core.errors import MalformedPayload, PayloadTooLarge
-from fleetgate.core.model import KeyValue, Reading, ValueType
+from fleetgate.core.telemetry_model import KeyValue, Reading, ValueType
 
 NOW = 1_700_000_000_000
 LIMITS = PayloadLimits()

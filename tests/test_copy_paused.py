@@ -22,7 +22,7 @@ import pytest
 import uvloop
 
 from fleetgate.core.ingest import IngestPipeline, IngestSettings
-from fleetgate.core.model import KeyValue, Reading, TelemetryMessage, ValueType
+from fleetgate.core.telemetry_model import KeyValue, Reading, TelemetryMessage, ValueType
 from fleetgate.storage.database import open_pool
 from fleetgate.storage.telemetry import KeyDictionary, TelemetryWriter
 from tests.support import Tenant

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from fleetgate.app import Gateway
-from fleetgate.core.model import AttributeScope, KeyValue, ValueType
+from fleetgate.core.telemetry_model import AttributeScope, KeyValue, ValueType
 from tests.support import ProvisionedDevice, Tenant, provision_device
 
 _TS_ROWS = """SELECT k.key, t.ts, t.bool_v, t.long_v, t.dbl_v, t.str_v, t.json_v

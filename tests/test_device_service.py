@@ -12,17 +12,24 @@ import pytest
 from fleetgate.core.admission import AdmissionLimits, ConnectionGate
 from fleetgate.core.auth import DeviceAuthenticator
 from fleetgate.core.codec import PayloadLimits
+from fleetgate.core.device_channel import SessionLimits
 from fleetgate.core.device_service import DeviceService
-from fleetgate.core.downlink import Downlink, SessionLimits
+from fleetgate.core.downlink import Downlink
 from fleetgate.core.errors import (
     InvalidInput, InvalidProvisionRequest, MalformedPayload, TooManyConnections, Unauthorized,
 )
 from fleetgate.core.ingest import IngestPipeline, IngestSettings
-from fleetgate.core.model import (
-    AttributeMessage, AttributeScope, DeviceIdentity, KeyValue, ProvisionStatus, TelemetryMessage, ValueType,
-)
+from fleetgate.core.model import DeviceIdentity
 from fleetgate.core.operations import NO_PARAMS
 from fleetgate.core.provisioning import ProvisioningService
+from fleetgate.core.provisioning_model import ProvisionStatus
+from fleetgate.core.telemetry_model import (
+    AttributeMessage,
+    AttributeScope,
+    KeyValue,
+    TelemetryMessage,
+    ValueType,
+)
 from tests.fakes import (
     FakeAuditLog, FakeProvisioningStore, MemoryWriter, RecordingReceipt, SetClock, StoredAttributes, TokenDevices,
 )

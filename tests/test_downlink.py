@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
-from fleetgate.core.downlink import Downlink, LocalBus, SessionLimits
+from fleetgate.core.device_channel import SessionLimits
+from fleetgate.core.downlink import Downlink
 from fleetgate.core.errors import DeviceNotConnected, RpcTimeout
-from fleetgate.core.model import KeyValue, ValueType
+from fleetgate.core.local_bus import LocalBus
+from fleetgate.core.telemetry_model import KeyValue, ValueType
 
 
 class Channel:

@@ -7,7 +7,7 @@ import pytest
 
 from fleetgate.core import gateway_requests as requests
 from fleetgate.core.errors import MalformedPayload, PayloadTooLarge
-from fleetgate.core.model import AttributeValue
+from fleetgate.core.telemetry_model import AttributeValue
 
 
 def test_connect_names_a_device_and_maybe_its_type() -> None:

@@ -15,7 +15,8 @@ import pytest
 
 from fleetgate.app import Gateway
 from fleetgate.core import metrics
-from fleetgate.core.downlink import DeviceChannel, Downlink, SessionLimits
+from fleetgate.core.device_channel import DeviceChannel, SessionLimits
+from fleetgate.core.downlink import Downlink
 from fleetgate.core.errors import InvalidInput
 from fleetgate.core.model import DeviceIdentity
 from fleetgate.protocols.http.long_polls import Feed, LongPolls, poll_timeout

@@ -9,7 +9,7 @@ import pytest
 
 from fleetgate.core.errors import Overloaded, Unavailable
 from fleetgate.core.ingest import IngestPipeline, IngestSettings
-from fleetgate.core.model import KeyValue, Reading, TelemetryMessage, ValueType
+from fleetgate.core.telemetry_model import KeyValue, Reading, TelemetryMessage, ValueType
 from tests.fakes import MemoryWriter
 
 

@@ -14,7 +14,7 @@ import random
 from collections.abc import Sequence
 
 from fleetgate.core.ingest import IngestPipeline, IngestSettings
-from fleetgate.core.model import AttributeMessage, KeyValue, Reading, TelemetryMessage, ValueType
+from fleetgate.core.telemetry_model import AttributeMessage, KeyValue, Reading, TelemetryMessage, ValueType
 from fleetgate.protocols.mqtt.packets import PubAck, Publish
 from tests.limits_support import mqtt_device, provisioned_token
 from tests.support import gateway_settings, running_gateway

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fleetgate.core.errors import Unavailable
-from fleetgate.core.model import KeyValue, Reading, TelemetryMessage, ValueType
+from fleetgate.core.telemetry_model import KeyValue, Reading, TelemetryMessage, ValueType
 from fleetgate.storage import database, telemetry
 from fleetgate.storage.database import open_pool
 from fleetgate.storage.telemetry import KeyDictionary, TelemetryWriter

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from fleetgate.core.downlink import Downlink, LocalBus, SessionLimits
+from fleetgate.core.device_channel import SessionLimits
+from fleetgate.core.downlink import Downlink
+from fleetgate.core.local_bus import LocalBus
 from fleetgate.core.errors import DeviceNotConnected
 
 DELIVERY = 0.2

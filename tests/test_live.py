@@ -11,7 +11,14 @@ import pytest
 
 from fleetgate.core.errors import Unavailable
 from fleetgate.core.live import CommittedFeed, Feed, LiveHub, Outbox, Subscription
-from fleetgate.core.model import AttributeMessage, AttributeScope, KeyValue, Reading, TelemetryMessage, ValueType
+from fleetgate.core.telemetry_model import (
+    AttributeMessage,
+    AttributeScope,
+    KeyValue,
+    Reading,
+    TelemetryMessage,
+    ValueType,
+)
 
 
 class LoopbackBus:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from fleetgate.core.model import KeyValue, Reading, TelemetryMessage, ValueType
+from fleetgate.core.telemetry_model import KeyValue, Reading, TelemetryMessage, ValueType
 from fleetgate.storage.database import open_pool
 from fleetgate.storage.migrate import available, migrate
 from fleetgate.storage.partitions import month_bounds

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from fleetgate.core.downlink import Downlink, SessionLimits
+from fleetgate.core.device_channel import SessionLimits
+from fleetgate.core.downlink import Downlink
 from fleetgate.core.errors import DeviceNotConnected, Unavailable
 from fleetgate.storage.nats_bus import NatsDownlinkBus, NatsSettings, device_subject
 from tests.nats_support import NatsNode, nats_cluster, requires_nats_server

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from fleetgate.core.downlink import Downlink, SessionLimits
+from fleetgate.core.device_channel import SessionLimits
+from fleetgate.core.downlink import Downlink
 from fleetgate.core.errors import InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
-from fleetgate.core.model import DeviceIdentity, KeyValue, Reading, ValueType
+from fleetgate.core.model import DeviceIdentity
 from fleetgate.core.ota import OtaService, UploadRequest
 from fleetgate.core.ota_checksums import ChecksumAlgorithm, checksum
 from fleetgate.core.ota_downloads import DownloadLimits, OtaDownloads, chunk_span, query_request
@@ -19,6 +20,7 @@ from fleetgate.core.ota_model import (
     PackageTaken, PackageTooLarge, WrongChunk,
 )
 from fleetgate.core.ota_progress import OtaProgress, mentions_ota, reports
+from fleetgate.core.telemetry_model import KeyValue, Reading, ValueType
 from tests.fakes_ota import DEVICE, IMAGE, OTHER, PRODUCT, PROJECT, Devices, FakeOtaStore, Recorder, stream
 
 def setup(**limits: Any) -> tuple[FakeOtaStore, OtaService, Downlink, OtaDownloads]:

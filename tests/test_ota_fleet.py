@@ -14,11 +14,13 @@ import orjson
 import paho.mqtt.client as mqtt
 from prometheus_client.parser import text_string_to_metric_families
 
-from fleetgate.core.downlink import BULK_DEVICES, Downlink, LocalBus, SessionLimits
-from fleetgate.core.model import KeyValue, Reading, ValueType
+from fleetgate.core.device_channel import SessionLimits
+from fleetgate.core.downlink import BULK_DEVICES, Downlink
+from fleetgate.core.local_bus import LocalBus
 from fleetgate.core.ota import OtaService, UploadRequest
 from fleetgate.core.ota_metrics import DEVICES
 from fleetgate.core.ota_progress import OtaProgress
+from fleetgate.core.telemetry_model import KeyValue, Reading, ValueType
 from fleetgate.storage.nats_bus import NatsDownlinkBus, NatsSettings
 from tests.fakes_ota import DEVICE, IMAGE, OTHER, PRODUCT, PROJECT, Devices, FakeOtaStore, Recorder, stream
 from tests.nats_support import nats_cluster, requires_nats_server

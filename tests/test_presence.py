@@ -9,13 +9,15 @@ import pytest
 
 from fleetgate.core.auth import DeviceAuthenticator
 from fleetgate.core.codec import PayloadLimits
+from fleetgate.core.device_channel import SessionLimits
 from fleetgate.core.device_service import DeviceService
-from fleetgate.core.downlink import Downlink, SessionLimits
+from fleetgate.core.downlink import Downlink
 from fleetgate.core.errors import Unavailable
 from fleetgate.core.ingest import IngestPipeline, IngestSettings
-from fleetgate.core.model import Connectivity, DeviceIdentity, DeviceStatus
+from fleetgate.core.model import DeviceIdentity
 from fleetgate.core.operations import NO_PARAMS
 from fleetgate.core.presence import Presence, PresenceSettings
+from fleetgate.core.presence_model import Connectivity, DeviceStatus
 from fleetgate.core.provisioning import ProvisioningService
 from tests.fakes import FakeAuditLog, FakeProvisioningStore, MemoryPresence, MemoryWriter, SetClock, \
     StoredAttributes, TokenDevices

@@ -15,14 +15,12 @@ from fleetgate.core.model import (
     Device,
     MqttBasic,
     Product,
-    ProvisionRequest,
-    ProvisionResult,
-    ProvisionStatus,
     ProvisionStrategy,
     StoredCredentials,
 )
 from fleetgate.core.products import ProductService
 from fleetgate.core.provisioning import ProvisioningService
+from fleetgate.core.provisioning_model import ProvisionRequest, ProvisionResult, ProvisionStatus
 from tests.fakes import FakeAuditLog, FakeProductStore, FakeProvisioningStore
 from tests.pki import pem_body, self_signed_pem
 

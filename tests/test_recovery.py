@@ -9,8 +9,8 @@ import pytest
 
 from fleetgate.core.errors import Unavailable
 from fleetgate.core.ingest import IngestPipeline, IngestSettings
-from fleetgate.core.model import KeyValue, Reading, TelemetryMessage, ValueType
 from fleetgate.core.recovery import Recovery
+from fleetgate.core.telemetry_model import KeyValue, Reading, TelemetryMessage, ValueType
 
 LONG = 30.0  # a back-off delay no test waits out
 

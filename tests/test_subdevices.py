@@ -12,14 +12,16 @@ import pytest
 
 from fleetgate.core.auth import DeviceAuthenticator
 from fleetgate.core.codec import PayloadLimits
+from fleetgate.core.device_channel import SessionLimits
 from fleetgate.core.device_service import DeviceService
-from fleetgate.core.downlink import Downlink, SessionLimits
+from fleetgate.core.downlink import Downlink
 from fleetgate.core.errors import InvalidInput, QuotaExceeded
 from fleetgate.core.ingest import IngestPipeline, IngestSettings
-from fleetgate.core.model import DeviceIdentity, KeyValue, TelemetryMessage, ValueType
+from fleetgate.core.model import DeviceIdentity
 from fleetgate.core.operations import NO_PARAMS, Operation
 from fleetgate.core.provisioning import ProvisioningService
 from fleetgate.core.subdevices import SubDeviceLimits, SubDevices
+from fleetgate.core.telemetry_model import KeyValue, TelemetryMessage, ValueType
 from tests.fakes import (
     FakeAuditLog, FakeProvisioningStore, FakeSubDeviceStore, MemoryWriter, RecordingReceipt, SetClock, TokenDevices,
 )

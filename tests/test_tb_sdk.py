@@ -18,7 +18,8 @@ import pytest
 
 from fleetgate.core import credentials as creds
 from fleetgate.app import Gateway
-from fleetgate.core.model import AttributeScope, Credentials, CredentialsType, KeyValue, ValueType
+from fleetgate.core.model import Credentials, CredentialsType
+from fleetgate.core.telemetry_model import AttributeScope, KeyValue, ValueType
 from tests import tb_sdk_venv
 from tests.support import Tenant, new_tenant, pre_provision
 

@@ -8,8 +8,15 @@ import secrets
 import pytest
 from asyncpg import InternalClientError
 
-from fleetgate.core.model import AttributeMessage, AttributeScope, KeyValue, Reading, TelemetryMessage, ValueType
 from fleetgate.core.errors import Unavailable
+from fleetgate.core.telemetry_model import (
+    AttributeMessage,
+    AttributeScope,
+    KeyValue,
+    Reading,
+    TelemetryMessage,
+    ValueType,
+)
 from fleetgate.storage.errors import translated
 from fleetgate.storage.telemetry import DeviceProjects, KeyDictionary, TelemetryWriter
 from tests.support import new_tenant

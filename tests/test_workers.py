@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 import pytest
 
-from fleetgate.app import open_services
+from fleetgate.storage_wiring import open_services
 from fleetgate.protocols.mqtt.packets import Publish, Subscribe, Subscription
 from tests.mqtt_raw import RawMqtt
 from tests.support import TEST_SECRETS_KEY, free_port, gateway_settings, new_tenant

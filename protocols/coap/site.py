@@ -20,9 +20,10 @@ from aiocoap.pipe import Pipe
 
 from fleetgate.core.device_service import DeviceService
 from fleetgate.core.errors import GatewayError, InvalidInput, MethodNotAllowed, Unavailable, UnknownAddress
-from fleetgate.core.model import DeviceIdentity, ProvisionStatus
+from fleetgate.core.model import DeviceIdentity
 from fleetgate.core.operations import Operation, Params, Reply
 from fleetgate.core.provision_json import response_to_json
+from fleetgate.core.provisioning_model import ProvisionStatus
 from fleetgate.protocols.coap.block2 import block2_answer, continuation
 from fleetgate.protocols.coap.blockwise import Block1Uploads, Body, Continue
 from fleetgate.protocols.coap.errors import PROTOCOL, refused

@@ -35,10 +35,11 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from fleetgate.core import errors, metrics
 from fleetgate.core.attributes import AttributeService
-from fleetgate.core.live import Feed, LiveHub, Outbox, Subscription, text_of
 from fleetgate.core.devices import require_device
-from fleetgate.core.model import AttributeScope, DeviceStatus, SortOrder
+from fleetgate.core.live import Feed, LiveHub, Outbox, Subscription, text_of
 from fleetgate.core.ports import DeviceLookup
+from fleetgate.core.presence_model import DeviceStatus
+from fleetgate.core.telemetry_model import AttributeScope, SortOrder
 from fleetgate.core.telemetry_queries import SeriesQueries, TelemetryQueryService
 from fleetgate.core.timeseries import Aggregation, IntervalType, SeriesQuery, aggregation_of, plan_buckets
 from fleetgate.protocols.http.management import error_response

@@ -1,7 +1,7 @@
 """ThingsBoard's HTTP long polls: ``GET /api/v1/{token}/rpc`` waits for an operator's server-side
 call, ``GET /api/v1/{token}/attributes/updates`` for a shared-attribute update.
 
-A poll is a downlink channel (fleetgate.core.downlink.DeviceChannel) attached, with protocol
+A poll is a downlink channel (fleetgate.core.device_channel.DeviceChannel) attached, with protocol
 "http", for as long as it waits, so the device counts as connected meanwhile. It is answered
 through a future that the connection waits on with a callback: the downlink completes it with the
 first request or update, a timer handle (``loop.call_later``) with 408 when its timeout passes,
@@ -84,7 +84,7 @@ class LongPoll:
         self.future = future
         self._timer: asyncio.TimerHandle | None = None
 
-    # fleetgate.core.downlink.DeviceChannel
+    # fleetgate.core.device_channel.DeviceChannel
 
     def push_attributes(self, update: dict[str, Any]) -> None:
         if self.feed is Feed.ATTRIBUTES:

@@ -7,9 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
+from fleetgate.core.certificate_model import DeviceCa
 from fleetgate.core.device_cas import CaService
 from fleetgate.core.errors import InvalidInput
-from fleetgate.core.model import DeviceCa
 from fleetgate.protocols.http.iotda import ScopedRoute, body_field, iotda_time, json_body, json_response, page_json, page_params
 
 

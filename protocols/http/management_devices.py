@@ -17,7 +17,8 @@ from aiohttp import web
 from fleetgate.core.devices import DeviceManagement, generated_token
 from fleetgate.core.errors import InvalidInput
 from fleetgate.core.iotda_devices import SECRET, IotdaDevices, NewDevice
-from fleetgate.core.model import Credentials, CredentialsType, DeviceDetails, DeviceStatus, IotdaSecret, MqttBasic
+from fleetgate.core.model import Credentials, CredentialsType, DeviceDetails, IotdaSecret, MqttBasic
+from fleetgate.core.presence_model import DeviceStatus
 from fleetgate.protocols.http.iotda import ScopedRoute, body_field, iotda_time, json_body, json_response, page_json, page_params
 
 _SETTABLE_TYPES = (CredentialsType.ACCESS_TOKEN, CredentialsType.MQTT_BASIC, CredentialsType.X509_CERTIFICATE)

@@ -10,7 +10,7 @@ from aiohttp import web
 from fleetgate.core import errors
 from fleetgate.core.device_service import split_keys
 from fleetgate.core.fleet import DEFAULT_PAGE, MAX_PAGE, fleet_query
-from fleetgate.core.model import TimeseriesQuery
+from fleetgate.core.telemetry_model import TimeseriesQuery
 from fleetgate.core.telemetry_queries import DEFAULT_LIMIT, MAX_LIMIT, SeriesQueries, TelemetryQueryService, order_of
 from fleetgate.core.timeseries import (
     Aggregation, SeriesQuery, aggregation_of, interval_type_of, plan_buckets, zone_of,

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from fleetgate.core.autoregistration import AutoRegistration
-from fleetgate.core.model import Template
+from fleetgate.core.certificate_model import Template
 from fleetgate.core.provisioning_templates import TemplateService
 from fleetgate.protocols.http.iotda import ScopedRoute, body_field, iotda_time, json_body, json_response, page_json, page_params
 

@@ -1,7 +1,7 @@
 """The downlink side of one MQTT connection: what the device subscribed to, and everything the
 gateway sends it, rendered in its dialect (ThingsBoard's topics, or IoTDA's ``$oc`` topics).
 
-This is the channel the core's downlink holds for the device (fleetgate.core.downlink.DeviceChannel,
+This is the channel the core's downlink holds for the device (fleetgate.core.device_channel.DeviceChannel,
 GatewayChannel for a gateway's sub-devices, fleetgate.core.iotda_downlink.IotdaChannel).
 """
 
