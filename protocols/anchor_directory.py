@@ -135,7 +135,9 @@ class Change:
 _PREFIX, _LOCK = "fleetgate-anchors-", ".lock"
 
 
-def _delete(path: str, lock: int) -> None:
+def _delete(path: str, lock: int, owner: int | None = None) -> None:
+    if owner is not None and os.getpid() != owner:
+        return  # a forked child exiting: the directory is its parent's
     shutil.rmtree(path, ignore_errors=True)
     os.close(lock)
 
@@ -169,7 +171,7 @@ class AnchorDirectory:
         lock = os.open(os.path.join(self.path, _LOCK), os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # Deleted with this object, or at exit, when nobody closes it.
-        self._finalizer = weakref.finalize(self, _delete, self.path, lock)
+        self._finalizer = weakref.finalize(self, _delete, self.path, lock, os.getpid())
         self._files: dict[bytes, str] = {}  # SHA-256 of the DER -> its file's name
         self._buckets: dict[int, list[bytes]] = {}  # subject hash -> the DER digests at .0, .1...
 

@@ -22,6 +22,7 @@ from fleetgate.storage_wiring import Services, open_services
 from fleetgate.core.forwarding_rules import RuleService
 from fleetgate.forwarding_runtime import channels
 from fleetgate.storage.forwarding import ForwardingStore
+from tests.management_client import Management
 from tests.support import free_port, gateway_settings
 
 
@@ -107,3 +108,24 @@ def rule_service(services: Services) -> RuleService:
     """Rules managed straight on a database (what the management API calls), with no forwarder."""
     store = ForwardingStore(services.pool)
     return RuleService(store, store, channels())
+
+
+async def forward(api: Management, url: str, *, resource: str = "device.property", event: str = "report",
+                  where: str | None = None, select: str | None = None, **http: Any) -> tuple[str, str]:
+    """An active rule with one HTTP action: (rule id, action id)."""
+    rule: dict[str, Any] = {"rule_name": "r-" + secrets.token_hex(3), "subject": {"resource": resource, "event": event},
+                            "app_type": "GLOBAL"}
+    if where is not None:
+        rule["where"] = where
+    if select is not None:
+        rule["select"] = select
+    created = await api.call("POST", "/routing-rule/rules", json=rule)
+    assert created.status == 201, created
+    rule_id = created.body["rule_id"]
+    detail = {"url": url, "signature_enable": True, "token": "s3cret", **http}
+    action = await api.call("POST", "/routing-rule/actions", json={
+        "rule_id": rule_id, "channel": "HTTP_FORWARDING", "channel_detail": {"http_forwarding": detail}})
+    assert action.status == 201, action
+    activated = await api.call("PUT", f"/routing-rule/rules/{rule_id}", json={"active": True})
+    assert activated.status == 200 and activated.body["active"] is True
+    return rule_id, action.body["action_id"]

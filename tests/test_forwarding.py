@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.forwarding_support import Receiver, points
+from tests.forwarding_support import Receiver, forward, points
 from tests.management_client import Management, assert_error
 from tests.support import provision_device
 
@@ -22,27 +22,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     await r.start()
     yield r
     await r.stop()
-
-
-async def forward(api: Management, url: str, *, resource: str = "device.property", event: str = "report",
-                  where: str | None = None, select: str | None = None, **http: Any) -> tuple[str, str]:
-    """An active rule with one HTTP action: (rule id, action id)."""
-    rule: dict[str, Any] = {"rule_name": "r-" + secrets.token_hex(3), "subject": {"resource": resource, "event": event},
-                            "app_type": "GLOBAL"}
-    if where is not None:
-        rule["where"] = where
-    if select is not None:
-        rule["select"] = select
-    created = await api.call("POST", "/routing-rule/rules", json=rule)
-    assert created.status == 201, created
-    rule_id = created.body["rule_id"]
-    detail = {"url": url, "signature_enable": True, "token": "s3cret", **http}
-    action = await api.call("POST", "/routing-rule/actions", json={
-        "rule_id": rule_id, "channel": "HTTP_FORWARDING", "channel_detail": {"http_forwarding": detail}})
-    assert action.status == 201, action
-    activated = await api.call("PUT", f"/routing-rule/rules/{rule_id}", json={"active": True})
-    assert activated.status == 200 and activated.body["active"] is True
-    return rule_id, action.body["action_id"]
 
 
 async def send(http: aiohttp.ClientSession, token: str, body: Any) -> None:

@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from tests.forwarding_support import Receiver
+from tests.forwarding_support import Receiver, forward
 from tests.iotda_support import add_secret_device, connect, topic
-from tests.test_forwarding import forward
 
 SECRET = "AccSecret_0123"
 
