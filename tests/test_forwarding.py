@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.forwarding_support import Receiver, forward, points
-from tests.management_client import Management, assert_error
+from tests.management_client import assert_error
 from tests.support import provision_device
 
 
