@@ -2,15 +2,15 @@
 keep it (protocols.tls: a hashed directory OpenSSL reads by subject), against the in-memory
 store it replaced: start-up, adding one, removing one, handshakes, memory and disk.
 
-    python -m fleetgate.simulator.trust_store [--counts 10000,100000] [--handshakes 200]
+    python -m fleetgate.trust_store_measure [--counts 10000,100000] [--handshakes 200]
                                               [--baseline-max 10000]
 
 For each count N: N self-signed device certificates (ThingsBoard's X509_CERTIFICATE credentials,
 P-256, made here with one key to save time: the store does not care). The baseline, for N up to
 --baseline-max (it grows faster than N², 202 s at 30,000): a context with all N loaded in memory
 (what every start and every removal cost before). Then the listeners' own DeviceTls, imported:
-unlike the rest of the simulator this measures a component in process, not the gateway over the
-wire, because what is measured is OpenSSL's store. Timed: the start (every credential hashed and
+this measures a component in process, not the gateway over the wire (which is why it lives beside
+the composition root, not in the simulator), because what is measured is OpenSSL's store. Timed: the start (every credential hashed and
 written, the context built), adding one credential (median of 20), removing one (the directory
 given all but one and the context rebuilt, median of 5; the database read aside), full handshakes
 in memory (no sockets) by distinct devices spread over the store, first (the anchor read from its
@@ -163,7 +163,7 @@ def measure(count: int, handshakes: int, baseline_max: int, directory: Path, sto
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fleetgate.simulator.trust_store",
+    parser = argparse.ArgumentParser(prog="python -m fleetgate.trust_store_measure",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--counts", default="10000,100000", help="anchor counts, comma-separated")
     parser.add_argument("--handshakes", type=int, default=200, help="full handshakes per count")
