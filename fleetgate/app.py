@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import ssl
 from typing import TYPE_CHECKING
 
@@ -259,7 +260,11 @@ class Gateway:
         s = self.settings
         if not (s.tls_cert_file and s.tls_key_file and (s.https_port or s.mqtts_port)):
             return None
-        device_tls = DeviceTls(s.tls_cert_file, s.tls_key_file)
+        # The credentials' hashed directory goes in the data directory: it is writable where the
+        # root file system is not (the Kubernetes manifests), and one process's crash leaves it
+        # for the next start to delete.
+        os.makedirs(s.data_dir, exist_ok=True)
+        device_tls = DeviceTls(s.tls_cert_file, s.tls_key_file, anchors_in=s.data_dir)
         self._tls.append(device_tls)
         self._certificates = CertificateWatch(self._url, device_tls.set_anchors, device_tls.add_anchors)
         await self._certificates.start()
@@ -313,6 +318,8 @@ class Gateway:
             await self._presence.stop(min(left(), 5.0))
         if self._certificates is not None:
             await self._certificates.stop()
+        for tls in self._tls:
+            tls.close()
         if self._device_service is not None:
             await self._device_service.close()
         if self._persistent_rpc is not None:
