@@ -96,6 +96,10 @@ class Unavailable(GatewayError):
     """A dependency (the database) is unavailable, or the gateway is shutting down."""
 
 
+class ShuttingDown(Unavailable):
+    """The gateway is stopping: it takes no new work."""
+
+
 class ProjectNameTaken(Conflict):
     """A project with this name already exists."""
 

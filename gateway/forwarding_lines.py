@@ -23,13 +23,23 @@ MARK = b"\x1e"  # what begins the lines form; the other form is a JSON array, "[
 _SEP = b"\x1f"
 
 
+def prefix(device_id: str) -> bytes | None:
+    """What a line of the device begins with; None for an id that is not plain text (its lines are JSON)."""
+    if device_id.isprintable() and "\x1f" not in device_id and device_id[:1] != "[":
+        return device_id.encode() + _SEP
+    return None
+
+
+def single(start: bytes, ts: int, service: str | None, properties: Any) -> bytes:
+    """The line of a message of one reading; ``start``: its device's prefix()."""
+    return b"%s%d\x1f%s\x1f%s" % (start, ts, orjson.dumps(service) if service else b"", orjson.dumps(properties))
+
+
 def line(device_id: str, readings: list[tuple[int, Any]], services: list[str | None] | None) -> bytes:
     """One message's line; ``readings`` are ``(ts, properties)``, properties as orjson writes them."""
-    if len(readings) == 1 and device_id.isprintable() and "\x1f" not in device_id and device_id[:1] != "[":
-        ts, properties = readings[0]
-        service = services[0] if services else None
-        return b"".join((device_id.encode(), _SEP, str(ts).encode(), _SEP,
-                         orjson.dumps(service) if service else b"", _SEP, orjson.dumps(properties)))
+    start = prefix(device_id)
+    if len(readings) == 1 and start is not None:
+        return single(start, readings[0][0], services[0] if services else None, readings[0][1])
     return orjson.dumps([device_id, readings, services] if services else [device_id, readings])
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from fleetgate.core import metrics
-from fleetgate.core.errors import Overloaded, Unavailable
+from fleetgate.core.errors import Overloaded, ShuttingDown, Unavailable
 from fleetgate.core.ports import IngestWriter
 from fleetgate.core.recovery import Recovery
 from fleetgate.core.retry import Backoff, Outage
@@ -188,7 +188,7 @@ class IngestPipeline:
 
     def _admit(self, rows: int) -> None:
         if self._closing:
-            raise Unavailable("The gateway is shutting down")
+            raise ShuttingDown("The gateway is shutting down")
         depth = self._queued_rows + self._inflight_rows
         if rows and depth + rows > self._capacity and depth:
             metrics.INGEST_REJECTED.inc()

@@ -17,19 +17,19 @@ from collections.abc import Callable, Mapping, Sequence
 
 import orjson
 
-from fleetgate.core.forwarding_lines import line, lines
+from fleetgate.core.forwarding_lines import line, lines, prefix, single
 from fleetgate.core.forwarding_model import LANES
 from fleetgate.core.telemetry_model import TelemetryMessage, ValueType
 
 COLUMNS = ("action_id", "lane", "resource", "event", "entries", "count", "created_at")
-_LANES_KEPT = 100_000  # devices whose lane is remembered (a crc32 each otherwise)
+_LANES_KEPT = 100_000  # devices whose lane and line prefix are remembered
 
 
 class TelemetryOutbox:
     def __init__(self, on_committed: Callable[[Sequence[str]], None] | None = None) -> None:
         self._actions: Mapping[int, tuple[str, ...]] = {}
         self._on_committed = on_committed
-        self._lanes: dict[str, int] = {}
+        self._devices: dict[str, tuple[int, bytes | None]] = {}  # device -> (lane, its lines' prefix)
         self._services: Callable[[str], Mapping[str, str] | None] = _no_services
 
     def follow_services(self, services: Callable[[str], Mapping[str, str] | None]) -> None:
@@ -54,32 +54,41 @@ class TelemetryOutbox:
         json_type = ValueType.JSON
         fragment = orjson.Fragment
         services_of = self._services
+        devices = self._devices
         for message in telemetry:
-            targets = actions.get(projects.get(message.device_id, -1))
+            device_id = message.device_id
+            targets = actions.get(projects.get(device_id, -1))
             if not targets or not message.readings:
                 continue
-            # Compact: the readings as they are; the body is IoTDA's at delivery.
-            readings = [(r.ts, {k: (v if t is not json_type else fragment(v)) for k, t, v in r.values})
-                        for r in message.readings]
-            services = services_of(message.device_id)
-            # An IoTDA device's report: one reading a service, named by its properties.
-            named = [services.get(r.values[0].key) if r.values else None
-                     for r in message.readings] if services else None
-            entry = line(message.device_id, readings, named)
-            lane = self._lane(message.device_id)
+            lane, start = devices.get(device_id) or self._device(device_id)
+            services = services_of(device_id)
+            # Compact: the readings as they are; the body is IoTDA's at delivery. An IoTDA
+            # device's report is one reading a service, named by its properties.
+            if len(message.readings) == 1 and start is not None:
+                values = message.readings[0].values
+                entry = single(start, message.readings[0].ts,
+                               services.get(values[0].key) if services and values else None,
+                               {k: (v if t is not json_type else fragment(v)) for k, t, v in values})
+            else:
+                readings = [(r.ts, {k: (v if t is not json_type else fragment(v)) for k, t, v in r.values})
+                            for r in message.readings]
+                named = [services.get(r.values[0].key) if r.values else None
+                         for r in message.readings] if services else None
+                entry = line(device_id, readings, named)
             for action_id in targets:
                 by_lane.setdefault((action_id, lane), []).append(entry)
         now = time.time_ns() // 1_000_000
         return [(action_id, lane, "device.property", "report", lines(entries), len(entries), now)
                 for (action_id, lane), entries in by_lane.items()]
 
+    def _device(self, device_id: str) -> tuple[int, bytes | None]:
+        if len(self._devices) >= _LANES_KEPT:
+            self._devices.clear()
+        found = self._devices[device_id] = (self._lane(device_id), prefix(device_id))
+        return found
+
     def _lane(self, device_id: str) -> int:
-        lane = self._lanes.get(device_id)
-        if lane is None:
-            if len(self._lanes) >= _LANES_KEPT:
-                self._lanes.clear()
-            lane = self._lanes[device_id] = zlib.crc32(device_id.encode()) % LANES
-        return lane
+        return zlib.crc32(device_id.encode()) % LANES
 
     def committed(self, records: Sequence[tuple[object, ...]]) -> None:
         if records and self._on_committed is not None:

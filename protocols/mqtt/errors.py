@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fleetgate.core.errors import (
     CertificateRefused, GatewayError, InvalidInput, InvalidProvisionRequest, NotFound, PayloadTooLarge,
-    SourceBlocked, TooManyConnections, TooManyRequests, UnknownAddress, Unauthorized,
+    ShuttingDown, SourceBlocked, TooManyConnections, TooManyRequests, UnknownAddress, Unauthorized,
 )
 from fleetgate.protocols.mqtt.packets import MQTT_5, Connect, Reason
 
@@ -35,6 +35,17 @@ def reason_of(exc: GatewayError, connect: Connect | None = None) -> int:
     if isinstance(exc, TooManyRequests):
         return Reason.QUOTA_EXCEEDED
     return Reason.SERVER_UNAVAILABLE
+
+
+def disconnect_reason(exc: GatewayError) -> int:
+    """The reason a DISCONNECT gives when ``exc`` ends a connection: a PUBACK's reason where
+    DISCONNECT may carry it too, else the nearest one it may (0x88 is CONNACK's alone)."""
+    if isinstance(exc, ShuttingDown):
+        return Reason.SERVER_SHUTTING_DOWN
+    reason = reason_of(exc)
+    if reason == Reason.SERVER_UNAVAILABLE:
+        return Reason.SERVER_BUSY
+    return reason
 
 
 def error_text(exc: GatewayError) -> bytes:

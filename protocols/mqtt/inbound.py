@@ -21,7 +21,7 @@ from fleetgate.protocols.mqtt.acks import AckQueue
 from fleetgate.protocols.mqtt.aliases import TopicAliases
 from fleetgate.protocols.mqtt.channel import MqttChannel
 from fleetgate.protocols.mqtt.context import MqttContext
-from fleetgate.protocols.mqtt.errors import reason_of
+from fleetgate.protocols.mqtt.errors import disconnect_reason
 from fleetgate.protocols.mqtt.packets import MQTT_5, Publish, Reason
 from fleetgate.protocols.mqtt.routes import ROUTES
 from fleetgate.protocols.routing import render
@@ -110,7 +110,7 @@ class Inbound:
         except InvalidInput as exc:
             self._refuse_payload(publish, device, exc)
         except GatewayError as exc:
-            self._abort(reason_of(exc), exc.message)
+            self._abort(disconnect_reason(exc), exc.message)
 
     def _store(self, publish: Publish, submit: Callable[..., Any], device: DeviceIdentity, params: Params) -> None:
         """Hand the message to the pipeline; its acknowledgement waits in order for the commit."""
