@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import orjson
 
-from fleetgate.core.forwarding import Forwarder, ForwardingSettings, _Compiled, notification
+from fleetgate.core.forwarding import Forwarder, ForwardingSettings, _Compiled
+from fleetgate.core.forwarding_json import notification
 from fleetgate.core.forwarding_lines import ReportLines, entries_of
 from fleetgate.core.forwarding_model import Action, OutboxItem
 from fleetgate.core.telemetry_model import KeyValue, Reading, TelemetryMessage, ValueType
