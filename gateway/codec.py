@@ -131,7 +131,7 @@ def typed(key: str, value: Any, limits: PayloadLimits) -> KeyValue:
         return KeyValue(key, ValueType.STRING, value.replace("\x00", ""))
     raw = orjson.dumps(value).decode()
     if "\\u0000" in raw:  # nor can jsonb
-        raw = orjson.dumps(_without_nul(value)).decode()
+        raw = orjson.dumps(without_nul(value)).decode()
     if len(raw) > limits.max_string_length:
         raise MalformedPayload(
             f"JSON value length [{len(raw)}] for key [{key}] is greater than maximum allowed [{limits.max_string_length}]"
@@ -139,13 +139,14 @@ def typed(key: str, value: Any, limits: PayloadLimits) -> KeyValue:
     return KeyValue(key, ValueType.JSON, raw)
 
 
-def _without_nul(value: Any) -> Any:
+def without_nul(value: Any) -> Any:
+    """The value with U+0000 dropped from its strings and keys: PostgreSQL's jsonb cannot hold it."""
     if isinstance(value, str):
         return value.replace("\x00", "")
     if isinstance(value, dict):
-        return {k.replace("\x00", ""): _without_nul(v) for k, v in value.items()}
+        return {k.replace("\x00", ""): without_nul(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_without_nul(v) for v in value]
+        return [without_nul(v) for v in value]
     return value
 
 

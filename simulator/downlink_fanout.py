@@ -20,12 +20,9 @@ import asyncio
 import contextlib
 import hashlib
 import random
-import shutil
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 
@@ -34,10 +31,10 @@ from fleetgate.simulator.bench_workspace import (
     Workspace, admin, gateway_server, new_tenant, provision_devices, query_value, workspace,
 )
 from fleetgate.simulator.mqtt_packets import encode_connect, encode_subscribe, split_packets
+from fleetgate.simulator.nats_server import nats_server
 from fleetgate.simulator.processes import free_port
 from fleetgate.simulator.runtime import run
 
-NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 _PUBLISH = 0x30
 _METRIC = "gateway_downlink_bus_events_total"
 
@@ -98,28 +95,6 @@ class Subscriber:
         self.writer.close()
 
 
-@contextlib.asynccontextmanager
-async def nats_server(directory: Path) -> AsyncIterator[str]:
-    """One nats-server on loopback: its URL."""
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        NATS_SERVER, "-a", "127.0.0.1", "-p", str(port), stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE)
-    assert process.stderr is not None
-    try:
-        async with asyncio.timeout(30):
-            while b"Server is ready" not in (line := await process.stderr.readline()):
-                if not line:
-                    raise RuntimeError("nats-server exited")
-        drain = asyncio.create_task(process.stderr.read())
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            await process.wait()
-    await drain
-
-
 async def bus_events(management: str) -> tuple[float, float]:
     """(events for this process, events not for it) from a gateway's /metrics."""
     values = {"yes": 0.0, "no": 0.0}
@@ -135,7 +110,7 @@ async def one_run(space: Workspace, bus: str, replicas: int, args: argparse.Name
     async with contextlib.AsyncExitStack() as stack:
         settings: dict[str, object] = {}
         if bus == "nats":
-            settings["nats_url"] = await stack.enter_async_context(nats_server(space.root))
+            settings["nats_url"] = (await stack.enter_async_context(nats_server())).url
         servers = [await stack.enter_async_context(gateway_server(
             space, mqtt=True, listeners=("management",), management_port=free_port(), **settings))
             for _ in range(replicas)]

@@ -15,20 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
-import shutil
 import sys
 import time
-from collections.abc import AsyncIterator
 
 import nats
 
-from fleetgate.simulator.processes import free_port
+from fleetgate.simulator.nats_server import nats_server
 from fleetgate.simulator.runtime import run
 
-NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -42,27 +38,6 @@ def cpu_seconds(pid: int) -> float:
 def rss() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * _PAGE
-
-
-@contextlib.asynccontextmanager
-async def nats_server() -> AsyncIterator[tuple[str, int]]:
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        NATS_SERVER, "-a", "127.0.0.1", "-p", str(port), stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE)
-    assert process.stderr is not None
-    try:
-        async with asyncio.timeout(30):
-            while b"Server is ready" not in (line := await process.stderr.readline()):
-                if not line:
-                    raise RuntimeError("nats-server exited")
-        drain = asyncio.create_task(process.stderr.read())
-        yield f"nats://127.0.0.1:{port}", process.pid
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            await process.wait()
-    await drain
 
 
 async def publish(url: str, devices: int, messages: int) -> None:
@@ -79,7 +54,8 @@ async def publish(url: str, devices: int, messages: int) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    async with nats_server() as (url, server_pid):
+    async with nats_server() as server:
+        url, server_pid = server.url, server.pid
         subscriber = await nats.connect(url)
         received = 0
         done = asyncio.Event()

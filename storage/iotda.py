@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from fleetgate.core.codec import without_nul
 from fleetgate.core.errors import Conflict, CredentialsTaken, NameTaken, NodeIdTaken
 from fleetgate.core.iotda_ports import DesiredService, DeviceMessage, Direction, MessageStatus
 from fleetgate.core.model import Device
@@ -57,17 +58,7 @@ def _json(value: Any) -> str | None:
     if value is None:
         return None
     text = orjson.dumps(value).decode()
-    return orjson.dumps(_without_nul(value)).decode() if "\\u0000" in text else text
-
-
-def _without_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, dict):
-        return {k.replace("\x00", ""): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_nul(v) for v in value]
-    return value
+    return orjson.dumps(without_nul(value)).decode() if "\\u0000" in text else text
 
 
 def _message(r: asyncpg.Record) -> DeviceMessage:
