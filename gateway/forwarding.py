@@ -102,6 +102,8 @@ class Forwarder:
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks = OwnedTasks()
         self._reload = asyncio.Lock()
+        self._delivering = 0  # workers between a claim and its record
+        self._settled = asyncio.Condition()
         self._warned: set[str] = set()
         self._outage = Outage(log)  # the database's
         self._receivers: dict[str, Outage] = {}
@@ -124,6 +126,12 @@ class Forwarder:
         self._workers.clear()
         for channel in self._channels.values():
             await channel.close()
+
+    async def settled(self) -> None:
+        """Until no worker of this process is between a claim and its record: what a receiver has
+        been sent is then deleted from the outbox, or scheduled again."""
+        async with self._settled:
+            await self._settled.wait_for(lambda: not self._delivering)
 
     def wake(self, action_ids: Sequence[str] | None = None) -> None:
         """Rows were committed for these actions (all when None): idle workers look again."""
@@ -190,7 +198,14 @@ class Forwarder:
                     if await self._idle(wake, due) and s.gather_seconds > 0:
                         await asyncio.sleep(s.gather_seconds)
                     continue
-                await self._deliver_lane(lane, owner)
+                self._delivering += 1
+                try:
+                    await self._deliver_lane(lane, owner)
+                finally:
+                    self._delivering -= 1
+                    if not self._delivering:
+                        async with self._settled:
+                            self._settled.notify_all()
                 self._outage.recovered("forwarding resumed")
             except GatewayError as exc:
                 self._outage.failed("forwarding paused, the database is unavailable: %s", exc)
