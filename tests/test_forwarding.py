@@ -99,7 +99,8 @@ async def test_device_events(gateway, http, api, tenant, receiver) -> None:
     assert sorted((n["resource"], n["event"]) for n in receiver.notifications) == [
         ("device", "create"), ("device", "delete")]
     assert {n["notify_data"]["header"]["device_id"] for n in receiver.notifications} == {created["device_id"]}
-    assert receiver.notifications[0]["notify_data"]["body"]["device_name"] == created["device_name"]
+    create = next(n for n in receiver.notifications if n["event"] == "create")
+    assert create["notify_data"]["body"]["device_name"] == created["device_name"]
 
 
 async def test_status_updates(gateway, http, api, tenant, receiver) -> None:
