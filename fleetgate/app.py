@@ -54,6 +54,7 @@ from fleetgate.storage.certificates import CertificateWatch
 from fleetgate.storage.database import ping, probe
 from fleetgate.storage.downlink_bus import PgDownlinkBus
 from fleetgate.storage.iotda import IotdaStore
+from fleetgate.storage.layout_conversion import settle as settle_layout
 from fleetgate.storage.live_bus import PgLiveBus
 from fleetgate.storage.ota import OtaStore
 from fleetgate.storage.persistent_rpc import PersistentRpcStore
@@ -61,6 +62,7 @@ from fleetgate.storage.presence import PresenceStore
 from fleetgate.storage.retention import RetentionStore
 from fleetgate.storage.subdevices import SubDeviceStore
 from fleetgate.storage.telemetry import TelemetryWriter
+from fleetgate.storage.telemetry_layout import Layout
 from fleetgate.storage_wiring import Services, downlink_bus, open_services
 
 if TYPE_CHECKING:
@@ -135,6 +137,7 @@ class Gateway:
     async def start(self) -> None:
         s = self.settings
         self._services = services = await open_services(self._url, s.db_pool_size, s)
+        layout = await settle_layout(services.pool, Layout(s.telemetry_layout))
         self._forwarding = forwarding = ForwardingRuntime(s, self._url, services.pool)
         await forwarding.start()
         self._live_bus = live_bus = PgLiveBus(self._url, services.pool)
@@ -142,7 +145,7 @@ class Gateway:
         self._live = live = LiveHub(live_bus)
         live.start()
         self._pipeline = IngestPipeline(
-            CommittedFeed(TelemetryWriter(services.pool, services.keys, outbox=forwarding.outbox), live),
+            CommittedFeed(TelemetryWriter(services.pool, services.keys, outbox=forwarding.outbox, layout=layout), live),
             IngestSettings(
                 capacity_rows=s.ingest_queue_rows,
                 batch_max_rows=s.batch_max_rows,

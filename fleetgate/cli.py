@@ -1,4 +1,4 @@
-"""The iot-gateway command: serve, migrate, admin, and the simulator's bench and simulate.
+"""The iot-gateway command: serve, forward, migrate, admin, and the simulator's bench and simulate.
 
 Every subcommand reads the same configuration (TOML file, GATEWAY_* variables,
 flags), so ``admin`` works against the database ``serve`` uses, embedded or not,
@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     serve.set_defaults(run=_serve)
 
+    forward = commands.add_parser(
+        "forward", help="deliver data forwarding's notifications, in a process of its own (no device listeners)")
+    _add_settings(forward)
+    forward.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by serve's supervisor
+    forward.set_defaults(run=_forward)
+
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     _add_settings(migrate)
     migrate.set_defaults(run=_migrate)
@@ -105,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p)
     p.set_defaults(run=_admin(_create_reader_role))
 
+    p = admin_commands.add_parser(
+        "telemetry-layout", help="convert stored telemetry to a partition layout (docs/scaling.md); prints it",
+        description="Convert ts_kv to LAYOUT, moving its rows a month at a time: 'month' (one level, by month: "
+                    "what Citus and TimescaleDB take) or 'project-month' (by project, then month: the default). "
+                    "Stop every gateway first: it refuses to run while one holds a live lease. Running it for "
+                    "the layout the database has already does nothing.")
+    p.add_argument("layout", choices=["month", "project-month"])
+    _add_settings(p)
+    p.set_defaults(run=_admin(_telemetry_layout))
+
     for name, help_text in _SIMULATOR_COMMANDS.items():
         # Nothing here is an option (no argument holds a NUL): every argument is the
         # simulator's, including --help, which its own parser answers.
@@ -148,7 +164,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from fleetgate.storage_wiring import database_url
 
     worker = args.worker_index is not None
-    if settings.workers > 1 and not worker:
+    if (settings.workers > 1 or settings.forwarding_process) and not worker:
         return workers.serve_workers(settings, sys.argv[1:])
     url = database_url(settings)
     if not worker:
@@ -179,6 +195,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     run_async(serve(), settings.event_loop)
     return 0
+
+
+def _forward(args: argparse.Namespace, settings: Settings) -> int:
+    from fleetgate.forwarder import run_forwarder
+
+    return run_forwarder(settings, supervised=args.worker_index is not None)
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -252,3 +274,11 @@ async def _create_reader_role(services: Any, args: argparse.Namespace) -> str:
     password = args.password or random_alphanumeric(24)
     await create_reader_role(services.pool, args.role, password)
     return f"{args.role} {password}"
+
+
+async def _telemetry_layout(services: Any, args: argparse.Namespace) -> str:
+    from fleetgate.storage.layout_conversion import convert
+    from fleetgate.storage.telemetry_layout import Layout
+
+    await convert(services.pool, Layout(args.layout))
+    return args.layout

@@ -20,6 +20,15 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from fleetgate.core.errors import GatewayError
 
 ENV_PREFIX = "GATEWAY_"
+# postgresql.conf of the embedded server (serve's default, and the bench's); docs/performance.md's
+# stall table has the measurements. WAL segments are recycled rather than made anew (a new 16 MB
+# segment is zero-filled while every commit waits), so up to min_wal_size of them are kept. A
+# checkpoint comes after max_wal_size / 1.9 of WAL: with 1 GB, every minute at 10,000 messages/s.
+# Backends start the writeback of the data pages they write at once, 256 kB at a time, instead
+# of leaving the kernel to write hundreds of megabytes in one burst 30 s later, under the commits.
+EMBEDDED_POSTGRES: Mapping[str, str] = types.MappingProxyType(
+    {"min_wal_size": "2GB", "max_wal_size": "4GB", "backend_flush_after": "256kB"}
+)
 # Kubernetes injects {SERVICE}_SERVICE_HOST, {SERVICE}_PORT_1883_TCP... for a
 # Service named "gateway"; those are not settings and must not stop the start.
 _SERVICE_LINK = re.compile(r"(SERVICE_|PORT$|PORT_)")
@@ -263,6 +272,21 @@ class Settings:
         "and one request carry many batches (forwarding's cost yields to ingestion); 0 claims at once.",
         min=0, max=10_000,
     )
+    forwarding_process: bool = _setting(
+        False, "Forwarding: serve delivers in a forwarder process of its own (iot-gateway forward, supervised and "
+        "restarted like a worker), its gateway processes none; they tell it of new rows at most once per "
+        "forwarding_gather_ms.",
+    )
+    forwarding_nice: int = _setting(
+        0, "iot-gateway forward (and serve's forwarder with forwarding_process): niceness added to its own, so "
+        "that when the CPU is short the gateway and PostgreSQL come first and the backlog waits (the lag grows "
+        "then); 0 keeps it equal.", min=0, max=19,
+    )
+    forward_port: int = _setting(
+        8082, "iot-gateway forward: its /healthz, /readyz and /metrics port; 0 disables it (the forwarder "
+        "that serve runs with forwarding_process has none: the gateway's /metrics shows its figures).",
+        min=0, max=65535,
+    )
     live_max_connections_per_token: int = _setting(
         10, "Live feed: WebSocket connections one management token may hold open at once, per process.", min=1
     )
@@ -278,6 +302,11 @@ class Settings:
     )
     telemetry_ttl_days: int = _setting(
         0, "Days telemetry is kept, for projects without their own time-to-live; 0 keeps it forever.", min=0
+    )
+    telemetry_layout: Literal["project-month", "month"] = _setting(
+        "project-month", "Partitioning of stored telemetry chosen at a fresh installation's first start: by project "
+        "then month, or by month only (for Citus or TimescaleDB; docs/scaling.md). A database with telemetry keeps "
+        "its own layout; `iot-gateway admin telemetry-layout` converts it."
     )
     audit_retention_days: int = _setting(365, "Days audit records are kept; 0 keeps them forever.", min=0)
     retention_interval_seconds: float = _setting(

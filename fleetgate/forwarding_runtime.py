@@ -15,6 +15,7 @@ from fleetgate.channel_http import HttpChannel
 from fleetgate.channel_nats import NatsChannel
 from fleetgate.config import Settings
 from fleetgate.core.forwarding import Forwarder, ForwardingSettings
+from fleetgate.core.forwarding_announce import Announcer
 from fleetgate.core.forwarding_model import Channel
 from fleetgate.core.forwarding_rules import RuleService
 from fleetgate.storage.forwarding import CHANNEL, ForwardingStore
@@ -29,8 +30,11 @@ def channels() -> dict[str, Channel]:
 
 
 def forwarding_settings(s: Settings) -> ForwardingSettings:
+    # With forwarding_process, a forwarder process of its own delivers and watches the backlog.
+    delivers = not s.forwarding_process
     return ForwardingSettings(
-        workers_per_action=s.forwarding_workers_per_action, lease_seconds=s.forwarding_lease_seconds,
+        workers_per_action=s.forwarding_workers_per_action if delivers else 0, watch=delivers,
+        lease_seconds=s.forwarding_lease_seconds,
         retry_max_seconds=s.forwarding_retry_max_seconds, max_attempts=s.forwarding_max_attempts,
         max_age_seconds=s.forwarding_max_age_seconds, backlog_max=s.forwarding_backlog_max,
         gather_seconds=s.forwarding_gather_ms / 1000,
@@ -46,6 +50,8 @@ class ForwardingRuntime:
         self.outbox = TelemetryOutbox(on_committed=self._committed)
         self.forwarder = Forwarder(self.store, self.store, self.channels, forwarding_settings(settings),
                                    on_routes=self._follow)
+        # Rows for actions no worker here delivers: the forwarders elsewhere are told, coalesced.
+        self.announcer = Announcer(self.store.announce, settings.forwarding_gather_ms / 1000, self.forwarder.delivers)
         self.rules = RuleService(self.store, self.store, self.channels, on_change=self.forwarder.reload)
         self._listener = ListeningConnection(url, CHANNEL, self.forwarder.notified, on_connect=self._connected,
                                              retry_max=settings.db_retry_max_seconds)
@@ -55,11 +61,13 @@ class ForwardingRuntime:
         await self.forwarder.start()
 
     async def stop(self) -> None:
+        await self.announcer.close()
         await self._listener.stop()
         await self.forwarder.stop()
 
     def _committed(self, action_ids: Sequence[str]) -> None:
         self.forwarder.wake(action_ids)
+        self.announcer.committed(action_ids)
 
     async def _follow(self) -> None:
         self.outbox.follow(await self.store.property_actions())

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from fleetgate.config import Settings
+from fleetgate.config import EMBEDDED_POSTGRES, Settings
 from fleetgate.core.autoregistration import AutoRegistration
 from fleetgate.core.buckets import TokenBuckets
 from fleetgate.core.claiming import Claiming
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 def database_url(settings: Settings) -> str:
     """The configured server, or the embedded one in data_dir (started here: blocking)."""
-    return settings.database_url or embedded.start(settings.data_dir)
+    return settings.database_url or embedded.start(settings.data_dir, EMBEDDED_POSTGRES)
 
 
 def downlink_bus(settings: Settings, url: str, pool: asyncpg.Pool) -> PgDownlinkBus | NatsDownlinkBus:

@@ -16,6 +16,12 @@ restarted after a back-off (1 s, doubling to 30 s, back to 1 s once a worker
 has run for a minute); once asked to stop, it waits for every worker and exits
 0 if all exited cleanly. Every change is written to ``workers/state.json`` in
 the data directory, which each worker's /healthz reads to summarize them all.
+
+With ``forwarding_process`` (even with one worker) the supervisor runs one more
+child, ``iot-gateway forward`` (fleetgate.forwarder), supervised and restarted the
+same way: the workers deliver nothing (fleetgate.forwarding_runtime), it delivers
+every action, and its metrics are in the same directory, so every worker's
+/metrics shows them.
 """
 
 from __future__ import annotations
@@ -60,16 +66,21 @@ def worker_health(data_dir: str) -> tuple[bool, dict[str, Any]]:
         state = orjson.loads(state_path(data_dir).read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return False, {"workers": "no supervisor state"}
-    running = sum(1 for w in state["workers"] if w["state"] == "running")
-    return running == state["count"] and not state["stopping"], {
+    gateway = [w for w in state["workers"] if w.get("role", "gateway") == "gateway"]
+    forwarder = [{"pid": w["pid"], "state": w["state"]} for w in state["workers"] if w.get("role") == "forwarder"]
+    running = sum(1 for w in gateway if w["state"] == "running")
+    ok = running == state["count"] and all(f["state"] == "running" for f in forwarder) and not state["stopping"]
+    return ok, {
         "workers": {"count": state["count"], "running": running, "restarts": state["restarts"],
-                    "pids": [w["pid"] for w in state["workers"]], "this": os.getpid()},
+                    "pids": [w["pid"] for w in gateway], "this": os.getpid()},
+        **({"forwarder": forwarder[0]} if forwarder else {}),
     }
 
 
 @dataclass(slots=True)
 class _Worker:
     index: int
+    forwarder: bool = False  # iot-gateway forward, not a gateway worker
     process: asyncio.subprocess.Process | None = None
     state: str = "starting"
     started_at: float = 0.0
@@ -85,11 +96,20 @@ class Supervisor:
     stopping: bool = False
     restarts: int = 0
 
-    def _environment(self) -> dict[str, str]:
+    def _environment(self, worker: _Worker) -> dict[str, str]:
         env = dict(os.environ)
         env["GATEWAY_DATABASE_URL"] = self.database_url  # the parent's embedded server, started once
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_path(self.settings.data_dir))
+        if worker.forwarder:
+            # Its figures are on the workers' /metrics, its state on their /healthz: no listener of its own.
+            env["GATEWAY_FORWARD_PORT"] = "0"
         return env
+
+    def _command(self, worker: _Worker) -> list[str]:
+        argv = list(self.argv)
+        if worker.forwarder:
+            argv[0] = "forward"  # the serve command line's settings, for the forward command
+        return [sys.executable, "-m", "fleetgate", *argv, "--worker-index", str(worker.index)]
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -97,6 +117,8 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self._signal, sig, stopped)
         self.workers = [_Worker(i) for i in range(self.settings.workers)]
+        if self.settings.forwarding_process:
+            self.workers.append(_Worker(self.settings.workers, forwarder=True))
         for worker in self.workers:
             worker.ready = loop.create_future()
         runs = [asyncio.create_task(self._keep(worker, stopped), name=f"worker-{worker.index}")
@@ -110,8 +132,11 @@ class Supervisor:
                 self._signal(signal.SIGTERM, stopped)
                 await asyncio.gather(*runs, return_exceptions=True)
                 return 1
-            print(f"workers: {len(self.workers)} (pids {', '.join(str(w.process.pid) for w in self.workers if w.process)})",
+            gateway = [w for w in self.workers if not w.forwarder]
+            print(f"workers: {len(gateway)} (pids {', '.join(str(w.process.pid) for w in gateway if w.process)})",
                   flush=True)
+            for forwarder in (w for w in self.workers if w.forwarder and w.process):
+                print(f"forwarder: pid {forwarder.process.pid}", flush=True)
             for line in listeners[0]:
                 print(line, flush=True)
             results = await asyncio.gather(*runs)
@@ -141,7 +166,8 @@ class Supervisor:
                 backoff.reset()
             delay = backoff.next()
             # Each exit is its own event, not an outage: one warning each.
-            log.warning("worker %d (pid %s) exited with status %s; restarting in %.0f s", worker.index,
+            log.warning("%s (pid %s) exited with status %s; restarting in %.0f s",
+                        "the forwarder" if worker.forwarder else f"worker {worker.index}",
                         worker.process.pid if worker.process else "?", code, delay)
             worker.state = "restarting"
             self.restarts += 1
@@ -154,8 +180,8 @@ class Supervisor:
 
     async def _run_once(self, worker: _Worker) -> int:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "fleetgate", *self.argv, "--worker-index", str(worker.index),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, env=self._environment(),
+            *self._command(worker),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, env=self._environment(worker),
         )
         worker.process, worker.state, worker.started_at = process, "starting", time.monotonic()
         assert process.stdout is not None
@@ -184,9 +210,10 @@ class Supervisor:
         path = state_path(self.settings.data_dir)
         temporary = path.with_suffix(".tmp")
         temporary.write_bytes(orjson.dumps({
-            "count": len(self.workers), "stopping": self.stopping, "restarts": self.restarts,
-            "workers": [{"index": w.index, "pid": w.process.pid if w.process else None, "state": w.state}
-                        for w in self.workers],
+            "count": sum(1 for w in self.workers if not w.forwarder), "stopping": self.stopping,
+            "restarts": self.restarts,
+            "workers": [{"index": w.index, "pid": w.process.pid if w.process else None, "state": w.state,
+                         "role": "forwarder" if w.forwarder else "gateway"} for w in self.workers],
         }))
         temporary.replace(path)
 

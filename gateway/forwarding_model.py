@@ -118,6 +118,28 @@ class Backlog:
     oldest: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class ForwardingSettings:
+    workers_per_action: int = 4
+    batch: int = 128  # outbox rows (each a batch's notifications of a lane) a worker takes at a time
+    lease_seconds: float = 15.0
+    retry_first_seconds: float = 1.0
+    retry_max_seconds: float = 60.0
+    max_attempts: int = 10
+    max_age_seconds: float = 86_400.0
+    backlog_max: int = 1_000_000  # undelivered notifications per action; the oldest are dead-lettered beyond
+    backlog_warning: float = 0.8  # a warning once the backlog reaches this fraction of the bound
+    check_seconds: float = 2.0  # how often the backlog is measured (lag, bound) and the outbox vacuumed
+    idle_check_seconds: float = 10.0
+    # A worker that ran out of work and is woken by a commit waits this long before it claims:
+    # the batches committed meanwhile go out in the same claim and requests, so that a busy
+    # ingest path pays for fewer claims, deletes and requests (its priority over forwarding).
+    gather_seconds: float = 0.0
+    # False where another process measures the backlog and keeps its bound (a gateway whose
+    # delivery runs in a forwarder process of its own): one process's statements, not one each.
+    watch: bool = True
+
+
 class Delivery(NamedTuple):
     """One notification handed to a channel: ``payload`` is the JSON sent, ``message_id`` unique to
     the notification (what lets a receiver or JetStream drop a repeat). A named tuple: one a data

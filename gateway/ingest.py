@@ -303,8 +303,10 @@ class IngestPipeline:
         writes the halves apart, so that one bad message is refused alone, not its batch."""
         telemetry: list[TelemetryMessage] = []
         attributes: list[AttributeMessage] = []
-        for message, _, _ in batch:
-            if isinstance(message, TelemetryMessage):
+        rows = 0
+        for message, count, _ in batch:
+            rows += count
+            if type(message) is TelemetryMessage:
                 telemetry.append(message)
             else:
                 attributes.append(message)
@@ -340,7 +342,7 @@ class IngestPipeline:
                             _UNEXPECTED_ERROR_TRIES, exc)
             await asyncio.sleep(backoff.next())
         self._outage.recovered("telemetry writes resumed")
-        metrics.ROWS_STORED.inc(sum(n for _, n, _ in batch))
+        metrics.ROWS_STORED.inc(rows)
         for _, _, receipt in batch:
             if receipt is not None:
                 receipt.stored()

@@ -1,6 +1,6 @@
 """Retention, enforced at an interval by a task the gateway owns: each project's expired
-telemetry partitions dropped (whole months, never rows), old audit records and finished
-persistent RPC calls deleted."""
+telemetry partitions dropped (whole months; rows only for a project's shorter time-to-live in the
+month layout), old audit records and finished persistent RPC calls deleted."""
 
 from __future__ import annotations
 
@@ -37,14 +37,16 @@ class Retention:
         outcome = await self._store.enforce(self._clock.now_ms())
         if outcome.skipped:
             return outcome
-        # Telemetry is only ever dropped by the partition: no ts_kv rows are counted.
         metrics.RETENTION_DROPPED.inc(len(outcome.partitions_dropped))
+        # Rows of telemetry are deleted only in the month layout, for a shorter time-to-live.
+        metrics.RETENTION_DELETED.labels("ts_kv").inc(outcome.telemetry_rows_deleted)
         metrics.RETENTION_DELETED.labels("audit_log").inc(outcome.audit_rows_deleted)
         metrics.RETENTION_DELETED.labels("rpc_calls").inc(outcome.rpc_calls_deleted)
-        if outcome.partitions_dropped or outcome.audit_rows_deleted or outcome.rpc_calls_deleted:
-            log.info("retention: dropped %s, deleted %d audit rows and %d persistent RPC calls",
-                     ", ".join(outcome.partitions_dropped) or "no partition", outcome.audit_rows_deleted,
-                     outcome.rpc_calls_deleted)
+        if (outcome.partitions_dropped or outcome.audit_rows_deleted or outcome.rpc_calls_deleted
+                or outcome.telemetry_rows_deleted):
+            log.info("retention: dropped %s, deleted %d telemetry rows, %d audit rows and %d persistent RPC calls",
+                     ", ".join(outcome.partitions_dropped) or "no partition", outcome.telemetry_rows_deleted,
+                     outcome.audit_rows_deleted, outcome.rpc_calls_deleted)
         return outcome
 
     async def _every_interval(self) -> None:

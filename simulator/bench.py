@@ -30,7 +30,7 @@ from fleetgate.simulator.bench_options import BenchOptions
 from fleetgate.simulator.bench_ota import ota
 from fleetgate.simulator.bench_query import query
 from fleetgate.simulator.bench_soak import soak
-from fleetgate.simulator.bench_workspace import BenchError, Workspace, workspace
+from fleetgate.simulator.bench_workspace import BenchError, Workspace, wal_ahead, workspace
 from fleetgate.simulator.mosquitto import MosquittoMissing
 from fleetgate.simulator.processes import ServerFailed, raise_open_files_limit
 from fleetgate.simulator.report import BenchReport, format_table
@@ -63,7 +63,7 @@ def run(options: BenchOptions, settings: Settings) -> int:
     scenario = SCENARIOS[options.scenario]
     raise_open_files_limit()  # for this process, the generators and the servers (children inherit it)
     try:
-        with workspace(settings, database=options.needs_database) as space:
+        with workspace(settings, database=options.needs_database, wal_ahead=wal_ahead(options)) as space:
             report = runtime.run(scenario(options, space))
     except (ServerFailed, WorkerFailed, MosquittoMissing, OSError) as exc:
         raise BenchError(str(exc)) from exc

@@ -1,5 +1,7 @@
 """The bench's forwarding scenario (``bench mqtt --forwarding``): MQTT telemetry stored with and
-without one HTTP forwarding action to a local receiver, in one run on one gateway.
+without one HTTP forwarding action to a local receiver, in one run on one gateway. Delivery runs
+in a forwarder process of its own (``forwarding_process``: the supervisor runs one gateway worker
+and ``iot-gateway forward``), or with ``--forwarding-in-process`` in the gateway process itself.
 
 1. a device.property/report rule with one HTTP_FORWARDING action to a receiver in this process
    (``batch_size`` notifications a request), switched off and on between closed loops: off, on,
@@ -22,22 +24,18 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from fleetgate.simulator.bench_mqtt import mqtt_workload
+from fleetgate.simulator.bench_mqtt import mqtt_fleet
 from fleetgate.simulator.bench_options import BenchOptions
 from fleetgate.simulator.bench_workspace import (
     BenchError,
     Workspace,
     admin,
     context,
-    gateway_server,
     measure,
-    new_tenant,
     notes,
     progress,
-    provision_devices,
     stored_rows,
 )
-from fleetgate.simulator.loadspec import LoadSpec
 from fleetgate.simulator.processes import free_port
 from fleetgate.simulator.report import BenchReport, Ratio, Run, Target
 from fleetgate.simulator.stats import LoadResult
@@ -139,16 +137,15 @@ class Rule:
 
 
 async def forwarding(options: BenchOptions, space: Workspace) -> BenchReport:
-    tenant = await new_tenant(space)
-    token = await admin(space, "create-token", "--project", tenant.project_id)
     receiver = Receiver()
     await receiver.start()
+    delivery = "in the gateway process" if options.forwarding_in_process else "in a forwarder process of its own"
+    progress(f"forwarding: delivery {delivery}")
     try:
-        async with gateway_server(space, mqtt=True, listeners=("management",), management_port=free_port()) as gw:
-            tokens = await provision_devices(gw, tenant, options.devices)
-            host, port = gw.endpoint("mqtt")
-            spec = LoadSpec(host, port, mqtt_workload(options, tokens), connections=len(tokens),
-                            warmup=options.warmup, duration=options.duration, max_requests=options.max_messages)
+        async with mqtt_fleet(space, options, listeners=("management",), management_port=free_port(),
+                              forwarding_process=not options.forwarding_in_process) as fleet:
+            tenant, gw, spec = fleet.tenant, fleet.gateway, fleet.spec
+            token = await admin(space, "create-token", "--project", tenant.project_id)
             rule = Rule(gw.urls["management"], token, tenant.project_id)
             await rule.create(f"http://127.0.0.1:{receiver.port}/push")
             # Alternating, so that the machine's other load weighs on both alike.
@@ -191,8 +188,9 @@ async def forwarding(options: BenchOptions, space: Workspace) -> BenchReport:
         scenario="mqtt",
         title=(f"iot-gateway bench mqtt --forwarding: {options.devices} devices, QoS {options.qos}, "
                f"{options.inflight} in flight, 3 data points a message, one HTTP_FORWARDING action "
-               f"(batch_size {BATCH_SIZE}) to a local receiver, {options.duration:g} s runs"),
-        context=context(options, space, rate=rate),
+               f"(batch_size {BATCH_SIZE}) to a local receiver, delivery {delivery}, {options.duration:g} s runs"),
+        context=context(options, space, rate=rate, forwarding_delivery=(
+            "gateway process" if options.forwarding_in_process else "forwarder process")),
         runs=(
             *(Run(f"without_forwarding_max_{n}", f"no forwarding rule, max throughput ({n})", r)
               for n, r in enumerate(plain_runs, 1)),

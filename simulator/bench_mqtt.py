@@ -16,13 +16,17 @@ mqtt
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from dataclasses import replace
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
 
 from fleetgate.simulator.bench_options import BenchOptions
 from fleetgate.simulator.bench_workspace import (
     NO_MOSQUITTO,
     BenchError,
+    Tenant,
     Workspace,
     acknowledged_datapoints,
     context,
@@ -58,6 +62,30 @@ def mqtt_workload(options: BenchOptions, tokens: tuple[str, ...]) -> MqttTelemet
         connect_rate=options.connect_rate, timestamps=options.timestamps,
         client_prefix=f"bench-{secrets.token_hex(3)}-",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class MqttFleet:
+    """A scenario's starting point: a tenant, the gateway, its devices and the closed loop over them."""
+
+    tenant: Tenant
+    gateway: RunningServer
+    tokens: tuple[str, ...]
+    spec: LoadSpec
+
+
+@contextlib.asynccontextmanager
+async def mqtt_fleet(
+    space: Workspace, options: BenchOptions, *, duration: float | None = None, listeners: tuple[str, ...] = (),
+    **settings: Any,
+) -> AsyncIterator[MqttFleet]:
+    """A new tenant, the gateway with its MQTT listener (and ``listeners``, ``settings``), the
+    ``--devices`` devices provisioned, and a closed loop of ``duration`` (``--duration``) over them."""
+    tenant = await new_tenant(space)
+    async with gateway_server(space, mqtt=True, listeners=listeners, **settings) as gateway:
+        tokens = await provision_devices(gateway, tenant, options.devices)
+        spec = _spec(gateway, tokens, options)
+        yield MqttFleet(tenant, gateway, tokens, spec if duration is None else replace(spec, duration=duration))
 
 
 def _spec(server: RunningServer, tokens: tuple[str, ...], options: BenchOptions) -> LoadSpec:

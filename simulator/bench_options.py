@@ -35,6 +35,7 @@ class BenchOptions:
     gateway_inflight: int | None = None  # mqtt --gateways: a gateway connection's window (see gateway_window)
     iotda: bool = False  # mqtt: IoTDA's properties/report against ThingsBoard's telemetry (bench_mqtt_iotda)
     forwarding: bool = False  # mqtt: with and without one HTTP forwarding action (bench_forwarding)
+    forwarding_in_process: bool = False  # mqtt --forwarding: delivery in the gateway process, not a forwarder's
     package_bytes: int = 1024 * 1024  # ota: the package the devices download
     chunk_bytes: int = 16 * 1024  # ota: the chunk size they ask for
     days: int = 30  # query: days of 1-minute data the --devices devices send

@@ -17,22 +17,18 @@ import asyncio
 import time
 from dataclasses import dataclass, replace
 
-from fleetgate.simulator.bench_mqtt import mqtt_workload
+from fleetgate.simulator.bench_mqtt import mqtt_fleet
 from fleetgate.simulator.bench_options import BenchOptions
 from fleetgate.simulator.bench_workspace import (
     BenchError,
     Workspace,
     acknowledged_datapoints,
     context,
-    gateway_server,
     measure,
-    new_tenant,
     notes,
     progress,
-    provision_devices,
     stored_rows,
 )
-from fleetgate.simulator.loadspec import LoadSpec
 from fleetgate.simulator.processes import tree_resident_kib
 from fleetgate.simulator.report import BenchReport, Run, Target
 
@@ -81,14 +77,8 @@ class _Sampler:
 
 
 async def soak(options: BenchOptions, space: Workspace) -> BenchReport:
-    tenant = await new_tenant(space)
-    async with gateway_server(space, mqtt=True) as gateway:
-        tokens = await provision_devices(gateway, tenant, options.devices)
-        host, port = gateway.endpoint("mqtt")
-        spec = LoadSpec(
-            host, port, mqtt_workload(options, tokens), connections=len(tokens), warmup=options.warmup,
-            duration=_MAXIMUM_PROBE_S, max_requests=options.max_messages,
-        )
+    async with mqtt_fleet(space, options, duration=_MAXIMUM_PROBE_S) as fleet:
+        tenant, gateway, tokens, spec = fleet.tenant, fleet.gateway, fleet.tokens, fleet.spec
         runs: list[Run] = []
         rate = options.rate
         if rate is None:

@@ -222,10 +222,15 @@ def _mqtt_options(parser: argparse.ArgumentParser) -> None:
         "--iotda", action="store_true",
         help="as many IoTDA devices (a secret each) publishing $oc/.../properties/report, measured against the "
              "ThingsBoard devices' telemetry in alternating runs")
-    parser.add_argument_group("data forwarding").add_argument(
+    forwarding = parser.add_argument_group("data forwarding")
+    forwarding.add_argument(
         "--forwarding", action="store_true",
         help="stored data points a second with one HTTP forwarding action to a local receiver against the same "
-             "run without, then the forwarding lag at half that rate")
+             "run without, then the forwarding lag at half that rate; delivery in a forwarder process of its own "
+             "(forwarding_process)")
+    forwarding.add_argument(
+        "--forwarding-in-process", action="store_true",
+        help="with --forwarding: delivery in the gateway process itself, as without forwarding_process")
 
 
 def _idle_options(parser: argparse.ArgumentParser) -> None:

@@ -341,3 +341,10 @@ class ForwardingStore:
                 status = await conn.execute(_REPLAY, action_id, project_id, None if ids is None else list(ids))
                 await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
         return int(status.split()[-1])
+
+    async def announce(self) -> None:
+        """Rows were committed for actions other processes deliver: their forwarders look. Sent on
+        a pool connection after the commit, never in the writing transaction (a NOTIFY there takes
+        a database-wide lock at commit)."""
+        with translated():
+            await self._pool.execute("SELECT pg_notify($1, '')", CHANNEL)

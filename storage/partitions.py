@@ -1,6 +1,7 @@
 """ts_kv's partitions, created on demand as rows arrive: one per project
 (``ts_kv_p{no}``, LIST by project number), each split by month (``ts_kv_p{no}_{YYYY}_{MM}``,
-RANGE by ts). Migration 0006 says why.
+RANGE by ts). Migration 0006 says why. The one-level ``month`` layout's partitions are made by
+storage/month_partitions.py, under the same rule below.
 
 Making or dropping a partition takes an ACCESS EXCLUSIVE lock on its parent, and a COPY
 into ts_kv locks the partitions it routes rows to as it meets them. With two levels, a

@@ -6,6 +6,10 @@ cutoff (now minus its time-to-live): whole partitions, whatever other projects k
 of the same months. A project keeping telemetry forever (TTL 0) has none dropped. The
 partitions of a project that no longer exists are dropped whole.
 
+In the ``month`` layout (storage/telemetry_layout.py) months are shared by every project:
+storage/retention_month.py drops them past the longest time-to-live and deletes the rows of
+projects with a shorter one, in batches, after this transaction.
+
 A time-to-live is honoured by the month, not by the day, and is a minimum: a month
 goes once its last day is past the time-to-live, so a row is kept at least its
 project's time-to-live and at most 31 days longer (a row of a month's first moment),
@@ -30,6 +34,8 @@ import asyncpg
 from fleetgate.core.rpc_calls import RpcStatus
 from fleetgate.storage.errors import translated
 from fleetgate.storage.partitions import LOCK_TS_KV
+from fleetgate.storage.retention_month import delete_expired_rows, drop_expired_months, longest_ttl
+from fleetgate.storage.telemetry_layout import Layout, current_layout
 
 _LOCK_KEY = 0x7A_B1_E6
 _DAY_MS = 86_400_000
@@ -55,6 +61,7 @@ class RetentionOutcome:
     audit_rows_deleted: int = 0
     rpc_calls_deleted: int = 0
     skipped: bool = False  # another process held the lock
+    telemetry_rows_deleted: int = 0  # rows of a shorter time-to-live, month layout
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,16 +95,28 @@ class RetentionStore:
                     await conn.execute("DELETE FROM device_messages WHERE created_at < $1",
                                        now_ms - self._message_days * _DAY_MS)
                 rpc_calls = await self._rpc_calls(conn, now_ms)
-                dropped = await self._telemetry(conn, now_ms)
-        return RetentionOutcome(dropped, audit, rpc_calls)
+                if (layout := await current_layout(conn)) is Layout.MONTH:
+                    ttls = await self._ttls(conn)
+                    longest = longest_ttl(ttls, self._default_ttl_days)
+                    dropped = await drop_expired_months(conn, now_ms, longest)
+                else:
+                    dropped = await self._telemetry(conn, now_ms)
+            rows = 0
+            if layout is Layout.MONTH:  # outside the transaction above: each batch commits on its own
+                rows = await delete_expired_rows(self._pool, now_ms, ttls, longest)
+        return RetentionOutcome(dropped, audit, rpc_calls, telemetry_rows_deleted=rows)
+
+    async def _ttls(self, conn: asyncpg.Connection) -> dict[int, int]:
+        """Project number -> its time-to-live in days (0: forever)."""
+        return {r["no"]: r["ttl"] for r in await conn.fetch(
+            "SELECT no, coalesce(telemetry_ttl_days, $1) AS ttl FROM projects", self._default_ttl_days)}
 
     async def _telemetry(self, conn: asyncpg.Connection, now_ms: int) -> tuple[str, ...]:
         # Partitions before projects: a project's partition is made after the project
         # (it needs a device of the project), so each one listed has its project below
         # unless that project is gone.
         projects, months = await _partitions(conn)
-        ttls = {r["no"]: r["ttl"] for r in await conn.fetch(
-            "SELECT no, coalesce(telemetry_ttl_days, $1) AS ttl FROM projects", self._default_ttl_days)}
+        ttls = await self._ttls(conn)
         doomed = [name for no, name in sorted(projects.items()) if no not in ttls]
         for month in months:
             # None: the project is gone, its months go with its partition above. 0: forever.

@@ -19,7 +19,8 @@ batch instead of five (BEGIN, COPY, upserts, COMMIT), each of which waits for a
 turn of a busy event loop.
 
 Each row carries its device's project number (ts_kv is partitioned by project, then
-by month: migration 0006): one dict lookup a message, in a per-process cache of device
+by month: migration 0006; or by month only in the ``month`` layout, storage/telemetry_layout.py,
+where the number is a column like any other): one dict lookup a message, in a per-process cache of device
 id -> project number. A message of a device no longer registered has its rows left
 out: deleting a device deletes its telemetry, and its project is not known any more.
 """
@@ -36,7 +37,9 @@ from fleetgate.core.telemetry_model import AttributeMessage, KeyValue, Telemetry
 from fleetgate.storage.database import discard
 from fleetgate.storage.errors import translated
 from fleetgate.storage.forwarding_outbox import COLUMNS as _OUTBOX_COLUMNS, TelemetryOutbox
+from fleetgate.storage.month_partitions import MonthPartitions
 from fleetgate.storage.partitions import Partitions
+from fleetgate.storage.telemetry_layout import Layout
 
 _COLUMNS = ("device_id", "key", "ts", "project_no", "bool_v", "long_v", "dbl_v", "str_v", "json_v")
 # After a batch met rows already stored, the upsert path is used this long.
@@ -149,14 +152,16 @@ class DeviceProjects:
 class TelemetryWriter:
     def __init__(
         self, pool: asyncpg.Pool, keys: KeyDictionary, projects: DeviceProjects | None = None,
-        outbox: TelemetryOutbox | None = None,
+        outbox: TelemetryOutbox | None = None, layout: Layout = Layout.PROJECT_MONTH,
     ) -> None:
         self._pool = pool
         # Forwarding's outbox rows, when a rule wants the batch: written in its transaction.
         self._outbox = outbox
         self._keys = keys
         self._projects = projects or DeviceProjects()
-        self._partitions = Partitions()
+        # The database's layout (storage/telemetry_layout.py), read once at start: converting
+        # it needs every gateway stopped.
+        self._partitions = MonthPartitions() if layout is Layout.MONTH else Partitions()
         self._upsert_until = 0.0  # time.monotonic() until which batches take the upsert path
         self._batch_projects: Mapping[str, int] = {}
 

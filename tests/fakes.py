@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 from fleetgate.core import credentials
 from fleetgate.core.certificate_model import BoundCertificate, DeviceCa, Registration, Template
@@ -538,3 +539,16 @@ class MemoryRpcCalls:
         self.calls[call_id] = dataclasses.replace(
             call, status=status, response=response, attempts=call.attempts + (1 if delivered else 0))
         return True
+
+
+class QueueChannel:
+    """A device's downlink channel that queues the RPC requests pushed to it (attributes ignored)."""
+
+    def __init__(self) -> None:
+        self.rpcs: asyncio.Queue[tuple[int, str, Any]] = asyncio.Queue()
+
+    def push_attributes(self, update: dict[str, Any]) -> None:
+        pass
+
+    def push_rpc(self, request_id: int, method: str, params: Any) -> None:
+        self.rpcs.put_nowait((request_id, method, params))

@@ -22,6 +22,7 @@ from fleetgate.storage_wiring import Services, open_services
 from fleetgate.core.forwarding_rules import RuleService
 from fleetgate.forwarding_runtime import channels
 from fleetgate.storage.forwarding import ForwardingStore
+from tests.forwarding_fleet import Fleet, stored_points
 from tests.management_client import Management
 from tests.support import free_port, gateway_settings
 
@@ -129,3 +130,19 @@ async def forward(api: Management, url: str, *, resource: str = "device.property
     activated = await api.call("PUT", f"/routing-rule/rules/{rule_id}", json={"active": True})
     assert activated.status == 200 and activated.body["active"] is True
     return rule_id, action.body["action_id"]
+
+
+async def http_rule(rules: RuleService, tenant: Any, url: str) -> str:
+    """An active device.property/report rule with an HTTP action to ``url``; the action's id."""
+    rule = await rules.create_rule(tenant.project_id, name="all", description=None, resource="device.property",
+                                   event="report", active=True)
+    action = await rules.create_action(tenant.project_id, rule.id, "HTTP_FORWARDING",
+                                       {"url": url, "signature_enable": True, "token": "k"})
+    return action.id
+
+
+async def all_received(receiver: Receiver, pool: Any, fleet: Fleet, timeout: float = 120) -> set:
+    """Once the receiver has every point the fleet's devices stored: those points."""
+    stored = await stored_points(pool, [d.id for d in fleet.devices])
+    await receiver.wait_for(lambda: stored <= set(points(receiver.notifications)), timeout)
+    return stored

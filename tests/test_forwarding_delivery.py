@@ -9,8 +9,8 @@ import asyncio
 
 import pytest
 
-from tests.forwarding_fleet import Fleet, stored_points
-from tests.forwarding_support import Receiver, own_database, points, rule_service
+from tests.forwarding_fleet import Fleet
+from tests.forwarding_support import Receiver, all_received, http_rule, own_database, points, rule_service
 from tests.process import GatewayProcess
 from tests.support import free_port, gateway_settings, new_tenant, running_gateway
 
@@ -18,23 +18,8 @@ PROTOCOLS = ["mqtt"] * 7 + ["http"] * 7 + ["coap"] * 6
 OUTAGE_SECONDS = 30
 
 
-async def http_rule(rules, tenant, url: str) -> str:
-    """An active device.property/report rule with an HTTP action to ``url``; the action's id."""
-    rule = await rules.create_rule(tenant.project_id, name="all", description=None, resource="device.property",
-                                   event="report", active=True)
-    action = await rules.create_action(tenant.project_id, rule.id, "HTTP_FORWARDING",
-                                       {"url": url, "signature_enable": True, "token": "k"})
-    return action.id
-
-
 def urls_of(gateway) -> dict[str, str]:
     return {listener.name: listener.url for listener in gateway.listeners}
-
-
-async def all_received(receiver: Receiver, pool, fleet: Fleet, timeout: float = 120) -> set:
-    stored = await stored_points(pool, [d.id for d in fleet.devices])
-    await receiver.wait_for(lambda: stored <= set(points(receiver.notifications)), timeout)
-    return stored
 
 
 @pytest.fixture

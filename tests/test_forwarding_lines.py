@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import orjson
 
-from fleetgate.core.forwarding import Forwarder, ForwardingSettings, _Compiled
+from fleetgate.core.forwarding_delivery import CompiledRoute, LaneDelivery
+from fleetgate.core.forwarding_model import ForwardingSettings
 from fleetgate.core.forwarding_json import notification
 from fleetgate.core.forwarding_lines import ReportLines, entries_of
 from fleetgate.core.forwarding_model import Action, OutboxItem
@@ -59,9 +60,9 @@ def test_the_spliced_json_is_the_notification() -> None:
     item = OutboxItem(9, "a1", 0, "device.property", "report", stored(), 0, delivered=1)
     headers = {d: {"device_id": d, "product_id": "p", "node_id": "n", "gateway_id": d}
                for d in ("dev-1", "dev-2", "[odd\x1fid", "iotda-1")}
-    route = _Compiled(Action("a1", "r1", "p1", "HTTP_FORWARDING", {}), None, None, None)  # type: ignore[arg-type]
+    route = CompiledRoute(Action("a1", "r1", "p1", "HTTP_FORWARDING", {}), None, None, None)  # type: ignore[arg-type]
     out: list = []
-    Forwarder(None, None, {}, ForwardingSettings())._render_lines(route, 0, item, headers, out)  # type: ignore[arg-type]
+    LaneDelivery(None, ForwardingSettings(), None).render_lines(route, 0, item, headers, out)  # type: ignore[arg-type]
     assert [(position, index) for position, index, _ in out] == [(0, 1), (0, 2), (0, 3), (0, 4)]
     for (_, index, delivery), entry in zip(out, EXPECTED[1:]):
         assert orjson.loads(delivery.payload) == notification(item, entry, headers[entry[0]])

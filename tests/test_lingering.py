@@ -13,19 +13,9 @@ from fleetgate.core.device_channel import SessionLimits
 from fleetgate.core.downlink import Downlink
 from fleetgate.core.local_bus import LocalBus
 from fleetgate.core.errors import DeviceNotConnected
+from tests.fakes import QueueChannel as Channel
 
 DELIVERY = 0.2
-
-
-class Channel:
-    def __init__(self) -> None:
-        self.rpcs: asyncio.Queue[tuple[int, str, Any]] = asyncio.Queue()
-
-    def push_attributes(self, update: dict[str, Any]) -> None:
-        pass
-
-    def push_rpc(self, request_id: int, method: str, params: Any) -> None:
-        self.rpcs.put_nowait((request_id, method, params))
 
 
 class Broadcast:

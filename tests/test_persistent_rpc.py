@@ -4,7 +4,6 @@ timed out, expired."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,20 +16,9 @@ from fleetgate.core.local_bus import LocalBus
 from fleetgate.core.errors import InvalidInput, NotFound
 from fleetgate.core.persistent_rpc import PersistentRpc, PersistentRpcSettings
 from fleetgate.core.rpc_calls import RpcStatus
-from tests.fakes import MemoryRpcCalls, SetClock
+from tests.fakes import MemoryRpcCalls, QueueChannel as Channel, SetClock
 
 NOW = 1_700_000_000_000
-
-
-class Channel:
-    def __init__(self) -> None:
-        self.rpcs: asyncio.Queue[tuple[int, str, Any]] = asyncio.Queue()
-
-    def push_attributes(self, update: dict[str, Any]) -> None:
-        pass
-
-    def push_rpc(self, request_id: int, method: str, params: Any) -> None:
-        self.rpcs.put_nowait((request_id, method, params))
 
 
 @dataclass

@@ -8,12 +8,15 @@ are ready are written together once per event-loop pass, not once per message.
 from __future__ import annotations
 
 import asyncio
+import logging
+import weakref
 from collections import deque
 from collections.abc import Callable
 
 from fleetgate.protocols.mqtt import codec
 from fleetgate.protocols.mqtt.packets import Reason
 
+log = logging.getLogger(__name__)
 
 _NO_IDS: frozenset[int] = frozenset()
 
@@ -38,9 +41,44 @@ class PendingAck:
             self.queue.not_stored()
 
 
+class _Stored:
+    """The queues that have acknowledgements newly stored, flushed by one callback in the next pass
+    of the event loop: in an open loop a batch's commit reaches about as many connections as it
+    holds messages, and a handle for each was one more allocation and dispatch a message."""
+
+    __slots__ = ("_loop", "_queues")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queues: list[AckQueue] = []
+
+    def add(self, queue: AckQueue) -> None:
+        if not self._queues:
+            self._loop.call_soon(self._flush)
+        self._queues.append(queue)
+
+    def _flush(self) -> None:
+        queues, self._queues = self._queues, []
+        for queue in queues:
+            try:
+                queue._flush_stored()
+            except Exception:  # one connection's failure is not the others'
+                log.exception("flushing a connection's acknowledgements failed")
+
+
+_STORED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Stored] = weakref.WeakKeyDictionary()
+
+
+def _stored_of(loop: asyncio.AbstractEventLoop) -> _Stored:
+    stored = _STORED.get(loop)
+    if stored is None:
+        stored = _STORED[loop] = _Stored(loop)
+    return stored
+
+
 class AckQueue:
     # One a connection, most of them idle: the queue is made on first use (an empty deque is 600 bytes).
-    __slots__ = ("_loop", "_on_failure", "_on_progress", "_scheduled", "_slots", "_write", "in_flight", "qos2",
+    __slots__ = ("_on_failure", "_on_progress", "_scheduled", "_slots", "_stored", "_write", "in_flight", "qos2",
                  "version")
 
     def __init__(
@@ -55,7 +93,7 @@ class AckQueue:
         self._on_progress = on_progress
         self._on_failure = on_failure
         self._scheduled = False
-        self._loop = asyncio.get_running_loop()
+        self._stored = _stored_of(asyncio.get_running_loop())
 
     def ready(self, data: bytes) -> None:
         """An acknowledgement that needs no commit: it still waits for those before it."""
@@ -101,7 +139,7 @@ class AckQueue:
         self.in_flight -= 1
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._flush_stored)
+            self._stored.add(self)
 
     def not_stored(self) -> None:
         # No acknowledgement for a message that was not stored: the client sends it again.

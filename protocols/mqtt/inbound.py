@@ -23,7 +23,7 @@ from fleetgate.protocols.mqtt.channel import MqttChannel
 from fleetgate.protocols.mqtt.context import MqttContext
 from fleetgate.protocols.mqtt.errors import disconnect_reason
 from fleetgate.protocols.mqtt.packets import MQTT_5, Publish, Reason
-from fleetgate.protocols.mqtt.routes import ROUTES
+from fleetgate.protocols.mqtt.routes import ROUTES, TopicRoute
 from fleetgate.protocols.routing import render
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ class Inbound:
     """The PUBLISHes of one connection. The session lends it its ways to stop: ``abort`` (a
     protocol violation, with a reason on MQTT 5), ``close``, and ``pause`` (stop reading)."""
 
-    __slots__ = ("_abort", "_acks", "_aliases", "_channel", "_close", "_ctx", "_is_open", "_pause", "version")
+    __slots__ = ("_abort", "_acks", "_aliases", "_channel", "_close", "_ctx", "_is_open", "_last", "_last_topic",
+                 "_pause", "version")
 
     def __init__(
         self, context: MqttContext, acks: AckQueue, channel: MqttChannel, *, abort: Callable[[int, str], None],
@@ -49,6 +50,11 @@ class Inbound:
         self._pause = pause
         self._is_open = is_open
         self.version = 4
+        # The last topic the device published to, and what it resolved to: a device sends to
+        # the same topic again and again, and the answer depends only on the topic and the
+        # connection's device, so it is worked out once, not for every message.
+        self._last_topic = ""
+        self._last: tuple[TopicRoute, Params, Callable[..., Any]] | None = None
 
     def publish(self, publish: Publish, device: DeviceIdentity | None) -> None:
         """Raises Overloaded when the ingest queue has no room for it: the caller keeps it."""
@@ -64,6 +70,9 @@ class Inbound:
             return
         if publish.qos and self._acks.in_flight >= limits.receive_maximum:
             self._abort(Reason.RECEIVE_MAXIMUM_EXCEEDED, "more QoS 1 and 2 messages in flight than allowed")
+            return
+        if device is not None and topic == self._last_topic and self._last is not None:
+            self._dispatch(publish, device, *self._last)
             return
         if len(topic) > limits.max_topic_length:
             match = None
@@ -89,8 +98,15 @@ class Inbound:
             self._ack_now(publish, Reason.TOPIC_NAME_INVALID)
             return
         assert match is not None
-        operation, params = route.operation, match.params
-        handler = self._ctx.handlers[operation]
+        handler = self._ctx.handlers[route.operation]
+        self._last_topic, self._last = topic, (route, match.params, handler)
+        self._dispatch(publish, device, route, match.params, handler)
+
+    def _dispatch(
+        self, publish: Publish, device: DeviceIdentity, route: TopicRoute, params: Params, handler: Callable[..., Any]
+    ) -> None:
+        """Perform the operation a device's topic names, and acknowledge it as the operation says."""
+        operation = route.operation
         try:
             if operation.reply is Reply.STORED:
                 self._store(publish, handler, device, params)
