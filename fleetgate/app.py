@@ -162,7 +162,7 @@ class Gateway:
             self._retention = Retention(store, s.retention_interval_seconds)
             self._retention.start()
         if metrics.MULTIPROCESS:
-            self._tasks.spawn(_flush_metrics())
+            self._tasks.spawn(metrics.flush_every_second())
         backoff = (FailureBackoff(s.auth_failures_per_address, s.auth_block_seconds)
                    if s.auth_failures_per_address else None)
         auth = DeviceAuthenticator(services.devices, s.auth_cache_seconds, certificates=services.registration,
@@ -353,10 +353,4 @@ class Gateway:
         if metrics.MULTIPROCESS:
             metrics.flush()
 
-
-async def _flush_metrics() -> None:
-    """Workers: this process's tallies into the shared metrics files, every second (until stopped)."""
-    while True:
-        await asyncio.sleep(metrics.FLUSH_SECONDS)
-        metrics.flush()
 

@@ -54,7 +54,7 @@ class ForwarderProcess:
         self.runtime = ForwardingRuntime(s, self._url, pool)
         await self.runtime.start()
         if metrics.MULTIPROCESS:
-            self._tasks.spawn(_flush_metrics())
+            self._tasks.spawn(metrics.flush_every_second())
         if s.forward_port:
             readiness = Readiness(database=lambda: ping(pool), queue_saturated=lambda: False, listening=lambda: True)
             self._http = HttpServer(build_app([], s.max_payload_bytes, readiness.report, self._health))
@@ -75,12 +75,6 @@ class ForwarderProcess:
         if metrics.MULTIPROCESS:
             metrics.flush()
 
-
-async def _flush_metrics() -> None:
-    """Under the supervisor: this process's tallies into the shared metrics files, every second."""
-    while True:
-        await asyncio.sleep(metrics.FLUSH_SECONDS)
-        metrics.flush()
 
 
 def run_forwarder(settings: Settings, *, supervised: bool) -> int:

@@ -12,6 +12,7 @@ serving a scrape, so other workers' tallies are at most a second old.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -166,6 +167,14 @@ def flush() -> None:
         tally.flush()
     for gauge, read in _sampled:
         gauge.set(read())
+
+
+async def flush_every_second() -> None:
+    """A process under the supervisor: its tallies into the shared files, every FLUSH_SECONDS until
+    cancelled (a scrape reads the files, not this process)."""
+    while True:
+        await asyncio.sleep(FLUSH_SECONDS)
+        flush()
 
 
 def exposition() -> bytes:
