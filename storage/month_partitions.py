@@ -12,7 +12,7 @@ from collections.abc import Set as AbstractSet
 
 import asyncpg
 
-from fleetgate.storage.partitions import LOCK_TS_KV, month_bounds, month_of
+from fleetgate.storage.partitions import LOCK_TS_KV, absent_tables, month_bounds, month_of
 
 # The same advisory lock as the two-level writer's: a database has one layout at a time, and
 # the conversion (storage/layout_conversion.py) refuses to run beside live gateways.
@@ -45,9 +45,7 @@ class MonthPartitions:
             return
         async with pool.acquire() as conn:
             names = {month_partition(*m): m for m in missing}
-            absent = set(await conn.fetchval(
-                "SELECT coalesce(array_agg(n), '{}') FROM unnest($1::text[]) n WHERE to_regclass(n) IS NULL",
-                list(names)))
+            absent = await absent_tables(conn, names)
             if absent:
                 await create_months(conn, sorted(names[name] for name in absent))
         self._known.update(month_bounds(*m) for m in missing)

@@ -14,7 +14,7 @@ writers wait those few milliseconds at the door instead.
 
 from __future__ import annotations
 
-from collections.abc import Set as AbstractSet
+from collections.abc import Iterable, Set as AbstractSet
 from datetime import UTC, datetime
 
 import asyncpg
@@ -40,6 +40,12 @@ def project_table(project_no: int) -> str:
 
 def month_table(project_no: int, year: int, month: int) -> str:
     return f"ts_kv_p{project_no}_{year:04d}_{month:02d}"
+
+
+async def absent_tables(conn: asyncpg.Connection, names: Iterable[str]) -> set[str]:
+    """Which of the tables ``names`` do not exist: a catalog lookup, no lock."""
+    return set(await conn.fetchval(
+        "SELECT coalesce(array_agg(n), '{}') FROM unnest($1::text[]) n WHERE to_regclass(n) IS NULL", list(names)))
 
 
 class Partitions:
@@ -75,9 +81,7 @@ class Partitions:
             # Usually they exist (made by another process, or before a forget()): then
             # no lock is taken at all.
             names = {month_table(*part): part for part in missing}
-            absent = set(await conn.fetchval(
-                "SELECT coalesce(array_agg(n), '{}') FROM unnest($1::text[]) n WHERE to_regclass(n) IS NULL",
-                list(names)))
+            absent = await absent_tables(conn, names)
             if absent:
                 await _create(conn, sorted(names[name] for name in absent))
         for no, year, month in missing:
