@@ -1,5 +1,6 @@
 """Debian's nats-server, started by a test: one node or a cluster on loopback, JetStream on, each in
-a temporary directory on free ports. Readiness is awaited on the server's own log line."""
+a temporary directory on free ports. A node's readiness is awaited on its own log line; a cluster's,
+on each node telling a client of the others once its routes to them are up."""
 
 from __future__ import annotations
 
@@ -93,6 +94,32 @@ async def nats_cluster(directory: Path, nodes: int = 1, *, jetstream: bool = Tru
         cluster.append(NatsNode(f"n{index}", node_dir, port, cluster_port, routes, jetstream))
     try:
         await asyncio.gather(*(node.start() for node in cluster))
+        if nodes > 1:
+            async with asyncio.timeout(30):
+                await asyncio.gather(*(_routed(node, nodes - 1) for node in cluster))
         yield cluster
     finally:
         await asyncio.gather(*(node.stop() for node in cluster), return_exceptions=True)
+
+
+async def _routed(node: NatsNode, peers: int) -> None:
+    """Return once ``node`` has routes to ``peers`` others. "Server is ready" comes before the
+    routes: a route refused while its peer was still starting is retried a second later, and
+    until then a message published on one node does not reach a subscriber on the other. The
+    server announces each routed peer's client URL to its clients (connect_urls)."""
+    import nats
+
+    found = asyncio.Event()
+    client = None
+
+    async def discovered() -> None:
+        if client is not None and len(client.discovered_servers) >= peers:
+            found.set()
+
+    client = await nats.connect(node.url, dont_randomize=True, allow_reconnect=False,
+                                discovered_server_cb=discovered)
+    try:
+        await discovered()
+        await found.wait()
+    finally:
+        await client.close()
