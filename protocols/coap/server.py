@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import aiocoap
 
 from fleetgate.core.tasks import OwnedTasks
+from fleetgate.protocols.coap.cycles import breaking_cycles
 from fleetgate.protocols.coap.decoding import guard_decoding
 from fleetgate.protocols.coap.dedup import DedupWindow
 from fleetgate.core.device_service import DeviceService
@@ -54,8 +55,8 @@ class CoapServer:
         # owned tasks, and it turns its own errors into responses), so it is called directly.
         if not hasattr(context, "render_to_pipe"):
             raise RuntimeError("aiocoap's Context has no render_to_pipe: unsupported aiocoap version")
-        context.render_to_pipe = self.site.handle  # type: ignore[method-assign]
         _socket(context).setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        token_managers = []
         for interface in context.request_interfaces:
             manager = getattr(interface, "token_interface", None)
             if manager is not None and hasattr(manager, "message_interface"):  # a message manager: UDP
@@ -64,6 +65,8 @@ class CoapServer:
                 tune_requests(manager, GatewayTuning())
                 guard_decoding(manager.message_interface)
                 self.dedup_windows.append(window)
+                token_managers.append(interface)
+        context.render_to_pipe = breaking_cycles(self.site.handle, token_managers)  # type: ignore[method-assign]
         return _bound_port(context)
 
     async def stop_accepting(self) -> None:
