@@ -3,10 +3,13 @@ provisioned over the device API or created ahead of time."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import os
 import tempfile
 import secrets
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +26,18 @@ from fleetgate.storage_wiring import Services
 from fleetgate.core import credentials as creds
 from fleetgate.core.ids import new_id
 from fleetgate.core.model import Credentials, Device
+
+
+async def stop_child(process: asyncio.subprocess.Process, grace: float = 30) -> None:
+    """SIGTERM a child process still running, and SIGKILL it if it has not exited within ``grace``."""
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await process.wait()
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

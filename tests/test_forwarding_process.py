@@ -8,7 +8,6 @@ forwarding_process, whose supervisor runs and restarts the forwarder and whose /
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import signal
@@ -23,7 +22,7 @@ import orjson
 from tests.forwarding_fleet import Fleet
 from tests.forwarding_support import Receiver, all_received, http_rule, own_database, points, rule_service
 from tests.process import GatewayProcess
-from tests.support import TEST_SECRETS_KEY, free_port, new_tenant
+from tests.support import TEST_SECRETS_KEY, free_port, new_tenant, stop_child
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -189,14 +188,7 @@ async def test_serve_with_forwarding_process_supervises_the_forwarder(database_u
             async with asyncio.timeout(60):
                 assert await process.wait() == 0
         finally:
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(30):
-                        await process.wait()
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
+            await stop_child(process)
             await receiver.stop()
 
 

@@ -5,7 +5,6 @@ device, restart of a worker that dies, and a clean exit on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import signal
@@ -21,7 +20,7 @@ import pytest
 from fleetgate.storage_wiring import open_services
 from fleetgate.protocols.mqtt.packets import Publish, Subscribe, Subscription
 from tests.mqtt_raw import RawMqtt
-from tests.support import TEST_SECRETS_KEY, free_port, gateway_settings, new_tenant
+from tests.support import TEST_SECRETS_KEY, free_port, gateway_settings, new_tenant, stop_child
 
 ROOT = Path(__file__).resolve().parent.parent
 _SERIES = re.compile(r'gateway_connections\{pid="(\d+)",protocol="mqtt"\} ([0-9.]+)')
@@ -54,14 +53,7 @@ async def workers(database_url, tmp_path_factory):
         finally:
             await services.pool.close()
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(30):
-                    await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await stop_child(process)
 
 
 async def provision(ports, tenant, name: str) -> str:
