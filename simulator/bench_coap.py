@@ -39,7 +39,7 @@ from fleetgate.simulator.bench_workspace import (
 )
 from fleetgate.simulator.coap_packets import CoapTelemetrySpec
 from fleetgate.simulator.loadspec import LoadSpec
-from fleetgate.simulator.disk_probe import disk_notes, probed
+from fleetgate.simulator.machine_probe import floor_notes, probed
 from fleetgate.simulator.open_loop import p99_target
 from fleetgate.simulator.processes import RunningServer, free_port, resident_kib, server_process
 from fleetgate.simulator.report import BenchReport, Run, Target
@@ -110,7 +110,7 @@ async def coap(options: BenchOptions, space: Workspace) -> BenchReport:
             raise BenchError(f"the gateway answered no telemetry: {dict(gateway_max.errors)}")
         runs.append(Run("gateway_max", "gateway, max throughput", gateway_max))
         rate = options.rate or gateway_max.requests_per_s / 2
-        gateway_rate, disk = await probed(
+        gateway_rate, floor = await probed(
             space.root, measure(f"gateway, {rate:,.0f}/s", replace(spec, mode="open", rate=rate), options))
         runs.append(Run("gateway_rate", f"gateway at {rate:,.0f}/s ({'--rate' if options.rate else 'half the maximum'})",
                         gateway_rate))
@@ -137,7 +137,7 @@ async def coap(options: BenchOptions, space: Workspace) -> BenchReport:
     targets = [Target("against the baseline", f">= {TARGET_BASELINE_SHARE:.0%} of bare aiocoap", f"{share:.0%}",
                       share >= TARGET_BASELINE_SHARE)]
     if not options.rate:  # the promise is about half the maximum rate, not any --rate
-        targets.append(p99_target("latency", TARGET_P99_MS, 0.5, gateway_rate, baseline_rate, "bare aiocoap", disk))
+        targets.append(p99_target("latency", TARGET_P99_MS, 0.5, gateway_rate, baseline_rate, "bare aiocoap", floor))
     checks: dict[str, object] = {
         "data points acknowledged": acknowledged,
         "rows in ts_kv": stored,
@@ -169,5 +169,5 @@ async def coap(options: BenchOptions, space: Workspace) -> BenchReport:
         ratios=head_to_head("bare aiocoap", gateway_max, gateway_rate, baseline_max, baseline_rate),
         targets=tuple(targets),
         checks=checks,
-        notes=(*disk_notes(rate, disk), *notes(tuple(run.result for run in runs))),
+        notes=(*floor_notes(rate, floor), *notes(tuple(run.result for run in runs))),
     )

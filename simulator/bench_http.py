@@ -34,7 +34,7 @@ from fleetgate.simulator.bench_workspace import (
     stored_rows,
 )
 from fleetgate.simulator.loadspec import LoadSpec
-from fleetgate.simulator.disk_probe import disk_notes, probed
+from fleetgate.simulator.machine_probe import floor_notes, probed
 from fleetgate.simulator.open_loop import p99_target
 from fleetgate.simulator.report import BenchReport, Run, Target
 from fleetgate.simulator.workloads import ProvisionSpec, TelemetrySpec
@@ -59,7 +59,7 @@ async def http(options: BenchOptions, space: Workspace) -> BenchReport:
         if rate <= 0:
             raise BenchError(f"the gateway answered no telemetry: {dict(gateway_max.errors)}")
         open_spec = replace(spec, mode="open", rate=rate)
-        gateway_rate, disk = await probed(space.root, measure(f"gateway, {rate:,.0f}/s", open_spec, options))
+        gateway_rate, floor = await probed(space.root, measure(f"gateway, {rate:,.0f}/s", open_spec, options))
     async with baseline_server(space) as baseline:
         baseline_max = await measure(
             "baseline, closed loop", replace(spec, host=baseline.host, port=baseline.port), options
@@ -80,7 +80,7 @@ async def http(options: BenchOptions, space: Workspace) -> BenchReport:
                f"{share:.0%}", share >= TARGET_BASELINE_SHARE),
     ]
     if half:  # the promise is about half the maximum rate, not any --rate
-        targets.append(p99_target("latency", TARGET_P99_MS, 0.5, gateway_rate, baseline_rate, "bare aiohttp", disk))
+        targets.append(p99_target("latency", TARGET_P99_MS, 0.5, gateway_rate, baseline_rate, "bare aiohttp", floor))
     return BenchReport(
         scenario="http",
         title=(
@@ -105,7 +105,7 @@ async def http(options: BenchOptions, space: Workspace) -> BenchReport:
             # a millisecond, so every acknowledged data point is one row.
             **({"rows verified": stored == acknowledged} if space.settings.ack == "stored" else {}),
         },
-        notes=(*disk_notes(rate, disk), *notes((gateway_max, gateway_rate, baseline_max, baseline_rate))),
+        notes=(*floor_notes(rate, floor), *notes((gateway_max, gateway_rate, baseline_max, baseline_rate))),
     )
 
 

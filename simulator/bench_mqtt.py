@@ -41,7 +41,7 @@ from fleetgate.simulator.bench_workspace import (
     stored_rows,
 )
 from fleetgate.simulator.loadspec import LoadSpec
-from fleetgate.simulator.disk_probe import DiskStalls, disk_notes, probed
+from fleetgate.simulator.machine_probe import Floor, floor_notes, probed
 from fleetgate.simulator.mosquitto import mosquitto_path
 from fleetgate.simulator.mqtt_packets import VERSIONS
 from fleetgate.simulator.open_loop import OpenRun, capacity, capacity_target, p99_target
@@ -115,11 +115,11 @@ async def _pair(
 
 async def _gateway_runs(
     gateway: RunningServer, tokens: tuple[str, ...], options: BenchOptions, space: Workspace,
-    disks: dict[float, DiskStalls],
+    floors: dict[float, Floor],
 ) -> tuple[LoadResult, list[OpenRun], OpenRun | None]:
     """The closed loop; open loops at a quarter and half of its maximum (or at --rate alone); with
-    no --rate, the open-loop capacity searched for in a few more runs. ``disks``: the disk's
-    fdatasyncs during each open loop, by rate (simulator.disk_probe)."""
+    no --rate, the open-loop capacity searched for in a few more runs. ``floors``: what the
+    machine gave each open loop, by rate (simulator.machine_probe)."""
     spec = _spec(gateway, tokens, options)
     maximum = await measure("gateway, closed loop", spec, options, unit="messages")
     top = maximum.requests_per_s
@@ -127,9 +127,7 @@ async def _gateway_runs(
         raise BenchError(f"gateway acknowledged no message: {dict(maximum.errors)}")
 
     async def run(name: str, rate: float) -> LoadResult:
-        result, disk = await probed(space.root, _open(name, spec, options, rate))
-        if disk is not None:
-            disks[rate] = disk
+        result, floors[rate] = await probed(space.root, _open(name, spec, options, rate))
         return result
 
     if options.rate is not None:
@@ -153,8 +151,8 @@ async def mqtt(options: BenchOptions, space: Workspace) -> BenchReport:
     tenant = await new_tenant(space)
     async with gateway_server(space, mqtt=True) as gateway:
         tokens = await provision_devices(gateway, tenant, options.devices)
-        disks: dict[float, DiskStalls] = {}
-        gateway_max, gateway_open, best = await _gateway_runs(gateway, tokens, options, space, disks)
+        floors: dict[float, Floor] = {}
+        gateway_max, gateway_open, best = await _gateway_runs(gateway, tokens, options, space, floors)
     half = options.rate is None
     # The table's open loops: a quarter and half of the maximum (or --rate), each also against mosquitto.
     table = gateway_open[:2] if half else gateway_open[:1]
@@ -192,7 +190,7 @@ async def mqtt(options: BenchOptions, space: Workspace) -> BenchReport:
     else:
         report_notes.append(NO_MOSQUITTO)
     for run in gateway_open:
-        report_notes += disk_notes(run.rate, disks.get(run.rate))
+        report_notes += floor_notes(run.rate, floors.get(run.rate))
     if not exact:
         report_notes.append("rows in ts_kv are only checked to be no more than the data points sent: with QoS 0 or "
                             "ack = accepted nothing says which messages were stored")
@@ -207,9 +205,9 @@ async def mqtt(options: BenchOptions, space: Workspace) -> BenchReport:
             at_half = baseline_open[-1] if baseline_open else None
             targets += [
                 p99_target("latency at a quarter", TARGET_MQTT_P99_QUARTER_MS, 0.25, table[0].result, quarter,
-                           "mosquitto", disks.get(table[0].rate)),
+                           "mosquitto", floors.get(table[0].rate)),
                 p99_target("latency at half", TARGET_MQTT_P99_HALF_MS, 0.5, gateway_rate, at_half, "mosquitto",
-                           disks.get(rate)),
+                           floors.get(rate)),
                 capacity_target(gateway_max.requests_per_s, best, "messages"),
             ]
     results = tuple(run.result for run in runs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from fleetgate.simulator.disk_probe import DiskStalls
+from fleetgate.simulator.machine_probe import Floor
 from fleetgate.simulator.report import Target
 from fleetgate.simulator.stats import LoadResult
 
@@ -63,12 +63,12 @@ def capacity_target(maximum: float, best: OpenRun | None, unit: str) -> Target:
 
 
 def p99_target(name: str, bound_ms: float, share: float, result: LoadResult, baseline: LoadResult | None,
-               baseline_name: str, disk: DiskStalls | None = None) -> Target:
+               baseline_name: str, floor: Floor | None = None) -> Target:
     """p99 at ``share`` of the maximum at most ``bound_ms``, shown next to the baseline's at the same
-    rate and the disk's longest fdatasync during the run (simulator.disk_probe)."""
+    rate and what the machine gave the run (simulator.machine_probe)."""
     floors = [f"{baseline_name} {baseline.latency.p99_ms:.1f} ms"] if baseline is not None else []
-    if disk is not None:
-        floors.append(disk.brief())
+    if floor is not None and floor.brief():
+        floors.append(floor.brief())
     beside = f" ({'; '.join(floors)})" if floors else ""
     return Target(name, f"p99 <= {bound_ms:g} ms at {_share(share)} the maximum rate",
                   f"{result.latency.p99_ms:.1f} ms{beside}", result.latency.p99_ms <= bound_ms)

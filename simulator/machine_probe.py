@@ -1,4 +1,4 @@
-"""The disk's own stalls while a run is measured.
+"""What the machine gave a measured run: the disk's own stalls, and how busy the cores were.
 
 A stored acknowledgement waits for PostgreSQL's WAL fsync, so when the disk stalls, every
 acknowledgement in flight stalls with it, whatever the gateway does; mosquitto, which keeps
@@ -9,6 +9,10 @@ says more about the disk than about the gateway. The bench therefore measures th
 each open loop, as it measures mosquitto beside the gateway: a small process in the bench's
 directory (the filesystem of the bench's PostgreSQL) overwrites 8 kB of a preallocated file and
 calls fdatasync every 10 ms, as a commit does on a WAL segment, and reports how long each took.
+
+The cores are the other floor: the generator, the gateway and PostgreSQL share them, and once
+together they keep them nearly all busy, every process waits for a core. How busy they were
+over the run is read from /proc/stat (Linux) before and after it.
 """
 
 from __future__ import annotations
@@ -64,15 +68,40 @@ class DiskStalls:
                 "max_ms": round(self.max_ms, 3), "stalls": self.stalls}
 
 
-def disk_notes(rate: float, disk: DiskStalls | None) -> tuple[str, ...]:
-    """The report's note on the disk during the gateway's open loop at ``rate``."""
-    return () if disk is None else (f"disk during the gateway at {rate:,.0f}/s: {disk.describe()}",)
+@dataclass(frozen=True, slots=True)
+class Floor:
+    """The machine during one run: the disk's fdatasyncs (None if the probe could not run) and
+    the share of all cores busy (None where /proc/stat is not)."""
+
+    disk: DiskStalls | None
+    busy: float | None
+
+    def brief(self) -> str:
+        parts = [] if self.disk is None else [self.disk.brief()]
+        if self.busy is not None:
+            parts.append(f"cores {self.busy:.0%} busy")
+        return "; ".join(parts)
+
+    def notes(self, rate: float) -> tuple[str, ...]:
+        """The report's note on the machine during the gateway's open loop at ``rate``."""
+        parts = [] if self.disk is None else [f"disk {self.disk.describe()}"]
+        if self.busy is not None:
+            parts.append(f"all {os.cpu_count()} cores {self.busy:.0%} busy")
+        return (f"machine during the gateway at {rate:,.0f}/s: {'; '.join(parts)}",) if parts else ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"disk": None if self.disk is None else self.disk.to_json(), "busy": self.busy}
 
 
-async def probed(directory: Path, run: Awaitable[T]) -> tuple[T, DiskStalls | None]:
-    """Await ``run`` with the probe beside it; None if the probe could not run."""
+def floor_notes(rate: float, floor: Floor | None) -> tuple[str, ...]:
+    return () if floor is None else floor.notes(rate)
+
+
+async def probed(directory: Path, run: Awaitable[T]) -> tuple[T, Floor]:
+    """Await ``run`` with the disk probe beside it and the cores' time counted over it."""
+    before = _cpu_times()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fleetgate.simulator.disk_probe", str(directory),
+        sys.executable, "-m", "fleetgate.simulator.machine_probe", str(directory),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     try:
         result = await run
@@ -85,10 +114,25 @@ async def probed(directory: Path, run: Awaitable[T]) -> tuple[T, DiskStalls | No
             process.kill()
             await process.wait()
             output = b""
+    after = _cpu_times()
+    busy = None
+    if before is not None and after is not None and after[0] > before[0]:
+        busy = 1 - (after[1] - before[1]) / (after[0] - before[0])
     try:
-        return result, DiskStalls.of(json.loads(output))
+        disk: DiskStalls | None = DiskStalls.of(json.loads(output))
     except ValueError:
-        return result, None
+        disk = None
+    return result, Floor(disk, busy)
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(all, idle) clock ticks of all cores since boot, idle counting iowait too."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return sum(fields), fields[3] + fields[4]
 
 
 def main(directory: str) -> None:
