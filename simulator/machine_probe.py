@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -63,10 +63,6 @@ class DiskStalls:
         return (f"{self.fsyncs:,} fdatasyncs of 8 kB: p50 {self.p50_ms:.2f} ms, p99 {self.p99_ms:.2f} ms, "
                 f"max {self.max_ms:.1f} ms, {self.stalls} over {STALL_MS:g} ms")
 
-    def to_json(self) -> dict[str, Any]:
-        return {"fsyncs": self.fsyncs, "p50_ms": round(self.p50_ms, 3), "p99_ms": round(self.p99_ms, 3),
-                "max_ms": round(self.max_ms, 3), "stalls": self.stalls}
-
 
 @dataclass(frozen=True, slots=True)
 class Floor:
@@ -88,9 +84,6 @@ class Floor:
         if self.busy is not None:
             parts.append(f"all {os.cpu_count()} cores {self.busy:.0%} busy")
         return (f"machine during the gateway at {rate:,.0f}/s: {'; '.join(parts)}",) if parts else ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {"disk": None if self.disk is None else self.disk.to_json(), "busy": self.busy}
 
 
 def floor_notes(rate: float, floor: Floor | None) -> tuple[str, ...]:
