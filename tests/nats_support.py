@@ -1,6 +1,12 @@
 """Debian's nats-server, started by a test: one node or a cluster on loopback, JetStream on, each in
 a temporary directory on free ports. A node's readiness is awaited on its own log line; a cluster's,
-on each node telling a client of the others once its routes to them are up."""
+on each node telling a client of the others once its routes to them are up.
+
+nats-server says "Server is ready" once it listens for clients, and only then binds its route
+port: a node whose route port was taken meanwhile (a port picked free can be, by any process
+on the machine) logs a fatal error and exits after saying it was ready. A clustered node is
+ready once it listens for routes, and a cluster that lost a node that way is started again on
+other ports."""
 
 from __future__ import annotations
 
@@ -17,6 +23,9 @@ import pytest
 from tests.support import free_port
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+_READY_LINE = {False: "Server is ready", True: "Listening for route connections"}
+_START_ATTEMPTS = 3
 
 requires_nats_server = pytest.mark.skipif(
     not Path(NATS_SERVER).exists(), reason="nats-server is not installed (.ci/run installs Debian's package)")
@@ -67,7 +76,7 @@ class NatsNode:
         while line := await process.stderr.readline():
             text = line.decode(errors="replace")
             self.log.append(text)
-            if "Server is ready" in text and not ready.done():
+            if _READY_LINE[bool(self.routes)] in text and not ready.done():
                 ready.set_result(None)
         if not ready.done():
             ready.set_exception(RuntimeError(f"nats-server {self.name} exited: {''.join(self.log)[-2000:]}"))
@@ -85,6 +94,25 @@ class NatsNode:
 @contextlib.asynccontextmanager
 async def nats_cluster(directory: Path, nodes: int = 1, *, jetstream: bool = True) -> AsyncIterator[list[NatsNode]]:
     """``nodes`` servers (one is a plain server, more form a cluster), stopped on exit."""
+    for attempt in range(_START_ATTEMPTS):
+        cluster = _nodes(directory, nodes, jetstream)
+        started = await asyncio.gather(*(node.start() for node in cluster), return_exceptions=True)
+        failed = [result for result in started if isinstance(result, BaseException)]
+        if not failed:
+            break
+        await asyncio.gather(*(node.stop() for node in cluster), return_exceptions=True)
+        if attempt == _START_ATTEMPTS - 1:
+            raise failed[0]
+    try:
+        if nodes > 1:
+            async with asyncio.timeout(30):
+                await asyncio.gather(*(_routed(node, nodes - 1) for node in cluster))
+        yield cluster
+    finally:
+        await asyncio.gather(*(node.stop() for node in cluster), return_exceptions=True)
+
+
+def _nodes(directory: Path, nodes: int, jetstream: bool) -> list[NatsNode]:
     ports = [(free_port(), free_port()) for _ in range(nodes)]
     cluster = []
     for index, (port, cluster_port) in enumerate(ports):
@@ -92,14 +120,7 @@ async def nats_cluster(directory: Path, nodes: int = 1, *, jetstream: bool = Tru
         node_dir.mkdir(parents=True, exist_ok=True)
         routes = [other for _, other in ports if other != cluster_port] if nodes > 1 else []
         cluster.append(NatsNode(f"n{index}", node_dir, port, cluster_port, routes, jetstream))
-    try:
-        await asyncio.gather(*(node.start() for node in cluster))
-        if nodes > 1:
-            async with asyncio.timeout(30):
-                await asyncio.gather(*(_routed(node, nodes - 1) for node in cluster))
-        yield cluster
-    finally:
-        await asyncio.gather(*(node.stop() for node in cluster), return_exceptions=True)
+    return cluster
 
 
 async def _routed(node: NatsNode, peers: int) -> None:
@@ -116,7 +137,7 @@ async def _routed(node: NatsNode, peers: int) -> None:
         if client is not None and len(client.discovered_servers) >= peers:
             found.set()
 
-    client = await nats.connect(node.url, dont_randomize=True, allow_reconnect=False,
+    client = await nats.connect(node.url, dont_randomize=True, allow_reconnect=False, connect_timeout=10,
                                 discovered_server_cb=discovered)
     try:
         await discovered()
