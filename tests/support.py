@@ -28,6 +28,18 @@ from fleetgate.core.ids import new_id
 from fleetgate.core.model import Credentials, Device
 
 
+async def read_until(process: asyncio.subprocess.Process, prefix: str, timeout: float = 120) -> list[str]:
+    """A child's stdout lines, stripped, up to and including the first that starts with ``prefix``."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    async with asyncio.timeout(timeout):
+        while not lines or not lines[-1].startswith(prefix):
+            line = await process.stdout.readline()
+            assert line, f"the process exited: {lines}"
+            lines.append(line.decode().strip())
+    return lines
+
+
 async def stop_child(process: asyncio.subprocess.Process, grace: float = 30) -> None:
     """SIGTERM a child process still running, and SIGKILL it if it has not exited within ``grace``."""
     if process.returncode is None:

@@ -22,7 +22,7 @@ import orjson
 from tests.forwarding_fleet import Fleet
 from tests.forwarding_support import Receiver, all_received, http_rule, own_database, points, rule_service
 from tests.process import GatewayProcess
-from tests.support import TEST_SECRETS_KEY, free_port, new_tenant, stop_child
+from tests.support import TEST_SECRETS_KEY, free_port, new_tenant, read_until, stop_child
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,13 +144,8 @@ async def test_serve_with_forwarding_process_supervises_the_forwarder(database_u
             "--forwarding-lease-seconds", "2", cwd=ROOT, env=_environment(url, str(tmp_path)),
             stdout=asyncio.subprocess.PIPE,
         )
-        lines: list[str] = []
         try:
-            async with asyncio.timeout(120):
-                while not lines or not lines[-1].startswith("management:"):
-                    line = await process.stdout.readline()
-                    assert line, f"the supervisor exited: {lines}"
-                    lines.append(line.decode().strip())
+            lines = await read_until(process, "management:")
             assert re.fullmatch(r"workers: 1 \(pids \d+\)", lines[-4]) and re.fullmatch(r"forwarder: pid \d+",
                                                                                          lines[-3]), lines
             health = await _health(ports["management"])

@@ -20,7 +20,7 @@ import pytest
 from fleetgate.storage_wiring import open_services
 from fleetgate.protocols.mqtt.packets import Publish, Subscribe, Subscription
 from tests.mqtt_raw import RawMqtt
-from tests.support import TEST_SECRETS_KEY, free_port, gateway_settings, new_tenant, stop_child
+from tests.support import TEST_SECRETS_KEY, free_port, gateway_settings, new_tenant, read_until, stop_child
 
 ROOT = Path(__file__).resolve().parent.parent
 _SERIES = re.compile(r'gateway_connections\{pid="(\d+)",protocol="mqtt"\} ([0-9.]+)')
@@ -39,13 +39,8 @@ async def workers(database_url, tmp_path_factory):
         "--secrets-key-file", TEST_SECRETS_KEY, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE,
     )
-    lines = []
     try:
-        async with asyncio.timeout(120):
-            while not lines or not lines[-1].startswith("management:"):
-                line = await process.stdout.readline()
-                assert line, f"the supervisor exited: {lines}"
-                lines.append(line.decode().strip())
+        lines = await read_until(process, "management:")
         # The workers' data dir: the key sealing provision secrets is there.
         services = await open_services(database_url, 2, gateway_settings(str(data_dir)))
         try:
