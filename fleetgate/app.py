@@ -150,6 +150,7 @@ class Gateway:
                 capacity_rows=s.ingest_queue_rows,
                 batch_max_rows=s.batch_max_rows,
                 batch_max_age=s.batch_max_age_ms / 1000,
+                batch_min_age=s.batch_min_age_ms / 1000,
                 writers=s.writers,
                 retry_max_delay=s.db_retry_max_seconds,
             ),

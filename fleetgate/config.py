@@ -150,6 +150,10 @@ class Settings:
     )
     batch_max_rows: int = _setting(5_000, "A batch is written when it holds this many rows...", min=1)
     batch_max_age_ms: int = _setting(5, "...or when its oldest row is this old (milliseconds).", min=0)
+    batch_min_age_ms: int = _setting(
+        1, "...or, while no other batch is being written, when its oldest row is this old (milliseconds, at most "
+        "batch_max_age_ms): an idle pipeline commits almost at once.", min=0
+    )
     writers: int = _setting(4, "Batches written concurrently, each on its own connection.", min=1, max=64)
     workers: int = _setting(
         1, "Gateway processes sharing the listening ports (SO_REUSEPORT), each with its own loop, batcher and "

@@ -1,5 +1,12 @@
 """The ingestion pipeline: a queue bounded in rows, one batcher, a few concurrent writers.
 
+A batch is taken when it is full, when its oldest message is ``batch_max_age`` old
+or, while no other batch is being written, once that message is ``batch_min_age``
+old: an idle pipeline commits almost at once, and batches grow only while commits
+are already in flight (group commit). Each commit has a cost of its own (a
+statement, a WAL flush), so the short wait keeps a trickle from becoming a commit
+a message.
+
 A message's receipt is told once the transaction holding its rows has committed,
 which is what a stored acknowledgement waits for. When the queue is full,
 ``submit`` raises Overloaded (or ``wait_for_room`` blocks) rather than dropping
@@ -99,6 +106,7 @@ class IngestSettings:
     capacity_rows: int = 200_000
     batch_max_rows: int = 5_000
     batch_max_age: float = 0.01
+    batch_min_age: float = 0.001  # with no other batch being written; at most batch_max_age
     writers: int = 2
     retry_max_delay: float = 5.0
     retry_after: float = 1.0
@@ -116,7 +124,10 @@ class IngestPipeline:
         self._queued_rows = 0
         self._inflight_rows = 0
         self._nonempty = asyncio.Event()
-        self._full = asyncio.Event()
+        # Wakes the batcher while it gathers: the batch is full, the pipeline is closing, or the
+        # other writes it was waiting behind are done.
+        self._wake = asyncio.Event()
+        self._gathering_behind_others = False
         self._room = asyncio.Event()
         self._room.set()
         self._slots = asyncio.Semaphore(settings.writers)
@@ -201,7 +212,7 @@ class IngestPipeline:
         self._queue.append((message, rows, receipt))
         self._queued_rows += rows
         if self._queued_rows >= self._settings.batch_max_rows:
-            self._full.set()
+            self._wake.set()
         if self._queued_rows + self._inflight_rows >= self._capacity:
             self._room.clear()
 
@@ -213,7 +224,7 @@ class IngestPipeline:
         """Stop accepting, write what is queued within ``timeout``, then cancel the rest."""
         self._closing = True
         self._nonempty.set()
-        self._full.set()
+        self._wake.set()
         try:
             async with asyncio.timeout(timeout):
                 if self._batcher is not None:
@@ -241,12 +252,7 @@ class IngestPipeline:
                 continue
             await self._slots.acquire()
             self._busy_writers += 1
-            if not self._full.is_set() and not self._closing:
-                try:
-                    async with asyncio.timeout_at(self._oldest_at + self._settings.batch_max_age):
-                        await self._full.wait()
-                except TimeoutError:
-                    pass
+            await self._gather()
             # How long the batch waited: its age, and the wait for a writer (the tail's first stage).
             metrics.BATCH_WAIT_SECONDS.observe(max(asyncio.get_running_loop().time() - self._oldest_at, 0.0))
             batch, rows = self._take(self._share())
@@ -254,6 +260,26 @@ class IngestPipeline:
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
         await asyncio.gather(*self._writes)
+
+    async def _gather(self) -> None:
+        """Wait until the queued messages should be taken (the module's docstring says when)."""
+        settings = self._settings
+        loop = asyncio.get_running_loop()
+        while self._queued_rows < settings.batch_max_rows and not self._closing:
+            behind_others = self._busy_writers > 1  # this batch's own slot is counted
+            age = settings.batch_max_age if behind_others else min(settings.batch_min_age, settings.batch_max_age)
+            deadline = self._oldest_at + age
+            if loop.time() >= deadline:
+                return
+            self._wake.clear()
+            self._gathering_behind_others = behind_others
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._wake.wait()
+            except TimeoutError:
+                return
+            finally:
+                self._gathering_behind_others = False
 
     def _share(self) -> int:
         """Rows for this batch: the queue split across the idle writers, so that a burst
@@ -272,8 +298,6 @@ class IngestPipeline:
             rows += entry[1]
         self._queued_rows -= rows
         self._inflight_rows += rows
-        if self._queued_rows < self._settings.batch_max_rows:
-            self._full.clear()
         if not queue and not self._closing:
             self._nonempty.clear()
         return batch, rows
@@ -297,6 +321,8 @@ class IngestPipeline:
                 self._room.set()
             self._busy_writers -= 1
             self._slots.release()
+            if self._gathering_behind_others and self._busy_writers == 1:
+                self._wake.set()
 
     async def _store(self, batch: list[_Entry]) -> None:
         """Write ``batch``, retrying through database outages. Any other error splits it and

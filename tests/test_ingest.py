@@ -172,3 +172,46 @@ async def test_one_bad_message_is_refused_alone_not_its_batch() -> None:
     assert writer.rows == 8
     await pipeline.stop(1)
 
+
+
+class StartedWriter(MemoryWriter):
+    """Tells each write's message count as the write starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: asyncio.Queue[int] = asyncio.Queue()
+
+    async def write(self, telemetry, attributes) -> None:
+        self.started.put_nowait(len(telemetry) + len(attributes))
+        await super().write(telemetry, attributes)
+
+
+@pytest.mark.parametrize(("max_age", "min_age"), [(10.0, 0.001), (0.05, 0.05)], ids=["short-age", "equal-ages"])
+async def test_an_idle_pipeline_commits_after_the_short_age_not_the_long_one(writer, max_age, min_age) -> None:
+    # Equal ages make every batch wait the same, as a fixed batch age does.
+    pipeline = pipeline_for(writer, batch_max_age=max_age, batch_min_age=min_age)
+    loop = asyncio.get_running_loop()
+    sent = loop.time()
+    async with asyncio.timeout(2):
+        await pipeline.submit(message("d1"), wait_stored=True)
+    assert loop.time() - sent >= min_age
+    await pipeline.stop(1)
+
+
+async def test_a_batch_gathers_behind_a_write_in_flight_and_goes_when_it_ends() -> None:
+    writer = StartedWriter()
+    writer.open.clear()
+    pipeline = pipeline_for(writer, batch_max_age=10.0, batch_min_age=0.0, writers=2)
+    first = pipeline.submit(message("d1"), wait_stored=True)
+    async with asyncio.timeout(2):
+        assert await writer.started.get() == 1
+    later = [pipeline.submit(message(f"d{i}"), wait_stored=True) for i in (2, 3)]
+    for _ in range(10):  # a writer is free, yet the batch waits behind the one in flight
+        await asyncio.sleep(0)
+    assert writer.started.empty()
+    writer.open.set()
+    async with asyncio.timeout(2):
+        assert await writer.started.get() == 2  # both, at once, in one batch
+        await asyncio.gather(first, *later)
+    await pipeline.stop(1)
+
