@@ -162,7 +162,7 @@ async def victim(gateway, management, http) -> dict[str, Any]:
     chain = await api.call("PUT", f"/products/{tenant.product_id}/x509-chain",
                            json={"certificate": chain_ca.pem, "certificate_regex": "^(.*)$"})
     assert chain.status == 200, chain
-    return {
+    state = {
         "tenant": tenant, "api": api, "device_name": name, "device_id": device_id, "product_id": tenant.product_id,
         "template_id": template.body["template_id"], "certificate_id": certificate.body["certificate_id"],
         "key": "victim_temp", "ca_pem": ca.pem, "leaf_pem": pki.leaf(ca, CN="leaf").pem, "crl": pki.crl(ca),
@@ -170,6 +170,10 @@ async def victim(gateway, management, http) -> dict[str, Any]:
         "token": token, **await _ota(api, device_id, tenant.product_id), **await _iotda(api, tenant.product_id),
         **await _forwarding(gateway, api, http, token),
     }
+    # The victim device's requests are written as activity every presence_flush_seconds: now,
+    # so that no test's snapshots of it straddle that write.
+    await gateway.presence.flush()
+    return state
 
 
 async def _ota(api: Management, device_id: str, product_id: str) -> dict[str, Any]:
