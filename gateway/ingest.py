@@ -125,9 +125,8 @@ class IngestPipeline:
         self._inflight_rows = 0
         self._nonempty = asyncio.Event()
         # Wakes the batcher while it gathers: the batch is full, the pipeline is closing, or the
-        # other writes it was waiting behind are done.
+        # writes in flight are done. It re-reads what woke it, so a wake it did not need is harmless.
         self._wake = asyncio.Event()
-        self._gathering_behind_others = False
         self._room = asyncio.Event()
         self._room.set()
         self._slots = asyncio.Semaphore(settings.writers)
@@ -272,14 +271,11 @@ class IngestPipeline:
             if loop.time() >= deadline:
                 return
             self._wake.clear()
-            self._gathering_behind_others = behind_others
             try:
                 async with asyncio.timeout_at(deadline):
                     await self._wake.wait()
             except TimeoutError:
                 return
-            finally:
-                self._gathering_behind_others = False
 
     def _share(self) -> int:
         """Rows for this batch: the queue split across the idle writers, so that a burst
@@ -321,7 +317,7 @@ class IngestPipeline:
                 self._room.set()
             self._busy_writers -= 1
             self._slots.release()
-            if self._gathering_behind_others and self._busy_writers == 1:
+            if self._busy_writers == 1:  # only a gathering batch's own slot, if any, is left
                 self._wake.set()
 
     async def _store(self, batch: list[_Entry]) -> None:
