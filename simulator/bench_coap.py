@@ -105,13 +105,14 @@ async def coap(options: BenchOptions, space: Workspace) -> BenchReport:
     async with coap_gateway(space) as gateway:
         tokens = await provision_devices(gateway, tenant, options.devices)
         spec = _spec(gateway, tokens, options)
-        gateway_max = await measure("gateway, closed loop", spec, options)
+        gateway_max = await measure("gateway, closed loop", spec, options, server=gateway)
         if gateway_max.requests_per_s <= 0:
             raise BenchError(f"the gateway answered no telemetry: {dict(gateway_max.errors)}")
         runs.append(Run("gateway_max", "gateway, max throughput", gateway_max))
         rate = options.rate or gateway_max.requests_per_s / 2
         gateway_rate, floor = await probed(
-            space.root, measure(f"gateway, {rate:,.0f}/s", replace(spec, mode="open", rate=rate), options))
+            space.root, measure(f"gateway, {rate:,.0f}/s", replace(spec, mode="open", rate=rate), options,
+                                server=gateway))
         runs.append(Run("gateway_rate", f"gateway at {rate:,.0f}/s ({'--rate' if options.rate else 'half the maximum'})",
                         gateway_rate))
         if options.requests:
@@ -125,9 +126,9 @@ async def coap(options: BenchOptions, space: Workspace) -> BenchReport:
             runs.append(Run("gateway_memory", f"gateway, {options.requests:,} requests (memory)", memory))
     async with coap_baseline(space) as baseline:
         baseline_spec = _spec(baseline, tokens, options)
-        baseline_max = await measure("aiocoap, closed loop", baseline_spec, options)
+        baseline_max = await measure("aiocoap, closed loop", baseline_spec, options, server=baseline)
         baseline_rate = await measure(f"aiocoap, {rate:,.0f}/s", replace(baseline_spec, mode="open", rate=rate),
-                                      options)
+                                      options, server=baseline)
         runs.insert(1, Run("baseline_max", "bare aiocoap, max throughput", baseline_max))
         runs.insert(3, Run("baseline_rate", f"bare aiocoap at {rate:,.0f}/s", baseline_rate))
     stored = await stored_rows(space, tenant)

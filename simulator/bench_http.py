@@ -54,18 +54,20 @@ async def http(options: BenchOptions, space: Workspace) -> BenchReport:
             gateway.host, gateway.port, TelemetrySpec(tokens), connections=len(tokens),
             warmup=options.warmup, duration=options.duration, max_requests=options.max_requests,
         )
-        gateway_max = await measure("gateway, closed loop", spec, options)
+        gateway_max = await measure("gateway, closed loop", spec, options, server=gateway)
         rate = options.rate or gateway_max.requests_per_s / 2
         if rate <= 0:
             raise BenchError(f"the gateway answered no telemetry: {dict(gateway_max.errors)}")
         open_spec = replace(spec, mode="open", rate=rate)
-        gateway_rate, floor = await probed(space.root, measure(f"gateway, {rate:,.0f}/s", open_spec, options))
+        gateway_rate, floor = await probed(space.root, measure(f"gateway, {rate:,.0f}/s", open_spec, options,
+                                                                         server=gateway))
     async with baseline_server(space) as baseline:
         baseline_max = await measure(
-            "baseline, closed loop", replace(spec, host=baseline.host, port=baseline.port), options
+            "baseline, closed loop", replace(spec, host=baseline.host, port=baseline.port), options, server=baseline
         )
         baseline_rate = await measure(
-            f"baseline, {rate:,.0f}/s", replace(open_spec, host=baseline.host, port=baseline.port), options
+            f"baseline, {rate:,.0f}/s", replace(open_spec, host=baseline.host, port=baseline.port), options,
+            server=baseline,
         )
     stored = await stored_rows(space, tenant)
     acknowledged = acknowledged_datapoints(gateway_max, gateway_rate)

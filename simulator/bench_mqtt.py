@@ -97,8 +97,9 @@ def _spec(server: RunningServer, tokens: tuple[str, ...], options: BenchOptions)
     )
 
 
-async def _open(name: str, spec: LoadSpec, options: BenchOptions, rate: float) -> LoadResult:
-    return await measure(f"{name}, {rate:,.0f}/s", replace(spec, mode="open", rate=rate), options, unit="messages")
+async def _open(name: str, spec: LoadSpec, options: BenchOptions, rate: float, server: RunningServer) -> LoadResult:
+    return await measure(f"{name}, {rate:,.0f}/s", replace(spec, mode="open", rate=rate), options, unit="messages",
+                         server=server)
 
 
 async def _pair(
@@ -106,11 +107,11 @@ async def _pair(
 ) -> tuple[LoadResult, LoadResult, float]:
     """A closed loop, then an open loop at ``rate`` (default: half the closed loop's), on one server."""
     spec = _spec(server, tokens, options)
-    maximum = await measure(f"{name}, closed loop", spec, options, unit="messages")
+    maximum = await measure(f"{name}, closed loop", spec, options, unit="messages", server=server)
     rate = rate or maximum.requests_per_s / 2
     if rate <= 0:
         raise BenchError(f"{name} acknowledged no message: {dict(maximum.errors)}")
-    return maximum, await _open(name, spec, options, rate), rate
+    return maximum, await _open(name, spec, options, rate, server), rate
 
 
 async def _gateway_runs(
@@ -121,13 +122,13 @@ async def _gateway_runs(
     no --rate, the open-loop capacity searched for in a few more runs. ``floors``: what the
     machine gave each open loop, by rate (simulator.machine_probe)."""
     spec = _spec(gateway, tokens, options)
-    maximum = await measure("gateway, closed loop", spec, options, unit="messages")
+    maximum = await measure("gateway, closed loop", spec, options, unit="messages", server=gateway)
     top = maximum.requests_per_s
     if top <= 0:
         raise BenchError(f"gateway acknowledged no message: {dict(maximum.errors)}")
 
     async def run(name: str, rate: float) -> LoadResult:
-        result, floors[rate] = await probed(space.root, _open(name, spec, options, rate))
+        result, floors[rate] = await probed(space.root, _open(name, spec, options, rate, gateway))
         return result
 
     if options.rate is not None:
@@ -163,8 +164,8 @@ async def mqtt(options: BenchOptions, space: Workspace) -> BenchReport:
     if mosquitto_path() is not None:
         async with mosquitto_server(space) as broker:
             spec = _spec(broker, tokens, options)
-            baseline_max = await measure("mosquitto, closed loop", spec, options, unit="messages")
-            baseline_open = [await _open("mosquitto", spec, options, run.rate) for run in table]
+            baseline_max = await measure("mosquitto, closed loop", spec, options, unit="messages", server=broker)
+            baseline_open = [await _open("mosquitto", spec, options, run.rate, broker) for run in table]
             baseline = (baseline_max, baseline_open[-1])
     stored = await stored_rows(space, tenant)
     acknowledged = acknowledged_datapoints(gateway_max, *(run.result for run in gateway_open))
@@ -186,7 +187,7 @@ async def mqtt(options: BenchOptions, space: Workspace) -> BenchReport:
     ratios: tuple[Ratio, ...] = ()
     report_notes: list[str] = []
     if baseline is not None:
-        ratios = head_to_head("mosquitto", gateway_max, gateway_rate, *baseline)
+        ratios = head_to_head("mosquitto", gateway_max, gateway_rate, *baseline, item="message")
     else:
         report_notes.append(NO_MOSQUITTO)
     for run in gateway_open:

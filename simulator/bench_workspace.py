@@ -42,6 +42,7 @@ from fleetgate.simulator.loadspec import LoadSpec
 from fleetgate.simulator.mosquitto import mosquitto
 from fleetgate.simulator.processes import RunningServer, child_environment, free_port, server_process
 from fleetgate.simulator.report import Ratio
+from fleetgate.simulator.server_cpu import ServerCpu
 from fleetgate.simulator.stats import LoadResult
 from fleetgate.simulator.worker import run_load
 from fleetgate.simulator.workloads import ProvisionSpec, ProvisionWorkload
@@ -309,9 +310,20 @@ def acknowledged_datapoints(*results: LoadResult) -> int:
     return sum(r.total_ok for r in results) * results[0].datapoints_per_request
 
 
-async def measure(label: str, spec: LoadSpec, options: BenchOptions, unit: str = "requests") -> LoadResult:
+async def measure(
+    label: str, spec: LoadSpec, options: BenchOptions, unit: str = "requests", server: RunningServer | None = None,
+) -> LoadResult:
+    """Run ``spec``; with ``server``, its CPU time over the measured window too (simulator.server_cpu)."""
     progress(f"{label}: {spec.warmup:g} s warm-up, {spec.duration:g} s measured")
-    result = await run_load(spec, options.load_processes)
+    if server is None:
+        result = await run_load(spec, options.load_processes)
+    else:
+        cpu = ServerCpu(server.pid, spec.warmup, spec.duration)
+        try:
+            result = await run_load(spec, options.load_processes, on_ready=cpu.start)
+        finally:
+            seconds = await cpu.seconds()
+        result = replace(result, server_cpu_s=seconds)
     latency = result.latency
     progress(
         f"{label}: {result.requests_per_s:,.0f} {unit}/s, p50 {latency.p50_ms:.1f} ms, "
@@ -322,16 +334,22 @@ async def measure(label: str, spec: LoadSpec, options: BenchOptions, unit: str =
 
 def head_to_head(
     baseline: str, gateway_max: LoadResult, gateway_rate: LoadResult, baseline_max: LoadResult,
-    baseline_rate: LoadResult,
-) -> tuple[Ratio, Ratio]:
-    """The gateway against ``baseline``: its share of the maximum throughput, its p99 multiple at one rate."""
+    baseline_rate: LoadResult, item: str = "request",
+) -> tuple[Ratio, ...]:
+    """The gateway against ``baseline``: its share of the maximum throughput, its p99 multiple at one
+    rate and, where both servers' CPU was counted, its multiple of CPU time a request at that rate."""
     share = gateway_max.requests_per_s / baseline_max.requests_per_s if baseline_max.requests_per_s else 0.0
     p99 = baseline_rate.latency.p99_ms
-    return (
+    ratios = [
         Ratio(f"gateway / {baseline}, max throughput", share),
         Ratio(f"gateway / {baseline}, p99 latency at the same rate",
               gateway_rate.latency.p99_ms / p99 if p99 else 0.0, percent=False),
-    )
+    ]
+    cpu, baseline_cpu = gateway_rate.server_cpu_us, baseline_rate.server_cpu_us
+    if cpu is not None and baseline_cpu:
+        ratios.append(Ratio(f"gateway / {baseline}, server CPU a {item} at the same rate", cpu / baseline_cpu,
+                            percent=False))
+    return tuple(ratios)
 
 
 def notes(results: tuple[LoadResult, ...]) -> tuple[str, ...]:

@@ -23,16 +23,10 @@ import time
 import nats
 
 from fleetgate.simulator.nats_server import nats_server
+from fleetgate.simulator.processes import tree_cpu_seconds
 from fleetgate.simulator.runtime import run
 
-_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def rss() -> int:
@@ -72,7 +66,7 @@ async def main(args: argparse.Namespace) -> None:
             await subscriber.subscribe(f"fleetgate.d.{n:024x}", cb=count)
         await subscriber.flush()
         per_subscription = (rss() - before) / args.devices
-        cpu = cpu_seconds(server_pid)
+        cpu = tree_cpu_seconds(server_pid)
         started = time.monotonic()
         publishers = [await asyncio.create_subprocess_exec(
             sys.executable, "-m", "fleetgate.simulator.nats_load", "--publish", url, "--devices", str(args.devices),
@@ -82,7 +76,7 @@ async def main(args: argparse.Namespace) -> None:
         async with asyncio.timeout(60):
             await done.wait()
         seconds = time.monotonic() - started
-        server_cpu = (cpu_seconds(server_pid) - cpu) / seconds
+        server_cpu = (tree_cpu_seconds(server_pid) - cpu) / seconds
         await subscriber.close()
     rate = received / seconds
     print(f"{args.devices:,} device subscriptions: {per_subscription / 1024:.2f} KiB each in the subscribing client")

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 _READY_TIMEOUT = 120.0
 _LISTENER_GRACE = 10.0  # after a server's first listener line, for the others
 _STOP_TIMEOUT = 60.0
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class ServerFailed(Exception):
@@ -86,6 +87,26 @@ def tree_resident_kib(pid: int) -> int:
         except OSError:
             continue  # a process that ended meanwhile
     return total
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and of its children so far, in seconds; OSError
+    once the process itself has ended."""
+    total = _cpu_seconds(pid)
+    for child in _tree(pid)[1:]:
+        try:
+            total += _cpu_seconds(child)
+        except OSError:
+            continue  # a process that ended meanwhile
+    return total
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (IndexError, ValueError) as exc:
+        raise OSError(f"no CPU times for process {pid}") from exc
 
 
 def tree_proportional_kib(pid: int) -> int:

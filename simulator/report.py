@@ -77,12 +77,18 @@ class BenchReport:
         }
 
 
-_COLUMNS = ("conns", "{unit}/s", "points/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors", "gen CPU")
+# "server us/msg": the server's CPU time a message (request) of the window (simulator.server_cpu).
+_COLUMNS = ("conns", "{unit}/s", "points/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors", "gen CPU",
+            "server us/{one}")
+_ONE = {"messages": "msg", "requests": "req", "queries": "query"}
 
 
 def format_table(report: BenchReport) -> str:
-    rows = [(run.label, *_cells(run.result)) for run in report.runs]
-    header = ("", *(column.format(unit=report.unit) for column in _COLUMNS))
+    # The server's CPU only where it was measured: runs of the same report share their columns.
+    columns = len(_COLUMNS) if any(run.result.server_cpu_s is not None for run in report.runs) else -1
+    rows = [(run.label, *_cells(run.result)[:columns]) for run in report.runs]
+    one = _ONE.get(report.unit, report.unit.removesuffix("s"))
+    header = ("", *(column.format(unit=report.unit, one=one) for column in _COLUMNS[:columns]))
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
 
     def line(cells: tuple[str, ...]) -> str:
@@ -131,4 +137,5 @@ def _cells(result: LoadResult) -> tuple[str, ...]:
         ms(latency.max_ms),
         str(result.error_count),
         f"{result.generator_cpu_share:.0%}",
+        "-" if result.server_cpu_us is None else f"{result.server_cpu_us:.1f}",
     )

@@ -247,6 +247,7 @@ class LoadResult:
     target_rate: float | None = None
     connect_s: float = 0.0  # how long connecting took (the longest of the generator processes)
     timeline: tuple[Histogram, ...] = ()  # latencies a second, when asked for (simulator.timeline)
+    server_cpu_s: float | None = None  # the server's CPU time over the window (simulator.server_cpu)
 
     @property
     def requests_per_s(self) -> float:
@@ -264,6 +265,13 @@ class LoadResult:
     def generator_cpu_share(self) -> float:
         """CPU time of the generator processes over the window, as a share of one core each."""
         return self.cpu_s / (self.window_s * self.processes) if self.window_s > 0 else 0.0
+
+    @property
+    def server_cpu_us(self) -> float | None:
+        """The server's CPU time a request (message) of the window, in microseconds."""
+        if self.server_cpu_s is None or not self.ok:
+            return None
+        return self.server_cpu_s / self.ok * 1e6
 
     @property
     def latency(self) -> LatencySummary:
@@ -323,6 +331,9 @@ class LoadResult:
             "generator_cpu_share": round(self.generator_cpu_share, 3),
             "connect_s": round(self.connect_s, 6),
         }
+        if self.server_cpu_s is not None:
+            data["server_cpu_s"] = round(self.server_cpu_s, 3)
+            data["server_cpu_us_per_request"] = None if self.server_cpu_us is None else round(self.server_cpu_us, 2)
         if histogram:
             data["histogram"] = self.histogram.to_json()
             data["timeline"] = timeline_to_json(self.timeline)
@@ -344,6 +355,7 @@ class LoadResult:
             target_rate=data.get("target_rate"),
             connect_s=float(data.get("connect_s", 0.0)),
             timeline=timeline_from_json(data.get("timeline", ())),
+            server_cpu_s=data.get("server_cpu_s"),
         )
 
 

@@ -17,6 +17,8 @@ async def test_bench_coap() -> None:
         assert run["connections"] == 20  # one UDP socket a device
         assert run["datapoints_per_request"] == 3
     assert report["runs"]["gateway_memory"]["total_ok"] >= 2000
+    for name in ("gateway_max", "gateway_rate", "baseline_max", "baseline_rate"):
+        assert report["runs"][name]["server_cpu_us_per_request"] >= 0  # the server's own CPU, a request
     # The open loop at half the maximum, the same rate against the baseline.
     rate = report["runs"]["gateway_rate"]["target_rate"]
     assert rate == report["runs"]["baseline_rate"]["target_rate"] > 0

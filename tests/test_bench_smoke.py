@@ -27,6 +27,8 @@ async def test_bench_http() -> None:
     rate = report["runs"]["gateway_rate"]["target_rate"]
     assert rate == report["runs"]["baseline_rate"]["target_rate"] > 0
     assert "gateway / bare aiohttp, max throughput" in report["ratios"]
+    # Each server's own CPU over each window, a request.
+    assert all(run["server_cpu_us_per_request"] >= 0 for run in report["runs"].values())
     assert {t["name"] for t in report["targets"]} == {"throughput", "against the baseline", "latency"}
     # Every acknowledged data point is in the database (one device's requests never share a millisecond here).
     assert report["checks"]["rows in ts_kv"] == report["checks"]["data points acknowledged"]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
+from fleetgate.simulator.bench_workspace import head_to_head
+from fleetgate.simulator.report import BenchReport, Run, format_table
 from fleetgate.simulator.stats import Histogram, LatencyRecorder, LoadResult, bucket_bounds, bucket_index, merge_all
 
 
@@ -117,6 +120,34 @@ def test_result_json_round_trip_keeps_what_merging_needs() -> None:
     r = result(123, errors={"connection lost: ConnectionResetError": 1})
     back = LoadResult.from_json(r.to_json(histogram=True))
     assert back == r
+
+
+def test_server_cpu_is_counted_a_request_and_kept_in_json() -> None:
+    r = replace(result(20_000), server_cpu_s=0.5)
+    assert r.server_cpu_us == pytest.approx(25.0)
+    data = r.to_json(histogram=True)
+    assert data["server_cpu_s"] == 0.5 and data["server_cpu_us_per_request"] == 25.0
+    assert LoadResult.from_json(data) == r
+    assert "server_cpu_s" not in result(10).to_json()
+    assert result(10).server_cpu_us is None and replace(result(0), server_cpu_s=1.0).server_cpu_us is None
+
+
+def test_the_table_shows_the_server_cpu_only_where_it_was_counted() -> None:
+    counted = Run("gateway_max", "gateway", replace(result(20_000), server_cpu_s=0.5))
+    plain = Run("baseline_max", "baseline", result(10_000))
+    table = format_table(BenchReport("mqtt", "title", {}, (counted, plain), unit="messages"))
+    header, _, first, second = table.splitlines()[2:6]
+    assert header.split()[-2:] == ["server", "us/msg"]
+    assert first.split()[-1] == "25.0" and second.split()[-1] == "-"
+    assert "server" not in format_table(BenchReport("http", "title", {}, (plain,)))
+
+
+def test_the_cpu_ratio_needs_both_servers_counted() -> None:
+    gateway, baseline = replace(result(20_000), server_cpu_s=0.6), replace(result(20_000), server_cpu_s=0.2)
+    ratios = head_to_head("mosquitto", gateway, gateway, baseline, baseline, item="message")
+    assert [r.name for r in ratios][-1] == "gateway / mosquitto, server CPU a message at the same rate"
+    assert ratios[-1].value == pytest.approx(3.0)
+    assert len(head_to_head("mosquitto", gateway, gateway, result(100), result(100))) == 2
 
 
 def test_priming_counts_in_totals_only() -> None:
