@@ -83,6 +83,7 @@ class Gateway:
         self.listeners: list[Listener] = []
         self._services: Services | None = None
         self._pipeline: IngestPipeline | None = None
+        self._telemetry: TelemetryWriter | None = None
         self._http: HttpServer | None = None
         self._live_bus: PgLiveBus | None = None
         self._live: LiveHub | None = None
@@ -144,8 +145,11 @@ class Gateway:
         await live_bus.start()
         self._live = live = LiveHub(live_bus)
         live.start()
+        # Each writer keeps its connection between batches; the pool's other users keep one at least.
+        self._telemetry = TelemetryWriter(services.pool, services.keys, outbox=forwarding.outbox, layout=layout,
+                                          kept=min(s.writers, s.db_pool_size - 1))
         self._pipeline = IngestPipeline(
-            CommittedFeed(TelemetryWriter(services.pool, services.keys, outbox=forwarding.outbox, layout=layout), live),
+            CommittedFeed(self._telemetry, live),
             IngestSettings(
                 capacity_rows=s.ingest_queue_rows,
                 batch_max_rows=s.batch_max_rows,
@@ -306,6 +310,8 @@ class Gateway:
                 await server.stop_accepting()
         if self._pipeline is not None:
             await self._pipeline.stop(self.settings.shutdown_timeout_seconds)
+        if self._telemetry is not None:
+            await self._telemetry.close()
         if self._device_http is not None:
             await self._device_http.close(min(left(), 5.0))
         if self._mqtt is not None:

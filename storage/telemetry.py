@@ -37,6 +37,7 @@ from fleetgate.core.telemetry_model import AttributeMessage, KeyValue, Telemetry
 from fleetgate.storage.database import discard
 from fleetgate.storage.errors import translated
 from fleetgate.storage.forwarding_outbox import COLUMNS as _OUTBOX_COLUMNS, TelemetryOutbox
+from fleetgate.storage.kept_connections import KeptConnections
 from fleetgate.storage.month_partitions import MonthPartitions
 from fleetgate.storage.partitions import Partitions
 from fleetgate.storage.telemetry_layout import Layout
@@ -152,9 +153,12 @@ class DeviceProjects:
 class TelemetryWriter:
     def __init__(
         self, pool: asyncpg.Pool, keys: KeyDictionary, projects: DeviceProjects | None = None,
-        outbox: TelemetryOutbox | None = None, layout: Layout = Layout.PROJECT_MONTH,
+        outbox: TelemetryOutbox | None = None, layout: Layout = Layout.PROJECT_MONTH, kept: int = 0,
     ) -> None:
+        """``kept``: connections kept between batches (storage/kept_connections.py), at most as
+        many as batches are written at once; 0 hands each back to the pool."""
         self._pool = pool
+        self._connections = KeptConnections(pool, kept)
         # Forwarding's outbox rows, when a rule wants the batch: written in its transaction.
         self._outbox = outbox
         self._keys = keys
@@ -173,16 +177,24 @@ class TelemetryWriter:
                 rows = await self._rows(telemetry)
                 if self._outbox is not None and self._outbox.active:
                     notes = self._outbox.records(telemetry, self._batch_projects)
-            async with self._pool.acquire() as conn:
-                try:
-                    await self._write_on(conn, rows, attributes, notes)
-                except (asyncpg.InterfaceError, asyncpg.InternalClientError):
+            conn = await self._connections.take()
+            try:
+                await self._write_on(conn, rows, attributes, notes)
+            except BaseException as exc:
+                if isinstance(exc, (asyncpg.InterfaceError, asyncpg.InternalClientError)):
                     # The connection's protocol state is unknown (a COPY cut short by a
                     # terminated backend): close it, so that the pool never hands it out again.
                     discard(conn)
-                    raise
+                await self._connections.give_back(conn)
+                raise
+            if not self._connections.keep(conn):
+                await self._connections.give_back(conn)
             if notes:
                 self._outbox.committed(notes)  # type: ignore[union-attr]
+
+    async def close(self) -> None:
+        """Hand the kept connections back to the pool: after the last write, before the pool closes."""
+        await self._connections.close()
 
     async def _write_on(
         self, conn: asyncpg.Connection, rows: list[tuple[object, ...]], attributes: Sequence[AttributeMessage],

@@ -37,8 +37,11 @@ def batch(device: str, first_ts: int) -> list[TelemetryMessage]:
         Reading(first_ts + i, (KeyValue("n", ValueType.LONG, i),)) for i in range(ROWS)))]
 
 
+@pytest.mark.parametrize("kept", [0, 2], ids=["pooled", "kept"])
 async def test_no_future_is_left_behind_when_backends_are_terminated(
-        gateway, tenant, database_url, monkeypatch: pytest.MonkeyPatch) -> None:
+        gateway, tenant, database_url, monkeypatch: pytest.MonkeyPatch, kept: int) -> None:
+    """With each batch's connection handed back to the pool, and with the writers keeping theirs
+    (storage/kept_connections.py), which the terminations then reach while they sit idle."""
     device = await register(gateway.services.pool, tenant)
     discarded = 0
 
@@ -56,7 +59,7 @@ async def test_no_future_is_left_behind_when_backends_are_terminated(
     separator = "&" if "?" in database_url else "?"
     pool = await open_pool(f"{database_url}{separator}application_name={APP}", 4, run_migrations=False)
     try:
-        writer = TelemetryWriter(pool, KeyDictionary())
+        writer = TelemetryWriter(pool, KeyDictionary(), kept=kept)
         stop = asyncio.Event()
         outcomes = {"stored": 0, "unavailable": 0}
 
@@ -87,8 +90,9 @@ async def test_no_future_is_left_behind_when_backends_are_terminated(
         writers = [asyncio.create_task(write(offset)) for offset in (0, 1)]
         ended = await terminate()
         await asyncio.gather(*writers)
+        await writer.close()
     finally:
-        await pool.close()
+        await asyncio.wait_for(pool.close(), 10)  # it waits for every connection to be handed back
         gc.collect()
         await asyncio.sleep(0)  # one turn, for the done callbacks the collection scheduled
         loop.set_exception_handler(previous)
