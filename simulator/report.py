@@ -27,7 +27,10 @@ class Ratio:
     percent: bool = True
 
     def __str__(self) -> str:
-        return f"{self.name}: {self.value:.0%}" if self.percent else f"{self.name}: {self.value:.1f}x"
+        if self.percent:
+            return f"{self.name}: {self.value:.0%}"
+        # Two decimals below 1, where one would print a gateway 30 times faster as "0.0x".
+        return f"{self.name}: {self.value:.1f}x" if self.value >= 1 else f"{self.name}: {self.value:.2f}x"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from fleetgate.simulator.bench_workspace import head_to_head
-from fleetgate.simulator.report import BenchReport, Run, format_table
+from fleetgate.simulator.report import BenchReport, Ratio, Run, format_table
 from fleetgate.simulator.stats import Histogram, LatencyRecorder, LoadResult, bucket_bounds, bucket_index, merge_all
 
 
@@ -140,6 +140,12 @@ def test_the_table_shows_the_server_cpu_only_where_it_was_counted() -> None:
     assert header.split()[-2:] == ["server", "us/msg"]
     assert first.split()[-1] == "25.0" and second.split()[-1] == "-"
     assert "server" not in format_table(BenchReport("http", "title", {}, (plain,)))
+
+
+def test_ratios_below_one_keep_two_decimals() -> None:
+    assert str(Ratio("p99", 82.34, percent=False)) == "p99: 82.3x"
+    assert str(Ratio("p99", 0.032, percent=False)) == "p99: 0.03x"
+    assert str(Ratio("share", 1.95)) == "share: 195%"
 
 
 def test_the_cpu_ratio_needs_both_servers_counted() -> None:
