@@ -19,13 +19,14 @@ import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 _READY_TIMEOUT = 120.0
 _LISTENER_GRACE = 10.0  # after a server's first listener line, for the others
 _STOP_TIMEOUT = 60.0
 _TICKS = os.sysconf("SC_CLK_TCK")
+_N = TypeVar("_N", int, float)
 
 
 class ServerFailed(Exception):
@@ -80,22 +81,21 @@ def resident_kib(pid: int) -> int:
 
 def tree_resident_kib(pid: int) -> int:
     """VmRSS of a process and of its children (a gateway supervisor and its workers), in KiB."""
-    total = resident_kib(pid)
-    for child in _tree(pid)[1:]:
-        try:
-            total += resident_kib(child)
-        except OSError:
-            continue  # a process that ended meanwhile
-    return total
+    return _tree_total(pid, resident_kib)
 
 
 def tree_cpu_seconds(pid: int) -> float:
     """User and system CPU time of a process and of its children so far, in seconds; OSError
     once the process itself has ended."""
-    total = _cpu_seconds(pid)
+    return _tree_total(pid, _cpu_seconds)
+
+
+def _tree_total(pid: int, read: Callable[[int], _N]) -> _N:
+    """``read`` of a process, plus ``read`` of each of its children still there."""
+    total = read(pid)
     for child in _tree(pid)[1:]:
         try:
-            total += _cpu_seconds(child)
+            total += read(child)
         except OSError:
             continue  # a process that ended meanwhile
     return total
