@@ -87,11 +87,12 @@ _ONE = {"messages": "msg", "requests": "req", "queries": "query"}
 
 
 def format_table(report: BenchReport) -> str:
-    # The server's CPU only where it was measured: runs of the same report share their columns.
-    columns = len(_COLUMNS) if any(run.result.server_cpu_s is not None for run in report.runs) else -1
-    rows = [(run.label, *_cells(run.result)[:columns]) for run in report.runs]
+    # The server's CPU (the last column) only where it was measured: a report's runs share their columns.
+    counted = any(run.result.server_cpu_s is not None for run in report.runs)
+    shown = _COLUMNS if counted else _COLUMNS[:-1]
+    rows = [(run.label, *_cells(run.result)[:len(shown)]) for run in report.runs]
     one = _ONE.get(report.unit, report.unit.removesuffix("s"))
-    header = ("", *(column.format(unit=report.unit, one=one) for column in _COLUMNS[:columns]))
+    header = ("", *(column.format(unit=report.unit, one=one) for column in shown))
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
 
     def line(cells: tuple[str, ...]) -> str:
