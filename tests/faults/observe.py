@@ -29,7 +29,8 @@ def rss_kib(pid: int) -> int:
         for line in status:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
+    # A killed process not yet reaped (a zombie) still has its status, without memory.
+    raise ProcessLookupError(f"process {pid} has ended: no VmRSS")
 
 
 def unread_bytes(local_port: int) -> int:
