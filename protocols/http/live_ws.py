@@ -97,24 +97,48 @@ class LiveWebSocket:
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=_MAX_MESSAGE)
         if not ws.can_prepare(request).ok:
             return error_response(errors.InvalidInput("This address takes WebSocket connections only"))
-        await ws.prepare(request)
         token = request.headers.get("X-Auth-Token")
-        first: dict[str, Any] | None = None
-        if not token:
-            first = await _first_message(ws)
-            auth = first.get("authCmd") if first else None
-            token = auth.get("token") if isinstance(auth, dict) else None
+        # A token in the header is admitted before the handshake completes: a client whose
+        # connect has returned already holds its place under the token's connection limit.
+        admitted = await self._admit(token) if token else None
+        try:
+            await ws.prepare(request)
+            first: dict[str, Any] | None = None
+            if not token:
+                first = await _first_message(ws)
+                auth = first.get("authCmd") if first else None
+                token = auth.get("token") if isinstance(auth, dict) else None
+                admitted = await self._admit(token)
+            assert admitted is not None
+            if isinstance(admitted, _Refusal):
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=admitted.reason.encode()[:120])
+                return ws
+            await self._serve(ws, admitted, first)
+        finally:
+            if token and isinstance(admitted, str):
+                self._release(token)
+        return ws
+
+    async def _admit(self, token: str | None) -> str | _Refusal:
+        """The token's project, its place under the limit taken; or why the connection is refused."""
         try:
             project_id = await self._authenticate(token)
         except errors.GatewayError as exc:
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=exc.message.encode()[:120])
-            return ws
+            return _Refusal(exc.message)
         assert token is not None
         if self._per_token.get(token, 0) >= self._limits.connections_per_token:
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=(
-                f"at most {self._limits.connections_per_token} connections a token").encode())
-            return ws
+            return _Refusal(f"at most {self._limits.connections_per_token} connections a token")
         self._per_token[token] = self._per_token.get(token, 0) + 1
+        return project_id
+
+    def _release(self, token: str) -> None:
+        left = self._per_token[token] - 1
+        if left:
+            self._per_token[token] = left
+        else:
+            del self._per_token[token]
+
+    async def _serve(self, ws: web.WebSocketResponse, project_id: str, first: dict[str, Any] | None) -> None:
         self._open.add(ws)
         metrics.LIVE_CONNECTIONS.inc()
         session = _Session(self, ws, project_id)
@@ -138,12 +162,11 @@ class LiveWebSocket:
             await asyncio.gather(sender, return_exceptions=True)
             metrics.LIVE_CONNECTIONS.dec()
             self._open.discard(ws)
-            left = self._per_token[token] - 1
-            if left:
-                self._per_token[token] = left
-            else:
-                del self._per_token[token]
-        return ws
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    reason: str
 
 
 async def _first_message(ws: web.WebSocketResponse) -> dict[str, Any] | None:
