@@ -1,4 +1,4 @@
-"""In-memory fakes of the core's storage ports (fleetgate.core.ports), one per port, for unit
+"""In-memory fakes of the core's storage and bus ports (fleetgate.core.ports), one per port, for unit
 tests with no database. Each keeps the database's rules a caller can observe (uniqueness,
 one transaction storing all or nothing) and exposes its state for the tests to read."""
 
@@ -552,3 +552,19 @@ class QueueChannel:
 
     def push_rpc(self, request_id: int, method: str, params: Any) -> None:
         self.rpcs.put_nowait((request_id, method, params))
+
+
+class LoopbackBus:
+    """Every event to this process's hub at once, as PostgreSQL would bring it back."""
+
+    def __init__(self) -> None:
+        self.receiver: Any = None
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, event: dict[str, Any]) -> None:
+        self.sent.append(event)
+        if self.receiver is not None:
+            self.receiver(event)
+
+    async def flush(self) -> None:
+        pass

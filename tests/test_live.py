@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
 import pytest
 
@@ -19,22 +18,7 @@ from fleetgate.core.telemetry_model import (
     TelemetryMessage,
     ValueType,
 )
-
-
-class LoopbackBus:
-    """Every event to this process's hub at once, as PostgreSQL would bring it back."""
-
-    def __init__(self) -> None:
-        self.receiver: Any = None
-        self.sent: list[dict[str, Any]] = []
-
-    def send(self, event: dict[str, Any]) -> None:
-        self.sent.append(event)
-        if self.receiver is not None:
-            self.receiver(event)
-
-    async def flush(self) -> None:
-        pass
+from tests.fakes import LoopbackBus
 
 
 class GatedWriter:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import pytest
@@ -13,7 +13,7 @@ from aiohttp import web
 
 from fleetgate.core.live import LiveHub
 from fleetgate.protocols.http.live_ws import LiveLimits, LiveWebSocket
-from tests.test_live import LoopbackBus
+from tests.fakes import LoopbackBus
 
 
 class GatedTokens:
@@ -36,7 +36,7 @@ class GatedTokens:
 async def served() -> AsyncIterator[tuple[str, GatedTokens]]:
     tokens = GatedTokens()
     unused: Any = None
-    feed = LiveWebSocket(LiveHub(cast(Any, LoopbackBus())), tokens.project_of, unused, unused, unused, unused,
+    feed = LiveWebSocket(LiveHub(LoopbackBus()), tokens.project_of, unused, unused, unused, unused,
                          LiveLimits(connections_per_token=1, subscriptions_per_connection=1, buffer_updates=1))
     app = web.Application()
     app.add_routes(feed.routes())
