@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import aiohttp
@@ -78,10 +79,12 @@ def build_context(directory: Path) -> Path:
     wheels = CACHE / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     # Dependencies' wheels are cached; the project's own is rebuilt each time.
-    for old in wheels.glob("iot_gateway-*.whl"):
+    for old in wheels.glob("fleetgate-*.whl"):
         old.unlink()
+    with open(ROOT / "pyproject.toml", "rb") as file:
+        backend = tomllib.load(file)["build-system"]["requires"]  # for pip's isolated build in the image
     run(sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), f"{context}[nats]",
-        "setuptools>=68", "wheel")  # the build backend, for pip's isolated build of the project
+        *backend, "wheel")
     shutil.copytree(wheels, context / "wheels")
     return context
 
