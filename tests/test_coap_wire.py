@@ -11,6 +11,7 @@ from aiocoap.numbers.types import Type
 from tests.coap_support import coap_client, device_id_of, port_of, provision_device
 from tests.coap_support import request as coap_request
 from tests.coap_wire import RawCoap, ack, request
+from tests.metrics_support import queued
 from tests.support import gateway_settings, new_tenant, running_gateway
 from tests.telemetry_support import PENDING, key_rows, stored, writes_blocked
 
@@ -139,6 +140,7 @@ async def test_a_full_queue_is_5_03_with_max_age(database_url, tmp_path) -> None
             body = b'{"a":1,"b":2,"c":3}'
             async with writes_blocked(database_url):
                 waiting = asyncio.ensure_future(coap_request(client, Code.POST, f"{url}/api/v1/{token}/telemetry", body))
+                await queued(gw, 3)
                 done, _ = await asyncio.wait([waiting], timeout=PENDING)
                 assert not done, "acknowledged before it was stored"
                 refused = await coap_request(client, Code.POST, f"{url}/api/v1/{token}/telemetry", body)

@@ -8,6 +8,7 @@ import asyncio
 import aiohttp
 import orjson
 
+from tests.metrics_support import queued
 from tests.pg_control import ControlledServer
 from tests.support import gateway_settings, new_tenant, provision_token, running_gateway
 from tests.telemetry_support import PENDING, writes_blocked
@@ -34,6 +35,7 @@ async def test_full_queue_answers_503_with_retry_after_and_keeps_what_it_took(da
         token = await provision_token(http, tenant, "pushed-back")
         async with writes_blocked(database_url):
             waiting = asyncio.ensure_future(post(http, token))
+            await queued(gw, 3)
             done, _ = await asyncio.wait([waiting], timeout=PENDING)
             assert not done, "acknowledged before it was stored"
             status, headers = await post(http, token)
@@ -75,6 +77,7 @@ async def test_stop_drains_in_flight_messages_and_refuses_new_connections(databa
             async with writes_blocked(database_url):
                 requests = [asyncio.ensure_future(post(http, token, orjson.dumps({"ts": 1767225600000 + i, "values": {"k": i}})))
                             for i in range(10)]
+                await queued(gw, 10)
                 done, _ = await asyncio.wait(requests, timeout=PENDING)
                 assert not done
                 stopping = asyncio.ensure_future(gw.stop())
