@@ -182,7 +182,7 @@ async def test_metrics_cover_both_workers(workers) -> None:
     # Each worker writes its message tallies to the shared files every second.
     pattern = re.compile(r'gateway_messages_total\{kind="telemetry",protocol="mqtt"\} ([0-9.]+)')
     async with aiohttp.ClientSession() as http:
-        for _ in range(30):  # bounded: three seconds
+        for _ in range(100):  # bounded: ten seconds, ten of those writes
             async with http.get(f"http://127.0.0.1:{ports['management']}/metrics") as r:
                 found = pattern.findall(await r.text())
             if found and float(found[0]) >= 16:
